@@ -1,0 +1,41 @@
+"""multilabel_ic: multi-label image classification with the SageMaker built-in Image Classification algorithm,
+run on SageMaker or re-implemented locally in PyTorch, behind one API.
+
+    from multilabel_ic import Dataset, Hyperparameters, Trainer, Predictor
+"""
+
+from .api import Backend, Model, Predictor, Trainer
+from .data.dataset import Dataset
+from .exceptions import (
+    ArtifactError,
+    BackendError,
+    DataError,
+    DownloadError,
+    HyperparameterError,
+    ImageDecodeError,
+    MissingDependencyError,
+    MultilabelICError,
+    TrainingError,
+)
+from .hyperparameters import Hyperparameters
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Dataset",
+    "Hyperparameters",
+    "Trainer",
+    "Model",
+    "Predictor",
+    "Backend",
+    "MultilabelICError",
+    "HyperparameterError",
+    "DataError",
+    "ImageDecodeError",
+    "DownloadError",
+    "MissingDependencyError",
+    "ArtifactError",
+    "TrainingError",
+    "BackendError",
+    "__version__",
+]

@@ -1,0 +1,200 @@
+"""``model.tar.gz`` in the built-in algorithm's layout, written and read without MXNet.
+
+Contents: ``image-classification-symbol.json`` (an MXNet symbol graph of the ResNet), one or more
+``image-classification-%04d.params`` (``arg:``/``aux:`` NDArray dict, 1-based epoch) and ``model-shapes.json``
+(``[{"name": "data", "shape": [N, C, H, W]}]``). The reader infers depth, classes and input shape from the files, so
+an artifact of a SageMaker job loads into the local network and the other way round.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ._io import atomic_write
+from .exceptions import ArtifactError
+from .mxnet_params import dumps_params, loads_params
+
+__all__ = ["ArtifactContents", "write_model_tar", "read_model_tar", "symbol_json", "PREFIX"]
+
+PREFIX = "image-classification"
+_PARAMS_RE = re.compile(rf"^{PREFIX}-(\d{{4}})\.params$")
+
+
+@dataclass
+class ArtifactContents:
+    params: dict[str, np.ndarray]  # MXNet names without arg:/aux: prefixes
+    epoch: int
+    epochs_available: list[int]
+    symbol: dict | None
+    data_shape: tuple[int, ...] | None
+    num_layers: int
+    num_classes: int
+    output: str  # "sigmoid" or "softmax"
+
+    @property
+    def image_shape(self) -> tuple[int, int, int] | None:
+        return tuple(self.data_shape[1:]) if self.data_shape else None
+
+
+class _Graph:
+    def __init__(self):
+        self.nodes: list[dict] = []
+        self.arg_nodes: list[int] = []
+        self.rows: list[int] = [0]
+
+    def var(self, name: str) -> int:
+        self.nodes.append({"op": "null", "name": name, "inputs": []})
+        self.arg_nodes.append(len(self.nodes) - 1)
+        self.rows.append(self.rows[-1] + 1)
+        return len(self.nodes) - 1
+
+    def op(self, op: str, name: str, inputs: list[int], attrs: dict | None = None, aux: tuple[int, ...] = (),
+           outputs: int = 1) -> int:
+        node = {"op": op, "name": name, "inputs": [[i, 0, 1 if i in aux else 0] for i in inputs]}
+        if attrs:
+            node["attrs"] = {k: str(v) for k, v in attrs.items()}
+        self.nodes.append(node)
+        self.rows.append(self.rows[-1] + outputs)
+        return len(self.nodes) - 1
+
+    def bn(self, x: int, name: str, fix_gamma: bool = False) -> int:
+        ins = [x] + [self.var(f"{name}_{p}") for p in ("gamma", "beta", "moving_mean", "moving_var")]
+        return self.op("BatchNorm", name, ins, {"eps": 2e-5, "fix_gamma": fix_gamma, "momentum": 0.9,
+                                                "use_global_stats": False}, aux=(ins[3], ins[4]), outputs=3)
+
+    def conv(self, x: int, name: str, num_filter: int, kernel: int, stride: int, pad: int) -> int:
+        w = self.var(f"{name}_weight")
+        return self.op("Convolution", name, [x, w], {"kernel": (kernel, kernel), "stride": (stride, stride),
+                                                     "pad": (pad, pad), "num_filter": num_filter, "no_bias": True,
+                                                     "workspace": 256})
+
+
+def symbol_json(*, num_classes: int, num_layers: int, image_shape: tuple[int, int, int], multi_label: bool) -> dict:
+    """The MXNet symbol graph of ``symbols/resnet.py`` for these settings (as ``Symbol.tojson()`` lays it out)."""
+    from .backends.local.network import units_for
+
+    units, filters, bottle = units_for(num_layers, image_shape[1])
+    g = _Graph()
+    x = g.var("data")
+    x = g.bn(g.op("_copy", "id", [x]), "bn_data", fix_gamma=True)
+    if image_shape[1] <= 28:
+        x = g.conv(x, "conv0", filters[0], 3, 1, 1)
+    else:
+        x = g.conv(x, "conv0", filters[0], 7, 2, 3)
+        x = g.op("Activation", "relu0", [g.bn(x, "bn0")], {"act_type": "relu"})
+        x = g.op("Pooling", "pooling0", [x], {"kernel": (3, 3), "stride": (2, 2), "pad": (1, 1), "pool_type": "max"})
+    for i, n in enumerate(units):
+        for j in range(n):
+            name = f"stage{i + 1}_unit{j + 1}"
+            stride = (1 if i == 0 else 2) if j == 0 else 1
+            nf = filters[i + 1]
+            act1 = g.op("Activation", f"{name}_relu1", [g.bn(x, f"{name}_bn1")], {"act_type": "relu"})
+            if bottle:
+                c1 = g.conv(act1, f"{name}_conv1", nf // 4, 1, 1, 0)
+                a2 = g.op("Activation", f"{name}_relu2", [g.bn(c1, f"{name}_bn2")], {"act_type": "relu"})
+                c2 = g.conv(a2, f"{name}_conv2", nf // 4, 3, stride, 1)
+                a3 = g.op("Activation", f"{name}_relu3", [g.bn(c2, f"{name}_bn3")], {"act_type": "relu"})
+                out = g.conv(a3, f"{name}_conv3", nf, 1, 1, 0)
+            else:
+                c1 = g.conv(act1, f"{name}_conv1", nf, 3, stride, 1)
+                a2 = g.op("Activation", f"{name}_relu2", [g.bn(c1, f"{name}_bn2")], {"act_type": "relu"})
+                out = g.conv(a2, f"{name}_conv2", nf, 3, 1, 1)
+            short = x if j > 0 else g.conv(act1, f"{name}_sc", nf, 1, stride, 0)
+            x = g.op("elemwise_add", f"_plus{len(g.nodes)}", [out, short])
+    x = g.op("Activation", "relu1", [g.bn(x, "bn1")], {"act_type": "relu"})
+    x = g.op("Pooling", "pool1", [x], {"kernel": (7, 7), "global_pool": True, "pool_type": "avg"})
+    x = g.op("Flatten", "flatten0", [x])
+    x = g.op("FullyConnected", "fc1", [x, g.var("fc1_weight"), g.var("fc1_bias")], {"num_hidden": num_classes})
+    if multi_label:
+        head = g.op("LogisticRegressionOutput", "sigmoid", [x, g.var("sigmoid_label")])
+    else:
+        head = g.op("SoftmaxOutput", "softmax", [x, g.var("softmax_label")])
+    return {"nodes": g.nodes, "arg_nodes": g.arg_nodes, "node_row_ptr": g.rows, "heads": [[head, 0, 0]],
+            "attrs": {"mxnet_version": ["int", 10300]}}
+
+
+def write_model_tar(path: str | os.PathLike, checkpoints: dict[int, tuple[dict, dict]], *, num_classes: int,
+                    num_layers: int, image_shape: tuple[int, int, int], multi_label: bool,
+                    batch_size: int = 1) -> Path:
+    """Write ``model.tar.gz`` atomically. ``checkpoints`` maps 1-based epoch -> (arg_params, aux_params)."""
+    if not checkpoints:
+        raise ArtifactError("no checkpoint to write into model.tar.gz")
+    sym = symbol_json(num_classes=num_classes, num_layers=num_layers, image_shape=image_shape,
+                      multi_label=multi_label)
+    files = {f"{PREFIX}-symbol.json": json.dumps(sym, indent=2).encode(),
+             "model-shapes.json": json.dumps([{"name": "data", "shape": [batch_size, *image_shape]}]).encode()}
+    for epoch, (args, aux) in sorted(checkpoints.items()):
+        params = {f"arg:{k}": np.asarray(v, dtype=np.float32) for k, v in args.items()}
+        params.update({f"aux:{k}": np.asarray(v, dtype=np.float32) for k, v in aux.items()})
+        files[f"{PREFIX}-{epoch:04d}.params"] = dumps_params(params)
+    with atomic_write(path, "wb") as fh:
+        with tarfile.open(fileobj=fh, mode="w:gz") as tar:
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mode = 0o644
+                tar.addfile(info, io.BytesIO(data))
+    return Path(path)
+
+
+def _infer_depth(params: dict[str, np.ndarray]) -> int:
+    units: dict[int, int] = {}
+    for name in params:
+        m = re.match(r"stage(\d+)_unit(\d+)_", name)
+        if m:
+            s, u = int(m.group(1)), int(m.group(2))
+            units[s] = max(units.get(s, 0), u)
+    if not units:
+        raise ArtifactError("no 'stageN_unitM_*' parameters: not an image-classification ResNet")
+    bottle = "stage1_unit1_conv3_weight" in params
+    return sum(units.values()) * (3 if bottle else 2) + 2
+
+
+def read_model_tar(path: str | os.PathLike, *, epoch: int | None = None) -> ArtifactContents:
+    """Read a ``model.tar.gz`` (or an extracted directory) of the algorithm; the latest epoch unless ``epoch``."""
+    p = Path(path)
+    files: dict[str, bytes] = {}
+    try:
+        if p.is_dir():
+            files = {f.name: f.read_bytes() for f in p.iterdir() if f.is_file()}
+        else:
+            with tarfile.open(p, "r:*") as tar:
+                for m in tar.getmembers():
+                    if m.isfile():
+                        files[Path(m.name).name] = tar.extractfile(m).read()
+    except (tarfile.TarError, OSError) as exc:
+        raise ArtifactError(f"{p}: cannot read the model artifact ({exc})") from exc
+    epochs = sorted(int(m.group(1)) for n in files if (m := _PARAMS_RE.match(n)))
+    if not epochs:
+        raise ArtifactError(f"{p}: no '{PREFIX}-NNNN.params' file inside; is this an image-classification model?")
+    chosen = epochs[-1] if epoch is None else epoch
+    if chosen not in epochs:
+        raise ArtifactError(f"{p}: no parameters for epoch {chosen}; available: {epochs}")
+    name = f"{PREFIX}-{chosen:04d}.params"
+    raw = loads_params(files[name], source=f"{p}:{name}")
+    params = {k.split(":", 1)[-1]: v for k, v in raw.items()}
+    if "fc_weight" in params and "fc1_weight" not in params:  # MX-FT fine-tune naming
+        params["fc1_weight"], params["fc1_bias"] = params.pop("fc_weight"), params.pop("fc_bias")
+    symbol = json.loads(files[f"{PREFIX}-symbol.json"]) if f"{PREFIX}-symbol.json" in files else None
+    shape = None
+    if "model-shapes.json" in files:
+        for entry in json.loads(files["model-shapes.json"]):
+            if entry.get("name") == "data":
+                shape = tuple(int(v) for v in entry["shape"])
+    output = "softmax"
+    if symbol:
+        head_op = symbol["nodes"][symbol["heads"][0][0]]["op"]
+        output = "sigmoid" if head_op in ("LogisticRegressionOutput", "sigmoid", "Activation") else "softmax"
+    if "fc1_weight" not in params:
+        raise ArtifactError(f"{p}: no fc1_weight parameter")
+    return ArtifactContents(params=params, epoch=chosen, epochs_available=epochs, symbol=symbol, data_shape=shape,
+                            num_layers=_infer_depth(params), num_classes=int(params["fc1_weight"].shape[0]),
+                            output=output)

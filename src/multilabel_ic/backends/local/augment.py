@@ -1,0 +1,177 @@
+"""The algorithm's image pipeline with MXNet ``ImageRecordIter`` semantics (ic-spec.md section 3.1), on RGB uint8.
+
+Train: shorter-side ``resize`` -> affine (crop_color_transform) -> random crop at native scale -> HLS jitter
+(crop_color and up) -> random mirror (any augmentation). Validation: resize -> centre crop. Inference: plain resize to
+(H, W), or the validation transform as the named option ``"centre_crop"``. Each draw comes from a NumPy generator the
+caller seeds per (seed, epoch, sample), so results do not depend on the number of loader workers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ...exceptions import DataError
+
+__all__ = ["AugmentOptions", "resize_shorter", "affine_params", "random_affine", "crop", "hls_jitter",
+           "train_transform", "eval_transform", "inference_transform", "AUG_LEVELS"]
+
+# MXNet data.set_data_aug_level: level 1 crop+mirror, 2 adds HSL, 3 adds rotate/shear/aspect.
+AUG_LEVELS = {None: 0, "crop": 1, "crop_color": 2, "crop_color_transform": 3}
+MAX_H, MAX_S, MAX_L = 36, 50, 50
+MAX_ROTATE, MAX_SHEAR, MAX_ASPECT = 10, 0.1, 0.25
+
+
+@dataclass(frozen=True)
+class AugmentOptions:
+    """Choices the spec leaves open, as named options with the most likely value as default.
+
+    fill_value: border colour of the affine warp (MXNet data.py passes 127; ImageRecordIter's default is 255).
+    hsl_jitter: "uniform" (MXNet <= 1.2: int(U*2*max - max)) or "approx_gaussian" (MXNet >= 1.3: U=(U1+4*U2)/5).
+    small_image: "error" (the algorithm's documented failure) or "upscale" (MXNet >= 1.3 behaviour).
+    inference: "resize" (the endpoint: plain resize to H x W) or "centre_crop" (the validation transform).
+    """
+
+    fill_value: int = 127
+    hsl_jitter: str = "uniform"
+    small_image: str = "error"
+    inference: str = "resize"
+
+    def __post_init__(self):
+        for name, allowed in (("hsl_jitter", ("uniform", "approx_gaussian")), ("small_image", ("error", "upscale")),
+                              ("inference", ("resize", "centre_crop"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"AugmentOptions.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not 0 <= self.fill_value <= 255:
+            raise ValueError(f"AugmentOptions.fill_value must be in [0, 255], got {self.fill_value}")
+
+
+def resize_shorter(img: np.ndarray, size: int) -> np.ndarray:
+    """Scale so the shorter side is ``size``; the longer one is ``int(size * long / short)`` as in MXNet."""
+    h, w = img.shape[:2]
+    if h < w:
+        nh, nw = size, int(size * w / h)
+    else:
+        nh, nw = int(size * h / w), size
+    if (nh, nw) == (h, w):
+        return img
+    out = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    return out[:, :, None] if out.ndim == 2 else out
+
+
+def affine_params(rng: np.random.Generator) -> tuple[float, int, float, float]:
+    """(shear, angle in integer degrees, scale, aspect ratio), drawn as ImageRecordIter does at level 3."""
+    s = rng.random() * MAX_SHEAR * 2 - MAX_SHEAR
+    angle = int(rng.integers(-MAX_ROTATE, MAX_ROTATE + 1))
+    scale = 1.0
+    ratio = rng.random() * MAX_ASPECT * 2 - MAX_ASPECT + 1
+    return s, angle, scale, ratio
+
+
+def affine_matrix(shear: float, angle: int, scale: float, ratio: float, cols: int, rows: int) -> np.ndarray:
+    """MXNet's forward 2x3 matrix, translated so the result is centred in a (scale*W, scale*H) canvas."""
+    a, b = math.cos(angle / 180.0 * math.pi), math.sin(angle / 180.0 * math.pi)
+    hs = 2 * scale / (1 + ratio)
+    ws = ratio * hs
+    m = np.zeros((2, 3), np.float32)
+    m[0, 0] = hs * a - shear * b * ws
+    m[1, 0] = -b * ws
+    m[0, 1] = hs * b + shear * a * ws
+    m[1, 1] = a * ws
+    new_w, new_h = scale * cols, scale * rows
+    m[0, 2] = (new_w - (m[0, 0] * cols + m[0, 1] * rows)) / 2
+    m[1, 2] = (new_h - (m[1, 0] * cols + m[1, 1] * rows)) / 2
+    return m
+
+
+def random_affine(img: np.ndarray, rng: np.random.Generator, fill_value: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    s, angle, scale, ratio = affine_params(rng)
+    m = affine_matrix(s, angle, scale, ratio, w, h)
+    out = cv2.warpAffine(img, m, (int(scale * w), int(scale * h)), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=(fill_value,) * 3)
+    return out[:, :, None] if out.ndim == 2 else out
+
+
+def _ensure_size(img: np.ndarray, height: int, width: int, policy: str, source: str) -> np.ndarray:
+    h, w = img.shape[:2]
+    if h >= height and w >= width:
+        return img
+    if policy == "error":
+        raise DataError(
+            f"{source}: input image size smaller than input shape: the image is {w}x{h} after resizing but "
+            f"image_shape needs {width}x{height}. Set 'resize' to at least {max(height, width)}, remove the image, "
+            f"or pass AugmentOptions(small_image='upscale').")
+    scale = max(height / h, width / w)
+    out = cv2.resize(img, (max(width, math.ceil(w * scale)), max(height, math.ceil(h * scale))),
+                     interpolation=cv2.INTER_LINEAR)
+    return out[:, :, None] if out.ndim == 2 else out
+
+
+def crop(img: np.ndarray, height: int, width: int, rng: np.random.Generator | None) -> np.ndarray:
+    """Random crop (offsets UniformInt[0, rows-H] x UniformInt[0, cols-W]) or, without ``rng``, the centre crop."""
+    h, w = img.shape[:2]
+    if rng is None:
+        y, x = (h - height) // 2, (w - width) // 2
+    else:
+        y = int(rng.integers(0, h - height + 1))
+        x = int(rng.integers(0, w - width + 1))
+    return img[y:y + height, x:x + width]
+
+
+def _offset(rng: np.random.Generator, maximum: int, mode: str) -> int:
+    u = rng.random() if mode == "uniform" else (rng.random() + 4 * rng.random()) / 5
+    return int(u * maximum * 2 - maximum)  # int() truncates toward zero, as the C++ cast does
+
+
+def hls_jitter(img: np.ndarray, rng: np.random.Generator, mode: str = "uniform") -> np.ndarray:
+    """Add one random (H, L, S) offset to the whole image in OpenCV's 8-bit HLS space, clamped, and convert back."""
+    dh, ds, dl = _offset(rng, MAX_H, mode), _offset(rng, MAX_S, mode), _offset(rng, MAX_L, mode)
+    if img.shape[2] == 1:
+        return np.clip(img.astype(np.int16) + dl, 0, 255).astype(np.uint8)
+    hls = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2HLS).astype(np.int16)
+    hls[..., 0] = np.clip(hls[..., 0] + dh, 0, 180)
+    hls[..., 1] = np.clip(hls[..., 1] + dl, 0, 255)
+    hls[..., 2] = np.clip(hls[..., 2] + ds, 0, 255)
+    return cv2.cvtColor(hls.astype(np.uint8), cv2.COLOR_HLS2RGB)
+
+
+def train_transform(img: np.ndarray, *, height: int, width: int, resize: int | None, augmentation_type: str | None,
+                    rng: np.random.Generator, options: AugmentOptions = AugmentOptions(), source: str = "<image>",
+                    resized: bool = False) -> np.ndarray:
+    """One training sample. ``resized=True`` means ``img`` already went through :func:`resize_shorter`."""
+    level = AUG_LEVELS[augmentation_type]
+    if resize and not resized:
+        img = resize_shorter(img, resize)
+    if level >= 3:
+        img = random_affine(img, rng, options.fill_value)
+    img = _ensure_size(img, height, width, options.small_image, source)
+    img = crop(img, height, width, rng if level >= 1 else None)
+    if level >= 2:
+        img = hls_jitter(img, rng, options.hsl_jitter)
+    if level >= 1 and rng.random() < 0.5:
+        img = img[:, ::-1]
+    return np.ascontiguousarray(img)
+
+
+def eval_transform(img: np.ndarray, *, height: int, width: int, resize: int | None,
+                   options: AugmentOptions = AugmentOptions(), source: str = "<image>",
+                   resized: bool = False) -> np.ndarray:
+    """Validation: resize (if set) then centre crop."""
+    if resize and not resized:
+        img = resize_shorter(img, resize)
+    img = _ensure_size(img, height, width, options.small_image, source)
+    return np.ascontiguousarray(crop(img, height, width, None))
+
+
+def inference_transform(img: np.ndarray, *, height: int, width: int, resize: int | None,
+                        options: AugmentOptions = AugmentOptions()) -> np.ndarray:
+    """The endpoint's preprocessing: plain resize to (H, W) without keeping the aspect ratio, or the centre crop."""
+    if options.inference == "centre_crop":
+        return eval_transform(img, height=height, width=width, resize=resize or max(height, width),
+                              options=AugmentOptions(small_image="upscale"))
+    out = cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)
+    return out[:, :, None] if out.ndim == 2 else out

@@ -1,0 +1,196 @@
+"""The algorithm's network: MXNet ``symbols/resnet.py`` pre-activation (v2) ResNet, in PyTorch.
+
+Input is raw 0..255 RGB (the ``bn_data`` BatchNorm with gamma fixed at 1 normalises it). Every parameter maps one to
+one onto the MXNet name (``stage1_unit1_conv1_weight``, ``bn_data_gamma``, ``fc1_weight``...) through
+:func:`mxnet_state_dict` / :func:`load_mxnet_state_dict`, so artifacts move between the two.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["ResNetV2", "create_network", "units_for", "mxnet_state_dict", "load_mxnet_state_dict", "mxnet_name"]
+
+BN_EPS = 2e-5
+BN_MOMENTUM = 0.1  # MXNet momentum 0.9 = PyTorch momentum 0.1
+
+_UNITS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3],
+          200: [3, 24, 36, 3], 269: [3, 30, 48, 8]}
+
+
+def units_for(num_layers: int, height: int) -> tuple[list[int], list[int], bool]:
+    """(units per stage, filter list, bottleneck) exactly as MXNet resnet.py ``get_symbol`` chooses them."""
+    if height <= 28:
+        if (num_layers - 2) % 9 == 0 and num_layers >= 164:
+            per, filters, bottle = (num_layers - 2) // 9, [16, 64, 128, 256], True
+        elif (num_layers - 2) % 6 == 0 and num_layers < 164:
+            per, filters, bottle = (num_layers - 2) // 6, [16, 16, 32, 64], False
+        else:
+            raise ValueError(f"no small-image ResNet with {num_layers} layers (need (n-2) % 6 == 0, n < 164)")
+        return [per] * 3, filters, bottle
+    if num_layers not in _UNITS:
+        raise ValueError(f"no ResNet with {num_layers} layers; use one of {sorted(_UNITS)}")
+    bottle = num_layers >= 50
+    filters = [64, 256, 512, 1024, 2048] if bottle else [64, 64, 128, 256, 512]
+    return _UNITS[num_layers], filters, bottle
+
+
+def _bn(c: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(c, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+class _Unit(nn.Module):
+    """``residual_unit``: BN-ReLU-conv (x2, or x3 for bottlenecks); the projection shortcut reads act1."""
+
+    def __init__(self, cin: int, cout: int, stride: int, dim_match: bool, bottle_neck: bool):
+        super().__init__()
+        self.bottle_neck = bottle_neck
+        self.bn1 = _bn(cin)
+        if bottle_neck:
+            mid = cout // 4
+            self.conv1 = nn.Conv2d(cin, mid, 1, 1, 0, bias=False)
+            self.bn2 = _bn(mid)
+            self.conv2 = nn.Conv2d(mid, mid, 3, stride, 1, bias=False)
+            self.bn3 = _bn(mid)
+            self.conv3 = nn.Conv2d(mid, cout, 1, 1, 0, bias=False)
+        else:
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn2 = _bn(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.sc = None if dim_match else nn.Conv2d(cin, cout, 1, stride, 0, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        act1 = torch.relu(self.bn1(x))
+        out = self.conv1(act1)
+        out = self.conv2(torch.relu(self.bn2(out)))
+        if self.bottle_neck:
+            out = self.conv3(torch.relu(self.bn3(out)))
+        shortcut = x if self.sc is None else self.sc(act1)
+        return out + shortcut
+
+
+class ResNetV2(nn.Module):
+    """MXNet resnet.py for ``num_layers`` and ``image_shape`` (C, H, W); the logits come from ``fc1``."""
+
+    def __init__(self, num_classes: int, num_layers: int = 18, image_shape: tuple[int, int, int] = (3, 224, 224)):
+        super().__init__()
+        channels, height, _ = image_shape
+        units, filters, bottle = units_for(num_layers, height)
+        self.num_layers, self.image_shape, self.num_classes = num_layers, tuple(image_shape), num_classes
+        self.small = height <= 28
+        self.num_stages = len(units)
+        self.bn_data = _bn(channels)
+        self.bn_data.weight.requires_grad_(False)  # fix_gamma=True
+        if self.small:
+            self.conv0 = nn.Conv2d(channels, filters[0], 3, 1, 1, bias=False)
+        else:
+            self.conv0 = nn.Conv2d(channels, filters[0], 7, 2, 3, bias=False)
+            self.bn0 = _bn(filters[0])
+            self.pool0 = nn.MaxPool2d(3, 2, 1)
+        self.stage_names: list[str] = []
+        for i, n in enumerate(units):
+            stride = 1 if i == 0 else 2
+            for j in range(n):
+                name = f"stage{i + 1}_unit{j + 1}"
+                cin = filters[i] if j == 0 else filters[i + 1]
+                unit = _Unit(cin, filters[i + 1], stride if j == 0 else 1, dim_match=j > 0, bottle_neck=bottle)
+                self.add_module(name, unit)
+                self.stage_names.append(name)
+        self.bn1 = _bn(filters[-1])
+        self.fc1 = nn.Linear(filters[-1], num_classes)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """MXNet fit.py's ``Xavier(rnd_type='gaussian', factor_type='in', magnitude=2)``: N(0, sqrt(2/fan_in)) for
+        conv and FC weights; biases and betas 0, gammas 1, moving mean 0, moving var 1."""
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                m.reset_parameters()
+
+    def reset_classifier(self, num_classes: int | None = None) -> None:
+        n = num_classes or self.num_classes
+        self.fc1 = nn.Linear(self.fc1.in_features, n).to(self.fc1.weight.device)
+        nn.init.kaiming_normal_(self.fc1.weight, mode="fan_in", nonlinearity="relu")
+        nn.init.zeros_(self.fc1.bias)
+        self.num_classes = n
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv0(self.bn_data(x))
+        if not self.small:
+            x = self.pool0(torch.relu(self.bn0(x)))
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
+        x = torch.relu(self.bn1(x))
+        return torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.features(x)
+        return self.fc1(feats.to(self.fc1.weight.dtype))  # float16: fc1 runs in float32 as in MXNet
+
+
+def create_network(hp) -> ResNetV2:
+    """Factory from :class:`~multilabel_ic.Hyperparameters`."""
+    return ResNetV2(hp.num_classes, hp.num_layers, (hp.channels, hp.height, hp.width))
+
+
+_BN_SUFFIX = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_var"}
+
+
+def mxnet_name(torch_key: str, model: nn.Module) -> str | None:
+    """``stage1_unit1.bn1.weight`` -> ``stage1_unit1_bn1_gamma``; None for keys MXNet does not have."""
+    module_path, _, attr = torch_key.rpartition(".")
+    if attr == "num_batches_tracked":
+        return None
+    module = model.get_submodule(module_path)
+    base = module_path.replace(".", "_")
+    if isinstance(module, nn.BatchNorm2d):
+        return f"{base}_{_BN_SUFFIX[attr]}"
+    return f"{base}_{attr}"
+
+
+def mxnet_state_dict(model: ResNetV2) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(arg_params, aux_params) with MXNet names; moving statistics are aux, everything else arg."""
+    args, aux = {}, {}
+    for key, value in model.state_dict().items():
+        name = mxnet_name(key, model)
+        if name is None:
+            continue
+        (aux if name.endswith(("moving_mean", "moving_var")) else args)[name] = value.detach().float().cpu()
+    return args, aux
+
+
+def load_mxnet_state_dict(model: ResNetV2, params: dict[str, torch.Tensor], *, skip_fc: bool = False,
+                          strict: bool = True) -> list[str]:
+    """Load MXNet-named parameters (``arg:``/``aux:`` prefixes allowed); return the names that were not loaded.
+
+    ``skip_fc`` leaves ``fc1`` (and MX-FT's ``fc``) alone, for transfer learning. Shape mismatches raise.
+    """
+    clean = {k.split(":", 1)[-1]: v for k, v in params.items()}
+    state = model.state_dict()
+    missing = []
+    new_state = {}
+    for key in state:
+        name = mxnet_name(key, model)
+        if name is None:
+            continue
+        if skip_fc and name.startswith("fc1_"):
+            missing.append(name)
+            continue
+        if name not in clean:
+            missing.append(name)
+            continue
+        value = torch.as_tensor(clean[name])
+        if tuple(value.shape) != tuple(state[key].shape):
+            raise ValueError(f"parameter {name}: shape {tuple(value.shape)} in the file, "
+                             f"{tuple(state[key].shape)} in the network")
+        new_state[key] = value.to(state[key].dtype)
+    if strict and missing and not skip_fc:
+        raise ValueError(f"parameters missing from the file: {', '.join(missing[:8])}"
+                         f"{' ...' if len(missing) > 8 else ''}")
+    model.load_state_dict(new_state, strict=False)
+    return missing

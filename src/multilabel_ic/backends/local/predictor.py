@@ -1,0 +1,93 @@
+"""The local predictor: loads a ``model.tar.gz`` of the algorithm and answers like its endpoint does."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ...api import Predictor
+from ...artifacts import read_model_tar
+from ...exceptions import ArtifactError, DataError
+from ...images import decode_image
+from .augment import AugmentOptions, inference_transform
+from .network import ResNetV2, load_mxnet_state_dict
+from .pipeline import to_device
+
+__all__ = ["LocalPredictor", "CONTENT_TYPES"]
+
+CONTENT_TYPES = ("application/x-image", "image/jpeg", "image/png")
+
+
+class LocalPredictor(Predictor):
+    """``predict(jpeg_bytes) -> [p_0, ..., p_{C-1}]`` with the endpoint's preprocessing (plain resize to H x W).
+
+    ``output`` overrides the activation read from the artifact's symbol ("sigmoid" for multi-label, "softmax");
+    ``image_shape`` is needed only for artifacts without model-shapes.json.
+    """
+
+    def __init__(self, artifact: str | os.PathLike, *, class_names: Sequence[str] | None = None,
+                 device: str | None = None, epoch: int | None = None, output: str | None = None,
+                 image_shape: tuple[int, int, int] | None = None, resize: int | None = None,
+                 augment: AugmentOptions = AugmentOptions(), thresholds: Sequence[float] | None = None,
+                 batch_size: int = 32):
+        art = read_model_tar(artifact, epoch=epoch)
+        shape = image_shape or art.image_shape
+        if shape is None:
+            raise ArtifactError(f"{artifact}: no model-shapes.json; pass image_shape=(C, H, W)")
+        self.image_shape = tuple(shape)
+        self.output = output or art.output
+        if self.output not in ("sigmoid", "softmax"):
+            raise ValueError(f"output must be 'sigmoid' or 'softmax', got {self.output!r}")
+        self.class_names = list(class_names) if class_names is not None else [f"class_{i}" for i in
+                                                                              range(art.num_classes)]
+        if len(self.class_names) != art.num_classes:
+            raise ArtifactError(f"{artifact}: the model has {art.num_classes} classes but {len(self.class_names)} "
+                                f"class names were given")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = ResNetV2(art.num_classes, art.num_layers, self.image_shape)
+        try:
+            load_mxnet_state_dict(self.model, {k: torch.from_numpy(v) for k, v in art.params.items()})
+        except ValueError as exc:
+            raise ArtifactError(f"{artifact}: {exc}") from exc
+        self.model.to(self.device).eval()
+        self.epoch, self.resize, self.augment = art.epoch, resize, augment
+        self.thresholds = list(thresholds) if thresholds is not None else None
+        self.batch_size = batch_size
+
+    def _preprocess(self, image: bytes, source: str) -> np.ndarray:
+        c, h, w = self.image_shape
+        img = decode_image(bytes(image), channels=c, source=source)
+        return inference_transform(img, height=h, width=w, resize=self.resize, options=self.augment)
+
+    @torch.no_grad()
+    def _run(self, arrays: list[np.ndarray]) -> list[list[float]]:
+        x = to_device(torch.from_numpy(np.stack(arrays)), self.device)
+        logits = self.model(x).float()
+        probs = torch.sigmoid(logits) if self.output == "sigmoid" else torch.softmax(logits, dim=1)
+        return probs.cpu().numpy().astype(float).tolist()
+
+    def predict(self, image: bytes, content_type: str = "application/x-image") -> list[float]:
+        if content_type not in CONTENT_TYPES:
+            raise DataError(f"content type {content_type!r} is not accepted; use one of {', '.join(CONTENT_TYPES)}")
+        return self._run([self._preprocess(image, "<request body>")])[0]
+
+    def predict_batch(self, images: Sequence[bytes], *, output: str = "list"):
+        if output not in ("list", "jsonlines"):
+            raise ValueError(f"output must be 'list' or 'jsonlines', got {output!r}")
+        preds: list[list[float]] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start:start + self.batch_size]
+            preds += self._run([self._preprocess(img, f"<image {start + k}>") for k, img in enumerate(chunk)])
+        if output == "jsonlines":
+            import json
+
+            return "".join(json.dumps({"prediction": p}) + "\n" for p in preds)
+        return preds
+
+    @classmethod
+    def from_path(cls, artifact: str | os.PathLike, **kwargs) -> LocalPredictor:
+        return cls(Path(artifact), **kwargs)

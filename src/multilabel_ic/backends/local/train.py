@@ -1,0 +1,443 @@
+"""The local training loop: the algorithm's epoch structure, log lines, checkpoints and early stopping, in PyTorch.
+
+State after every epoch goes to ``<output>/checkpoints/last.pt`` (atomically), so an interrupted run resumes from its
+last finished epoch. Parameters in the algorithm's format go to ``<output>/model/`` and finally ``model.tar.gz``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..._io import atomic_write, atomic_write_text
+from ...artifacts import PREFIX, write_model_tar
+from ...data.dataset import Dataset
+from ...exceptions import DataError, TrainingError
+from ...metrics import evaluate, multilabel_accuracy
+from ...mxnet_params import save_params
+from .augment import AugmentOptions
+from .network import create_network, mxnet_state_dict
+from .optim import MultiFactorSchedule, create_optimizer
+from .pipeline import EpochSampler, ImageDataset, default_workers, epoch_order, make_loader, preload_images, to_device
+from .pretrained import load_pretrained
+
+__all__ = ["LocalOptions", "train", "class_weights", "weighted_bce", "select_device"]
+
+log = logging.getLogger("multilabel_ic.train")
+
+
+@dataclass(frozen=True)
+class LocalOptions:
+    """Settings of the local engine that are not algorithm hyperparameters (SageMaker would reject them)."""
+
+    seed: int = 0
+    device: str | None = None  # "cuda", "cpu", "cuda:1"; None = CUDA when available
+    num_workers: int | None = None  # None = min(8, cores - 1)
+    weighted_loss: str = "neg_pos_ratio"  # or "balanced"; see docs/local-backend.md
+    augment: AugmentOptions = field(default_factory=AugmentOptions)
+    preload: bool | None = None  # keep decoded, resized images in memory; None = when they fit in 2 GiB
+    log_interval: int = 20
+    progress: bool = True
+    cpu_float16: str = "bfloat16"  # precision_dtype=float16 on a CPU: "bfloat16" autocast or "float32"
+    pretrained: str | None = None  # file or URL of ImageNet weights for use_pretrained_model=1
+    pretrained_sha256: str | None = None
+    channels_last: bool = True
+    resume: bool = True
+
+    def __post_init__(self):
+        if self.weighted_loss not in ("neg_pos_ratio", "balanced"):
+            raise ValueError(f"weighted_loss must be 'neg_pos_ratio' or 'balanced', got {self.weighted_loss!r}")
+        if self.cpu_float16 not in ("bfloat16", "float32"):
+            raise ValueError(f"cpu_float16 must be 'bfloat16' or 'float32', got {self.cpu_float16!r}")
+
+
+def select_device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(f"device {name!r} requested but CUDA is not available; use device='cpu'.")
+    return dev
+
+
+def class_weights(labels: np.ndarray, mode: str = "neg_pos_ratio") -> tuple[np.ndarray, np.ndarray]:
+    """(positive weights, negative weights) per class from the training label distribution.
+
+    neg_pos_ratio: w_pos = N_neg / N_pos, w_neg = 1 (the ``pos_cls_weights`` the algorithm's error messages name).
+    balanced: w_pos = N / (2 N_pos), w_neg = N / (2 N_neg), so both sides weigh half. A class with no positives (or
+    no negatives) gets weight 1.
+    """
+    y = np.asarray(labels, dtype=np.float64)
+    n = len(y)
+    pos = y.sum(axis=0)
+    neg = n - pos
+    ok = (pos > 0) & (neg > 0)
+    if mode == "neg_pos_ratio":
+        w_pos = np.where(ok, neg / np.maximum(pos, 1), 1.0)
+        w_neg = np.ones_like(w_pos)
+    elif mode == "balanced":
+        w_pos = np.where(ok, n / (2 * np.maximum(pos, 1)), 1.0)
+        w_neg = np.where(ok, n / (2 * np.maximum(neg, 1)), 1.0)
+    else:
+        raise ValueError(mode)
+    return w_pos.astype(np.float32), w_neg.astype(np.float32)
+
+
+def weighted_bce(logits: torch.Tensor, targets: torch.Tensor, w_pos: torch.Tensor | None = None,
+                 w_neg: torch.Tensor | None = None) -> torch.Tensor:
+    """Sigmoid BCE, summed over classes and averaged over the batch; optional per-class positive/negative weights."""
+    logits = logits.float()
+    if w_pos is None:
+        per = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    else:
+        log_p = F.logsigmoid(logits)
+        log_not_p = F.logsigmoid(-logits)
+        per = -(w_pos * targets * log_p + w_neg * (1 - targets) * log_not_p)
+    return per.sum(dim=1).mean()
+
+
+def _state_path(out: Path) -> Path:
+    return out / "checkpoints" / "last.pt"
+
+
+def _precision(hp, device: torch.device, options: LocalOptions):
+    if hp.precision_dtype != "float16":
+        return None, False
+    if device.type == "cuda":
+        log.info("precision_dtype=float16: mixed precision (float16 autocast, float32 master weights, loss scaling)")
+        return torch.float16, True
+    if options.cpu_float16 == "bfloat16":
+        log.info("precision_dtype=float16 on CPU: using bfloat16 autocast (CPUs lack fast float16)")
+        return torch.bfloat16, False
+    log.info("precision_dtype=float16 on CPU: training in float32 (cpu_float16='float32')")
+    return None, False
+
+
+def _predict(model, loader, device, amp_dtype, channels_last) -> tuple[np.ndarray, np.ndarray]:
+    model.eval()
+    scores, labels = [], []
+    with torch.no_grad():
+        for x, y in loader:
+            x = to_device(x, device, channels_last=channels_last)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(x)
+            scores.append(torch.sigmoid(logits.float()).cpu().numpy())
+            labels.append(y.numpy())
+    model.train()
+    return np.concatenate(scores), np.concatenate(labels)
+
+
+def _softmax_scores(logits):
+    return torch.softmax(logits.float(), dim=1)
+
+
+def train(hp, train_data: Dataset, validation: Dataset | None, output_dir: str | os.PathLike,
+          options: LocalOptions = LocalOptions()) -> dict:
+    """Train as the built-in algorithm does; return the metrics dict (also written to ``metrics.json``)."""
+    out = Path(output_dir)
+    (out / "model").mkdir(parents=True, exist_ok=True)
+    device = select_device(options.device)
+    if train_data.num_classes != hp.num_classes:
+        raise DataError(f"the training data has {train_data.num_classes} classes but num_classes={hp.num_classes}")
+    if len(train_data) < hp.mini_batch_size:
+        raise DataError(f"The number of input images ({len(train_data)}) must be bigger or equal to the "
+                        f"mini_batch_size ({hp.mini_batch_size}).")
+    if hp.num_training_samples != len(train_data):
+        log.warning("num_training_samples=%d but the training data has %d images: each epoch runs %d batches "
+                    "(num_training_samples // mini_batch_size) and the LR schedule counts from it",
+                    hp.num_training_samples, len(train_data), hp.batches_per_epoch)
+    if hp.kv_store:
+        log.warning("kv_store=%s has no effect on a single machine", hp.kv_store)
+    torch.manual_seed(options.seed)
+    workers = default_workers() if options.num_workers is None else options.num_workers
+    amp_dtype, use_scaler = _precision(hp, device, options)
+    channels_last = options.channels_last and device.type == "cuda"
+    model = create_network(hp).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if hp.use_pretrained_model:
+        load_pretrained(model, options.pretrained, sha256=options.pretrained_sha256, progress=options.progress)
+    optimizer = create_optimizer(model, hp)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    schedule = MultiFactorSchedule.from_hyperparameters(hp)
+    multi = hp.multi_label == 1
+    w_pos = w_neg = None
+    if hp.use_weighted_loss:
+        wp, wn = class_weights(train_data.labels, options.weighted_loss)
+        w_pos, w_neg = torch.from_numpy(wp).to(device), torch.from_numpy(wn).to(device)
+        log.info("weighted loss (%s): positive weights %s", options.weighted_loss, np.round(wp, 3).tolist())
+
+    state = {"epoch": 0, "num_update": 0, "history": [], "best_acc": None, "best_epoch": None, "es_bad": 0,
+             "saved": []}
+    sp = _state_path(out)
+    if options.resume and sp.exists():
+        ck = torch.load(sp, map_location=device, weights_only=False)
+        if ck["hyperparameters"] != hp.to_dict():
+            raise TrainingError(f"{sp} was written with different hyperparameters; use a new output directory or "
+                                f"delete {out / 'checkpoints'} to start over.")
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scaler.load_state_dict(ck["scaler"])
+        torch.set_rng_state(ck["torch_rng"])
+        state = ck["state"]
+        log.info("resuming from %s: %d of %d epochs done", sp, state["epoch"], hp.epochs)
+
+    log.info("resize=%s -> %s crop %dx%d, augmentation_type=%s, %d batches of %d per epoch, device=%s, workers=%d",
+             hp.resize, "random" if hp.augmentation_type else "centre", hp.width, hp.height, hp.augmentation_type,
+             hp.batches_per_epoch, hp.mini_batch_size, device, workers)
+    est = len(train_data) * (hp.resize or 480) ** 2 * 1.5 * hp.channels
+    preload = options.preload if options.preload is not None else est < 2 * 1024 ** 3
+    train_cache = preload_images(train_data, channels=hp.channels, resize=hp.resize,
+                                 progress=options.progress) if preload else None
+    val_cache = (preload_images(validation, channels=hp.channels, resize=hp.resize, progress=options.progress)
+                 if preload and validation is not None else None)
+    train_ds = ImageDataset(train_data, hp, train=True, seed=options.seed, options=options.augment, cache=train_cache)
+    val_loader = None
+    if validation is not None:
+        val_ds = ImageDataset(validation, hp, train=False, options=options.augment, cache=val_cache)
+        val_loader = make_loader(val_ds, batch_size=hp.mini_batch_size, num_workers=workers,
+                                 pin_memory=device.type == "cuda")
+    model.train()
+    stopped_early = False
+    try:
+        for epoch in range(state["epoch"], hp.epochs):
+            record = _run_epoch(hp, model, optimizer, scaler, schedule, train_ds, workers, device, amp_dtype,
+                                channels_last, w_pos, w_neg, multi, epoch, state, options)
+            if val_loader is not None:
+                scores, labels = _predict(model, val_loader, device, amp_dtype, channels_last)
+                pad = (-len(labels)) % hp.mini_batch_size
+                padded_acc = multilabel_accuracy(np.concatenate([labels, labels[:pad]]),
+                                                 np.concatenate([scores, scores[:pad]])) if multi else \
+                    float((np.concatenate([scores, scores[:pad]]).argmax(1) ==
+                           np.concatenate([labels, labels[:pad]]).argmax(1)).mean())
+                ev = evaluate(labels, scores, class_names=validation.class_names)
+                record.update(validation_accuracy=padded_acc, validation_mAP=ev["mAP"],
+                              validation_per_class_AP=ev["per_class_AP"], validation_f1_macro=ev["f1_macro"])
+                log.info("Epoch[%d] Validation-accuracy=%f", epoch, padded_acc)
+                log.info("Epoch[%d] Validation-mAP=%f", epoch, ev["mAP"] or 0.0)
+                log.info("Epoch[%d] Validation-per-class-AP=%s", epoch,
+                         {k: round(v, 4) if v is not None else None for k, v in ev["per_class_AP"].items()})
+                log.info("Epoch[%d] Validation-F1-macro=%f", epoch, ev["f1_macro"])
+            state["history"].append(record)
+            stopped_early = _checkpoint_and_stop(hp, model, out, epoch, record, state)
+            state["epoch"] = epoch + 1
+            _save_state(sp, model, optimizer, scaler, hp, state)
+            if stopped_early:
+                break
+    except KeyboardInterrupt:
+        log.warning("interrupted: %d of %d epochs are saved in %s; run the same command again to resume",
+                    state["epoch"], hp.epochs, sp)
+        raise
+    return _finish(hp, model, out, state, validation, val_loader, device, amp_dtype, channels_last, stopped_early)
+
+
+def _run_epoch(hp, model, optimizer, scaler, schedule, train_ds, workers, device, amp_dtype, channels_last,
+               w_pos, w_neg, multi, epoch, state, options) -> dict:
+    from tqdm.auto import tqdm
+
+    bs = hp.mini_batch_size
+    order = epoch_order(len(train_ds), hp.batches_per_epoch, bs, options.seed, epoch)
+    loader = make_loader(train_ds, batch_sampler=EpochSampler(order, bs, epoch), num_workers=workers,
+                         pin_memory=device.type == "cuda")
+    tic = epoch_start = time.time()
+    win_correct = win_total = 0.0
+    all_correct = all_total = 0.0
+    loss_sum, speeds = 0.0, []
+    data_time = compute_time = 0.0
+    t_wait = time.time()
+    bar = tqdm(total=hp.batches_per_epoch, desc=f"epoch {epoch + 1}/{hp.epochs}", unit="batch",
+               disable=not options.progress, leave=False)
+    for nbatch, (x, y) in enumerate(loader):
+        t0 = time.time()
+        data_time += t0 - t_wait
+        state["num_update"] += 1
+        lr = schedule(state["num_update"])
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        x = to_device(x, device, channels_last=channels_last)
+        y = y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(x)
+        if multi:
+            loss = weighted_bce(logits, y, w_pos, w_neg)
+            correct = ((logits.detach().float() >= 0) == (y >= 0.5)).sum().item()
+            total = y.numel()
+        else:
+            target = y.argmax(dim=1)
+            loss = F.cross_entropy(logits.float(), target)
+            correct = (logits.detach().argmax(dim=1) == target).sum().item()
+            total = y.shape[0]
+        if not torch.isfinite(loss):
+            raise TrainingError(f"epoch {epoch}, batch {nbatch}: the loss is {loss.item()}; lower learning_rate "
+                                f"(now {lr}) or use precision_dtype='float32'.")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        loss_sum += loss.item()
+        win_correct += correct
+        win_total += total
+        all_correct += correct
+        all_total += total
+        t_wait = time.time()
+        compute_time += t_wait - t0
+        bar.update(1)
+        if nbatch == 0:
+            tic = time.time()
+        elif nbatch % options.log_interval == 0:
+            speed = options.log_interval * bs / max(time.time() - tic, 1e-9)
+            speeds.append(speed)
+            log.info("Epoch[%d] Batch [%d]\tSpeed: %.3f samples/sec\taccuracy=%f", epoch, nbatch, speed,
+                     win_correct / win_total)
+            win_correct = win_total = 0.0
+            tic = time.time()
+    bar.close()
+    elapsed = time.time() - epoch_start
+    tail = win_correct / win_total if win_total else all_correct / max(all_total, 1)
+    log.info("Epoch[%d] Train-accuracy=%f", epoch, tail)
+    log.info("Epoch[%d] Time cost=%.3f", epoch, elapsed)
+    n_batches = hp.batches_per_epoch
+    return {"epoch": epoch, "train_accuracy": tail, "train_accuracy_epoch": all_correct / max(all_total, 1),
+            "train_loss": loss_sum / max(n_batches, 1), "time_cost": elapsed, "speed": speeds,
+            "images_per_sec": n_batches * bs / max(elapsed, 1e-9), "data_time": data_time,
+            "compute_time": compute_time, "learning_rate": optimizer.param_groups[0]["lr"]}
+
+
+def _params_path(out: Path, epoch: int) -> Path:
+    return out / "model" / f"{PREFIX}-{epoch + 1:04d}.params"
+
+
+def _save_params(model, path: Path) -> None:
+    args, aux = mxnet_state_dict(model)
+    params = {f"arg:{k}": v.numpy() for k, v in args.items()}
+    params.update({f"aux:{k}": v.numpy() for k, v in aux.items()})
+    save_params(path, params)
+    log.info('Saved checkpoint to "%s"', path)
+
+
+def _checkpoint_and_stop(hp, model, out: Path, epoch: int, record: dict, state: dict) -> bool:
+    acc = record.get("validation_accuracy")
+    improved = acc is not None and (state["best_acc"] is None or acc > state["best_acc"])
+    if hp.checkpoint_frequency:
+        if (epoch + 1) % hp.checkpoint_frequency == 0:
+            _save_params(model, _params_path(out, epoch))
+            state["saved"].append(epoch + 1)
+    elif acc is None or improved:
+        if acc is not None:
+            log.info("Storing the best model with validation accuracy: %f", acc)
+        for old in state["saved"]:
+            _params_path(out, old - 1).unlink(missing_ok=True)
+        _save_params(model, _params_path(out, epoch))
+        state["saved"] = [epoch + 1]
+    if not hp.early_stopping or acc is None:
+        if improved:
+            state["best_acc"], state["best_epoch"] = acc, epoch
+        return False
+    best = state["best_acc"]
+    if best is None or (best > 0 and (acc - best) / best >= hp.early_stopping_tolerance and acc > best) or \
+            (best == 0 and acc > 0):
+        state["es_bad"] = 0
+    else:
+        state["es_bad"] += 1
+    if improved:
+        state["best_acc"], state["best_epoch"] = acc, epoch
+    if epoch + 1 >= hp.early_stopping_min_epochs and state["es_bad"] >= hp.early_stopping_patience:
+        log.info("Early stopping at epoch %d: validation accuracy did not improve by more than %g (relative) for "
+                 "%d epochs; best %f at epoch %d", epoch, hp.early_stopping_tolerance, state["es_bad"],
+                 state["best_acc"], state["best_epoch"])
+        return True
+    return False
+
+
+def _save_state(path: Path, model, optimizer, scaler, hp, state) -> None:
+    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+               "torch_rng": torch.get_rng_state(), "state": state, "hyperparameters": hp.to_dict()}
+    with atomic_write(path, "wb") as fh:
+        torch.save(payload, fh)
+
+
+def _finish(hp, model, out, state, validation, val_loader, device, amp_dtype, channels_last, stopped_early) -> dict:
+    from ...mxnet_params import load_params
+
+    checkpoints = {}
+    for ep in state["saved"]:
+        raw = load_params(_params_path(out, ep - 1))
+        args = {k[4:]: v for k, v in raw.items() if k.startswith("arg:")}
+        aux = {k[4:]: v for k, v in raw.items() if k.startswith("aux:")}
+        checkpoints[ep] = (args, aux)
+    tar = write_model_tar(out / "model.tar.gz", checkpoints, num_classes=hp.num_classes, num_layers=hp.num_layers,
+                          image_shape=(hp.channels, hp.height, hp.width), multi_label=hp.multi_label == 1,
+                          batch_size=hp.mini_batch_size)
+    final = {}
+    if val_loader is not None and state["saved"]:
+        # evaluate the model that ships (the best / last saved epoch), not the last one trained
+        from ...artifacts import read_model_tar
+        from .network import load_mxnet_state_dict
+
+        art = read_model_tar(tar)
+        load_mxnet_state_dict(model, {k: torch.from_numpy(v) for k, v in art.params.items()})
+        scores, labels = _predict(model, val_loader, device, amp_dtype, channels_last)
+        from ...metrics import tune_thresholds
+
+        final = evaluate(labels, scores, class_names=validation.class_names)
+        final["tuned_thresholds"] = tune_thresholds(labels, scores)
+        final["epoch"] = art.epoch
+    speeds = [s for r in state["history"] for s in r["speed"]]
+    metrics = {"backend": "local", "device": str(device),
+               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+               "epochs": state["history"], "final": final, "best_epoch": state["best_epoch"],
+               "saved_epochs": state["saved"], "stopped_early": stopped_early,
+               "images_per_sec_median": float(np.median([r["images_per_sec"] for r in state["history"]]))
+               if state["history"] else None,
+               "speedometer_median": float(np.median(speeds)) if speeds else None,
+               "hyperparameters": hp.to_sagemaker(include_defaults=True), "artifact": str(tar)}
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=_json_default) + "\n")
+    try:
+        _plot(metrics, out / "metrics.png")
+    except Exception as exc:  # a plot is a convenience; never fail a finished run on it
+        log.warning("could not draw metrics.png: %s", exc)
+    log.info("model artifact: %s", tar)
+    return metrics
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if hasattr(o, "__dataclass_fields__"):
+        return asdict(o)
+    raise TypeError(type(o))
+
+
+def _plot(metrics: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hist = metrics["epochs"]
+    ep = [r["epoch"] + 1 for r in hist]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    axes[0].plot(ep, [r["train_loss"] for r in hist], marker="o", label="train loss")
+    axes[0].set_xlabel("epoch")
+    axes[0].legend()
+    axes[1].plot(ep, [r["train_accuracy_epoch"] for r in hist], marker="o", label="train accuracy")
+    if hist and "validation_accuracy" in hist[0]:
+        axes[1].plot(ep, [r["validation_accuracy"] for r in hist], marker="o", label="validation accuracy")
+        axes[1].plot(ep, [r["validation_mAP"] or 0 for r in hist], marker="o", label="validation mAP")
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylim(0, 1.02)
+    axes[1].legend()
+    fig.tight_layout()
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,262 @@
+"""Command line: ``multilabel-ic prepare | train | evaluate | predict | demo | bench``.
+
+Every subcommand is a thin wrapper over the library; ``--quiet`` drops progress bars and INFO logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from .exceptions import MultilabelICError
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("multilabel_ic")
+
+DEMO_HP = dict(num_layers=18, image_shape="3,64,64", resize=72, mini_batch_size=32, epochs=10, learning_rate=0.05,
+               multi_label=1, use_weighted_loss=1, augmentation_type="crop_color_transform", optimizer="sgd")
+
+
+class _AlgorithmFormatter(logging.Formatter):
+    """``[MM/DD/YYYY HH:MM:SS INFO 140000000] message``: the algorithm's CloudWatch line prefix."""
+
+    def format(self, record):
+        stamp = time.strftime("%m/%d/%Y %H:%M:%S", time.localtime(record.created))
+        return f"[{stamp} {record.levelname} {record.thread}] {record.getMessage()}"
+
+
+def _setup_logging(quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_AlgorithmFormatter())
+    root = logging.getLogger("multilabel_ic")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    root.propagate = False
+
+
+def _add_hp_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
+                   help="a hyperparameter of the algorithm, e.g. --hp num_layers=18 --hp epochs=5 (repeatable)")
+    p.add_argument("--hp-file", type=Path, help="JSON file of hyperparameters (SageMaker's string map works too)")
+
+
+def _hyperparameters(args, *, num_classes: int, num_training_samples: int, defaults: dict | None = None):
+    from .hyperparameters import Hyperparameters
+
+    values = dict(defaults or {})
+    if args.hp_file:
+        values.update(json.loads(args.hp_file.read_text()))
+    for item in args.hp:
+        if "=" not in item:
+            raise MultilabelICError(f"--hp {item!r}: expected NAME=VALUE, e.g. --hp epochs=5")
+        k, v = item.split("=", 1)
+        values[k.strip()] = v.strip()
+    values.setdefault("num_classes", num_classes)
+    values.setdefault("num_training_samples", num_training_samples)
+    return Hyperparameters(**values)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="multilabel-ic", description=__doc__.splitlines()[0])
+    ap.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="build train/validation .lst, RecordIO and manifest files")
+    p.add_argument("source", choices=["synthetic", "coco"], help="synthetic COCO-format data, or MS-COCO val2017")
+    p.add_argument("--output", type=Path, default=Path("data"), help="where to write (default: data/)")
+    p.add_argument("--download", action="store_true", help="coco: download val2017 and annotations first")
+    p.add_argument("--base-url", default=None, help="coco: mirror to download from")
+    p.add_argument("--annotations", type=Path, help="coco: instances_val2017.json (when not downloading)")
+    p.add_argument("--images", type=Path, help="coco: the val2017 image folder (when not downloading)")
+    p.add_argument("--categories", default="person,bicycle,car,motorcycle,airplane")
+    p.add_argument("--num-images", type=int, default=600, help="synthetic: images to generate")
+    p.add_argument("--train-size", type=float, default=0.8, help="count (>= 1) or fraction of images for training")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-stratify", action="store_true", help="plain random split instead of iterative stratification")
+    p.add_argument("--formats", default="lst,recordio,manifest")
+
+    t = sub.add_parser("train", help="train with the local backend on .lst files")
+    t.add_argument("--train-lst", type=Path, required=True)
+    t.add_argument("--validation-lst", type=Path)
+    t.add_argument("--images", type=Path, required=True, help="image root the .lst paths are relative to")
+    t.add_argument("--classes", required=True, help="comma-separated class names, in label order")
+    t.add_argument("--output", type=Path, default=Path("runs/train"))
+    t.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
+    t.add_argument("--workers", type=int, default=None)
+    t.add_argument("--pretrained", default=None, help="file or URL of ImageNet .params for use_pretrained_model=1")
+    t.add_argument("--seed", type=int, default=0)
+    _add_hp_args(t)
+
+    e = sub.add_parser("evaluate", help="score a model.tar.gz on a .lst file (mAP, per-class AP, F1, accuracy)")
+    e.add_argument("--model", type=Path, required=True)
+    e.add_argument("--lst", type=Path, required=True)
+    e.add_argument("--images", type=Path, required=True)
+    e.add_argument("--classes", required=True)
+    e.add_argument("--preprocess", choices=["resize", "centre_crop"], default="resize")
+    e.add_argument("--output", type=Path, help="write the metrics JSON here")
+
+    r = sub.add_parser("predict", help="per-class probabilities for image files, as the endpoint returns them")
+    r.add_argument("--model", type=Path, required=True)
+    r.add_argument("images", nargs="+", type=Path)
+    r.add_argument("--classes", default=None)
+    r.add_argument("--threshold", type=float, default=None, help="also print the labels at this threshold")
+    r.add_argument("--jsonlines", action="store_true", help="batch transform output: {\"prediction\": [...]} lines")
+
+    d = sub.add_parser("demo", help="synthetic data -> train on this machine -> evaluate -> predict")
+    d.add_argument("--output", type=Path, default=Path("demo-output"))
+    d.add_argument("--num-images", type=int, default=800)
+    d.add_argument("--device", default=None)
+    d.add_argument("--seed", type=int, default=0)
+    _add_hp_args(d)
+
+    b = sub.add_parser("bench", help="throughput benchmarks (local training, input pipeline, SageMaker logs)")
+    b.add_argument("--quick", action="store_true", help="small sizes that finish in minutes on a CPU")
+    b.add_argument("--output", type=Path, default=Path("bench-output"))
+    b.add_argument("--device", default=None)
+    b.add_argument("--sagemaker-log", type=Path, action="append", default=[],
+                   help="a CloudWatch log export of a training job to compare against (repeatable)")
+    b.add_argument("--sagemaker-job", action="append", default=[], help="a training job name (needs AWS access)")
+    b.add_argument("--instance-type", default="ml.p3.2xlarge", help="instance type of the --sagemaker-log jobs")
+    b.add_argument("--region", default="us-east-1")
+    _add_hp_args(b)
+    return ap
+
+
+def cmd_prepare(args) -> int:
+    from .prepare import COCO_BASE_URL, download_coco, prepare_dataset
+
+    ann, images = args.annotations, args.images
+    if args.source == "coco":
+        if args.download:
+            ann, images = download_coco(args.output / "coco", base_url=args.base_url or COCO_BASE_URL,
+                                        progress=not args.quiet)
+        elif ann is None or images is None:
+            raise MultilabelICError("prepare coco needs --download, or --annotations and --images")
+    train_size = int(args.train_size) if args.train_size >= 1 else args.train_size
+    prepared = prepare_dataset(args.output, source=args.source, annotations=ann, images=images,
+                               categories=[c.strip() for c in args.categories.split(",")],
+                               num_images=args.num_images, seed=args.seed, train_size=train_size,
+                               stratify=not args.no_stratify, formats=args.formats.split(","),
+                               progress=not args.quiet)
+    print(prepared.describe())
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .api import Trainer
+    from .backends.local import LocalOptions
+    from .data.dataset import Dataset
+
+    classes = [c.strip() for c in args.classes.split(",")]
+    train = Dataset.from_lst(args.train_lst, root=args.images, class_names=classes)
+    val = Dataset.from_lst(args.validation_lst, root=args.images, class_names=classes) if args.validation_lst else None
+    hp = _hyperparameters(args, num_classes=len(classes), num_training_samples=len(train))
+    options = LocalOptions(seed=args.seed, num_workers=args.workers, progress=not args.quiet,
+                           pretrained=args.pretrained)
+    model = Trainer(hp, backend="local", output_dir=args.output, device=args.device, options=options).fit(
+        train, validation=val)
+    _print_final(model.metrics)
+    print(f"model artifact: {model.artifact}")
+    return 0
+
+
+def _print_final(metrics: dict) -> None:
+    final = metrics.get("final") or {}
+    if final:
+        print(f"validation mAP {final['mAP']:.4f}  micro mAP {final['micro_mAP']:.4f}  accuracy "
+              f"{final['accuracy']:.4f}  F1 macro {final['f1_macro']:.4f}  (epoch {final['epoch']})")
+        for name, ap in final["per_class_AP"].items():
+            print(f"  AP {name:<14} {'n/a' if ap is None else f'{ap:.4f}'}")
+
+
+def cmd_evaluate(args) -> int:
+    from .backends.local import AugmentOptions
+    from .backends.local.predictor import LocalPredictor
+    from .data.dataset import Dataset
+    from .metrics import evaluate
+
+    classes = [c.strip() for c in args.classes.split(",")]
+    data = Dataset.from_lst(args.lst, root=args.images, class_names=classes)
+    pred = LocalPredictor(args.model, class_names=classes, augment=AugmentOptions(inference=args.preprocess))
+    scores = pred.predict_batch([data.image_path(i).read_bytes() for i in range(len(data))])
+    result = evaluate(data.labels, scores, class_names=classes)
+    text = json.dumps(result, indent=2)
+    if args.output:
+        from ._io import atomic_write_text
+
+        atomic_write_text(args.output, text + "\n")
+    print(text)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .backends.local.predictor import LocalPredictor
+
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    pred = LocalPredictor(args.model, class_names=classes)
+    blobs = [p.read_bytes() for p in args.images]
+    if args.jsonlines:
+        sys.stdout.write(pred.predict_batch(blobs, output="jsonlines"))
+        return 0
+    for path, probs in zip(args.images, pred.predict_batch(blobs)):
+        print(f"{path}: {json.dumps([round(p, 6) for p in probs])}")
+        if args.threshold is not None:
+            print("  labels:", [n for n, p in zip(pred.class_names, probs) if p >= args.threshold])
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .api import Trainer
+    from .backends.local import LocalOptions
+    from .prepare import prepare_dataset
+
+    started = time.time()
+    print(f"[1/4] generating {args.num_images} synthetic COCO-format images and preparing splits ...", flush=True)
+    prepared = prepare_dataset(args.output / "data", source="synthetic", num_images=args.num_images,
+                               seed=args.seed, train_size=0.75, progress=not args.quiet)
+    print(prepared.describe(), flush=True)
+    hp = _hyperparameters(args, num_classes=5, num_training_samples=len(prepared.train), defaults=DEMO_HP)
+    print(f"\n[2/4] training ResNet-{hp.num_layers} at {hp.image_shape} for {hp.epochs} epochs "
+          f"(hyperparameters: {hp.to_sagemaker()}) ...", flush=True)
+    options = LocalOptions(seed=args.seed, progress=not args.quiet)
+    model = Trainer(hp, backend="local", output_dir=args.output / "run", device=args.device,
+                    options=options).fit(prepared.train, validation=prepared.validation)
+    print("\n[3/4] evaluation of the shipped model on the held-out split:")
+    _print_final(model.metrics)
+    print("\n[4/4] prediction for one held-out image (the endpoint's JSON body):")
+    predictor = model.predictor()
+    path, labels = prepared.validation[0]
+    probs = predictor.predict(path.read_bytes())
+    print(f"  {path.name}: {json.dumps([round(p, 4) for p in probs])}")
+    for name, p, y in zip(predictor.class_names, probs, labels):
+        print(f"    {name:<11} p={p:.3f}  truth={int(y)}")
+    print(f"\nartifact: {model.artifact}\nmetrics:  {args.output / 'run' / 'metrics.json'} (+ metrics.png)\n"
+          f"done in {time.time() - started:.0f} s")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench.run import run_bench
+
+    run_bench(args)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.quiet)
+    handlers = {"prepare": cmd_prepare, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+                "demo": cmd_demo, "bench": cmd_bench}
+    try:
+        return handlers[args.command](args)
+    except MultilabelICError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,245 @@
+"""``Dataset``: an ordered list of (image path, multi-hot label vector) with class names and an image root.
+
+It is built from COCO annotations, a .lst file, a RecordIO file or an augmented manifest, and written back to any of
+those formats. Paths are stored relative to ``root`` (the SageMaker image channel).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from ..exceptions import DataError
+from . import lst as lst_mod
+from . import manifest as manifest_mod
+from . import recordio
+from .split import iterative_stratification, random_split
+
+__all__ = ["Dataset"]
+
+
+class Dataset:
+    """Multi-label image records: ``paths[i]`` (relative to ``root``) with multi-hot ``labels[i]``."""
+
+    def __init__(self, paths: Sequence[str], labels: np.ndarray, class_names: Sequence[str], *,
+                 root: str | os.PathLike = ".", indices: Sequence[int] | None = None):
+        labels = np.asarray(labels, dtype=np.uint8)
+        if labels.ndim != 2 or labels.shape[0] != len(paths):
+            raise DataError(f"labels must have shape (len(paths)={len(paths)}, num_classes); got {labels.shape}")
+        if labels.shape[1] != len(class_names):
+            raise DataError(f"labels have {labels.shape[1]} columns but {len(class_names)} class names were given")
+        if labels.size and labels.max() > 1:
+            raise DataError("labels must be multi-hot (0 or 1)")
+        self.paths = [lst_mod.check_relative_path(str(p), where=f"dataset entry {i}") for i, p in enumerate(paths)]
+        self.labels = labels
+        self.class_names = [str(c) for c in class_names]
+        self.root = Path(root)
+        self.indices = np.asarray(indices if indices is not None else range(len(paths)), dtype=np.int64)
+
+    # ------------------------------------------------------------------ basics
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[Path, np.ndarray]:
+        return self.root / self.paths[i], self.labels[i]
+
+    def __iter__(self) -> Iterator[tuple[Path, np.ndarray]]:
+        return (self[i] for i in range(len(self)))
+
+    def __repr__(self) -> str:
+        return f"Dataset({len(self)} images, {self.num_classes} classes {self.class_names}, root={str(self.root)!r})"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def image_path(self, i: int) -> Path:
+        return self.root / self.paths[i]
+
+    def subset(self, rows: Sequence[int]) -> Dataset:
+        rows = np.asarray(rows, dtype=np.int64)
+        return Dataset([self.paths[i] for i in rows], self.labels[rows], self.class_names, root=self.root,
+                       indices=self.indices[rows])
+
+    def split(self, train_size: float | int, *, seed: int = 0, stratify: bool = False) -> tuple[Dataset, Dataset]:
+        """Deterministic split into (train, validation); ``stratify=True`` keeps rare classes on both sides."""
+        if stratify:
+            a, b = iterative_stratification(self.labels, train_size, seed)
+        else:
+            a, b = random_split(len(self), train_size, seed)
+        return self.subset(a), self.subset(b)
+
+    # ------------------------------------------------------------------ statistics
+    def class_counts(self) -> dict[str, int]:
+        return dict(zip(self.class_names, (int(c) for c in self.labels.sum(axis=0))))
+
+    def cooccurrence(self) -> np.ndarray:
+        """(C, C) matrix: images that contain both class i and class j (the diagonal holds the class counts)."""
+        lab = self.labels.astype(np.int64)
+        return lab.T @ lab
+
+    def summary(self) -> str:
+        """A printable table of per-class counts, label cardinality and co-occurrence."""
+        n = len(self)
+        counts = self.labels.sum(axis=0)
+        width = max(8, *(len(c) for c in self.class_names))
+        lines = [f"{n} images, {self.num_classes} classes, {self.labels.sum(axis=1).mean() if n else 0:.2f} "
+                 f"labels per image, {int((self.labels.sum(axis=1) == 0).sum())} with no label"]
+        lines.append(f"{'class':<{width}} {'images':>7} {'share':>6}")
+        for name, c in zip(self.class_names, counts):
+            lines.append(f"{name:<{width}} {int(c):>7} {c / max(n, 1):>6.1%}")
+        co = self.cooccurrence()
+        lines.append("co-occurrence (images with both):")
+        lines.append(" " * (width + 1) + " ".join(f"{c[:7]:>7}" for c in self.class_names))
+        for name, row in zip(self.class_names, co):
+            lines.append(f"{name:<{width}} " + " ".join(f"{int(v):>7}" for v in row))
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ COCO
+    @classmethod
+    def from_coco(cls, annotation_json: str | os.PathLike, *, images: str | os.PathLike,
+                  categories: Sequence[str | int]) -> Dataset:
+        """Images that contain at least one of ``categories``, labelled multi-hot in the order given.
+
+        Reproduces the AWS MS-COCO multi-label example's selection and order: for each category in turn, the images
+        pycocotools' ``getImgIds(catIds=...)`` returns, each image kept once at its first appearance. (The example's
+        running label sum aliases the first row and writes a 2 into it; that bug is not reproduced.)
+        """
+        from pycocotools.coco import COCO
+
+        from .._io import quiet_stdout
+
+        ann = Path(annotation_json)
+        if not ann.exists():
+            raise DataError(f"{ann}: COCO annotation file not found.")
+        try:
+            with quiet_stdout():
+                coco = COCO(str(ann))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise DataError(f"{ann}: not a COCO instances annotation file ({exc}).") from exc
+        by_name = {c["name"]: c["id"] for c in coco.loadCats(coco.getCatIds())}
+        cat_ids, names = [], []
+        for c in categories:
+            if isinstance(c, str):
+                if c not in by_name:
+                    raise DataError(f"{ann}: no category named {c!r}. Known: {', '.join(sorted(by_name))}.")
+                cat_ids.append(by_name[c])
+                names.append(c)
+            else:
+                if int(c) not in coco.cats:
+                    raise DataError(f"{ann}: no category with id {c}.")
+                cat_ids.append(int(c))
+                names.append(coco.cats[int(c)]["name"])
+        image_ids: list[int] = []
+        position: dict[int, int] = {}
+        rows: list[np.ndarray] = []
+        for k, cat_id in enumerate(cat_ids):
+            for image_id in coco.getImgIds(catIds=cat_id):
+                if image_id not in position:
+                    position[image_id] = len(image_ids)
+                    image_ids.append(image_id)
+                    rows.append(np.zeros(len(cat_ids), dtype=np.uint8))
+                rows[position[image_id]][k] = 1
+        paths = [coco.loadImgs(i)[0]["file_name"] for i in image_ids]
+        labels = np.stack(rows) if rows else np.zeros((0, len(cat_ids)), dtype=np.uint8)
+        return cls(paths, labels, names, root=images)
+
+    # ------------------------------------------------------------------ .lst
+    @classmethod
+    def from_lst(cls, path: str | os.PathLike, *, root: str | os.PathLike, class_names: Sequence[str] | None = None,
+                 num_classes: int | None = None, layout: str = "auto") -> Dataset:
+        n = len(class_names) if class_names is not None else num_classes
+        entries = lst_mod.read_lst(path, num_classes=n, layout=layout)
+        if not entries:
+            raise DataError(f"{path}: no entries.")
+        width = len(entries[0].labels)
+        names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(width)]
+        return cls([e.path for e in entries], np.stack([e.labels for e in entries]), names, root=root,
+                   indices=[e.index for e in entries])
+
+    def to_lst(self, path: str | os.PathLike, *, layout: str = "multi-hot", renumber: bool = True) -> Path:
+        """Write a .lst; ``renumber`` uses 0..N-1 as indices, otherwise the indices the records were read with."""
+        idx = range(len(self)) if renumber else self.indices
+        return lst_mod.write_lst(path, zip(idx, self.labels, self.paths), layout=layout)
+
+    # ------------------------------------------------------------------ RecordIO
+    def to_recordio(self, rec_path: str | os.PathLike, *, pack_label: bool = True, resize: int | None = None,
+                    quality: int = 95, progress: bool = False) -> tuple[Path, Path]:
+        """Write an im2rec-style .rec/.idx: multi-hot label arrays (``--pack-label``), ids 0..N-1.
+
+        With ``resize`` the images are re-encoded with their shorter side scaled to it (im2rec ``--resize``);
+        otherwise the original encoded bytes are stored unchanged.
+        """
+        from tqdm.auto import tqdm
+
+        def gen():
+            for i in tqdm(range(len(self)), desc="recordio", disable=not progress, unit="img"):
+                data = self.image_path(i).read_bytes() if resize is None else _reencode(self.image_path(i), resize,
+                                                                                        quality)
+                label = self.labels[i].astype(np.float32) if pack_label else float(np.argmax(self.labels[i]))
+                yield i, recordio.pack(recordio.IRHeader(0, label, i, 0), data)
+
+        return recordio.write_recordio(rec_path, gen())
+
+    @classmethod
+    def from_recordio(cls, rec_path: str | os.PathLike, *, extract_to: str | os.PathLike,
+                      class_names: Sequence[str] | None = None, num_classes: int | None = None) -> Dataset:
+        """Read a .rec file, writing its images under ``extract_to`` as ``<id>.jpg``."""
+        out = Path(extract_to)
+        out.mkdir(parents=True, exist_ok=True)
+        paths, labels, ids = [], [], []
+        for rec in recordio.read_recordio(rec_path):
+            header, img = recordio.unpack(rec)
+            if header.flag > 0:
+                lab = np.asarray(header.label)
+            else:
+                n = num_classes or (len(class_names) if class_names else int(header.label) + 1)
+                lab = np.zeros(n, dtype=np.float32)
+                lab[int(header.label)] = 1
+            name = f"{header.id}.jpg"
+            (out / name).write_bytes(img)
+            paths.append(name)
+            labels.append(lab)
+            ids.append(header.id)
+        if not paths:
+            raise DataError(f"{rec_path}: no records.")
+        width = max(len(x) for x in labels)
+        lab = np.stack([np.pad(x, (0, width - len(x))) for x in labels])
+        if not np.isin(lab, (0.0, 1.0)).all():
+            raise DataError(f"{rec_path}: labels are not multi-hot 0/1 arrays.")
+        names = list(class_names) if class_names else [f"class_{i}" for i in range(width)]
+        return cls(paths, lab.astype(np.uint8), names, root=out, indices=ids)
+
+    # ------------------------------------------------------------------ augmented manifest
+    def to_manifest(self, path: str | os.PathLike, *, image_prefix: str, label_format: str = "multi-hot",
+                    label_attribute: str = "class") -> Path:
+        return manifest_mod.write_manifest(path, zip(self.paths, self.labels), image_prefix=image_prefix,
+                                           label_format=label_format, label_attribute=label_attribute)
+
+    @classmethod
+    def from_manifest(cls, path: str | os.PathLike, *, root: str | os.PathLike, class_names: Sequence[str],
+                      image_prefix: str = "", label_format: str = "multi-hot",
+                      label_attribute: str = "class") -> Dataset:
+        entries = manifest_mod.read_manifest(path, num_classes=len(class_names), image_prefix=image_prefix,
+                                             label_format=label_format, label_attribute=label_attribute)
+        if not entries:
+            raise DataError(f"{path}: no entries.")
+        return cls([p for p, _ in entries], np.stack([l for _, l in entries]), class_names, root=root)
+
+
+def _reencode(path: Path, resize: int, quality: int) -> bytes:
+    import cv2
+
+    from ..images import encode_jpeg, read_image
+
+    img = read_image(path)
+    h, w = img.shape[:2]
+    if h < w:
+        size = (int(w * resize / h), resize)
+    else:
+        size = (resize, int(h * resize / w))
+    return encode_jpeg(cv2.resize(img, size, interpolation=cv2.INTER_LINEAR), quality=quality)

@@ -1,0 +1,90 @@
+"""The library's exceptions: one small hierarchy, so callers can catch one type per concern.
+
+    MultilabelICError
+    ├── HyperparameterError      a hyperparameter value or combination the algorithm rejects (also a ValueError)
+    ├── DataError                a malformed .lst / RecordIO / manifest / COCO file or image (also a ValueError)
+    │   └── ImageDecodeError     a missing, truncated or non-image file
+    ├── DownloadError            a download failed or its checksum did not match
+    ├── MissingDependencyError   an optional package is absent; the message has the exact pip line (ImportError)
+    ├── ArtifactError            a model.tar.gz / .params file that cannot be read or does not fit the network
+    ├── TrainingError            a local or SageMaker training run failed
+    └── BackendError             a SageMaker / AWS call failed (the boto3 error is kept as __cause__)
+
+Errors from boto3, torch and OpenCV are translated at the boundary with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MultilabelICError",
+    "HyperparameterError",
+    "DataError",
+    "ImageDecodeError",
+    "DownloadError",
+    "MissingDependencyError",
+    "ArtifactError",
+    "TrainingError",
+    "BackendError",
+    "require",
+]
+
+
+class MultilabelICError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class HyperparameterError(MultilabelICError, ValueError):
+    """A hyperparameter value, or a combination of them, that the built-in algorithm does not accept."""
+
+    def __init__(self, message: str, *, parameter: str | None = None):
+        super().__init__(message)
+        self.parameter = parameter
+
+
+class DataError(MultilabelICError, ValueError):
+    """A data file that cannot be used, with the file (and line) in the message."""
+
+
+class ImageDecodeError(DataError):
+    """An image file that is missing, truncated or not an image."""
+
+
+class DownloadError(MultilabelICError):
+    """A download that failed, or whose checksum did not match."""
+
+
+class MissingDependencyError(MultilabelICError, ImportError):
+    """An optional dependency is not installed; the message says which pip command installs it."""
+
+
+class ArtifactError(MultilabelICError):
+    """A model artifact that cannot be read or does not match the network it is loaded into."""
+
+
+class TrainingError(MultilabelICError):
+    """A training run that failed (locally or as a SageMaker job)."""
+
+    def __init__(self, message: str, *, job_name: str | None = None, status: str | None = None,
+                 failure_reason: str | None = None):
+        super().__init__(message)
+        self.job_name = job_name
+        self.status = status
+        self.failure_reason = failure_reason
+
+
+class BackendError(MultilabelICError):
+    """An AWS / SageMaker call that failed; the original botocore error is ``__cause__``."""
+
+
+def require(module: str, *, extra: str, package: str | None = None):
+    """Import an optional module, or fail with the exact pip line that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        pkg = package or module.split(".")[0]
+        raise MissingDependencyError(
+            f"{pkg!r} is needed for this feature but is not installed. "
+            f"Install it with: pip install 'multilabel-ic[{extra}]'"
+        ) from exc

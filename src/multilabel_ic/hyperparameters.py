@@ -1,0 +1,350 @@
+"""The built-in algorithm's hyperparameters as one validated, immutable value object.
+
+Names, types, defaults and ranges follow the SageMaker Image Classification documentation (docs/hyperparameters.md).
+Validation is declarative: every field has one constraint row, and cross-field rules live in one function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .exceptions import HyperparameterError
+
+__all__ = ["Hyperparameters", "LARGE_DEPTHS", "SMALL_DEPTHS", "AUGMENTATION_TYPES", "OPTIMIZERS"]
+
+LARGE_DEPTHS = (18, 34, 50, 101, 152, 200)
+SMALL_DEPTHS = (20, 32, 44, 56, 110)
+AUGMENTATION_TYPES = ("crop", "crop_color", "crop_color_transform")
+OPTIMIZERS = ("sgd", "adam", "rmsprop", "nag")
+INF = math.inf
+
+
+@dataclass(frozen=True)
+class _Rule:
+    kind: str  # "int", "float", "choice", "bool01", "boolstr", "image_shape", "steps"
+    low: float = -INF
+    high: float = INF
+    low_open: bool = False
+    choices: tuple = ()
+    required: bool = False
+    nullable: bool = False
+
+    def describe(self) -> str:
+        if self.kind in ("int", "float"):
+            lo = "(" if self.low_open else "["
+            low = "-inf" if self.low == -INF else _fmt(self.low)
+            high = "inf" if self.high == INF else _fmt(self.high)
+            return f"{'an int' if self.kind == 'int' else 'a float'} in the range {lo}{low}, {high}{']' if high != 'inf' else ')'}"
+        if self.kind == "choice":
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.kind == "bool01":
+            return "0 or 1"
+        if self.kind == "boolstr":
+            return "True or False"
+        if self.kind == "image_shape":
+            return 'a string "C,H,W" of three positive ints with C in {1, 3}'
+        if self.kind == "steps":
+            return 'a comma-separated, strictly increasing list of positive epoch numbers, e.g. "10,20"'
+        raise AssertionError(self.kind)
+
+
+def _fmt(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else repr(v)
+
+
+# One row per hyperparameter (ic-spec.md section 1).
+RULES: dict[str, _Rule] = {
+    "num_classes": _Rule("int", low=1, required=True),
+    "num_training_samples": _Rule("int", low=1, required=True),
+    "augmentation_type": _Rule("choice", choices=AUGMENTATION_TYPES, nullable=True),
+    "beta_1": _Rule("float", low=0, high=1),
+    "beta_2": _Rule("float", low=0, high=1),
+    "checkpoint_frequency": _Rule("int", low=1, nullable=True),
+    "early_stopping": _Rule("boolstr"),
+    "early_stopping_min_epochs": _Rule("int", low=1),
+    "early_stopping_patience": _Rule("int", low=1),
+    "early_stopping_tolerance": _Rule("float", low=0, high=1),
+    "epochs": _Rule("int", low=1),
+    "eps": _Rule("float", low=0, high=1, low_open=True),
+    "gamma": _Rule("float", low=0, high=1),
+    "image_shape": _Rule("image_shape"),
+    "kv_store": _Rule("choice", choices=("dist_sync", "dist_async"), nullable=True),
+    "learning_rate": _Rule("float", low=0, high=1, low_open=True),
+    "lr_scheduler_factor": _Rule("float", low=0, high=1),
+    "lr_scheduler_step": _Rule("steps", nullable=True),
+    "mini_batch_size": _Rule("int", low=1),
+    "momentum": _Rule("float", low=0, high=1),
+    "multi_label": _Rule("bool01"),
+    "num_layers": _Rule("choice", choices=LARGE_DEPTHS + SMALL_DEPTHS),
+    "optimizer": _Rule("choice", choices=OPTIMIZERS),
+    "precision_dtype": _Rule("choice", choices=("float32", "float16")),
+    "resize": _Rule("int", low=1, nullable=True),
+    "top_k": _Rule("int", low=2, nullable=True),
+    "use_pretrained_model": _Rule("bool01"),
+    "use_weighted_loss": _Rule("bool01"),
+    "weight_decay": _Rule("float", low=0, high=1),
+}
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """Every hyperparameter of the built-in Image Classification algorithm, validated on construction.
+
+    ``Hyperparameters(num_classes=5, num_training_samples=2500, multi_label=1, ...)``. Invalid values raise
+    :class:`HyperparameterError` naming the parameter, what is allowed and what was given. Fields the caller set
+    explicitly are remembered, so :meth:`to_sagemaker` sends exactly those (as SageMaker expects) unless asked for all.
+    """
+
+    num_classes: int
+    num_training_samples: int
+    augmentation_type: str | None = None
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    checkpoint_frequency: int | None = None
+    early_stopping: bool = False
+    early_stopping_min_epochs: int = 10
+    early_stopping_patience: int = 5
+    early_stopping_tolerance: float = 0.0
+    epochs: int = 30
+    eps: float = 1e-8
+    gamma: float = 0.9
+    image_shape: str = "3,224,224"
+    kv_store: str | None = None
+    learning_rate: float = 0.1
+    lr_scheduler_factor: float = 0.1
+    lr_scheduler_step: str | None = None
+    mini_batch_size: int = 32
+    momentum: float = 0.9
+    multi_label: int = 0
+    num_layers: int = 152
+    optimizer: str = "sgd"
+    precision_dtype: str = "float32"
+    resize: int | None = None
+    top_k: int | None = None
+    use_pretrained_model: int = 0
+    use_weighted_loss: int = 0
+    weight_decay: float = 0.0001
+    _explicit: frozenset = field(default=frozenset(), repr=False, compare=False)
+
+    def __init__(self, **kwargs: Any):
+        unknown = sorted(set(kwargs) - set(RULES))
+        if unknown:
+            raise HyperparameterError(
+                f"Unknown hyperparameter(s) {', '.join(map(repr, unknown))}. "
+                f"Valid names: {', '.join(sorted(RULES))}.", parameter=unknown[0])
+        for name, rule in RULES.items():
+            if rule.required and kwargs.get(name) is None:
+                raise HyperparameterError(
+                    f"The {name!r} parameter is required: it must be {rule.describe()}.", parameter=name)
+        defaults = {f.name: f.default for f in dataclasses.fields(Hyperparameters) if f.name != "_explicit"}
+        for name in RULES:
+            value = _coerce(name, kwargs[name]) if name in kwargs else defaults[name]
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "_explicit", frozenset(k for k, v in kwargs.items() if v is not None))
+        _check_cross_fields(self)
+
+    # ----------------------------------------------------------------- derived values
+    @property
+    def channels(self) -> int:
+        return int(self.image_shape.split(",")[0])
+
+    @property
+    def height(self) -> int:
+        return int(self.image_shape.split(",")[1])
+
+    @property
+    def width(self) -> int:
+        return int(self.image_shape.split(",")[2])
+
+    @property
+    def lr_steps(self) -> list[int]:
+        return [int(s) for s in self.lr_scheduler_step.split(",")] if self.lr_scheduler_step else []
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """floor(num_training_samples / mini_batch_size): the algorithm drops the remainder every epoch."""
+        return self.num_training_samples // self.mini_batch_size
+
+    @property
+    def explicit(self) -> frozenset:
+        """Names of the hyperparameters the caller set (the ones :meth:`to_sagemaker` sends by default)."""
+        return self._explicit
+
+    def replace(self, **changes: Any) -> Hyperparameters:
+        """A copy with some values changed (validated again)."""
+        values = {k: getattr(self, k) for k in self._explicit}
+        values.update(changes)
+        return Hyperparameters(**values)
+
+    def to_dict(self, *, include_defaults: bool = True) -> dict[str, Any]:
+        names = RULES if include_defaults else [n for n in RULES if n in self._explicit]
+        return {n: getattr(self, n) for n in names}
+
+    # ----------------------------------------------------------------- SageMaker wire format
+    def to_sagemaker(self, *, include_defaults: bool = False) -> dict[str, str]:
+        """The exact ``HyperParameters`` string map CreateTrainingJob takes.
+
+        By default only the explicitly set values are sent (the container fills in its own defaults, as in the
+        AWS notebooks); ``include_defaults=True`` sends every non-empty value.
+        """
+        out: dict[str, str] = {}
+        for name, value in self.to_dict(include_defaults=include_defaults).items():
+            if value is None:
+                continue
+            out[name] = _to_wire(value)
+        return out
+
+    @classmethod
+    def from_sagemaker(cls, values: Mapping[str, str]) -> Hyperparameters:
+        """Read a ``HyperParameters`` string map (e.g. from DescribeTrainingJob) back into a value object."""
+        return cls(**{k: v for k, v in values.items()})
+
+
+def _to_wire(value: Any) -> str:
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _fail(name: str, value: Any, rule: _Rule | None = None, detail: str | None = None) -> HyperparameterError:
+    rule = rule or RULES[name]
+    msg = detail or f"The {name!r} parameter must be {rule.describe()}. Got {value!r} instead."
+    return HyperparameterError(msg, parameter=name)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Turn a Python or SageMaker-string value into the field's type, or raise naming the parameter."""
+    rule = RULES[name]
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none") and rule.nullable):
+        if rule.nullable:
+            return None
+        raise _fail(name, value)
+    if rule.kind == "int":
+        v = _as_int(value)
+        if v is None or v < rule.low or v > rule.high:
+            raise _fail(name, value)
+        return v
+    if rule.kind == "float":
+        v = _as_float(value)
+        if v is None or v > rule.high or v < rule.low or (rule.low_open and v == rule.low):
+            raise _fail(name, value)
+        return v
+    if rule.kind == "choice":
+        candidates = [value]
+        if isinstance(value, str) and all(isinstance(c, int) for c in rule.choices):
+            candidates = [_as_int(value)]
+        for c in candidates:
+            if c in rule.choices and not isinstance(c, bool):
+                return c
+        raise _fail(name, value)
+    if rule.kind == "bool01":
+        v = _as_int(value)
+        if v not in (0, 1):
+            raise _fail(name, value)
+        return v
+    if rule.kind == "boolstr":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise _fail(name, value)
+    if rule.kind == "image_shape":
+        return _parse_image_shape(name, value)
+    if rule.kind == "steps":
+        return _parse_steps(name, value)
+    raise AssertionError(rule.kind)
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        v = float(value)
+    elif isinstance(value, str):
+        try:
+            v = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _parse_image_shape(name: str, value: Any) -> str:
+    parts = value.split(",") if isinstance(value, str) else list(value) if isinstance(value, (tuple, list)) else None
+    if parts is None or len(parts) != 3:
+        raise _fail(name, value)
+    dims = [_as_int(p) for p in parts]
+    if any(d is None or d < 1 for d in dims) or dims[0] not in (1, 3):
+        raise _fail(name, value)
+    return ",".join(str(d) for d in dims)
+
+
+def _parse_steps(name: str, value: Any) -> str:
+    parts = value.split(",") if isinstance(value, str) else list(value) if isinstance(value, (tuple, list)) else None
+    if not parts:
+        raise _fail(name, value)
+    steps = [_as_int(p) for p in parts]
+    if any(s is None or s < 1 for s in steps) or any(b <= a for a, b in zip(steps, steps[1:])):
+        raise _fail(name, value)
+    return ",".join(str(s) for s in steps)
+
+
+def _check_cross_fields(hp: Hyperparameters) -> None:
+    h, w = hp.height, hp.width
+    if hp.resize is not None and hp.resize < max(h, w):
+        raise HyperparameterError(
+            f"The 'resize' parameter ({hp.resize}) must be at least the crop height and width of image_shape "
+            f"{hp.image_shape!r} (max {max(h, w)}): the shorter side is resized to 'resize' before the crop. "
+            f"Use resize >= {max(h, w)} or a smaller image_shape.", parameter="resize")
+    if hp.use_weighted_loss == 1 and hp.multi_label != 1:
+        raise HyperparameterError(
+            "The 'use_weighted_loss' parameter is only valid for multi-label training: set multi_label=1 or "
+            "use_weighted_loss=0. Got use_weighted_loss=1 with multi_label=0.", parameter="use_weighted_loss")
+    if hp.checkpoint_frequency is not None and hp.checkpoint_frequency > hp.epochs:
+        raise HyperparameterError(
+            f"The 'checkpoint_frequency' parameter must be an int in the range [1, epochs={hp.epochs}]. "
+            f"Got {hp.checkpoint_frequency} instead.", parameter="checkpoint_frequency")
+    if hp.num_layers in SMALL_DEPTHS and h > 28:
+        raise HyperparameterError(
+            f"The 'num_layers' parameter {hp.num_layers} is a small-image depth (one of {list(SMALL_DEPTHS)}) and "
+            f"needs images of 28 px or less; image_shape {hp.image_shape!r} is {h} px high. "
+            f"Use one of {list(LARGE_DEPTHS)} or an image_shape of at most 28 px.", parameter="num_layers")
+    if hp.num_layers in LARGE_DEPTHS and h <= 28:
+        raise HyperparameterError(
+            f"The 'num_layers' parameter {hp.num_layers} needs images taller than 28 px; image_shape "
+            f"{hp.image_shape!r} is {h} px high. Use one of the small-image depths {list(SMALL_DEPTHS)}.",
+            parameter="num_layers")
+    if hp.use_pretrained_model == 1 and hp.num_layers not in LARGE_DEPTHS:
+        raise HyperparameterError(
+            f"The 'use_pretrained_model' parameter needs num_layers in {list(LARGE_DEPTHS)} (transfer learning is "
+            f"limited to those depths). Got num_layers={hp.num_layers}.", parameter="use_pretrained_model")
+    if hp.num_training_samples < hp.mini_batch_size:
+        raise HyperparameterError(
+            f"The 'mini_batch_size' parameter ({hp.mini_batch_size}) must not exceed num_training_samples "
+            f"({hp.num_training_samples}): the algorithm needs at least one full batch per epoch.",
+            parameter="mini_batch_size")
+    if hp.top_k is not None and hp.top_k > hp.num_classes:
+        raise HyperparameterError(
+            f"The 'top_k' parameter must be an int in the range [2, num_classes={hp.num_classes}]. "
+            f"Got {hp.top_k} instead.", parameter="top_k")

@@ -1,0 +1,126 @@
+"""MXNet's NDArray file format (``.params``), read and written without MXNet.
+
+File: ``uint64 0x112``, ``uint64 0``, ``uint64 count``, the arrays, ``uint64 count``, the names (``uint64 length`` +
+bytes each). Array (``NDArray::Save``, V2): ``uint32 0xF993FAC9``, ``int32 stype`` (0 = dense), shape
+(``uint32 ndim`` + ``int64`` dims), context (``int32 dev_type``, ``int32 dev_id``), ``int32 type_flag``, raw
+little-endian data. The reader also takes V1 (magic 0xF993FAC8, no stype) and the legacy v0.8 layout (no magic,
+``uint32`` dims) that the model-zoo ResNets were saved in.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from ._io import atomic_write_bytes
+from .exceptions import ArtifactError
+
+__all__ = ["load_params", "save_params", "dumps_params", "loads_params"]
+
+LIST_MAGIC = 0x112
+V1_MAGIC = 0xF993FAC8
+V2_MAGIC = 0xF993FAC9
+_DTYPES = {0: np.float32, 1: np.float64, 2: np.float16, 3: np.uint8, 4: np.int32, 5: np.int8, 6: np.int64}
+_FLAGS = {np.dtype(v): k for k, v in _DTYPES.items()}
+
+
+class _Reader:
+    def __init__(self, data: bytes, source: str):
+        self.buf = io.BytesIO(data)
+        self.source = source
+
+    def read(self, fmt: str):
+        size = struct.calcsize(fmt)
+        raw = self.buf.read(size)
+        if len(raw) != size:
+            raise ArtifactError(f"{self.source}: truncated NDArray file at byte {self.buf.tell()}")
+        return struct.unpack("<" + fmt, raw)
+
+    def raw(self, n: int) -> bytes:
+        out = self.buf.read(n)
+        if len(out) != n:
+            raise ArtifactError(f"{self.source}: truncated NDArray data at byte {self.buf.tell()}")
+        return out
+
+
+def _read_array(r: _Reader) -> np.ndarray:
+    (magic,) = r.read("I")
+    if magic == V2_MAGIC:
+        (stype,) = r.read("i")
+        if stype != 0:
+            raise ArtifactError(f"{r.source}: sparse NDArrays (storage type {stype}) are not supported")
+        (ndim,) = r.read("I")
+        shape = r.read(f"{ndim}q") if ndim else ()
+    elif magic == V1_MAGIC:
+        (ndim,) = r.read("I")
+        shape = r.read(f"{ndim}q") if ndim else ()
+    else:  # legacy: the magic word is ndim, dims are uint32
+        ndim = magic
+        if ndim > 32:
+            raise ArtifactError(f"{r.source}: not an MXNet NDArray file (bad array header 0x{magic:08x})")
+        shape = r.read(f"{ndim}I") if ndim else ()
+    if ndim == 0:
+        return np.zeros((0,), np.float32)
+    r.read("ii")  # context: dev_type, dev_id
+    (flag,) = r.read("i")
+    if flag not in _DTYPES:
+        raise ArtifactError(f"{r.source}: unsupported NDArray type flag {flag}")
+    dtype = np.dtype(_DTYPES[flag])
+    count = int(np.prod(shape))
+    return np.frombuffer(r.raw(count * dtype.itemsize), dtype=dtype.newbyteorder("<")).reshape(shape).copy()
+
+
+def loads_params(data: bytes, *, source: str = "<bytes>") -> dict[str, np.ndarray]:
+    r = _Reader(data, source)
+    header, _reserved = r.read("QQ")
+    if header != LIST_MAGIC:
+        raise ArtifactError(f"{source}: not an MXNet .params file (header 0x{header:x}, expected 0x112)")
+    (count,) = r.read("Q")
+    arrays = [_read_array(r) for _ in range(count)]
+    (n_names,) = r.read("Q")
+    names = []
+    for _ in range(n_names):
+        (length,) = r.read("Q")
+        names.append(r.raw(length).decode("utf-8"))
+    if n_names == 0:
+        names = [str(i) for i in range(count)]
+    if len(names) != count:
+        raise ArtifactError(f"{source}: {count} arrays but {len(names)} names")
+    return dict(zip(names, arrays))
+
+
+def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read an MXNet ``.params`` file into ``{name: array}`` (names keep their ``arg:``/``aux:`` prefixes)."""
+    p = Path(path)
+    try:
+        return loads_params(p.read_bytes(), source=str(p))
+    except FileNotFoundError:
+        raise ArtifactError(f"{p}: .params file not found") from None
+
+
+def dumps_params(params: dict[str, np.ndarray]) -> bytes:
+    out = io.BytesIO()
+    out.write(struct.pack("<QQQ", LIST_MAGIC, 0, len(params)))
+    for value in params.values():
+        arr = np.ascontiguousarray(np.asarray(value))
+        if arr.dtype not in _FLAGS:
+            arr = arr.astype(np.float32)
+        out.write(struct.pack("<Ii", V2_MAGIC, 0))
+        out.write(struct.pack(f"<I{arr.ndim}q", arr.ndim, *arr.shape))
+        out.write(struct.pack("<iii", 1, 0, _FLAGS[arr.dtype]))  # cpu(0)
+        out.write(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
+    out.write(struct.pack("<Q", len(params)))
+    for name in params:
+        b = name.encode("utf-8")
+        out.write(struct.pack("<Q", len(b)) + b)
+    return out.getvalue()
+
+
+def save_params(path: str | os.PathLike, params: dict[str, np.ndarray]) -> Path:
+    """Write ``{name: array}`` as an MXNet ``.params`` file (atomically)."""
+    atomic_write_bytes(path, dumps_params(params))
+    return Path(path)
