@@ -18,6 +18,7 @@ from .exceptions import (
     TrainingError,
 )
 from .hyperparameters import Hyperparameters
+from .logs import setup_logging
 
 __version__ = "0.1.0"
 
@@ -28,6 +29,7 @@ __all__ = [
     "Model",
     "Predictor",
     "Backend",
+    "setup_logging",
     "MultilabelICError",
     "HyperparameterError",
     "DataError",

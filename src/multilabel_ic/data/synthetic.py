@@ -80,11 +80,11 @@ def _draw(img: np.ndarray, name: str, x: int, y: int, s: int, rng: np.random.Gen
         w, h = s, s * 3 // 5
         r = h // 3
         col = _jit(rng, (30, 150, 60))
-        cv2.circle(img, (x + r, y + h - r), r, col, max(s // 25, 2))
-        cv2.circle(img, (x + w - r, y + h - r), r, col, max(s // 25, 2))
+        cv2.circle(img, (x + r, y + h - r), r, col, max(s // 12, 3))
+        cv2.circle(img, (x + w - r, y + h - r), r, col, max(s // 12, 3))
         pts = np.array([[x + r, y + h - r], [x + w // 2, y + h // 3], [x + w - r, y + h - r]], np.int32)
-        cv2.polylines(img, [pts], True, col, max(s // 25, 2))
-        cv2.line(img, (x + w // 2, y + h // 3), (x + w // 2, y + h // 8), col, max(s // 25, 2))
+        cv2.polylines(img, [pts], True, col, max(s // 12, 3))
+        cv2.line(img, (x + w // 2, y + h // 3), (x + w // 2, y + h // 8), col, max(s // 12, 3))
     elif name == "car":
         w, h = s, s // 2
         body = _jit(rng, (30, 70, 210))

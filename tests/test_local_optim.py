@@ -1,0 +1,115 @@
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from multilabel_ic import Hyperparameters
+from multilabel_ic.backends.local.network import ResNetV2, mxnet_name
+from multilabel_ic.backends.local.optim import (MultiFactorSchedule, MXNetOptimizer, epoch_size, param_groups_for)
+from multilabel_ic.backends.local.train import class_weights, weighted_bce
+
+
+def _step(kind, w0, grads, **kw):
+    w = torch.nn.Parameter(torch.tensor(w0, dtype=torch.float32))
+    opt = MXNetOptimizer([{"params": [w], "wd": kw.pop("wd", 0.0)}], kind=kind, **kw)
+    for g in grads:
+        w.grad = torch.tensor(g, dtype=torch.float32)
+        opt.step()
+    return w.detach().numpy()
+
+
+def test_sgd_momentum_matches_mxnet_rule():
+    # g' = g + wd*w; mom = 0.9*mom - lr*g'; w += mom
+    w, lr, wd, m = 1.0, 0.1, 0.01, 0.9
+    mom = 0.0
+    for g in (0.5, -0.2):
+        gp = g + wd * w
+        mom = m * mom - lr * gp
+        w = w + mom
+    got = _step("sgd", [1.0], [[0.5], [-0.2]], lr=lr, wd=wd, momentum=m)
+    assert got[0] == pytest.approx(w, rel=1e-6)
+
+
+def test_nag_matches_mxnet_rule():
+    w, lr, m = 2.0, 0.05, 0.9
+    state = 0.0
+    for g in (1.0, 0.3):
+        state = m * state + g
+        w = w - lr * (g + m * state)
+    assert _step("nag", [2.0], [[1.0], [0.3]], lr=lr, momentum=m)[0] == pytest.approx(w, rel=1e-6)
+
+
+def test_adam_eps_is_not_bias_corrected():
+    w, lr, b1, b2, eps = 0.5, 0.01, 0.9, 0.999, 1e-3
+    mm = v = 0.0
+    for t, g in enumerate((0.2, -0.1), 1):
+        mm = b1 * mm + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        lr_t = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+        w = w - lr_t * mm / (math.sqrt(v) + eps)
+    got = _step("adam", [0.5], [[0.2], [-0.1]], lr=lr, beta1=b1, beta2=b2, epsilon=eps)
+    assert got[0] == pytest.approx(w, rel=1e-6)
+    # PyTorch's Adam corrects eps too, so it lands elsewhere with a large eps
+    p = torch.nn.Parameter(torch.tensor([0.5]))
+    torch_adam = torch.optim.Adam([p], lr=lr, betas=(b1, b2), eps=eps)
+    for g in (0.2, -0.1):
+        p.grad = torch.tensor([g])
+        torch_adam.step()
+    assert abs(float(p.detach()[0]) - w) > 1e-5
+
+
+def test_rmsprop_eps_inside_the_sqrt():
+    w, lr, gm, eps = 1.0, 0.01, 0.9, 1e-2
+    n = 0.0
+    for g in (0.4, 0.1):
+        n = gm * n + (1 - gm) * g * g
+        w = w - lr * g / math.sqrt(n + eps)
+    assert _step("rmsprop", [1.0], [[0.4], [0.1]], lr=lr, gamma1=gm, epsilon=eps)[0] == pytest.approx(w, rel=1e-6)
+
+
+def test_weight_decay_only_on_weights_and_gammas():
+    model = ResNetV2(3, 18, (3, 64, 64))
+    decay, no_decay = param_groups_for(model, 1e-4)
+    names = {id(p): mxnet_name(k, model) for k, p in model.named_parameters()}
+    assert decay["wd"] == 1e-4 and no_decay["wd"] == 0.0
+    assert all(names[id(p)].endswith(("_weight", "_gamma")) for p in decay["params"])
+    assert all(names[id(p)].endswith(("_beta", "_bias")) for p in no_decay["params"])
+    assert "bn_data_gamma" not in {names[id(p)] for p in decay["params"]}  # fixed gamma, not trained
+    assert "fc1_bias" in {names[id(p)] for p in no_decay["params"]}
+
+
+def test_multifactor_schedule_changes_after_the_epoch(caplog):
+    hp = Hyperparameters(num_classes=2, num_training_samples=100, mini_batch_size=10, learning_rate=0.1,
+                         lr_scheduler_step="2,4", lr_scheduler_factor=0.5)
+    s = MultiFactorSchedule.from_hyperparameters(hp)
+    assert epoch_size(100, 10) == 10 and s.steps == [20, 40]
+    caplog.set_level(logging.INFO, logger="multilabel_ic")
+    # num_update counts from 1; the LR changes once num_update > step, i.e. from the first batch of epoch index 2
+    assert [s(u) for u in (1, 20, 21, 40, 41, 100)] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025])
+    assert "Update[21]: Change learning rate to 5.00000e-02" in caplog.text
+    assert MultiFactorSchedule.from_hyperparameters(hp, begin_epoch=3).steps == [10]
+    constant = MultiFactorSchedule.from_hyperparameters(hp.replace(lr_scheduler_step=None))
+    assert constant(10_000) == 0.1
+
+
+def test_class_weights_formulas():
+    y = np.array([[1, 0, 0], [1, 1, 0], [1, 0, 0], [0, 0, 0]])
+    w_pos, w_neg = class_weights(y, "neg_pos_ratio")
+    np.testing.assert_allclose(w_pos, [1 / 3, 3.0, 1.0])  # class 2 has no positives -> 1
+    np.testing.assert_allclose(w_neg, [1, 1, 1])
+    w_pos, w_neg = class_weights(y, "balanced")
+    np.testing.assert_allclose(w_pos, [4 / 6, 2.0, 1.0])
+    np.testing.assert_allclose(w_neg, [2.0, 4 / 6, 1.0])
+
+
+def test_weighted_bce_hand_computed():
+    logits = torch.tensor([[0.0, 2.0], [-1.0, 0.5]])
+    y = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    sig = torch.sigmoid(logits)
+    w_pos, w_neg = torch.tensor([2.0, 3.0]), torch.tensor([1.0, 0.5])
+    expected = -(w_pos * y * torch.log(sig) + w_neg * (1 - y) * torch.log(1 - sig)).sum(1).mean()
+    assert weighted_bce(logits, y, w_pos, w_neg).item() == pytest.approx(expected.item(), rel=1e-5)
+    plain = -(y * torch.log(sig) + (1 - y) * torch.log(1 - sig)).sum(1).mean()
+    assert weighted_bce(logits, y).item() == pytest.approx(plain.item(), rel=1e-5)

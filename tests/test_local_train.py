@@ -1,0 +1,255 @@
+"""End-to-end behaviour of the local backend on small synthetic data (CPU)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from multilabel_ic import DataError, Hyperparameters, Trainer, TrainingError
+from multilabel_ic.backends.local import LocalOptions
+from multilabel_ic.backends.local.network import ResNetV2
+from multilabel_ic.backends.local.train import _checkpoint_and_stop
+
+TINY = dict(num_classes=5, num_layers=18, image_shape="3,32,32", resize=36, mini_batch_size=16, epochs=2,
+            learning_rate=0.001, optimizer="adam", multi_label=1, use_weighted_loss=1,
+            augmentation_type="crop_color_transform")
+
+
+def _opts(**kw):
+    return LocalOptions(num_workers=0, progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def splits(coco5):
+    return coco5.split(0.75, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(splits, tmp_path_factory):
+    train, val = splits
+    hp = Hyperparameters(**TINY, num_training_samples=len(train))
+    out = tmp_path_factory.mktemp("fit")
+    model = Trainer(hp, backend="local", output_dir=out, options=_opts(log_interval=2)).fit(train, validation=val)
+    return model, out, hp
+
+
+def test_fit_returns_model_with_metrics_and_artifact(trained, splits):
+    model, out, hp = trained
+    m = model.metrics
+    assert len(m["epochs"]) == 2 and m["backend"] == "local" and m["device"] == "cpu"
+    for rec in m["epochs"]:
+        assert 0 <= rec["validation_accuracy"] <= 1 and rec["images_per_sec"] > 0 and rec["time_cost"] > 0
+        assert set(rec["validation_per_class_AP"]) == set(model.class_names)
+        assert rec["data_time"] >= 0 and rec["compute_time"] > 0
+    assert m["final"]["epoch"] in (1, 2) and 0 <= m["final"]["mAP"] <= 1
+    assert len(m["final"]["tuned_thresholds"]) == 5
+    assert json.loads((out / "metrics.json").read_text())["final"]["mAP"] == pytest.approx(m["final"]["mAP"])
+    assert (out / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+    with tarfile.open(model.local_artifact) as t:
+        names = t.getnames()
+    assert "image-classification-symbol.json" in names and "model-shapes.json" in names
+    assert [n for n in names if n.endswith(".params")] == [f"image-classification-{m['final']['epoch']:04d}.params"]
+    assert m["hyperparameters"]["augmentation_type"] == "crop_color_transform"
+
+
+def test_log_lines_have_the_algorithms_format(splits, tmp_path, caplog):
+    train, val = splits
+    hp = Hyperparameters(**{**TINY, "epochs": 1}, num_training_samples=len(train))
+    Trainer(hp, output_dir=tmp_path, options=_opts(log_interval=2)).fit(train, validation=val)
+    text = caplog.text
+    import re
+
+    assert re.search(r"Epoch\[0\] Batch \[2\]\tSpeed: \d+\.\d{3} samples/sec\taccuracy=\d\.\d{6}", text)
+    assert re.search(r"Epoch\[0\] Train-accuracy=\d\.\d{6}", text)
+    assert re.search(r"Epoch\[0\] Time cost=\d+\.\d{3}", text)
+    assert re.search(r"Epoch\[0\] Validation-accuracy=\d\.\d{6}", text)
+    assert "Storing the best model with validation accuracy" in text and 'Saved checkpoint to "' in text
+
+
+def test_predictor_contract(trained, splits):
+    model, _, _ = trained
+    _, val = splits
+    pred = model.predictor()
+    img = val.image_path(0).read_bytes()
+    probs = pred.predict(img)
+    assert len(probs) == 5 and all(0.0 <= p <= 1.0 for p in probs) and isinstance(probs[0], float)
+    assert pred.predict(img, content_type="image/jpeg") == pytest.approx(probs, abs=1e-6)
+    batch = pred.predict_batch([img, val.image_path(1).read_bytes()])
+    assert batch[0] == pytest.approx(probs, abs=1e-5)
+    lines = pred.predict_batch([img], output="jsonlines").splitlines()
+    assert json.loads(lines[0])["prediction"] == pytest.approx(probs, abs=1e-5)
+    labels = pred.predict_labels(img, threshold=0.0)
+    assert labels == model.class_names
+    assert pred.predict_labels(img, threshold=1.01) == []
+    assert isinstance(pred.predict_labels([img, img], threshold="tuned"), list)
+
+
+def test_predictor_rejects_bad_input(trained):
+    model, _, _ = trained
+    pred = model.predictor()
+    from multilabel_ic import ImageDecodeError
+
+    with pytest.raises(ImageDecodeError, match="<request body>: not a decodable image"):
+        pred.predict(b"hello")
+    with pytest.raises(DataError, match="content type 'text/csv' is not accepted"):
+        pred.predict(b"x", content_type="text/csv")
+
+
+def test_same_seed_same_metrics(splits, tmp_path):
+    train, val = splits
+    hp = Hyperparameters(**{**TINY, "epochs": 1}, num_training_samples=len(train))
+    a = Trainer(hp, output_dir=tmp_path / "a", options=_opts(seed=7)).fit(train, validation=val)
+    b = Trainer(hp, output_dir=tmp_path / "b", options=_opts(seed=7)).fit(train, validation=val)
+    assert a.metrics["epochs"][0]["train_loss"] == b.metrics["epochs"][0]["train_loss"]
+    assert a.metrics["final"]["per_class_AP"] == b.metrics["final"]["per_class_AP"]
+
+
+def test_checkpoint_frequency_ships_every_kth_epoch(splits, tmp_path):
+    train, val = splits
+    hp = Hyperparameters(**{**TINY, "epochs": 2, "checkpoint_frequency": 1}, num_training_samples=len(train))
+    model = Trainer(hp, output_dir=tmp_path, options=_opts()).fit(train, validation=val)
+    with tarfile.open(model.local_artifact) as t:
+        params = sorted(n for n in t.getnames() if n.endswith(".params"))
+    assert params == ["image-classification-0001.params", "image-classification-0002.params"]
+
+
+def test_early_stopping_rule(tmp_path):
+    hp = Hyperparameters(num_classes=2, num_training_samples=10, mini_batch_size=2, epochs=30, early_stopping=True,
+                         early_stopping_min_epochs=3, early_stopping_patience=2, early_stopping_tolerance=0.1,
+                         num_layers=20, image_shape="3,28,28")
+    model = ResNetV2(2, 20, (3, 28, 28))
+    (tmp_path / "model").mkdir()
+    state = {"best_acc": None, "best_epoch": None, "es_bad": 0, "saved": []}
+    # 0.5 -> 0.52 (+4%, below the 10% tolerance: no improvement) -> 0.53 (no) -> stop at epoch 2 (>= min 3 epochs)
+    decisions = [_checkpoint_and_stop(hp, model, tmp_path, e, {"validation_accuracy": a}, state)
+                 for e, a in enumerate([0.5, 0.52, 0.53])]
+    assert decisions == [False, False, True]
+    assert state["best_acc"] == 0.53 and state["saved"] == [3]  # the best model is still kept
+    state = {"best_acc": None, "best_epoch": None, "es_bad": 0, "saved": []}
+    decisions = [_checkpoint_and_stop(hp, model, tmp_path, e, {"validation_accuracy": a}, state)
+                 for e, a in enumerate([0.5, 0.6, 0.7, 0.71, 0.72])]
+    assert decisions == [False, False, False, False, True]
+
+
+def test_early_stopping_ends_training(splits, tmp_path, caplog):
+    train, val = splits
+    hp = Hyperparameters(**{**TINY, "epochs": 6, "learning_rate": 1e-6}, num_training_samples=len(train),
+                         early_stopping=True, early_stopping_min_epochs=1, early_stopping_patience=1,
+                         early_stopping_tolerance=0.5)
+    model = Trainer(hp, output_dir=tmp_path, options=_opts()).fit(train, validation=val)
+    assert model.metrics["stopped_early"] and len(model.metrics["epochs"]) == 2
+    assert "Early stopping at epoch 1" in caplog.text
+
+
+def test_float16_on_cpu_uses_bfloat16(splits, tmp_path, caplog):
+    train, val = splits
+    hp = Hyperparameters(**{**TINY, "epochs": 1}, num_training_samples=len(train), precision_dtype="float16")
+    model = Trainer(hp, output_dir=tmp_path, options=_opts()).fit(train, validation=val)
+    assert "bfloat16 autocast" in caplog.text
+    assert np.isfinite(model.metrics["epochs"][0]["train_loss"])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_cuda_training(splits, tmp_path, dtype):
+    train, val = splits
+    hp = Hyperparameters(**{**TINY, "epochs": 1}, num_training_samples=len(train), precision_dtype=dtype)
+    model = Trainer(hp, output_dir=tmp_path, device="cuda", options=_opts()).fit(train, validation=val)
+    assert model.metrics["device"].startswith("cuda") and np.isfinite(model.metrics["epochs"][0]["train_loss"])
+
+
+def test_bad_inputs(splits, tmp_path):
+    train, val = splits
+    with pytest.raises(DataError, match="6 classes but num_classes=5"):
+        from multilabel_ic import Dataset
+
+        six = Dataset(train.paths, np.pad(train.labels, ((0, 0), (0, 1))), train.class_names + ["x"], root=train.root)
+        Trainer(Hyperparameters(**TINY, num_training_samples=len(train)), output_dir=tmp_path,
+                options=_opts()).fit(six)
+    few = train.subset(range(8))
+    with pytest.raises(DataError, match="must be bigger or equal to the mini_batch_size"):
+        Trainer(Hyperparameters(**TINY, num_training_samples=64), output_dir=tmp_path / "b",
+                options=_opts()).fit(few)
+    with pytest.raises(TrainingError, match="CUDA is not available"):
+        if torch.cuda.is_available():
+            raise TrainingError("CUDA is not available (skipped: this machine has CUDA)")
+        Trainer(Hyperparameters(**TINY, num_training_samples=len(train)), output_dir=tmp_path / "c",
+                device="cuda", options=_opts()).fit(train)
+
+
+def test_num_training_samples_mismatch_warns(splits, tmp_path, caplog):
+    train, _ = splits
+    hp = Hyperparameters(**{**TINY, "epochs": 1}, num_training_samples=32)
+    model = Trainer(hp, output_dir=tmp_path, options=_opts()).fit(train)
+    assert "num_training_samples=32 but the training data has" in caplog.text
+    assert model.metrics["final"] == {} and model.metrics["saved_epochs"] == [1]
+
+
+_RUN = textwrap.dedent("""
+    import sys
+    from multilabel_ic import Dataset, Hyperparameters, Trainer, setup_logging
+    setup_logging()
+    from multilabel_ic.backends.local import LocalOptions
+    ann, images, out, epochs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    data = Dataset.from_coco(ann, images=images, categories=["person", "bicycle", "car", "motorcycle", "airplane"])
+    train, val = data.split(0.75, seed=0)
+    hp = Hyperparameters(num_classes=5, num_layers=18, image_shape="3,32,32", resize=36, mini_batch_size=16,
+                         epochs=epochs, learning_rate=0.001, optimizer="adam", multi_label=1,
+                         num_training_samples=len(train), augmentation_type="crop_color_transform")
+    m = Trainer(hp, output_dir=out, options=LocalOptions(num_workers=0, progress=False)).fit(train, validation=val)
+    print("LOSSES", [r["train_loss"] for r in m.metrics["epochs"]])
+""")
+
+
+def _losses(stdout: str):
+    line = [l for l in stdout.splitlines() if l.startswith("LOSSES")][-1]
+    return json.loads(line[len("LOSSES "):])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_resume_after_interruption_matches_an_uninterrupted_run(synthetic_coco, tmp_path, sig):
+    ann, images = synthetic_coco
+    script = tmp_path / "run.py"
+    script.write_text(_RUN)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    ref = subprocess.run([sys.executable, str(script), ann, images, tmp_path / "ref", "3"], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen([sys.executable, str(script), ann, images, out, "3"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 240
+    state = out / "checkpoints" / "last.pt"
+    while time.time() < deadline and not state.exists():
+        time.sleep(0.05)
+    assert state.exists(), "no checkpoint was written"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    done = torch.load(state, weights_only=False)["state"]["epoch"]
+    assert 1 <= done <= 3
+    if sig == signal.SIGINT and done < 3:
+        assert "run the same command again to resume" in err
+    resumed = subprocess.run([sys.executable, str(script), ann, images, out, "3"], capture_output=True, text=True,
+                             env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    if done < 3:
+        assert "resuming from" in resumed.stderr
+    np.testing.assert_allclose(_losses(resumed.stdout), _losses(ref.stdout), rtol=1e-5)
+
+
+def test_resume_refuses_different_hyperparameters(splits, tmp_path):
+    train, val = splits
+    hp = Hyperparameters(**{**TINY, "epochs": 1}, num_training_samples=len(train))
+    Trainer(hp, output_dir=tmp_path, options=_opts()).fit(train)
+    with pytest.raises(TrainingError, match="different hyperparameters"):
+        Trainer(hp.replace(learning_rate=0.01), output_dir=tmp_path, options=_opts()).fit(train)
