@@ -71,6 +71,13 @@ def load_pretrained(model: ResNetV2, source: str | os.PathLike | None = None, *,
         raise ArtifactError(f"{path}: does not fit ResNet-{model.num_layers} with image_shape "
                             f"{model.image_shape}: {exc}") from exc
     missing = [m for m in missing if not m.startswith("fc1_")]
+    from .network import mxnet_state_dict
+
+    args, aux = mxnet_state_dict(model)
+    extra = sorted({k.split(":", 1)[-1] for k in params} - set(args) - set(aux) - {"fc_weight", "fc_bias"})
+    if extra:
+        raise ArtifactError(f"{path}: has {len(extra)} parameters that ResNet-{model.num_layers} does not "
+                            f"(e.g. {extra[:3]}); is it a resnet-{model.num_layers} file?")
     if missing:
         raise ArtifactError(f"{path}: missing {len(missing)} parameters of ResNet-{model.num_layers} "
                             f"(e.g. {missing[:3]}); is it a resnet-{model.num_layers} file?")
