@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sys
+from pathlib import Path
 
 import pytest
 
 from multilabel_ic.data import COCO5, Dataset, generate_coco
+
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +30,24 @@ def coco5(synthetic_coco) -> Dataset:
 def _quiet_logs(caplog):
     caplog.set_level(logging.INFO, logger="multilabel_ic")
     yield
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    from moto_support import MotoServer
+
+    server = MotoServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def aws(moto_server, monkeypatch):
+    """Environment pointing every boto3 client at the moto server, with fresh state."""
+    moto_server.reset()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return moto_server

@@ -1,0 +1,305 @@
+"""The SageMaker backend: the real built-in Image Classification algorithm, driven with boto3.
+
+The SDK (``sagemaker-core``) supplies the algorithm's image URIs; every AWS call goes through boto3 clients built
+from one ``boto3.Session`` (profile, region and credentials from the usual places, or explicit arguments). botocore
+errors are translated into :class:`BackendError` / :class:`TrainingError` with the original as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ...exceptions import BackendError, TrainingError, require
+from . import request as rq
+from .logs import LogParser, stream_job_logs
+from .s3 import download_file, parse_s3_uri, sync_files
+
+__all__ = ["SageMakerBackend", "INPUT_FORMATS"]
+
+log = logging.getLogger("multilabel_ic.sagemaker")
+INPUT_FORMATS = ("lst", "recordio", "manifest")
+_TERMINAL = ("Completed", "Failed", "Stopped")
+
+
+class SageMakerBackend:
+    """Train with the built-in algorithm on SageMaker: upload, train, stream logs, download, deploy.
+
+    ``instance_count > 1`` is SageMaker's distributed training (set ``kv_store`` in the hyperparameters to choose
+    dist_sync or dist_async). ``use_spot=True`` uses managed spot capacity with ``checkpoint_s3_uri``.
+    """
+
+    name = "sagemaker"
+
+    def __init__(self, *, role: str, bucket: str, prefix: str = "multilabel-ic", region: str | None = None,
+                 instance_type: str = "ml.p3.2xlarge", instance_count: int = 1, volume_size: int = 50,
+                 max_run: int = 360000, input_format: str = "lst", session: Any = None, use_spot: bool = False,
+                 max_wait: int | None = None, checkpoint_s3_uri: str | None = None, tags: dict | None = None,
+                 base_job_name: str = "ic-multilabel", model_uri: str | None = None,
+                 manifest_label_format: str = "multi-hot", poll_interval: float = 30.0, logs: bool = True,
+                 progress: bool = True, max_attempts: int = 10):
+        boto3 = require("boto3", extra="sagemaker")
+        from botocore.config import Config
+
+        if input_format not in INPUT_FORMATS:
+            raise ValueError(f"input_format must be one of {INPUT_FORMATS}, got {input_format!r}")
+        if instance_count < 1:
+            raise ValueError(f"instance_count must be >= 1, got {instance_count}")
+        self.session = session or boto3.Session(region_name=region)
+        self.region = region or self.session.region_name
+        if not self.region:
+            raise BackendError("no AWS region: pass region=..., set AWS_DEFAULT_REGION, or configure a profile.")
+        self.config = Config(region_name=self.region, retries={"max_attempts": max_attempts, "mode": "adaptive"},
+                             user_agent_extra="multilabel-ic")
+        self.role, self.bucket, self.prefix = role, bucket, prefix.strip("/")
+        self.instance_type, self.instance_count, self.volume_size = instance_type, instance_count, volume_size
+        self.max_run, self.input_format, self.use_spot, self.max_wait = max_run, input_format, use_spot, max_wait
+        self.checkpoint_s3_uri, self.tags, self.base_job_name = checkpoint_s3_uri, tags, base_job_name
+        self.model_uri, self.manifest_label_format = model_uri, manifest_label_format
+        self.poll_interval, self.logs, self.progress = poll_interval, logs, progress
+        self._clients: dict[str, Any] = {}
+        self.sleep = time.sleep  # the pause between status polls (replaceable in tests)
+        self.last_request: dict | None = None
+
+    # ----------------------------------------------------------------- clients
+    def client(self, service: str):
+        if service not in self._clients:
+            self._clients[service] = self.session.client(service, config=self.config)
+        return self._clients[service]
+
+    def _call(self, service: str, op: str, **kwargs):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return getattr(self.client(service), op)(**kwargs)
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            raise BackendError(f"{service}.{op} failed: {err.get('Code', '?')}: {err.get('Message', exc)}") from exc
+        except BotoCoreError as exc:
+            raise BackendError(f"{service}.{op} failed: {exc}") from exc
+
+    @property
+    def base_uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def image(self) -> str:
+        return rq.image_uri(self.region)
+
+    def role_arn(self) -> str:
+        if self.role.startswith("arn:"):
+            return self.role
+        return self._call("iam", "get_role", RoleName=self.role)["Role"]["Arn"]
+
+    def _check_bucket(self) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client("s3").head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            raise BackendError(f"S3 bucket {self.bucket!r} does not exist or is not accessible ({code}); create it "
+                               f"in {self.region} or pass another bucket=.") from exc
+
+    # ----------------------------------------------------------------- upload
+    def upload(self, train, validation) -> list[dict]:
+        """Upload the data in ``input_format`` and return the channel definitions."""
+        if validation is None:
+            raise BackendError("the built-in algorithm needs a validation channel: pass validation=...")
+        s3 = self.client("s3")
+        base = self.base_uri
+        sync = dict(bucket=self.bucket, progress=self.progress)
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            if self.input_format == "lst":
+                for name, ds in (("train", train), ("validation", validation)):
+                    sync_files(s3, [(ds.image_path(i), f"{self.prefix}/{name}/{p}") for i, p in enumerate(ds.paths)],
+                               prefix=f"{self.prefix}/{name}/", desc=f"{name} images", **sync)
+                    lst = ds.to_lst(tmp / f"{name}.lst")
+                    sync_files(s3, [(lst, f"{self.prefix}/{name}_lst/{name}.lst")], prefix=f"{self.prefix}/{name}_lst/",
+                               desc=f"{name}_lst", **sync)
+                return rq.lst_channels(base)
+            if self.input_format == "recordio":
+                for name, ds in (("train", train), ("validation", validation)):
+                    rec, _ = ds.to_recordio(tmp / f"{name}.rec", progress=self.progress)
+                    sync_files(s3, [(rec, f"{self.prefix}/{name}/{name}.rec")], prefix=f"{self.prefix}/{name}/",
+                               desc=f"{name}.rec", **sync)
+                return rq.recordio_channels(base)
+            uris = []
+            for name, ds in (("train", train), ("validation", validation)):
+                sync_files(s3, [(ds.image_path(i), f"{self.prefix}/images/{name}/{p}") for i, p in
+                                enumerate(ds.paths)], prefix=f"{self.prefix}/images/{name}/",
+                           desc=f"{name} images", **sync)
+                man = ds.to_manifest(tmp / f"{name}.manifest", image_prefix=f"{base}/images/{name}/",
+                                     label_format=self.manifest_label_format)
+                key = f"{self.prefix}/{name}_manifest/{name}.manifest"
+                sync_files(s3, [(man, key)], prefix=f"{self.prefix}/{name}_manifest/", desc=f"{name} manifest",
+                           **sync)
+                uris.append(f"s3://{self.bucket}/{key}")
+            return rq.manifest_channels(*uris, label_format=self.manifest_label_format)
+
+    # ----------------------------------------------------------------- training
+    def fit(self, hp, train, validation, *, output_dir: Path):
+        from ...api import Model
+
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if train.num_classes != hp.num_classes:
+            raise BackendError(f"the training data has {train.num_classes} classes but num_classes={hp.num_classes}")
+        if hp.num_training_samples != len(train):
+            log.warning("num_training_samples=%d but the training data has %d images", hp.num_training_samples,
+                        len(train))
+        role = self.role_arn()
+        self._check_bucket()
+        channels = self.upload(train, validation)
+        name = rq.job_name(self.base_job_name)
+        req = rq.training_job_request(
+            name=name, role_arn=role, image=self.image(), hyperparameters=hp.to_sagemaker(), channels=channels,
+            output_path=f"{self.base_uri}/output", instance_type=self.instance_type,
+            instance_count=self.instance_count, volume_size=self.volume_size, max_run=self.max_run,
+            input_mode="Pipe" if self.input_format == "manifest" else "File", use_spot=self.use_spot,
+            max_wait=self.max_wait, checkpoint_s3_uri=self.checkpoint_s3_uri, model_uri=self.model_uri,
+            tags=self.tags)
+        self.last_request = req
+        self._call("sagemaker", "create_training_job", **req)
+        log.info("started training job %s (%d x %s)", name, self.instance_count, self.instance_type)
+        desc, parser = self.wait(name)
+        artifact = desc["ModelArtifacts"]["S3ModelArtifacts"]
+        local = download_file(self.client("s3"), artifact, output_dir / "model.tar.gz", progress=self.progress)
+        epochs = parser.epochs()
+        metrics = {"backend": "sagemaker", "job_name": name, "instance_type": self.instance_type,
+                   "instance_count": self.instance_count, "epochs": epochs, "log_summary": parser.summary(),
+                   "billable_seconds": desc.get("BillableTimeInSeconds"),
+                   "training_seconds": desc.get("TrainingTimeInSeconds"),
+                   "images_per_sec_median": parser.summary()["images_per_sec_total"],
+                   "final": {}, "hyperparameters": hp.to_sagemaker(include_defaults=True), "artifact": artifact}
+        if epochs and "validation_accuracy" in epochs[-1]:
+            metrics["final"]["validation_accuracy"] = max(e.get("validation_accuracy", 0) for e in epochs)
+        return Model(hyperparameters=hp, class_names=list(train.class_names), metrics=metrics, artifact=artifact,
+                     local_artifact=local, backend=self, info={"job_name": name, "description": desc})
+
+    def wait(self, name: str) -> tuple[dict, LogParser]:
+        """Poll the job until it ends, streaming its log lines; Ctrl-C asks SageMaker to stop it."""
+        parser = LogParser()
+        seen: dict = {}
+        status = None
+
+        def on_line(host: str, message: str, ts: int) -> None:
+            parser.feed(message, host=host, timestamp_ms=ts)
+            if self.logs:
+                log.info("%s | %s", host, message.replace("#011", "\t"))
+
+        try:
+            while True:
+                desc = self._call("sagemaker", "describe_training_job", TrainingJobName=name)
+                now = (desc["TrainingJobStatus"], desc.get("SecondaryStatus"))
+                if now != status:
+                    log.info("%s: %s%s", name, now[0], f" / {now[1]}" if now[1] else "")
+                    status = now
+                self._drain_logs(name, seen, on_line)
+                if now[0] in _TERMINAL:
+                    break
+                self.sleep(self.poll_interval)
+        except KeyboardInterrupt:
+            self._stop(name)
+            raise
+        self._drain_logs(name, seen, on_line)
+        if desc["TrainingJobStatus"] != "Completed":
+            reason = desc.get("FailureReason", "no reason given")
+            raise TrainingError(f"training job {name} ended with status {desc['TrainingJobStatus']}: {reason}",
+                                job_name=name, status=desc["TrainingJobStatus"], failure_reason=reason)
+        return desc, parser
+
+    def _drain_logs(self, name, seen, on_line) -> None:
+        try:
+            stream_job_logs(self.client("logs"), name, seen, on_line)
+        except Exception as exc:  # logs are best effort; the job status decides success
+            log.debug("could not read logs of %s: %s", name, exc)
+
+    def _stop(self, name: str) -> None:
+        log.warning("interrupted: asking SageMaker to stop training job %s ...", name)
+        try:
+            self._call("sagemaker", "stop_training_job", TrainingJobName=name)
+            log.warning("stop requested for %s; it ends within minutes and is billed until then", name)
+        except BackendError as exc:
+            log.error("could not stop %s (%s); stop it yourself: aws sagemaker stop-training-job "
+                      "--training-job-name %s", name, exc, name)
+
+    # ----------------------------------------------------------------- inference
+    def predictor(self, model, **kwargs):
+        """A local predictor over the downloaded artifact (no endpoint, no cost); use ``deploy`` for an endpoint."""
+        from ..local.predictor import LocalPredictor
+
+        return LocalPredictor(model.local_artifact, class_names=model.class_names, **kwargs)
+
+    def deploy(self, model, *, instance_type: str = "ml.m5.xlarge", initial_instance_count: int = 1,
+               endpoint_name: str | None = None, wait: bool = True):
+        """Create model, endpoint config and endpoint for ``model`` (or an ``s3://.../model.tar.gz``)."""
+        from .endpoint import SageMakerPredictor
+
+        artifact = model if isinstance(model, str) else model.artifact
+        class_names = None if isinstance(model, str) else model.class_names
+        name = endpoint_name or rq.job_name(f"{self.base_job_name}-ep")
+        image = self.image()
+        self._call("sagemaker", "create_model", ModelName=name, ExecutionRoleArn=self.role_arn(),
+                   PrimaryContainer={"Image": image, "ModelDataUrl": artifact})
+        self._call("sagemaker", "create_endpoint_config", EndpointConfigName=name, ProductionVariants=[
+            {"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": initial_instance_count,
+             "InstanceType": instance_type}])
+        self._call("sagemaker", "create_endpoint", EndpointName=name, EndpointConfigName=name)
+        log.info("creating endpoint %s (%d x %s)", name, initial_instance_count, instance_type)
+        pred = SageMakerPredictor(self, name, class_names=class_names, owns_resources=True)
+        if wait:
+            pred.wait_in_service()
+        return pred
+
+    def batch_transform(self, model, data, *, instance_type: str = "ml.m5.xlarge", instance_count: int = 1,
+                        output_path: str | None = None, wait: bool = True) -> list[list[float]] | str:
+        """Batch transform over ``data`` (a Dataset, uploaded, or an ``s3://`` prefix of images).
+
+        Returns the predictions in the data's order (jsonlines ``{"prediction": [...]}`` parsed), or the job name
+        when ``wait=False``.
+        """
+        import json
+
+        from .endpoint import ensure_model
+
+        name = rq.job_name(f"{self.base_job_name}-bt")
+        model_name = ensure_model(self, model, name)
+        if isinstance(data, str):
+            input_uri, keys = data, None
+        else:
+            prefix = f"{self.prefix}/transform/{name}/input/"
+            keys = [f"{prefix}{p}" for p in data.paths]
+            sync_files(self.client("s3"), [(data.image_path(i), k) for i, k in enumerate(keys)], bucket=self.bucket,
+                       prefix=prefix, progress=self.progress, desc="transform images")
+            input_uri = f"s3://{self.bucket}/{prefix}"
+        out = output_path or f"{self.base_uri}/transform/{name}/output"
+        self._call("sagemaker", "create_transform_job", TransformJobName=name, ModelName=model_name,
+                   TransformInput={"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": input_uri}},
+                                   "ContentType": "application/x-image"},
+                   TransformOutput={"S3OutputPath": out, "Accept": "application/jsonlines"},
+                   TransformResources={"InstanceType": instance_type, "InstanceCount": instance_count})
+        if not wait:
+            return name
+        while True:
+            desc = self._call("sagemaker", "describe_transform_job", TransformJobName=name)
+            if desc["TransformJobStatus"] in _TERMINAL:
+                break
+            self.sleep(self.poll_interval)
+        if desc["TransformJobStatus"] != "Completed":
+            raise TrainingError(f"transform job {name} ended with status {desc['TransformJobStatus']}: "
+                                f"{desc.get('FailureReason', 'no reason given')}", job_name=name,
+                                status=desc["TransformJobStatus"], failure_reason=desc.get("FailureReason"))
+        bucket, out_prefix = parse_s3_uri(out)
+        if keys is None:
+            return []
+        preds = []
+        for key in keys:
+            rel = key.rsplit("/input/", 1)[1]
+            body = self._call("s3", "get_object", Bucket=bucket, Key=f"{out_prefix.rstrip('/')}/{rel}.out")["Body"]
+            line = body.read().decode().strip().splitlines()[0]
+            preds.append(json.loads(line)["prediction"])
+        return preds

@@ -1,0 +1,319 @@
+"""The SageMaker backend end to end against a moto server on 127.0.0.1 (real boto3, real SDK image URIs)."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import boto3
+import numpy as np
+import pytest
+import torch
+from botocore.awsrequest import AWSResponse
+
+from multilabel_ic import BackendError, Hyperparameters, Trainer, TrainingError
+from multilabel_ic.artifacts import write_model_tar
+from multilabel_ic.backends.local.network import ResNetV2, mxnet_state_dict
+from multilabel_ic.backends.sagemaker import SageMakerBackend
+from multilabel_ic.backends.sagemaker.logs import LOG_GROUP
+
+REGION = "us-east-1"
+BUCKET = "ic-test-bucket"
+ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
+IMAGE = "811284229777.dkr.ecr.us-east-1.amazonaws.com/image-classification:1"
+LOG_LINES = [
+    "[11/24/2026 07:41:14 INFO 140000000000] Reading default configuration from /opt/amazon/lib/python2.7/site-packages/image_classification/default-input.json",
+    "[11/24/2026 07:41:20 INFO 140000000000] Epoch[0] Batch [20]#011Speed: 111.811 samples/sec#011accuracy=0.452381",
+    "[11/24/2026 07:41:42 INFO 140000000000] Epoch[0] Train-accuracy=0.677083",
+    "[11/24/2026 07:41:42 INFO 140000000000] Epoch[0] Time cost=102.745",
+    "[11/24/2026 07:41:45 INFO 140000000000] Epoch[0] Validation-accuracy=0.729492",
+    "[11/24/2026 07:41:45 INFO 140000000000] Storing the best model with validation accuracy: 0.729492",
+    "[11/24/2026 07:41:50 INFO 140000000000] Epoch[1] Batch [20]#011Speed: 131.393 samples/sec#011accuracy=0.770503",
+    "[11/24/2026 07:42:42 INFO 140000000000] Epoch[1] Train-accuracy=0.80",
+    "[11/24/2026 07:42:42 INFO 140000000000] Epoch[1] Time cost=98.5",
+    "[11/24/2026 07:42:45 INFO 140000000000] Epoch[1] Validation-accuracy=0.81",
+]
+
+# What the AWS MS-COCO example sends (its notebook, with the SDK's v2 TrainingInput channels).
+COCO_HP = dict(num_layers=18, use_pretrained_model=1, image_shape="3,224,224", num_classes=5, mini_batch_size=128,
+               resize=256, epochs=5, learning_rate=0.001, use_weighted_loss=1,
+               augmentation_type="crop_color_transform", precision_dtype="float32", multi_label=1)
+
+
+def _model_tar(num_classes=5, layers=18, shape=(3, 224, 224)) -> bytes:
+    torch.manual_seed(0)
+    args, aux = mxnet_state_dict(ResNetV2(num_classes, layers, shape))
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        p = write_model_tar(Path(d) / "model.tar.gz", {3: ({k: v.numpy() for k, v in args.items()},
+                                                           {k: v.numpy() for k, v in aux.items()})},
+                            num_classes=num_classes, num_layers=layers, image_shape=shape, multi_label=True)
+        return p.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def model_tar_bytes():
+    return _model_tar()
+
+
+class JobSimulator:
+    """Plays the part of the training container: after CreateTrainingJob it writes the job's CloudWatch log lines and
+    its model.tar.gz where SageMaker would, or marks the job failed / still running."""
+
+    def __init__(self, session, server, artifact: bytes, *, outcome="Completed", reason=None, lines=LOG_LINES):
+        self.session, self.server, self.artifact = session, server, artifact
+        self.outcome, self.reason, self.lines = outcome, reason, lines
+        self.requests: list[dict] = []
+        session.events.register("provide-client-params.sagemaker.CreateTrainingJob", self._record)
+        session.events.register("after-call.sagemaker.CreateTrainingJob", self._after_create)
+
+    def _record(self, params, **kwargs):
+        self.requests.append(dict(params))
+
+    def _after_create(self, **kwargs):
+        params = self.requests[-1]
+        name = params["TrainingJobName"]
+        out = params["OutputDataConfig"]["S3OutputPath"]
+        bucket, _, prefix = out[5:].partition("/")
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.put_object(Bucket=bucket, Key=f"{prefix}/{name}/output/model.tar.gz", Body=self.artifact)
+        logs = boto3.client("logs", region_name=REGION)
+        try:
+            logs.create_log_group(logGroupName=LOG_GROUP)
+        except logs.exceptions.ResourceAlreadyExistsException:
+            pass
+        stream = f"{name}/algo-1-1700000000"
+        logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
+        now = int(time.time() * 1000)
+        logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=stream,
+                            logEvents=[{"timestamp": now + i, "message": m} for i, m in enumerate(self.lines)])
+        if self.outcome != "Completed":
+            self.server.set_training_status(name, self.outcome, self.reason)
+
+
+@pytest.fixture()
+def setup(aws):
+    session = boto3.Session(region_name=REGION)
+    session.client("s3").create_bucket(Bucket=BUCKET)
+    return session
+
+
+def _backend(session, **kw):
+    return SageMakerBackend(role=ROLE, bucket=BUCKET, prefix="ic-multilabel", region=REGION, session=session,
+                            instance_type="ml.p3.2xlarge", instance_count=1, volume_size=50, max_run=360000,
+                            poll_interval=0.01, progress=False, **kw)
+
+
+def _coco5_splits(coco5):
+    # the example: all selected images, shuffled, 2500 train / the rest validation (scaled to the test data)
+    return coco5.split(train_size=90, seed=0)
+
+
+def test_coco5_workflow_sends_exactly_the_examples_request(setup, aws, coco5, model_tar_bytes, tmp_path):
+    train, val = _coco5_splits(coco5)
+    sim = JobSimulator(setup, aws, model_tar_bytes)
+    hp = Hyperparameters(**COCO_HP, num_training_samples=2500)
+    model = Trainer(hp, backend=_backend(setup), output_dir=tmp_path).fit(train, validation=val)
+
+    sm = setup.client("sagemaker")
+    desc = sm.describe_training_job(TrainingJobName=model.info["job_name"])
+    assert desc["HyperParameters"] == {
+        "num_layers": "18", "use_pretrained_model": "1", "image_shape": "3,224,224", "num_classes": "5",
+        "mini_batch_size": "128", "resize": "256", "epochs": "5", "learning_rate": "0.001",
+        "num_training_samples": "2500", "use_weighted_loss": "1",
+        "augmentation_type": "crop_color_transform", "precision_dtype": "float32", "multi_label": "1"}
+    assert desc["AlgorithmSpecification"]["TrainingImage"] == IMAGE
+    assert desc["AlgorithmSpecification"]["TrainingInputMode"] == "File"
+    assert desc["RoleArn"] == ROLE
+    assert desc["ResourceConfig"] == {"InstanceType": "ml.p3.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50}
+    assert desc["StoppingCondition"]["MaxRuntimeInSeconds"] == 360000
+    assert desc["OutputDataConfig"]["S3OutputPath"] == f"s3://{BUCKET}/ic-multilabel/output"
+    channels = {c["ChannelName"]: c for c in desc["InputDataConfig"]}
+    assert list(channels) == ["train", "validation", "train_lst", "validation_lst"]
+    for name, ch in channels.items():
+        assert ch["ContentType"] == "application/x-image"
+        assert ch["DataSource"]["S3DataSource"] == {"S3DataType": "S3Prefix",
+                                                    "S3Uri": f"s3://{BUCKET}/ic-multilabel/{name}/",
+                                                    "S3DataDistributionType": "FullyReplicated"}
+    # the channels hold what the algorithm reads: images under train/ and validation/, one .lst in each lst channel
+    s3 = setup.client("s3")
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="ic-multilabel/")["Contents"]}
+    assert {f"ic-multilabel/train/{p}" for p in train.paths} <= keys
+    assert {f"ic-multilabel/validation/{p}" for p in val.paths} <= keys
+    lst = s3.get_object(Bucket=BUCKET, Key="ic-multilabel/train_lst/train.lst")["Body"].read().decode()
+    first = lst.splitlines()[0].split("\t")
+    assert len(first) == 7 and first[-1] == train.paths[0]
+
+    # metrics parsed from the job's log lines, in the local backend's structure
+    epochs = model.metrics["epochs"]
+    assert [e["epoch"] for e in epochs] == [0, 1]
+    assert epochs[0]["speed"] == [111.811] and epochs[0]["train_accuracy"] == pytest.approx(0.677083)
+    assert epochs[0]["time_cost"] == pytest.approx(102.745) and epochs[1]["validation_accuracy"] == 0.81
+    assert model.metrics["final"]["validation_accuracy"] == 0.81
+    assert model.local_artifact.read_bytes() == model_tar_bytes
+    assert model.artifact == f"s3://{BUCKET}/ic-multilabel/output/{model.info['job_name']}/output/model.tar.gz"
+
+    # the downloaded artifact also serves locally
+    local = model.predictor()
+    assert len(local.predict(val.image_path(0).read_bytes())) == 5
+
+    # deploy -> predict with JPEG bytes -> delete
+    aws.queue_invoke_results([[0.9, 0.1, 0.2, 0.05, 0.7]])
+    with model.deploy(instance_type="ml.m5.xlarge", initial_instance_count=1) as endpoint:
+        assert sm.describe_endpoint(EndpointName=endpoint.endpoint_name)["EndpointStatus"] == "InService"
+        probs = endpoint.predict(val.image_path(0).read_bytes(), content_type="image/jpeg")
+        assert probs == [0.9, 0.1, 0.2, 0.05, 0.7]
+        assert endpoint.predict_labels(val.image_path(0).read_bytes(), threshold=0.5) == ["person", "airplane"]
+    assert sm.list_endpoints()["Endpoints"] == [] and sm.list_models()["Models"] == []
+    assert sm.list_endpoint_configs()["EndpointConfigs"] == []
+
+
+def test_rerunning_a_fit_does_not_upload_again(setup, aws, coco5, model_tar_bytes, tmp_path):
+    train, val = _coco5_splits(coco5)
+    JobSimulator(setup, aws, model_tar_bytes)
+    puts = []
+    setup.events.register("provide-client-params.s3.PutObject", lambda params, **kw: puts.append(params["Key"]))
+    hp = Hyperparameters(**COCO_HP, num_training_samples=2500)
+    backend = _backend(setup)
+    Trainer(hp, backend=backend, output_dir=tmp_path / "a").fit(train, validation=val)
+    first = len(puts)
+    assert first == len(train) + len(val) + 2
+    Trainer(hp, backend=backend, output_dir=tmp_path / "b").fit(train, validation=val)
+    assert len(puts) == first  # same sizes and MD5s: nothing re-sent
+
+
+def test_recordio_and_manifest_channels(setup, coco5):
+    train, val = _coco5_splits(coco5)
+    rec = _backend(setup, input_format="recordio").upload(train, val)
+    assert [(c["ChannelName"], c["ContentType"]) for c in rec] == [("train", "application/x-recordio"),
+                                                                   ("validation", "application/x-recordio")]
+    s3 = setup.client("s3")
+    head = s3.get_object(Bucket=BUCKET, Key="ic-multilabel/train/train.rec")["Body"].read(4)
+    assert head == b"\x0a\x23\xd7\xce"  # RecordIO magic
+    man = _backend(setup, input_format="manifest", manifest_label_format="class-id").upload(train, val)
+    ch = man[0]
+    assert ch["InputMode"] == "Pipe" and ch["RecordWrapperType"] == "RecordIO"
+    assert ch["ContentType"] == "application/x-recordio; label-format=class-id"
+    src = ch["DataSource"]["S3DataSource"]
+    assert src["S3DataType"] == "AugmentedManifestFile" and src["AttributeNames"] == ["source-ref", "class"]
+    body = s3.get_object(Bucket=BUCKET, Key="ic-multilabel/train_manifest/train.manifest")["Body"].read().decode()
+    line = json.loads(body.splitlines()[0])
+    assert line["source-ref"] == f"s3://{BUCKET}/ic-multilabel/images/train/{train.paths[0]}"
+    assert json.loads(line["class"]) == [int(i) for i in np.flatnonzero(train.labels[0])]
+
+
+def test_distributed_spot_incremental_request(setup, aws, coco5, model_tar_bytes, tmp_path):
+    train, val = _coco5_splits(coco5)
+    sim = JobSimulator(setup, aws, model_tar_bytes)
+    hp = Hyperparameters(**COCO_HP, num_training_samples=2500, kv_store="dist_sync")
+    backend = _backend(setup, use_spot=True, max_wait=400000, checkpoint_s3_uri=f"s3://{BUCKET}/ckpt",
+                       tags={"team": "vision"}, model_uri=f"s3://{BUCKET}/old/model.tar.gz")
+    backend.instance_count = 2
+    Trainer(hp, backend=backend, output_dir=tmp_path).fit(train, validation=val)
+    req = sim.requests[0]
+    assert req["ResourceConfig"]["InstanceCount"] == 2 and req["HyperParameters"]["kv_store"] == "dist_sync"
+    assert req["EnableManagedSpotTraining"] is True
+    assert req["StoppingCondition"] == {"MaxRuntimeInSeconds": 360000, "MaxWaitTimeInSeconds": 400000}
+    assert req["CheckpointConfig"] == {"S3Uri": f"s3://{BUCKET}/ckpt"}
+    assert req["Tags"] == [{"Key": "team", "Value": "vision"}]
+    model_ch = req["InputDataConfig"][-1]
+    assert model_ch["ChannelName"] == "model" and model_ch["ContentType"] == "application/x-sagemaker-model"
+    import re
+
+    assert re.match(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$", req["TrainingJobName"])
+
+
+def test_failed_job_raises_with_the_failure_reason(setup, aws, coco5, model_tar_bytes, tmp_path):
+    train, val = _coco5_splits(coco5)
+    JobSimulator(setup, aws, model_tar_bytes, outcome="Failed",
+                 reason="ClientError: The number of input images must be bigger or equal to the mini_batch_size.")
+    hp = Hyperparameters(**COCO_HP, num_training_samples=2500)
+    with pytest.raises(TrainingError, match="ended with status Failed: ClientError: The number of input") as e:
+        Trainer(hp, backend=_backend(setup), output_dir=tmp_path).fit(train, validation=val)
+    assert e.value.job_name.startswith("ic-multilabel-") and e.value.status == "Failed"
+
+
+def test_ctrl_c_asks_sagemaker_to_stop_the_job(setup, aws, coco5, model_tar_bytes, tmp_path, monkeypatch, caplog):
+    train, val = _coco5_splits(coco5)
+    JobSimulator(setup, aws, model_tar_bytes, outcome="InProgress")
+    stops = []
+    setup.events.register("provide-client-params.sagemaker.StopTrainingJob", lambda params, **kw: stops.append(params))
+    def interrupt(_):
+        raise KeyboardInterrupt
+
+    backend = _backend(setup, max_attempts=2)
+    backend.sleep = interrupt  # Ctrl-C while waiting for the job
+    hp = Hyperparameters(**COCO_HP, num_training_samples=2500)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(hp, backend=backend, output_dir=tmp_path).fit(train, validation=val)
+    assert len(stops) == 1 and stops[0]["TrainingJobName"].startswith("ic-multilabel-")
+    assert "asking SageMaker to stop training job" in caplog.text
+    assert "stop requested" in caplog.text or "stop-training-job --training-job-name" in caplog.text
+
+
+def test_missing_bucket_and_role(setup, coco5, tmp_path):
+    train, val = _coco5_splits(coco5)
+    hp = Hyperparameters(**COCO_HP, num_training_samples=2500)
+    backend = SageMakerBackend(role=ROLE, bucket="no-such-bucket", region=REGION, session=setup, progress=False)
+    with pytest.raises(BackendError, match="S3 bucket 'no-such-bucket' does not exist"):
+        Trainer(hp, backend=backend, output_dir=tmp_path).fit(train, validation=val)
+    backend = SageMakerBackend(role="NoSuchRole", bucket=BUCKET, region=REGION, session=setup, progress=False)
+    with pytest.raises(BackendError, match="iam.get_role failed: NoSuchEntity") as e:
+        Trainer(hp, backend=backend, output_dir=tmp_path).fit(train, validation=val)
+    assert e.value.__cause__ is not None
+    iam = setup.client("iam")
+    iam.create_role(RoleName="SageMakerRole", AssumeRolePolicyDocument="{}")
+    assert SageMakerBackend(role="SageMakerRole", bucket=BUCKET, region=REGION, session=setup).role_arn().endswith(
+        ":role/SageMakerRole")
+    with pytest.raises(BackendError, match="validation channel"):
+        _backend(setup).upload(train, None)
+
+
+def test_throttling_is_answered_with_retries(setup):
+    backend = _backend(setup)
+    sm = backend.client("sagemaker")
+    calls = []
+
+    def throttle(request, **kwargs):
+        calls.append(1)
+        if len(calls) <= 2:
+            body = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
+            return AWSResponse(request.url, 400, {"Content-Type": "application/x-amz-json-1.1"}, _Raw(body))
+        return None
+
+    sm.meta.events.register("before-send.sagemaker.ListTrainingJobs", throttle)
+    assert backend._call("sagemaker", "list_training_jobs")["TrainingJobSummaries"] == []
+    assert len(calls) == 3
+
+
+class _Raw(io.BytesIO):
+    def stream(self, **kwargs):
+        yield self.getvalue()
+
+
+def test_batch_transform(setup, aws, coco5, model_tar_bytes):
+    _, val = _coco5_splits(coco5)
+    small = val.subset(range(3))
+    s3 = setup.client("s3")
+    s3.put_object(Bucket=BUCKET, Key="models/model.tar.gz", Body=model_tar_bytes)
+    expected = [[0.1 * (i + 1)] * 5 for i in range(3)]
+
+    seen = []
+    setup.events.register("provide-client-params.sagemaker.CreateTransformJob", lambda params, **kw: seen.append(params))
+
+    def write_outputs(**kwargs):  # what the transform container would write
+        params = seen[-1]
+        out = params["TransformOutput"]["S3OutputPath"]
+        assert params["TransformOutput"]["Accept"] == "application/jsonlines"
+        assert params["TransformInput"]["ContentType"] == "application/x-image"
+        bucket, _, prefix = out[5:].partition("/")
+        for p, probs in zip(small.paths, expected):
+            boto3.client("s3", region_name=REGION).put_object(
+                Bucket=bucket, Key=f"{prefix}/{p}.out", Body=json.dumps({"prediction": probs}) + "\n")
+
+    setup.events.register("after-call.sagemaker.CreateTransformJob", write_outputs)
+    preds = _backend(setup).batch_transform(f"s3://{BUCKET}/models/model.tar.gz", small)
+    assert preds == expected
