@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--sagemaker-job", action="append", default=[], help="a training job name (needs AWS access)")
     b.add_argument("--instance-type", default="ml.p3.2xlarge", help="instance type of the --sagemaker-log jobs")
     b.add_argument("--region", default="us-east-1")
+    b.add_argument("--prices", type=Path, default=None, help="a price table JSON to use instead of the packaged one")
     _add_hp_args(b)
     return ap
 

@@ -1,0 +1,161 @@
+"""``multilabel-ic bench``: run the benchmarks, print a side-by-side table, write ``bench.json`` and ``bench.png``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from .._io import atomic_write, atomic_write_text
+from .common import machine_info
+
+__all__ = ["run_bench", "side_by_side", "write_report", "COCO5_BENCH_HP"]
+
+log = logging.getLogger("multilabel_ic.bench")
+
+# The MS-COCO example's configuration (use_pretrained_model does not change throughput and needs weights).
+COCO5_BENCH_HP = dict(num_layers=18, image_shape="3,224,224", num_classes=5, mini_batch_size=128, resize=256,
+                      epochs=5, learning_rate=0.001, num_training_samples=2500, use_weighted_loss=1,
+                      augmentation_type="crop_color_transform", precision_dtype="float32", multi_label=1)
+
+QUICK = dict(num_images=48, batch=16, steps=6, warmup=2, window=2, pipeline_images=64, single=20)
+FULL = dict(num_images=400, batch=None, steps=30, warmup=5, window=5, pipeline_images=512, single=100)
+
+
+def side_by_side(local: list[dict], sagemaker: list[dict]) -> list[dict]:
+    """One row per configuration: where it ran, images/s, seconds/epoch, time to first step, cost per epoch."""
+    rows = []
+    for r in local:
+        rows.append({"where": f"local {r['device_name']}", "config": r["label"], "measured_on": r["machine"],
+                     "images_per_sec": r["images_per_sec"], "seconds_per_epoch": r["seconds_per_epoch"],
+                     "time_to_first_step_s": r.get("time_to_first_step_s"), "cost_per_epoch": None})
+    for s in sagemaker:
+        rows.append({"where": f"SageMaker {s['instance_count']} x {s['instance_type']}", "config": s["source"],
+                     "measured_on": "SageMaker (from the job's logs)", "images_per_sec": s["images_per_sec"],
+                     "seconds_per_epoch": s["seconds_per_epoch"], "time_to_first_step_s": s["time_to_first_step_s"],
+                     "cost_per_epoch": s["cost_per_epoch"]})
+    return rows
+
+
+def _fmt(v, spec=".1f"):
+    return "-" if v is None else format(v, spec)
+
+
+def format_table(rows: list[dict]) -> str:
+    head = f"{'where':<46} {'config':<28} {'img/s':>8} {'s/epoch':>9} {'1st step s':>10} {'$/epoch':>8}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['where'][:46]:<46} {str(r['config'])[:28]:<28} {_fmt(r['images_per_sec']):>8} "
+                     f"{_fmt(r['seconds_per_epoch']):>9} {_fmt(r['time_to_first_step_s']):>10} "
+                     f"{_fmt(r['cost_per_epoch'], '.3f'):>8}")
+    return "\n".join(lines)
+
+
+def write_report(report: dict, out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / "bench.json"
+    atomic_write_text(json_path, json.dumps(report, indent=2, default=str) + "\n")
+    png_path = out_dir / "bench.png"
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["side_by_side"] if r["images_per_sec"]]
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.6 * max(len(rows), 1)))
+    labels = [f"{r['where']}\n{r['config']}" for r in rows]
+    values = [r["images_per_sec"] for r in rows]
+    colors = ["tab:blue" if r["where"].startswith("local") else "tab:orange" for r in rows]
+    ax.barh(range(len(rows)), values, color=colors)
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    for i, v in enumerate(values):
+        ax.text(v, i, f" {v:.1f}", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("training images/s (different machines: see labels; nothing extrapolated)")
+    ax.set_title(f"multilabel_ic throughput - {report['machine']['date'][:10]}", fontsize=10)
+    fig.tight_layout()
+    with atomic_write(png_path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=100)
+    plt.close(fig)
+    return json_path, png_path
+
+
+def run_bench(args) -> dict:
+    import torch
+
+    from ..backends.local.network import create_network, mxnet_state_dict
+    from ..artifacts import write_model_tar
+    from ..cli import _hyperparameters
+    from ..data.dataset import Dataset
+    from ..data.synthetic import COCO5, generate_coco
+    from ..backends.local.pipeline import default_workers
+    from . import local as L
+    from .sagemaker import figures_from_job, figures_from_log_file, load_prices
+
+    cfg = QUICK if args.quick else FULL
+    out = Path(args.output)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    base = dict(COCO5_BENCH_HP)
+    if cfg["batch"]:
+        base["mini_batch_size"] = cfg["batch"]
+    hp = _hyperparameters(args, num_classes=5, num_training_samples=2500, defaults=base)
+    ann, images = generate_coco(out / "data", num_images=cfg["num_images"], seed=0)
+    data = Dataset.from_coco(ann, images=images, categories=COCO5)
+    workers = max(1, min(default_workers(), 8))
+    machine = machine_info(device)
+    report = {"machine": machine, "mode": "quick" if args.quick else "full", "config": hp.to_sagemaker(),
+              "settings": cfg, "local": [], "sagemaker": []}
+    print(f"benchmarking on {machine['device_name']} ({report['mode']}): ResNet-{hp.num_layers} "
+          f"{hp.image_shape}, batch {hp.mini_batch_size}, {hp.augmentation_type}, {workers} loader workers",
+          flush=True)
+    for precision in ("float32", "float16"):
+        h = hp.replace(precision_dtype=precision)
+        log.info("training throughput, %s ...", precision)
+        e2e = L.bench_training(h, data, device=device, steps=cfg["steps"], warmup=cfg["warmup"], workers=workers,
+                               window=cfg["window"])
+        ceiling = L.bench_ceiling(h, device=device, steps=cfg["steps"], warmup=cfg["warmup"], window=cfg["window"])
+        ratio = (e2e["images_per_sec"]["median"] / ceiling["images_per_sec"]["median"]
+                 if e2e["images_per_sec"]["median"] and ceiling["images_per_sec"]["median"] else None)
+        label = f"{precision if precision == 'float32' or device.startswith('cuda') else 'float16->bf16 (CPU)'}" \
+                f" b{h.mini_batch_size}"
+        report["local"].append({"label": label, "precision": precision, "device_name": machine["device_name"],
+                                "machine": machine["hostname"], "end_to_end": e2e, "ceiling": ceiling,
+                                "end_to_end_over_ceiling": ratio,
+                                "images_per_sec": e2e["images_per_sec"]["median"],
+                                "seconds_per_epoch": e2e["epoch_seconds_from_median_step"]})
+        print(f"  {label}: end-to-end {e2e['images_per_sec']['median']:.1f} img/s, model-only ceiling "
+              f"{ceiling['images_per_sec']['median']:.1f} img/s, ratio {ratio:.2f}, data wait "
+              f"{e2e['data_wait_fraction']:.0%} of step time", flush=True)
+    log.info("input pipeline ...")
+    report["pipeline"] = L.bench_pipeline(hp, data, n_images=cfg["pipeline_images"], workers=workers,
+                                          batch=min(hp.mini_batch_size, 32))
+    for aug, r in report["pipeline"]["results"].items():
+        print(f"  pipeline {aug:<22} multilabel_ic {r['multilabel_ic']['images_per_sec']:.1f} img/s, "
+              f"PIL+torchvision {r['pil_torchvision']['images_per_sec']:.1f} img/s, ratio {r['ratio']:.2f}",
+              flush=True)
+    torch.manual_seed(0)
+    net = create_network(hp)
+    args_, aux = mxnet_state_dict(net)
+    art = write_model_tar(out / "bench-model.tar.gz", {1: ({k: v.numpy() for k, v in args_.items()},
+                                                           {k: v.numpy() for k, v in aux.items()})},
+                          num_classes=hp.num_classes, num_layers=hp.num_layers,
+                          image_shape=(hp.channels, hp.height, hp.width), multi_label=True)
+    report["inference"] = L.bench_inference(hp, data, artifact=art, device=device, n_single=cfg["single"])
+    inf = report["inference"]
+    print(f"  inference: single image p50 {inf['single_image_ms']['p50']:.1f} ms, p95 "
+          f"{inf['single_image_ms']['p95']:.1f} ms; batch of {inf['batch_size']}: "
+          f"{inf['batch_images_per_sec']:.1f} img/s", flush=True)
+    prices = load_prices(getattr(args, "prices", None))
+    for path in args.sagemaker_log:
+        report["sagemaker"].append(figures_from_log_file(path, instance_type=args.instance_type, prices=prices))
+    if args.sagemaker_job:
+        from ..backends.sagemaker import SageMakerBackend
+
+        backend = SageMakerBackend(role="unused", bucket="unused", region=args.region, progress=False)
+        for name in args.sagemaker_job:
+            report["sagemaker"].append(figures_from_job(backend, name, prices=prices))
+    report["side_by_side"] = side_by_side(report["local"], report["sagemaker"])
+    print("\n" + format_table(report["side_by_side"]))
+    json_path, png_path = write_report(report, out)
+    print(f"\nwrote {json_path} and {png_path}")
+    return report
