@@ -1,9 +1,7 @@
 """The benchmarks' parsing, arithmetic and report writing (never this machine's speed)."""
 
 import json
-import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import boto3
 import pytest
@@ -13,8 +11,13 @@ from multilabel_ic.backends.sagemaker import SageMakerBackend
 from multilabel_ic.backends.sagemaker.logs import LOG_GROUP
 from multilabel_ic.bench.common import stats
 from multilabel_ic.bench.run import format_table, side_by_side, write_report
-from multilabel_ic.bench.sagemaker import (figures_from_job, figures_from_log_file, job_figures, load_prices,
-                                           read_log_export)
+from multilabel_ic.bench.sagemaker import (
+    figures_from_job,
+    figures_from_log_file,
+    job_figures,
+    load_prices,
+    read_log_export,
+)
 
 DATA = Path(__file__).parent / "data"
 PRICES = {"as_of": "test", "region": "us-east-1", "currency": "USD", "per_hour": {"ml.p3.2xlarge": 3.6}}

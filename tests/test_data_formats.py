@@ -143,7 +143,7 @@ def test_manifest_round_trip(tmp_path, fmt, expected):
     assert first == {"source-ref": "s3://bucket/train/a/1.jpg", "class": expected}
     back = read_manifest(p, num_classes=3, image_prefix="s3://bucket/train/", label_format=fmt)
     assert [r for r, _ in back] == ["a/1.jpg", "2.jpg"]
-    np.testing.assert_array_equal(np.stack([l for _, l in back]), np.stack([l for _, l in entries]))
+    np.testing.assert_array_equal(np.stack([lab for _, lab in back]), np.stack([lab for _, lab in entries]))
 
 
 @pytest.mark.parametrize("line,fmt,message", [

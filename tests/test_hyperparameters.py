@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from multilabel_ic import Hyperparameters, HyperparameterError
+from multilabel_ic import HyperparameterError, Hyperparameters
 from multilabel_ic.hyperparameters import LARGE_DEPTHS, RULES, SMALL_DEPTHS
 
 BASE = dict(num_classes=5, num_training_samples=2500)

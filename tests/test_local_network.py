@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from multilabel_ic.backends.local.network import (ResNetV2, load_mxnet_state_dict, mxnet_state_dict, units_for)
+from multilabel_ic.backends.local.network import ResNetV2, load_mxnet_state_dict, mxnet_state_dict, units_for
 from multilabel_ic.hyperparameters import LARGE_DEPTHS, SMALL_DEPTHS
 
 

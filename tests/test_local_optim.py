@@ -7,7 +7,12 @@ import torch
 
 from multilabel_ic import Hyperparameters
 from multilabel_ic.backends.local.network import ResNetV2, mxnet_name
-from multilabel_ic.backends.local.optim import (MultiFactorSchedule, MXNetOptimizer, epoch_size, param_groups_for)
+from multilabel_ic.backends.local.optim import (
+    MultiFactorSchedule,
+    MXNetOptimizer,
+    epoch_size,
+    param_groups_for,
+)
 from multilabel_ic.backends.local.train import class_weights, weighted_bce
 
 

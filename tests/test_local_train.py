@@ -211,7 +211,7 @@ _RUN = textwrap.dedent("""
 
 
 def _losses(stdout: str):
-    line = [l for l in stdout.splitlines() if l.startswith("LOSSES")][-1]
+    line = [s for s in stdout.splitlines() if s.startswith("LOSSES")][-1]
     return json.loads(line[len("LOSSES "):])
 
 

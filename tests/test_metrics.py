@@ -1,8 +1,16 @@
 import numpy as np
 import pytest
 
-from multilabel_ic.metrics import (average_precision, evaluate, mean_average_precision, micro_average_precision,
-                                   multilabel_accuracy, per_class_ap, precision_recall_f1, tune_thresholds)
+from multilabel_ic.metrics import (
+    average_precision,
+    evaluate,
+    mean_average_precision,
+    micro_average_precision,
+    multilabel_accuracy,
+    per_class_ap,
+    precision_recall_f1,
+    tune_thresholds,
+)
 
 
 def test_average_precision_hand_computed():

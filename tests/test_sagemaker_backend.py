@@ -114,7 +114,7 @@ def _coco5_splits(coco5):
 
 def test_coco5_workflow_sends_exactly_the_examples_request(setup, aws, coco5, model_tar_bytes, tmp_path):
     train, val = _coco5_splits(coco5)
-    sim = JobSimulator(setup, aws, model_tar_bytes)
+    JobSimulator(setup, aws, model_tar_bytes)
     hp = Hyperparameters(**COCO_HP, num_training_samples=2500)
     model = Trainer(hp, backend=_backend(setup), output_dir=tmp_path).fit(train, validation=val)
 

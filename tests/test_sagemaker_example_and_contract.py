@@ -10,10 +10,10 @@ from pathlib import Path
 
 import boto3
 import pytest
+from test_sagemaker_backend import BUCKET, REGION, ROLE, JobSimulator, _backend
 
 from multilabel_ic import DataError, ImageDecodeError
 from multilabel_ic.backends.sagemaker.logs import parse_log_lines, stream_host
-from test_sagemaker_backend import BUCKET, REGION, ROLE, JobSimulator, _backend
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ are reported in ``classes_without_positives`` and excluded from the macro mean, 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

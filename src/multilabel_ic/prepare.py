@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from .data.dataset import Dataset
 from .data.synthetic import COCO5, generate_coco

@@ -83,12 +83,12 @@ def write_report(report: dict, out_dir: Path) -> tuple[Path, Path]:
 def run_bench(args) -> dict:
     import torch
 
-    from ..backends.local.network import create_network, mxnet_state_dict
     from ..artifacts import write_model_tar
+    from ..backends.local.network import create_network, mxnet_state_dict
+    from ..backends.local.pipeline import default_workers
     from ..cli import _hyperparameters
     from ..data.dataset import Dataset
     from ..data.synthetic import COCO5, generate_coco
-    from ..backends.local.pipeline import default_workers
     from . import local as L
     from .sagemaker import figures_from_job, figures_from_log_file, load_prices
 

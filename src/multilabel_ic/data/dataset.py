@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -228,7 +228,7 @@ class Dataset:
                                              label_format=label_format, label_attribute=label_attribute)
         if not entries:
             raise DataError(f"{path}: no entries.")
-        return cls([p for p, _ in entries], np.stack([l for _, l in entries]), class_names, root=root)
+        return cls([p for p, _ in entries], np.stack([lab for _, lab in entries]), class_names, root=root)
 
 
 def _reencode(path: Path, resize: int, quality: int) -> bytes:

@@ -7,8 +7,9 @@ Two layouts: multi-hot (``index \\t y_0 ... y_{C-1} \\t path``, the multi-label 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 

@@ -26,7 +26,15 @@ from ...mxnet_params import save_params
 from .augment import AugmentOptions
 from .network import create_network, mxnet_state_dict
 from .optim import MultiFactorSchedule, create_optimizer
-from .pipeline import EpochSampler, ImageDataset, default_workers, epoch_order, make_loader, preload_images, to_device
+from .pipeline import (
+    EpochSampler,
+    ImageDataset,
+    default_workers,
+    epoch_order,
+    make_loader,
+    preload_images,
+    to_device,
+)
 from .pretrained import load_pretrained
 
 __all__ = ["LocalOptions", "train", "class_weights", "weighted_bce", "select_device"]

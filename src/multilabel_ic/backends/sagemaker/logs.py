@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 import statistics
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 __all__ = ["parse_log_lines", "LogParser", "stream_host", "LOG_GROUP", "stream_job_logs"]
 
