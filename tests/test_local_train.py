@@ -157,6 +157,20 @@ def test_float16_on_cpu_uses_bfloat16(splits, tmp_path, caplog):
     assert np.isfinite(model.metrics["epochs"][0]["train_loss"])
 
 
+def test_precision_choices(caplog):
+    from multilabel_ic.backends.local.train import _precision
+
+    hp = Hyperparameters(**TINY, num_training_samples=64, precision_dtype="float16")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert _precision(hp, cpu, _opts()) == (torch.bfloat16, False)
+    assert _precision(hp, cpu, _opts(cpu_float16="float32")) == (None, False)
+    assert _precision(hp, cuda, _opts()) == (torch.float16, True)  # loss scaling with float16
+    assert _precision(hp, cuda, _opts(cuda_half="bfloat16")) == (torch.bfloat16, False)
+    assert _precision(hp.replace(precision_dtype="float32"), cuda, _opts()) == (None, False)
+    with pytest.raises(ValueError, match="cuda_half"):
+        _opts(cuda_half="fp8")
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", ["float32", "float16"])

@@ -55,6 +55,7 @@ class LocalOptions:
     log_interval: int = 20
     progress: bool = True
     cpu_float16: str = "bfloat16"  # precision_dtype=float16 on a CPU: "bfloat16" autocast or "float32"
+    cuda_half: str = "float16"  # precision_dtype=float16 on CUDA: "float16" (+ loss scaling) or "bfloat16"
     pretrained: str | None = None  # file or URL of ImageNet weights for use_pretrained_model=1
     pretrained_sha256: str | None = None
     channels_last: bool = True
@@ -65,6 +66,8 @@ class LocalOptions:
             raise ValueError(f"weighted_loss must be 'neg_pos_ratio' or 'balanced', got {self.weighted_loss!r}")
         if self.cpu_float16 not in ("bfloat16", "float32"):
             raise ValueError(f"cpu_float16 must be 'bfloat16' or 'float32', got {self.cpu_float16!r}")
+        if self.cuda_half not in ("float16", "bfloat16"):
+            raise ValueError(f"cuda_half must be 'float16' or 'bfloat16', got {self.cuda_half!r}")
 
 
 def select_device(name: str | None) -> torch.device:
@@ -120,6 +123,9 @@ def _precision(hp, device: torch.device, options: LocalOptions):
     if hp.precision_dtype != "float16":
         return None, False
     if device.type == "cuda":
+        if options.cuda_half == "bfloat16":
+            log.info("precision_dtype=float16: bfloat16 autocast with float32 master weights (cuda_half='bfloat16')")
+            return torch.bfloat16, False
         log.info("precision_dtype=float16: mixed precision (float16 autocast, float32 master weights, loss scaling)")
         return torch.float16, True
     if options.cpu_float16 == "bfloat16":
