@@ -80,11 +80,18 @@ class Predictor:
 
     def predict_batch(self, images: Sequence[bytes], *, output: str = "list") -> list[list[float]] | str:
         """Many images; ``output="jsonlines"`` gives batch transform's ``{"prediction": [...]}`` lines."""
-        preds = [self.predict(img) for img in images]
+        self._check_output(output)
+        return self._format(output, [self.predict(img) for img in images])
+
+    @staticmethod
+    def _check_output(output: str) -> None:
+        if output not in ("list", "jsonlines"):
+            raise ValueError(f"output must be 'list' or 'jsonlines', got {output!r}")
+
+    @staticmethod
+    def _format(output: str, preds: list[list[float]]) -> list[list[float]] | str:
         if output == "jsonlines":
             return "".join(json.dumps({"prediction": p}) + "\n" for p in preds)
-        if output != "list":
-            raise ValueError(f"output must be 'list' or 'jsonlines', got {output!r}")
         return preds
 
     def predict_labels(self, images: bytes | Sequence[bytes], *,

@@ -76,17 +76,12 @@ class LocalPredictor(Predictor):
         return self._run([self._preprocess(image, "<request body>")])[0]
 
     def predict_batch(self, images: Sequence[bytes], *, output: str = "list"):
-        if output not in ("list", "jsonlines"):
-            raise ValueError(f"output must be 'list' or 'jsonlines', got {output!r}")
+        self._check_output(output)
         preds: list[list[float]] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]
             preds += self._run([self._preprocess(img, f"<image {start + k}>") for k, img in enumerate(chunk)])
-        if output == "jsonlines":
-            import json
-
-            return "".join(json.dumps({"prediction": p}) + "\n" for p in preds)
-        return preds
+        return self._format(output, preds)
 
     @classmethod
     def from_path(cls, artifact: str | os.PathLike, **kwargs) -> LocalPredictor:
