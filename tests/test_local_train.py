@@ -209,8 +209,11 @@ def test_num_training_samples_mismatch_warns(splits, tmp_path, caplog):
 
 
 _RUN = textwrap.dedent("""
+    import signal
     import sys
     from multilabel_ic import Dataset, Hyperparameters, Trainer, setup_logging
+    # a terminal delivers Ctrl-C as KeyboardInterrupt even when the test runner itself ignores SIGINT
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     setup_logging()
     from multilabel_ic.backends.local import LocalOptions
     ann, images, out, epochs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
