@@ -263,6 +263,7 @@ def _run_epoch(hp, model, optimizer, scaler, schedule, train_ds, workers, device
                          pin_memory=device.type == "cuda")
     tic = epoch_start = time.time()
     win_correct = win_total = 0.0
+    win_topk = all_topk = 0.0  # top_k accuracy (single-label), windowed like the accuracy
     all_correct = all_total = 0.0
     loss_sum, speeds = 0.0, []
     data_time = compute_time = 0.0
@@ -289,6 +290,11 @@ def _run_epoch(hp, model, optimizer, scaler, schedule, train_ds, workers, device
             loss = F.cross_entropy(logits.float(), target)
             correct = (logits.detach().argmax(dim=1) == target).sum().item()
             total = y.shape[0]
+            if hp.top_k:
+                topk = logits.detach().topk(hp.top_k, dim=1).indices
+                hits = (topk == target[:, None]).any(dim=1).sum().item()
+                win_topk += hits
+                all_topk += hits
         if not torch.isfinite(loss):
             raise TrainingError(f"epoch {epoch}, batch {nbatch}: the loss is {loss.item()}; lower learning_rate "
                                 f"(now {lr}) or use precision_dtype='float32'.")
@@ -309,20 +315,28 @@ def _run_epoch(hp, model, optimizer, scaler, schedule, train_ds, workers, device
         elif nbatch % options.log_interval == 0:
             speed = options.log_interval * bs / max(time.time() - tic, 1e-9)
             speeds.append(speed)
-            log.info("Epoch[%d] Batch [%d]\tSpeed: %.3f samples/sec\taccuracy=%f", epoch, nbatch, speed,
-                     win_correct / win_total)
+            extra = f"\ttop_k_accuracy_{hp.top_k}={win_topk / win_total:f}" if hp.top_k and not multi else ""
+            log.info("Epoch[%d] Batch [%d]\tSpeed: %.3f samples/sec\taccuracy=%f%s", epoch, nbatch, speed,
+                     win_correct / win_total, extra)
             win_correct = win_total = 0.0
+            win_topk = 0.0
             tic = time.time()
     bar.close()
     elapsed = time.time() - epoch_start
     tail = win_correct / win_total if win_total else all_correct / max(all_total, 1)
     log.info("Epoch[%d] Train-accuracy=%f", epoch, tail)
+    topk_acc = None
+    if hp.top_k and not multi:
+        # the tail window, or the whole epoch when the last batch just closed a window (as Train-accuracy does)
+        topk_acc = win_topk / win_total if win_total else all_topk / max(all_total, 1)
+        log.info("Epoch[%d] Train-top_k_accuracy_%d=%f", epoch, hp.top_k, topk_acc)
     log.info("Epoch[%d] Time cost=%.3f", epoch, elapsed)
     n_batches = hp.batches_per_epoch
     return {"epoch": epoch, "train_accuracy": tail, "train_accuracy_epoch": all_correct / max(all_total, 1),
             "train_loss": loss_sum / max(n_batches, 1), "time_cost": elapsed, "speed": speeds,
             "images_per_sec": n_batches * bs / max(elapsed, 1e-9), "data_time": data_time,
-            "compute_time": compute_time, "learning_rate": optimizer.param_groups[0]["lr"]}
+            "compute_time": compute_time, "learning_rate": optimizer.param_groups[0]["lr"],
+            **({f"train_top_k_accuracy_{hp.top_k}": topk_acc} if topk_acc is not None else {})}
 
 
 def _params_path(out: Path, epoch: int) -> Path:
