@@ -147,3 +147,18 @@ def test_prepare_coco_download_end_to_end(server, tmp_path, synthetic_coco):
     train_lines = (out / "train.lst").read_text().splitlines()
     assert len(train_lines) == 30 and len(train_lines[0].split("\t")) == 7
     assert (out / "validation.rec").stat().st_size > 0
+
+
+def test_recorded_checksum_detects_a_corrupted_cache(server, tmp_path):
+    _, url, root = server
+    data = b"weights" * 1000
+    (root / "w.params").write_bytes(data)
+    dest = tmp_path / "cache" / "w.params"
+    download(f"{url}/w.params", dest, progress=False)
+    assert (tmp_path / "cache" / "w.params.sha256").read_text().strip() == hashlib.sha256(data).hexdigest()
+    n = len(_RangeHandler.requests)
+    download(f"{url}/w.params", dest, progress=False)  # intact: reused, no request
+    assert len(_RangeHandler.requests) == n
+    dest.write_bytes(b"corrupt" + data[7:])  # same size, different bytes
+    download(f"{url}/w.params", dest, progress=False)
+    assert len(_RangeHandler.requests) == n + 1 and dest.read_bytes() == data

@@ -41,19 +41,33 @@ def _check(path: Path, sha256: str | None, md5: str | None) -> None:
                 f"run the command again to download it afresh.")
 
 
+def _sidecar(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".sha256")
+
+
 def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, md5: str | None = None,
              progress: bool = True, timeout: float = 60.0, retries: int = 3) -> Path:
     """Download ``url`` to ``dest`` (a file path), resuming a previous partial download, and verify it.
 
-    An existing ``dest`` that passes the checksum is returned without any network access.
+    The SHA-256 of every completed download is recorded in ``<dest>.sha256``; an existing ``dest`` is reused without
+    network access only if it still matches that record (and ``sha256`` / ``md5`` when given), otherwise it is
+    downloaded again.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists():
-        _check(dest, sha256, md5)
-        if dest.exists():
-            log.info("%s already present, skipping download", dest)
-            return dest
+        recorded = _sidecar(dest).read_text().strip() if _sidecar(dest).exists() else None
+        if recorded and file_digest(dest) != recorded:
+            log.warning("%s does not match its recorded SHA-256 (corrupted?); downloading it again", dest)
+            dest.unlink()
+        else:
+            try:
+                _check(dest, sha256, md5)
+            except DownloadError:
+                log.warning("%s fails its checksum; downloading it again", dest)
+            if dest.exists():
+                log.info("%s already present, skipping download", dest)
+                return dest
     part = dest.with_name(dest.name + ".part")
     last_error: Exception | None = None
     for attempt in range(1, retries + 1):
@@ -69,6 +83,7 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, md
             f"run again to resume, or download it yourself and place it at {dest}.") from last_error
     os.replace(part, dest)
     _check(dest, sha256, md5)
+    _sidecar(dest).write_text(file_digest(dest) + "\n")
     return dest
 
 

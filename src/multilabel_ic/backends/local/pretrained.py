@@ -46,9 +46,7 @@ def resolve_pretrained(num_layers: int, source: str | os.PathLike | None = None,
             f"no ImageNet-pretrained ResNet-{num_layers} is published in the MXNet model zoo; pass "
             f"pretrained=<file or URL of a resnet-{num_layers} .params file> or use one of {list(ZOO_DEPTHS)}.")
     target = cache_dir() / url.rsplit("/", 1)[-1]
-    if target.exists() and not sha256:
-        return target
-    try:
+    try:  # a cached file that still matches its recorded SHA-256 is reused without network access
         return download(url, target, sha256=sha256, progress=progress)
     except DownloadError as exc:
         raise DownloadError(
