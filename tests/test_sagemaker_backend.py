@@ -317,3 +317,10 @@ def test_batch_transform(setup, aws, coco5, model_tar_bytes):
     setup.events.register("after-call.sagemaker.CreateTransformJob", write_outputs)
     preds = _backend(setup).batch_transform(f"s3://{BUCKET}/models/model.tar.gz", small)
     assert preds == expected
+    # over an S3 prefix of images already in the bucket: predictions keyed by input URI
+    for p in small.paths:
+        s3.put_object(Bucket=BUCKET, Key=f"incoming/{p}", Body=small.root.joinpath(p).read_bytes())
+    by_uri = _backend(setup).batch_transform(f"s3://{BUCKET}/models/model.tar.gz", f"s3://{BUCKET}/incoming/")
+    assert by_uri == {f"s3://{BUCKET}/incoming/{p}": e for p, e in zip(small.paths, expected)}
+    with pytest.raises(BackendError, match="no objects under"):
+        _backend(setup).batch_transform(f"s3://{BUCKET}/models/model.tar.gz", f"s3://{BUCKET}/empty/")

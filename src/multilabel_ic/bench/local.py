@@ -60,7 +60,7 @@ def bench_training(hp, data, *, device: str | None = None, steps: int = 30, warm
                    window: int = 5, seed: int = 0) -> dict:
     """Steady-state training images/s through decode -> augment -> device -> fwd/bwd/step, with data/compute split."""
     dev = select_device(device)
-    if device is None and dev.type == "cuda":
+    if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     model, optimizer, scaler, amp_dtype, channels_last = _setup(hp, dev)
     bs = hp.mini_batch_size

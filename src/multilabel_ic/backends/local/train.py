@@ -171,6 +171,8 @@ def train(hp, train_data: Dataset, validation: Dataset | None, output_dir: str |
     if hp.kv_store:
         log.warning("kv_store=%s has no effect on a single machine", hp.kv_store)
     torch.manual_seed(options.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # cuDNN autotuning, as the algorithm's MXNet build does
     workers = default_workers() if options.num_workers is None else options.num_workers
     amp_dtype, use_scaler = _precision(hp, device, options)
     channels_last = options.channels_last and device.type == "cuda"

@@ -256,11 +256,12 @@ class SageMakerBackend:
         return pred
 
     def batch_transform(self, model, data, *, instance_type: str = "ml.m5.xlarge", instance_count: int = 1,
-                        output_path: str | None = None, wait: bool = True) -> list[list[float]] | str:
-        """Batch transform over ``data`` (a Dataset, uploaded, or an ``s3://`` prefix of images).
+                        output_path: str | None = None, wait: bool = True) -> list[list[float]] | dict | str:
+        """Batch transform with jsonlines output (``{"prediction": [...]}`` per image).
 
-        Returns the predictions in the data's order (jsonlines ``{"prediction": [...]}`` parsed), or the job name
-        when ``wait=False``.
+        ``data`` is a Dataset (uploaded; predictions come back as a list in the dataset's order) or an ``s3://``
+        prefix of images (predictions come back as ``{input s3 URI: probabilities}``). ``wait=False`` returns the
+        transform job's name at once.
         """
         import json
 
@@ -268,20 +269,28 @@ class SageMakerBackend:
 
         name = rq.job_name(f"{self.base_job_name}-bt")
         model_name = ensure_model(self, model, name)
+        s3 = self.client("s3")
         if isinstance(data, str):
-            input_uri, keys = data, None
+            in_bucket, in_prefix = parse_s3_uri(data)
+            keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=in_bucket,
+                                                                                      Prefix=in_prefix)
+                    for o in page.get("Contents", []) if not o["Key"].endswith("/")]
+            if not keys:
+                raise BackendError(f"no objects under {data}; nothing to transform")
+            input_uri = data
         else:
-            prefix = f"{self.prefix}/transform/{name}/input/"
-            keys = [f"{prefix}{p}" for p in data.paths]
-            sync_files(self.client("s3"), [(data.image_path(i), k) for i, k in enumerate(keys)], bucket=self.bucket,
-                       prefix=prefix, progress=self.progress, desc="transform images")
-            input_uri = f"s3://{self.bucket}/{prefix}"
+            in_bucket, in_prefix = self.bucket, f"{self.prefix}/transform/{name}/input/"
+            keys = [f"{in_prefix}{p}" for p in data.paths]
+            sync_files(s3, [(data.image_path(i), k) for i, k in enumerate(keys)], bucket=self.bucket,
+                       prefix=in_prefix, progress=self.progress, desc="transform images")
+            input_uri = f"s3://{self.bucket}/{in_prefix}"
         out = output_path or f"{self.base_uri}/transform/{name}/output"
         self._call("sagemaker", "create_transform_job", TransformJobName=name, ModelName=model_name,
                    TransformInput={"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": input_uri}},
                                    "ContentType": "application/x-image"},
                    TransformOutput={"S3OutputPath": out, "Accept": "application/jsonlines"},
                    TransformResources={"InstanceType": instance_type, "InstanceCount": instance_count})
+        log.info("started transform job %s over %d images", name, len(keys))
         if not wait:
             return name
         while True:
@@ -293,13 +302,12 @@ class SageMakerBackend:
             raise TrainingError(f"transform job {name} ended with status {desc['TransformJobStatus']}: "
                                 f"{desc.get('FailureReason', 'no reason given')}", job_name=name,
                                 status=desc["TransformJobStatus"], failure_reason=desc.get("FailureReason"))
-        bucket, out_prefix = parse_s3_uri(out)
-        if keys is None:
-            return []
-        preds = []
+        out_bucket, out_prefix = parse_s3_uri(out)
+        base = in_prefix if in_prefix.endswith("/") or not in_prefix else in_prefix.rsplit("/", 1)[0] + "/"
+        preds = {}
         for key in keys:
-            rel = key.rsplit("/input/", 1)[1]
-            body = self._call("s3", "get_object", Bucket=bucket, Key=f"{out_prefix.rstrip('/')}/{rel}.out")["Body"]
-            line = body.read().decode().strip().splitlines()[0]
-            preds.append(json.loads(line)["prediction"])
-        return preds
+            rel = key[len(base):]  # SageMaker writes <output>/<path relative to the input prefix>.out
+            body = self._call("s3", "get_object", Bucket=out_bucket, Key=f"{out_prefix.rstrip('/')}/{rel}.out")
+            line = body["Body"].read().decode().strip().splitlines()[0]
+            preds[f"s3://{in_bucket}/{key}"] = json.loads(line)["prediction"]
+        return preds if isinstance(data, str) else list(preds.values())
