@@ -148,3 +148,15 @@ def test_whole_flow_on_real_aws(tmp_path, monkeypatch):
                                  output_dir=tmp_path / "run", overrides={"num_training_samples": 200, "epochs": 1,
                                                                          "mini_batch_size": 32})
     assert len(result["probabilities"]) == 5
+
+
+def test_local_coco5_example_runs(synthetic_coco, tmp_path):
+    spec = importlib.util.spec_from_file_location("coco5_local", ROOT / "examples" / "coco5_local.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ann, images = synthetic_coco
+    result = mod.run(annotations=ann, images=images, output_dir=tmp_path, train_size=90, progress=False,
+                     overrides={"use_pretrained_model": 0, "image_shape": "3,32,32", "resize": 36, "epochs": 1,
+                                "mini_batch_size": 16, "num_training_samples": 90})
+    assert len(result["probabilities"]) == 5 and Path(result["artifact"]).exists()
+    assert result["metrics"]["hyperparameters"]["augmentation_type"] == "crop_color_transform"
