@@ -88,3 +88,23 @@ def test_demo_reaches_the_required_map(tmp_path, capsys):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["final"]["mAP"] >= 0.90, metrics["final"]
     assert "[4/4] prediction" in out and "truth=" in out
+
+
+def test_evaluate_and_predict_read_class_names_from_the_metadata(tmp_path, capsys):
+    data = tmp_path / "data"
+    assert main(["--quiet", "prepare", "synthetic", "--num-images", "40", "--output", str(data),
+                 "--formats", "lst"]) == 0
+    images = data / "synthetic" / "images"
+    assert main(["--quiet", "train", "--train-lst", str(data / "train.lst"), "--images", str(images),
+                 "--classes", "person,bicycle,car,motorcycle,airplane", "--workers", "0", "--output",
+                 str(tmp_path / "run"), "--hp", "num_layers=18", "--hp", "image_shape=3,32,32", "--hp", "resize=36",
+                 "--hp", "mini_batch_size=16", "--hp", "epochs=1", "--hp", "multi_label=1"]) == 0
+    model = tmp_path / "run" / "model.tar.gz"
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(model), "--lst", str(data / "validation.lst"), "--images",
+                 str(images)]) == 0
+    assert set(json.loads(capsys.readouterr().out)["per_class_AP"]) == {"person", "bicycle", "car", "motorcycle",
+                                                                         "airplane"}
+    img = sorted(images.iterdir())[0]
+    assert main(["predict", "--model", str(model), str(img), "--threshold", "0.0"]) == 0
+    assert "'person', 'bicycle', 'car', 'motorcycle', 'airplane'" in capsys.readouterr().out

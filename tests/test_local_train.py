@@ -270,3 +270,15 @@ def test_resume_refuses_different_hyperparameters(splits, tmp_path):
     Trainer(hp, output_dir=tmp_path, options=_opts()).fit(train)
     with pytest.raises(TrainingError, match="different hyperparameters"):
         Trainer(hp.replace(learning_rate=0.01), output_dir=tmp_path, options=_opts()).fit(train)
+
+
+def test_metadata_beside_the_artifact_restores_class_names_and_thresholds(trained):
+    model, out, _ = trained
+    meta = json.loads((out / "model-metadata.json").read_text())
+    assert meta["class_names"] == model.class_names and len(meta["tuned_thresholds"]) == 5
+    from multilabel_ic.backends.local.predictor import LocalPredictor
+
+    pred = LocalPredictor(model.local_artifact)  # nothing but the path
+    assert pred.class_names == model.class_names and pred.thresholds == meta["tuned_thresholds"]
+    with tarfile.open(model.local_artifact) as t:
+        assert "model-metadata.json" not in t.getnames()  # the artifact stays the algorithm's

@@ -154,6 +154,8 @@ def test_coco5_workflow_sends_exactly_the_examples_request(setup, aws, coco5, mo
     assert epochs[0]["time_cost"] == pytest.approx(102.745) and epochs[1]["validation_accuracy"] == 0.81
     assert model.metrics["final"]["validation_accuracy"] == 0.81
     assert model.local_artifact.read_bytes() == model_tar_bytes
+    meta = json.loads((tmp_path / "model-metadata.json").read_text())
+    assert meta["class_names"] == train.class_names and meta["job_name"] == model.info["job_name"]
     assert model.artifact == f"s3://{BUCKET}/ic-multilabel/output/{model.info['job_name']}/output/model.tar.gz"
 
     # the downloaded artifact also serves locally

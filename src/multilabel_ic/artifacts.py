@@ -22,7 +22,10 @@ from ._io import atomic_write
 from .exceptions import ArtifactError
 from .mxnet_params import dumps_params, loads_params
 
-__all__ = ["ArtifactContents", "write_model_tar", "read_model_tar", "symbol_json", "PREFIX"]
+__all__ = ["ArtifactContents", "write_model_tar", "read_model_tar", "symbol_json", "PREFIX", "write_metadata",
+           "read_metadata", "METADATA_NAME"]
+
+METADATA_NAME = "model-metadata.json"
 
 PREFIX = "image-classification"
 _PARAMS_RE = re.compile(rf"^{PREFIX}-(\d{{4}})\.params$")
@@ -198,3 +201,27 @@ def read_model_tar(path: str | os.PathLike, *, epoch: int | None = None) -> Arti
     return ArtifactContents(params=params, epoch=chosen, epochs_available=epochs, symbol=symbol, data_shape=shape,
                             num_layers=_infer_depth(params), num_classes=int(params["fc1_weight"].shape[0]),
                             output=output)
+
+
+def write_metadata(artifact: str | os.PathLike, *, class_names, hyperparameters: dict, thresholds=None,
+                   extra: dict | None = None) -> Path:
+    """``model-metadata.json`` beside ``model.tar.gz``: what the algorithm's artifact does not store (class names,
+    tuned thresholds, the hyperparameters). It is kept out of the tarball so the artifact stays the algorithm's."""
+    from ._io import atomic_write_text
+
+    path = Path(artifact).parent / METADATA_NAME
+    doc = {"class_names": list(class_names), "tuned_thresholds": thresholds, "hyperparameters": hyperparameters,
+           **(extra or {})}
+    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
+    return path
+
+
+def read_metadata(artifact: str | os.PathLike) -> dict | None:
+    """The ``model-metadata.json`` beside an artifact, or None."""
+    path = Path(artifact).parent / METADATA_NAME
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({exc.msg})") from exc

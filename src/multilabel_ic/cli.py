@@ -87,14 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", type=Path, required=True)
     e.add_argument("--lst", type=Path, required=True)
     e.add_argument("--images", type=Path, required=True)
-    e.add_argument("--classes", required=True)
+    e.add_argument("--classes", default=None, help="class names in label order (default: model-metadata.json)")
     e.add_argument("--preprocess", choices=["resize", "centre_crop"], default="resize")
     e.add_argument("--output", type=Path, help="write the metrics JSON here")
 
     r = sub.add_parser("predict", help="per-class probabilities for image files, as the endpoint returns them")
     r.add_argument("--model", type=Path, required=True)
     r.add_argument("images", nargs="+", type=Path)
-    r.add_argument("--classes", default=None)
+    r.add_argument("--classes", default=None, help="class names in label order (default: model-metadata.json)")
     r.add_argument("--threshold", type=float, default=None, help="also print the labels at this threshold")
     r.add_argument("--jsonlines", action="store_true", help="batch transform output: {\"prediction\": [...]} lines")
 
@@ -172,9 +172,10 @@ def cmd_evaluate(args) -> int:
     from .data.dataset import Dataset
     from .metrics import evaluate
 
-    classes = [c.strip() for c in args.classes.split(",")]
-    data = Dataset.from_lst(args.lst, root=args.images, class_names=classes)
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     pred = LocalPredictor(args.model, class_names=classes, augment=AugmentOptions(inference=args.preprocess))
+    classes = pred.class_names
+    data = Dataset.from_lst(args.lst, root=args.images, class_names=classes)
     scores = pred.predict_batch([data.image_path(i).read_bytes() for i in range(len(data))])
     result = evaluate(data.labels, scores, class_names=classes)
     text = json.dumps(result, indent=2)

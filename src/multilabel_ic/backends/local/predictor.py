@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ...api import Predictor
-from ...artifacts import read_model_tar
+from ...artifacts import read_metadata, read_model_tar
 from ...exceptions import ArtifactError, DataError
 from ...images import decode_image
 from .augment import AugmentOptions, inference_transform
@@ -26,7 +26,8 @@ class LocalPredictor(Predictor):
     """``predict(jpeg_bytes) -> [p_0, ..., p_{C-1}]`` with the endpoint's preprocessing (plain resize to H x W).
 
     ``output`` overrides the activation read from the artifact's symbol ("sigmoid" for multi-label, "softmax");
-    ``image_shape`` is needed only for artifacts without model-shapes.json.
+    ``image_shape`` is needed only for artifacts without model-shapes.json. Class names and tuned thresholds come
+    from the ``model-metadata.json`` written beside the artifact when they are not given.
     """
 
     def __init__(self, artifact: str | os.PathLike, *, class_names: Sequence[str] | None = None,
@@ -35,6 +36,11 @@ class LocalPredictor(Predictor):
                  augment: AugmentOptions = AugmentOptions(), thresholds: Sequence[float] | None = None,
                  batch_size: int = 32):
         art = read_model_tar(artifact, epoch=epoch)
+        meta = read_metadata(artifact) or {}
+        if class_names is None and meta.get("class_names"):
+            class_names = meta["class_names"]
+        if thresholds is None and meta.get("tuned_thresholds"):
+            thresholds = meta["tuned_thresholds"]
         shape = image_shape or art.image_shape
         if shape is None:
             raise ArtifactError(f"{artifact}: no model-shapes.json; pass image_shape=(C, H, W)")

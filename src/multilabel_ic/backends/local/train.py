@@ -252,7 +252,8 @@ def train(hp, train_data: Dataset, validation: Dataset | None, output_dir: str |
         log.warning("interrupted: %d of %d epochs are saved in %s; run the same command again to resume",
                     state["epoch"], hp.epochs, sp)
         raise
-    return _finish(hp, model, out, state, validation, val_loader, device, amp_dtype, channels_last, stopped_early)
+    return _finish(hp, model, out, state, validation, val_loader, device, amp_dtype, channels_last, stopped_early,
+                   train_data.class_names)
 
 
 def _run_epoch(hp, model, optimizer, scaler, schedule, train_ds, workers, device, amp_dtype, channels_last,
@@ -394,7 +395,8 @@ def _save_state(path: Path, model, optimizer, scaler, hp, state) -> None:
         torch.save(payload, fh)
 
 
-def _finish(hp, model, out, state, validation, val_loader, device, amp_dtype, channels_last, stopped_early) -> dict:
+def _finish(hp, model, out, state, validation, val_loader, device, amp_dtype, channels_last, stopped_early,
+            class_names) -> dict:
     from ...mxnet_params import load_params
 
     checkpoints = {}
@@ -430,6 +432,10 @@ def _finish(hp, model, out, state, validation, val_loader, device, amp_dtype, ch
                "speedometer_median": float(np.median(speeds)) if speeds else None,
                "hyperparameters": hp.to_sagemaker(include_defaults=True), "artifact": str(tar)}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=_json_default) + "\n")
+    from ...artifacts import write_metadata
+
+    write_metadata(tar, class_names=class_names, hyperparameters=metrics["hyperparameters"],
+                   thresholds=final.get("tuned_thresholds"), extra={"backend": "local"})
     try:
         _plot(metrics, out / "metrics.png")
     except Exception as exc:  # a plot is a convenience; never fail a finished run on it

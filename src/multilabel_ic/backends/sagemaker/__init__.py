@@ -177,6 +177,10 @@ class SageMakerBackend:
                    "final": {}, "hyperparameters": hp.to_sagemaker(include_defaults=True), "artifact": artifact}
         if epochs and "validation_accuracy" in epochs[-1]:
             metrics["final"]["validation_accuracy"] = max(e.get("validation_accuracy", 0) for e in epochs)
+        from ...artifacts import write_metadata
+
+        write_metadata(local, class_names=train.class_names, hyperparameters=hp.to_sagemaker(include_defaults=True),
+                       extra={"backend": "sagemaker", "job_name": name, "artifact": artifact})
         return Model(hyperparameters=hp, class_names=list(train.class_names), metrics=metrics, artifact=artifact,
                      local_artifact=local, backend=self, info={"job_name": name, "description": desc})
 
