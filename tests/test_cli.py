@@ -108,3 +108,19 @@ def test_evaluate_and_predict_read_class_names_from_the_metadata(tmp_path, capsy
     img = sorted(images.iterdir())[0]
     assert main(["predict", "--model", str(model), str(img), "--threshold", "0.0"]) == 0
     assert "'person', 'bicycle', 'car', 'motorcycle', 'airplane'" in capsys.readouterr().out
+
+
+def test_train_from_recordio_files(tmp_path, capsys):
+    data = tmp_path / "data"
+    assert main(["--quiet", "prepare", "synthetic", "--num-images", "40", "--output", str(data),
+                 "--formats", "recordio"]) == 0
+    rc = main(["--quiet", "train", "--train-rec", str(data / "train.rec"), "--validation-rec",
+               str(data / "validation.rec"), "--classes", "person,bicycle,car,motorcycle,airplane", "--workers", "0",
+               "--output", str(tmp_path / "run"), "--hp", "num_layers=18", "--hp", "image_shape=3,32,32",
+               "--hp", "resize=36", "--hp", "mini_batch_size=16", "--hp", "epochs=1", "--hp", "multi_label=1"])
+    assert rc == 0 and (tmp_path / "run" / "model.tar.gz").exists()
+    assert len(list((tmp_path / "run" / "records" / "train").glob("*.jpg"))) == len(
+        (data / "train.idx").read_text().splitlines())
+    assert "validation mAP" in capsys.readouterr().out
+    assert main(["train", "--classes", "a,b"]) == 2
+    assert "needs --train-lst with --images, or --train-rec" in capsys.readouterr().err

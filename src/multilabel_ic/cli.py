@@ -71,10 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-stratify", action="store_true", help="plain random split instead of iterative stratification")
     p.add_argument("--formats", default="lst,recordio,manifest")
 
-    t = sub.add_parser("train", help="train with the local backend on .lst files")
-    t.add_argument("--train-lst", type=Path, required=True)
+    t = sub.add_parser("train", help="train with the local backend on .lst (+ images) or RecordIO files")
+    t.add_argument("--train-lst", type=Path, help="training .lst (with --images)")
     t.add_argument("--validation-lst", type=Path)
-    t.add_argument("--images", type=Path, required=True, help="image root the .lst paths are relative to")
+    t.add_argument("--images", type=Path, help="image root the .lst paths are relative to")
+    t.add_argument("--train-rec", type=Path, help="training RecordIO file (instead of --train-lst/--images)")
+    t.add_argument("--validation-rec", type=Path)
     t.add_argument("--classes", required=True, help="comma-separated class names, in label order")
     t.add_argument("--output", type=Path, default=Path("runs/train"))
     t.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
@@ -145,8 +147,17 @@ def cmd_train(args) -> int:
     from .data.dataset import Dataset
 
     classes = [c.strip() for c in args.classes.split(",")]
-    train = Dataset.from_lst(args.train_lst, root=args.images, class_names=classes)
-    val = Dataset.from_lst(args.validation_lst, root=args.images, class_names=classes) if args.validation_lst else None
+    if args.train_rec:
+        # RecordIO holds the encoded images; they are extracted once under the output folder
+        train = Dataset.from_recordio(args.train_rec, extract_to=args.output / "records" / "train", class_names=classes)
+        val = (Dataset.from_recordio(args.validation_rec, extract_to=args.output / "records" / "validation",
+                                     class_names=classes) if args.validation_rec else None)
+    elif args.train_lst and args.images:
+        train = Dataset.from_lst(args.train_lst, root=args.images, class_names=classes)
+        val = (Dataset.from_lst(args.validation_lst, root=args.images, class_names=classes)
+               if args.validation_lst else None)
+    else:
+        raise MultilabelICError("train needs --train-lst with --images, or --train-rec")
     hp = _hyperparameters(args, num_classes=len(classes), num_training_samples=len(train))
     options = LocalOptions(seed=args.seed, num_workers=args.workers, progress=not args.quiet,
                            pretrained=args.pretrained)
