@@ -137,3 +137,30 @@ def test_dataset_validates_inputs():
         Dataset(["a.jpg"], np.array([[2, 0]]), ["x", "y"])
     with pytest.raises(DataError, match="absolute"):
         Dataset(["/a.jpg"], np.array([[1, 0]]), ["x", "y"])
+
+
+def test_check_images_names_missing_and_empty_files(coco5, tmp_path):
+    import shutil
+
+    root = tmp_path / "imgs"
+    shutil.copytree(coco5.root, root)
+    ds = Dataset(coco5.paths, coco5.labels, coco5.class_names, root=root)
+    ds.check_images()
+    (root / coco5.paths[0]).unlink()
+    (root / coco5.paths[1]).write_bytes(b"")
+    with pytest.raises(DataError, match=rf"training data: 2 of {len(ds)} images cannot be used: .*"
+                                        rf"{coco5.paths[0]} \(missing\), .*{coco5.paths[1]} \(empty\)"):
+        ds.check_images(what="training data")
+
+
+def test_training_fails_before_the_first_step_on_a_missing_image(coco5, tmp_path):
+    from multilabel_ic import Hyperparameters, Trainer
+    from multilabel_ic.backends.local import LocalOptions
+
+    ds = Dataset(coco5.paths[:20] + ["nope/missing.jpg"], np.vstack([coco5.labels[:20], coco5.labels[:1]]),
+                 coco5.class_names, root=coco5.root)
+    hp = Hyperparameters(num_classes=5, num_training_samples=21, mini_batch_size=4, num_layers=18,
+                         image_shape="3,32,32", multi_label=1)
+    with pytest.raises(DataError, match=r"missing.jpg \(missing\)"):
+        Trainer(hp, output_dir=tmp_path, options=LocalOptions(num_workers=0, progress=False)).fit(ds)
+    assert not (tmp_path / "checkpoints").exists()

@@ -60,6 +60,21 @@ class Dataset:
     def image_path(self, i: int) -> Path:
         return self.root / self.paths[i]
 
+    def check_images(self, *, what: str = "dataset") -> None:
+        """Fail early, naming the files, if any image is missing or empty (a stat per file; nothing is decoded)."""
+        bad = []
+        for rel in self.paths:
+            p = self.root / rel
+            try:
+                if p.stat().st_size == 0:
+                    bad.append(f"{p} (empty)")
+            except OSError:
+                bad.append(f"{p} (missing)")
+        if bad:
+            more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+            raise DataError(f"{what}: {len(bad)} of {len(self)} images cannot be used: {', '.join(bad[:5])}{more}. "
+                            f"Check the image root ({self.root}) or remove these entries.")
+
     def subset(self, rows: Sequence[int]) -> Dataset:
         rows = np.asarray(rows, dtype=np.int64)
         return Dataset([self.paths[i] for i in rows], self.labels[rows], self.class_names, root=self.root,

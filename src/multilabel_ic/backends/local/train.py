@@ -161,6 +161,9 @@ def train(hp, train_data: Dataset, validation: Dataset | None, output_dir: str |
     device = select_device(options.device)
     if train_data.num_classes != hp.num_classes:
         raise DataError(f"the training data has {train_data.num_classes} classes but num_classes={hp.num_classes}")
+    train_data.check_images(what="training data")
+    if validation is not None:
+        validation.check_images(what="validation data")
     if len(train_data) < hp.mini_batch_size:
         raise DataError(f"The number of input images ({len(train_data)}) must be bigger or equal to the "
                         f"mini_batch_size ({hp.mini_batch_size}).")

@@ -108,6 +108,8 @@ class SageMakerBackend:
         """Upload the data in ``input_format`` and return the channel definitions."""
         if validation is None:
             raise BackendError("the built-in algorithm needs a validation channel: pass validation=...")
+        train.check_images(what="training data")
+        validation.check_images(what="validation data")
         s3 = self.client("s3")
         base = self.base_uri
         sync = dict(bucket=self.bucket, progress=self.progress)
