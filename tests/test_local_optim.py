@@ -118,3 +118,30 @@ def test_weighted_bce_hand_computed():
     assert weighted_bce(logits, y, w_pos, w_neg).item() == pytest.approx(expected.item(), rel=1e-5)
     plain = -(y * torch.log(sig) + (1 - y) * torch.log(1 - sig)).sum(1).mean()
     assert weighted_bce(logits, y).item() == pytest.approx(plain.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "nag", "adam", "rmsprop"])
+@pytest.mark.parametrize("wd", [0.0, 1e-2])
+def test_foreach_path_equals_the_per_tensor_rule(kind, wd):
+    torch.manual_seed(0)
+    shapes = [(3, 4), (5,), (2, 2, 3)]
+    init = [torch.randn(s) for s in shapes]
+    grads = [[torch.randn(s) for s in shapes] for _ in range(3)]
+    out = {}
+    for foreach in (True, False):
+        params = [torch.nn.Parameter(t.clone()) for t in init]
+        opt = MXNetOptimizer([{"params": params, "wd": wd}], kind=kind, lr=0.05, momentum=0.9, epsilon=1e-3,
+                             foreach=foreach)
+        for step in grads:
+            for p, g in zip(params, step):
+                p.grad = g.clone()
+            opt.step()
+        out[foreach] = [p.detach() for p in params]
+        assert all(torch.equal(p.grad, g) for p, g in zip(params, grads[-1]))  # gradients are left untouched
+    for a, b in zip(out[True], out[False]):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_sgd_without_momentum_matches_plain_gradient_descent():
+    got = _step("sgd", [1.0], [[0.5]], lr=0.1, wd=0.0, momentum=0.0)
+    assert got[0] == pytest.approx(1.0 - 0.1 * 0.5)

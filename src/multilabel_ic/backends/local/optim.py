@@ -53,13 +53,16 @@ class MXNetOptimizer(torch.optim.Optimizer):
     """sgd / nag / adam / rmsprop with MXNet's update rules. Each group has its own ``wd`` (0 for no decay).
 
     ``rescale_grad`` is 1 here: the loss is already a batch mean, which is what MXNet's 1/batch_size rescale gives.
+    ``foreach=True`` (the default) updates all float32 tensors of a group with multi-tensor kernels (few launches on
+    CUDA); ``foreach=False`` runs the same rule tensor by tensor, the reference the tests compare against.
     """
 
     def __init__(self, params, *, kind: str, lr: float, wd: float = 0.0, momentum: float = 0.0,
-                 beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8, gamma1: float = 0.9):
+                 beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8, gamma1: float = 0.9,
+                 foreach: bool = True):
         if kind not in ("sgd", "nag", "adam", "rmsprop"):
             raise ValueError(f"unknown optimizer {kind!r}")
-        self.kind = kind
+        self.kind, self.foreach = kind, foreach
         super().__init__(params, dict(lr=lr, wd=wd, momentum=momentum, beta1=beta1, beta2=beta2, epsilon=epsilon,
                                       gamma1=gamma1))
 
@@ -67,44 +70,97 @@ class MXNetOptimizer(torch.optim.Optimizer):
     def step(self, closure=None):
         loss = closure() if closure is not None else None
         for group in self.param_groups:
-            lr, wd = group["lr"], group["wd"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad.float()
-                w = p.data.float() if p.dtype != torch.float32 else p.data
-                g = g.add(w, alpha=wd) if wd else g
-                state = self.state[p]
-                if self.kind == "sgd":
-                    mom = group["momentum"]
-                    if mom == 0:
-                        w.add_(g, alpha=-lr)
-                    else:
-                        buf = state.setdefault("mom", torch.zeros_like(w))
-                        buf.mul_(mom).add_(g, alpha=-lr)  # mom = momentum*mom - lr*g'
-                        w.add_(buf)
-                elif self.kind == "nag":
-                    mom = group["momentum"]
-                    buf = state.setdefault("mom", torch.zeros_like(w))
-                    buf.mul_(mom).add_(g)  # state = mom*state + g'
-                    w.add_(g.add(buf, alpha=mom), alpha=-lr)  # w -= lr*(g' + mom*state)
-                elif self.kind == "adam":
-                    t = state["t"] = state.get("t", 0) + 1
-                    m = state.setdefault("m", torch.zeros_like(w))
-                    v = state.setdefault("v", torch.zeros_like(w))
-                    b1, b2 = group["beta1"], group["beta2"]
-                    m.mul_(b1).add_(g, alpha=1 - b1)
-                    v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                    lr_t = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
-                    w.addcdiv_(m, v.sqrt().add_(group["epsilon"]), value=-lr_t)
-                else:  # rmsprop, centered=False
-                    n = state.setdefault("n", torch.zeros_like(w))
-                    gm = group["gamma1"]
-                    n.mul_(gm).addcmul_(g, g, value=1 - gm)
-                    w.addcdiv_(g, n.add(group["epsilon"]).sqrt(), value=-lr)
-                if w is not p.data:
-                    p.data.copy_(w)
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            if self.foreach and all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in params):
+                self._step_foreach(group, params)
+            else:
+                for p in params:
+                    self._step_one(group, p)
         return loss
+
+    def _state(self, params, name):
+        return [self.state[p].setdefault(name, torch.zeros_like(p)) for p in params]
+
+    def _step_foreach(self, group, params) -> None:
+        lr, wd = group["lr"], group["wd"]
+        w = [p.data for p in params]
+        g = [p.grad for p in params]
+        g = torch._foreach_add(g, w, alpha=wd) if wd else list(g)  # g' = g + wd*w (new tensors)
+        if self.kind == "sgd":
+            if group["momentum"] == 0:
+                torch._foreach_add_(w, g, alpha=-lr)
+                return
+            mom = self._state(params, "mom")
+            torch._foreach_mul_(mom, group["momentum"])
+            torch._foreach_add_(mom, g, alpha=-lr)
+            torch._foreach_add_(w, mom)
+        elif self.kind == "nag":
+            m = group["momentum"]
+            mom = self._state(params, "mom")
+            torch._foreach_mul_(mom, m)
+            torch._foreach_add_(mom, g)
+            torch._foreach_add_(w, g, alpha=-lr)  # w -= lr*(g' + mom*state), without touching the gradients
+            torch._foreach_add_(w, mom, alpha=-lr * m)
+        elif self.kind == "adam":
+            b1, b2 = group["beta1"], group["beta2"]
+            m, v = self._state(params, "m"), self._state(params, "v")
+            t = self.state[params[0]]["t"] = self.state[params[0]].get("t", 0) + 1
+            for p in params[1:]:
+                self.state[p]["t"] = t
+            torch._foreach_mul_(m, b1)
+            torch._foreach_add_(m, g, alpha=1 - b1)
+            torch._foreach_mul_(v, b2)
+            torch._foreach_addcmul_(v, g, g, value=1 - b2)
+            lr_t = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+            denom = torch._foreach_sqrt(v)
+            torch._foreach_add_(denom, group["epsilon"])
+            torch._foreach_addcdiv_(w, m, denom, value=-lr_t)
+        else:  # rmsprop, centered=False
+            n = self._state(params, "n")
+            gm = group["gamma1"]
+            torch._foreach_mul_(n, gm)
+            torch._foreach_addcmul_(n, g, g, value=1 - gm)
+            denom = torch._foreach_add(n, group["epsilon"])
+            torch._foreach_sqrt_(denom)
+            torch._foreach_addcdiv_(w, g, denom, value=-lr)
+
+    def _step_one(self, group, p) -> None:
+        lr, wd = group["lr"], group["wd"]
+        g = p.grad.float()
+        w = p.data.float() if p.dtype != torch.float32 else p.data
+        g = g.add(w, alpha=wd) if wd else g
+        state = self.state[p]
+        if self.kind == "sgd":
+            mom = group["momentum"]
+            if mom == 0:
+                w.add_(g, alpha=-lr)
+            else:
+                buf = state.setdefault("mom", torch.zeros_like(w))
+                buf.mul_(mom).add_(g, alpha=-lr)  # mom = momentum*mom - lr*g'
+                w.add_(buf)
+        elif self.kind == "nag":
+            mom = group["momentum"]
+            buf = state.setdefault("mom", torch.zeros_like(w))
+            buf.mul_(mom).add_(g)  # state = mom*state + g'
+            w.add_(g.add(buf, alpha=mom), alpha=-lr)  # w -= lr*(g' + mom*state)
+        elif self.kind == "adam":
+            t = state["t"] = state.get("t", 0) + 1
+            m = state.setdefault("m", torch.zeros_like(w))
+            v = state.setdefault("v", torch.zeros_like(w))
+            b1, b2 = group["beta1"], group["beta2"]
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            lr_t = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+            w.addcdiv_(m, v.sqrt().add_(group["epsilon"]), value=-lr_t)
+        else:  # rmsprop, centered=False
+            n = state.setdefault("n", torch.zeros_like(w))
+            gm = group["gamma1"]
+            n.mul_(gm).addcmul_(g, g, value=1 - gm)
+            w.addcdiv_(g, n.add(group["epsilon"]).sqrt(), value=-lr)
+        if w is not p.data:
+            p.data.copy_(w)
 
 
 def param_groups_for(model: nn.Module, wd: float) -> list[dict]:

@@ -9,13 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..._io import atomic_write, atomic_write_text
 from ...artifacts import PREFIX, write_model_tar
@@ -24,17 +22,11 @@ from ...exceptions import DataError, TrainingError
 from ...metrics import evaluate, multilabel_accuracy
 from ...mxnet_params import save_params
 from .augment import AugmentOptions
+from .epoch import predict_scores, run_epoch
+from .loss import class_weights, weighted_bce
 from .network import create_network, mxnet_state_dict
 from .optim import MultiFactorSchedule, create_optimizer
-from .pipeline import (
-    EpochSampler,
-    ImageDataset,
-    default_workers,
-    epoch_order,
-    make_loader,
-    preload_images,
-    to_device,
-)
+from .pipeline import ImageDataset, default_workers, make_loader, preload_images
 from .pretrained import load_pretrained
 
 __all__ = ["LocalOptions", "train", "class_weights", "weighted_bce", "select_device"]
@@ -79,42 +71,6 @@ def select_device(name: str | None) -> torch.device:
     return dev
 
 
-def class_weights(labels: np.ndarray, mode: str = "neg_pos_ratio") -> tuple[np.ndarray, np.ndarray]:
-    """(positive weights, negative weights) per class from the training label distribution.
-
-    neg_pos_ratio: w_pos = N_neg / N_pos, w_neg = 1 (the ``pos_cls_weights`` the algorithm's error messages name).
-    balanced: w_pos = N / (2 N_pos), w_neg = N / (2 N_neg), so both sides weigh half. A class with no positives (or
-    no negatives) gets weight 1.
-    """
-    y = np.asarray(labels, dtype=np.float64)
-    n = len(y)
-    pos = y.sum(axis=0)
-    neg = n - pos
-    ok = (pos > 0) & (neg > 0)
-    if mode == "neg_pos_ratio":
-        w_pos = np.where(ok, neg / np.maximum(pos, 1), 1.0)
-        w_neg = np.ones_like(w_pos)
-    elif mode == "balanced":
-        w_pos = np.where(ok, n / (2 * np.maximum(pos, 1)), 1.0)
-        w_neg = np.where(ok, n / (2 * np.maximum(neg, 1)), 1.0)
-    else:
-        raise ValueError(mode)
-    return w_pos.astype(np.float32), w_neg.astype(np.float32)
-
-
-def weighted_bce(logits: torch.Tensor, targets: torch.Tensor, w_pos: torch.Tensor | None = None,
-                 w_neg: torch.Tensor | None = None) -> torch.Tensor:
-    """Sigmoid BCE, summed over classes and averaged over the batch; optional per-class positive/negative weights."""
-    logits = logits.float()
-    if w_pos is None:
-        per = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    else:
-        log_p = F.logsigmoid(logits)
-        log_not_p = F.logsigmoid(-logits)
-        per = -(w_pos * targets * log_p + w_neg * (1 - targets) * log_not_p)
-    return per.sum(dim=1).mean()
-
-
 def _state_path(out: Path) -> Path:
     return out / "checkpoints" / "last.pt"
 
@@ -133,24 +89,6 @@ def _precision(hp, device: torch.device, options: LocalOptions):
         return torch.bfloat16, False
     log.info("precision_dtype=float16 on CPU: training in float32 (cpu_float16='float32')")
     return None, False
-
-
-def _predict(model, loader, device, amp_dtype, channels_last) -> tuple[np.ndarray, np.ndarray]:
-    model.eval()
-    scores, labels = [], []
-    with torch.no_grad():
-        for x, y in loader:
-            x = to_device(x, device, channels_last=channels_last)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = model(x)
-            scores.append(torch.sigmoid(logits.float()).cpu().numpy())
-            labels.append(y.numpy())
-    model.train()
-    return np.concatenate(scores), np.concatenate(labels)
-
-
-def _softmax_scores(logits):
-    return torch.softmax(logits.float(), dim=1)
 
 
 def train(hp, train_data: Dataset, validation: Dataset | None, output_dir: str | os.PathLike,
@@ -228,10 +166,11 @@ def train(hp, train_data: Dataset, validation: Dataset | None, output_dir: str |
     stopped_early = False
     try:
         for epoch in range(state["epoch"], hp.epochs):
-            record = _run_epoch(hp, model, optimizer, scaler, schedule, train_ds, workers, device, amp_dtype,
-                                channels_last, w_pos, w_neg, multi, epoch, state, options)
+            record = run_epoch(hp, model, optimizer, scaler, schedule, train_ds, workers=workers, device=device,
+                               amp_dtype=amp_dtype, channels_last=channels_last, w_pos=w_pos, w_neg=w_neg,
+                               epoch=epoch, state=state, options=options)
             if val_loader is not None:
-                scores, labels = _predict(model, val_loader, device, amp_dtype, channels_last)
+                scores, labels = predict_scores(model, val_loader, device, amp_dtype, channels_last)
                 pad = (-len(labels)) % hp.mini_batch_size
                 padded_acc = multilabel_accuracy(np.concatenate([labels, labels[:pad]]),
                                                  np.concatenate([scores, scores[:pad]])) if multi else \
@@ -257,92 +196,6 @@ def train(hp, train_data: Dataset, validation: Dataset | None, output_dir: str |
         raise
     return _finish(hp, model, out, state, validation, val_loader, device, amp_dtype, channels_last, stopped_early,
                    train_data.class_names)
-
-
-def _run_epoch(hp, model, optimizer, scaler, schedule, train_ds, workers, device, amp_dtype, channels_last,
-               w_pos, w_neg, multi, epoch, state, options) -> dict:
-    from tqdm.auto import tqdm
-
-    bs = hp.mini_batch_size
-    order = epoch_order(len(train_ds), hp.batches_per_epoch, bs, options.seed, epoch)
-    loader = make_loader(train_ds, batch_sampler=EpochSampler(order, bs, epoch), num_workers=workers,
-                         pin_memory=device.type == "cuda")
-    tic = epoch_start = time.time()
-    win_correct = win_total = 0.0
-    win_topk = all_topk = 0.0  # top_k accuracy (single-label), windowed like the accuracy
-    all_correct = all_total = 0.0
-    loss_sum, speeds = 0.0, []
-    data_time = compute_time = 0.0
-    t_wait = time.time()
-    bar = tqdm(total=hp.batches_per_epoch, desc=f"epoch {epoch + 1}/{hp.epochs}", unit="batch",
-               disable=not options.progress, leave=False)
-    for nbatch, (x, y) in enumerate(loader):
-        t0 = time.time()
-        data_time += t0 - t_wait
-        state["num_update"] += 1
-        lr = schedule(state["num_update"])
-        for g in optimizer.param_groups:
-            g["lr"] = lr
-        x = to_device(x, device, channels_last=channels_last)
-        y = y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(x)
-        if multi:
-            loss = weighted_bce(logits, y, w_pos, w_neg)
-            correct = ((logits.detach().float() >= 0) == (y >= 0.5)).sum().item()
-            total = y.numel()
-        else:
-            target = y.argmax(dim=1)
-            loss = F.cross_entropy(logits.float(), target)
-            correct = (logits.detach().argmax(dim=1) == target).sum().item()
-            total = y.shape[0]
-            if hp.top_k:
-                topk = logits.detach().topk(hp.top_k, dim=1).indices
-                hits = (topk == target[:, None]).any(dim=1).sum().item()
-                win_topk += hits
-                all_topk += hits
-        if not torch.isfinite(loss):
-            raise TrainingError(f"epoch {epoch}, batch {nbatch}: the loss is {loss.item()}; lower learning_rate "
-                                f"(now {lr}) or use precision_dtype='float32'.")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        loss_sum += loss.item()
-        win_correct += correct
-        win_total += total
-        all_correct += correct
-        all_total += total
-        t_wait = time.time()
-        compute_time += t_wait - t0
-        bar.update(1)
-        if nbatch == 0:
-            tic = time.time()
-        elif nbatch % options.log_interval == 0:
-            speed = options.log_interval * bs / max(time.time() - tic, 1e-9)
-            speeds.append(speed)
-            extra = f"\ttop_k_accuracy_{hp.top_k}={win_topk / win_total:f}" if hp.top_k and not multi else ""
-            log.info("Epoch[%d] Batch [%d]\tSpeed: %.3f samples/sec\taccuracy=%f%s", epoch, nbatch, speed,
-                     win_correct / win_total, extra)
-            win_correct = win_total = 0.0
-            win_topk = 0.0
-            tic = time.time()
-    bar.close()
-    elapsed = time.time() - epoch_start
-    tail = win_correct / win_total if win_total else all_correct / max(all_total, 1)
-    log.info("Epoch[%d] Train-accuracy=%f", epoch, tail)
-    topk_acc = None
-    if hp.top_k and not multi:
-        # the tail window, or the whole epoch when the last batch just closed a window (as Train-accuracy does)
-        topk_acc = win_topk / win_total if win_total else all_topk / max(all_total, 1)
-        log.info("Epoch[%d] Train-top_k_accuracy_%d=%f", epoch, hp.top_k, topk_acc)
-    log.info("Epoch[%d] Time cost=%.3f", epoch, elapsed)
-    n_batches = hp.batches_per_epoch
-    return {"epoch": epoch, "train_accuracy": tail, "train_accuracy_epoch": all_correct / max(all_total, 1),
-            "train_loss": loss_sum / max(n_batches, 1), "time_cost": elapsed, "speed": speeds,
-            "images_per_sec": n_batches * bs / max(elapsed, 1e-9), "data_time": data_time,
-            "compute_time": compute_time, "learning_rate": optimizer.param_groups[0]["lr"],
-            **({f"train_top_k_accuracy_{hp.top_k}": topk_acc} if topk_acc is not None else {})}
 
 
 def _params_path(out: Path, epoch: int) -> Path:
@@ -419,7 +272,7 @@ def _finish(hp, model, out, state, validation, val_loader, device, amp_dtype, ch
 
         art = read_model_tar(tar)
         load_mxnet_state_dict(model, {k: torch.from_numpy(v) for k, v in art.params.items()})
-        scores, labels = _predict(model, val_loader, device, amp_dtype, channels_last)
+        scores, labels = predict_scores(model, val_loader, device, amp_dtype, channels_last)
         from ...metrics import tune_thresholds
 
         final = evaluate(labels, scores, class_names=validation.class_names)
