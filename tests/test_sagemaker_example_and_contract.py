@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import boto3
+import numpy as np
 import pytest
 from test_sagemaker_backend import BUCKET, REGION, ROLE, JobSimulator, _backend
 
@@ -87,6 +88,14 @@ def test_predictor_contract(predictor, coco5, aws):
     assert pred.predict_labels([_jpeg(coco5, 0)], threshold=1.5) == [[]]
     with pytest.raises(DataError, match="content type 'text/plain' is not accepted"):
         pred.predict(b"abc", content_type="text/plain")
+    # evaluate(): the same metrics whichever predictor answers
+    sub = coco5.subset(range(2))
+    if pred is not local:
+        aws.queue_invoke_results(expected)  # the endpoint answers image 0 and 1 with the local probabilities
+    ev = pred.evaluate(sub)
+    from multilabel_ic.metrics import evaluate
+
+    assert ev == evaluate(sub.labels, np.asarray(expected), class_names=pred.class_names)
     with pytest.raises(ValueError, match="output must be"):
         pred.predict_batch([_jpeg(coco5, 0)], output="csv")
 

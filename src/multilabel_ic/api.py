@@ -110,6 +110,20 @@ class Predictor:
             out.append([n for n, v, th in zip(self.class_names, p, t) if v >= th])
         return out[0] if single else out
 
+    def evaluate(self, dataset: Dataset, *, threshold: float | Sequence[float] | str = 0.5) -> dict:
+        """Score this predictor on ``dataset`` (mAP, per-class AP, F1 at ``threshold``, accuracy), exactly as the
+        endpoint would be scored: every image goes through :meth:`predict_batch`."""
+        from .metrics import evaluate
+
+        if list(dataset.class_names) != list(self.class_names):
+            raise ValueError(f"the dataset's classes {dataset.class_names} differ from the model's {self.class_names}")
+        if isinstance(threshold, str):
+            if threshold != "tuned" or not self.thresholds:
+                raise ValueError("threshold='tuned' needs thresholds tuned on validation data")
+            threshold = self.thresholds
+        scores = self.predict_batch([dataset.image_path(i).read_bytes() for i in range(len(dataset))])
+        return evaluate(dataset.labels, np.asarray(scores), class_names=self.class_names, thresholds=threshold)
+
     def close(self) -> None:
         """Release resources (a SageMaker predictor deletes its endpoint)."""
 

@@ -181,14 +181,11 @@ def cmd_evaluate(args) -> int:
     from .backends.local import AugmentOptions
     from .backends.local.predictor import LocalPredictor
     from .data.dataset import Dataset
-    from .metrics import evaluate
 
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     pred = LocalPredictor(args.model, class_names=classes, augment=AugmentOptions(inference=args.preprocess))
-    classes = pred.class_names
-    data = Dataset.from_lst(args.lst, root=args.images, class_names=classes)
-    scores = pred.predict_batch([data.image_path(i).read_bytes() for i in range(len(data))])
-    result = evaluate(data.labels, scores, class_names=classes)
+    data = Dataset.from_lst(args.lst, root=args.images, class_names=pred.class_names)
+    result = pred.evaluate(data)
     text = json.dumps(result, indent=2)
     if args.output:
         from ._io import atomic_write_text
