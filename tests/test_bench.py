@@ -111,11 +111,16 @@ def test_bench_measurement_functions_report_consistent_figures(coco5):
 
     hp = Hyperparameters(num_classes=5, num_training_samples=64, num_layers=18, image_shape="3,32,32", resize=36,
                          mini_batch_size=4, multi_label=1, augmentation_type="crop_color_transform")
+    import time
+
+    t0 = time.perf_counter()
     e2e = L.bench_training(hp, coco5, device="cpu", steps=4, warmup=1, workers=0, window=2)
+    wall = time.perf_counter() - t0
     assert e2e["steps"] == 4 and len(e2e["images_per_sec_windows"]) == 2
     assert e2e["images_per_sec"]["median"] == pytest.approx(sum(e2e["images_per_sec_windows"]) / 2)
     assert 0 <= e2e["data_wait_fraction"] <= 1
     assert e2e["epoch_seconds_from_median_step"] == pytest.approx(e2e["median_step_seconds"] * 16)
+    assert 0 < e2e["time_to_first_step_s"] < wall - sum(1 / r * 2 * 4 for r in e2e["images_per_sec_windows"]) + 1e-6
     ceiling = L.bench_ceiling(hp, device="cpu", steps=2, warmup=1, window=1)
     assert ceiling["steps"] == 2 and ceiling["images_per_sec"]["n"] == 2
     pipe = L.bench_pipeline(hp, coco5, n_images=8, workers=0, batch=4)

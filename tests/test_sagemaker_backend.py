@@ -326,3 +326,8 @@ def test_batch_transform(setup, aws, coco5, model_tar_bytes):
     assert by_uri == {f"s3://{BUCKET}/incoming/{p}": e for p, e in zip(small.paths, expected)}
     with pytest.raises(BackendError, match="no objects under"):
         _backend(setup).batch_transform(f"s3://{BUCKET}/models/model.tar.gz", f"s3://{BUCKET}/empty/")
+
+
+def test_profile_or_session_not_both(setup):
+    with pytest.raises(ValueError, match="either session= or profile="):
+        SageMakerBackend(role=ROLE, bucket=BUCKET, region=REGION, session=setup, profile="dev")

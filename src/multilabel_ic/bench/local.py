@@ -59,6 +59,7 @@ def _windows(step_times: list[float], batch: int, window: int) -> list[float]:
 def bench_training(hp, data, *, device: str | None = None, steps: int = 30, warmup: int = 5, workers: int = 4,
                    window: int = 5, seed: int = 0) -> dict:
     """Steady-state training images/s through decode -> augment -> device -> fwd/bwd/step, with data/compute split."""
+    started = time.perf_counter()  # for the time to first step: model build, loader start-up, first batch
     dev = select_device(device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -71,6 +72,7 @@ def bench_training(hp, data, *, device: str | None = None, steps: int = 30, warm
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     step_times, data_times, compute_times = [], [], []
+    first_step = None
     t_prev = time.perf_counter()
     for i, (x, y) in enumerate(loader):
         t0 = time.perf_counter()
@@ -79,6 +81,8 @@ def bench_training(hp, data, *, device: str | None = None, steps: int = 30, warm
         _step(model, optimizer, scaler, x, y, amp_dtype, dev)
         _sync(dev)
         t1 = time.perf_counter()
+        if first_step is None:
+            first_step = t1 - started
         if i >= warmup:
             data_times.append(t0 - t_prev)
             compute_times.append(t1 - t0)
@@ -95,6 +99,7 @@ def bench_training(hp, data, *, device: str | None = None, steps: int = 30, warm
         "data_wait_seconds_total": float(sum(data_times)), "compute_seconds_total": float(sum(compute_times)),
         "data_wait_fraction": float(sum(data_times) / max(sum(step_times), 1e-12)),
         "median_step_seconds": median_step,
+        "time_to_first_step_s": first_step,
         "batches_per_epoch": hp.batches_per_epoch,
         "epoch_seconds_from_median_step": median_step * hp.batches_per_epoch if median_step else None,
         "peak_gpu_mb": torch.cuda.max_memory_allocated(dev) / 2 ** 20 if dev.type == "cuda" else None,

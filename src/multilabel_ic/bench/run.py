@@ -122,7 +122,8 @@ def run_bench(args) -> dict:
                                 "machine": machine["hostname"], "end_to_end": e2e, "ceiling": ceiling,
                                 "end_to_end_over_ceiling": ratio,
                                 "images_per_sec": e2e["images_per_sec"]["median"],
-                                "seconds_per_epoch": e2e["epoch_seconds_from_median_step"]})
+                                "seconds_per_epoch": e2e["epoch_seconds_from_median_step"],
+                                "time_to_first_step_s": e2e["time_to_first_step_s"]})
         print(f"  {label}: end-to-end {e2e['images_per_sec']['median']:.1f} img/s, model-only ceiling "
               f"{ceiling['images_per_sec']['median']:.1f} img/s, ratio {ratio:.2f}, data wait "
               f"{e2e['data_wait_fraction']:.0%} of step time", flush=True)

@@ -40,7 +40,7 @@ class SageMakerBackend:
                  max_wait: int | None = None, checkpoint_s3_uri: str | None = None, tags: dict | None = None,
                  base_job_name: str = "ic-multilabel", model_uri: str | None = None,
                  manifest_label_format: str = "multi-hot", poll_interval: float = 30.0, logs: bool = True,
-                 progress: bool = True, max_attempts: int = 10):
+                 progress: bool = True, max_attempts: int = 10, profile: str | None = None):
         boto3 = require("boto3", extra="sagemaker")
         from botocore.config import Config
 
@@ -48,7 +48,9 @@ class SageMakerBackend:
             raise ValueError(f"input_format must be one of {INPUT_FORMATS}, got {input_format!r}")
         if instance_count < 1:
             raise ValueError(f"instance_count must be >= 1, got {instance_count}")
-        self.session = session or boto3.Session(region_name=region)
+        if session is not None and profile is not None:
+            raise ValueError("pass either session= or profile=, not both")
+        self.session = session or boto3.Session(profile_name=profile, region_name=region)
         self.region = region or self.session.region_name
         if not self.region:
             raise BackendError("no AWS region: pass region=..., set AWS_DEFAULT_REGION, or configure a profile.")
