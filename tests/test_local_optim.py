@@ -145,3 +145,15 @@ def test_foreach_path_equals_the_per_tensor_rule(kind, wd):
 def test_sgd_without_momentum_matches_plain_gradient_descent():
     got = _step("sgd", [1.0], [[0.5]], lr=0.1, wd=0.0, momentum=0.0)
     assert got[0] == pytest.approx(1.0 - 0.1 * 0.5)
+
+
+def test_padded_accuracy_counts_the_wrapped_samples():
+    from multilabel_ic.backends.local.epoch import padded_accuracy
+
+    labels = np.array([[1, 0], [0, 1], [1, 1]])
+    scores = np.array([[0.9, 0.1], [0.2, 0.3], [0.8, 0.7]])  # row 1 gets one of two decisions wrong
+    # batch 4: the last batch is filled with row 0 again -> 7 of 8 decisions right (not 5 of 6)
+    assert padded_accuracy(labels, scores, 4, True) == pytest.approx(7 / 8)
+    assert padded_accuracy(labels, scores, 3, True) == pytest.approx(5 / 6)
+    single = np.eye(2)[[0, 1, 1]]
+    assert padded_accuracy(single, np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]]), 2, False) == pytest.approx(3 / 4)

@@ -17,7 +17,7 @@ from ...exceptions import TrainingError
 from .loss import weighted_bce
 from .pipeline import EpochSampler, epoch_order, make_loader, to_device
 
-__all__ = ["run_epoch", "predict_scores"]
+__all__ = ["run_epoch", "predict_scores", "validate", "padded_accuracy"]
 
 log = logging.getLogger("multilabel_ic.train")
 
@@ -144,3 +144,30 @@ def predict_scores(model, loader, device, amp_dtype, channels_last) -> tuple[np.
             labels.append(y.numpy())
     model.train()
     return np.concatenate(scores), np.concatenate(labels)
+
+
+def padded_accuracy(labels: np.ndarray, scores: np.ndarray, batch_size: int, multi_label: bool) -> float:
+    """The algorithm's Validation-accuracy: the last partial batch is filled by wrapping around to the first samples
+    (ImageRecordIter's round_batch), and those repeats count."""
+    from ...metrics import multilabel_accuracy
+
+    pad = (-len(labels)) % batch_size
+    y = np.concatenate([labels, labels[:pad]])
+    s = np.concatenate([scores, scores[:pad]])
+    return multilabel_accuracy(y, s) if multi_label else float((s.argmax(1) == y.argmax(1)).mean())
+
+
+def validate(hp, model, loader, class_names, *, device, amp_dtype, channels_last, epoch: int) -> dict:
+    """Score the validation set after an epoch and log the algorithm's line plus mAP, per-class AP and F1."""
+    from ...metrics import evaluate
+
+    scores, labels = predict_scores(model, loader, device, amp_dtype, channels_last)
+    acc = padded_accuracy(labels, scores, hp.mini_batch_size, hp.multi_label == 1)
+    ev = evaluate(labels, scores, class_names=class_names)
+    log.info("Epoch[%d] Validation-accuracy=%f", epoch, acc)
+    log.info("Epoch[%d] Validation-mAP=%f", epoch, ev["mAP"] or 0.0)
+    log.info("Epoch[%d] Validation-per-class-AP=%s", epoch,
+             {k: round(v, 4) if v is not None else None for k, v in ev["per_class_AP"].items()})
+    log.info("Epoch[%d] Validation-F1-macro=%f", epoch, ev["f1_macro"])
+    return {"validation_accuracy": acc, "validation_mAP": ev["mAP"], "validation_per_class_AP": ev["per_class_AP"],
+            "validation_f1_macro": ev["f1_macro"]}

@@ -19,10 +19,10 @@ from ..._io import atomic_write, atomic_write_text
 from ...artifacts import PREFIX, write_model_tar
 from ...data.dataset import Dataset
 from ...exceptions import DataError, TrainingError
-from ...metrics import evaluate, multilabel_accuracy
+from ...metrics import evaluate
 from ...mxnet_params import save_params
 from .augment import AugmentOptions
-from .epoch import predict_scores, run_epoch
+from .epoch import predict_scores, run_epoch, validate
 from .loss import class_weights, weighted_bce
 from .network import create_network, mxnet_state_dict
 from .optim import MultiFactorSchedule, create_optimizer
@@ -125,7 +125,6 @@ def train(hp, train_data: Dataset, validation: Dataset | None, output_dir: str |
     optimizer = create_optimizer(model, hp)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     schedule = MultiFactorSchedule.from_hyperparameters(hp)
-    multi = hp.multi_label == 1
     w_pos = w_neg = None
     if hp.use_weighted_loss:
         wp, wn = class_weights(train_data.labels, options.weighted_loss)
@@ -170,20 +169,8 @@ def train(hp, train_data: Dataset, validation: Dataset | None, output_dir: str |
                                amp_dtype=amp_dtype, channels_last=channels_last, w_pos=w_pos, w_neg=w_neg,
                                epoch=epoch, state=state, options=options)
             if val_loader is not None:
-                scores, labels = predict_scores(model, val_loader, device, amp_dtype, channels_last)
-                pad = (-len(labels)) % hp.mini_batch_size
-                padded_acc = multilabel_accuracy(np.concatenate([labels, labels[:pad]]),
-                                                 np.concatenate([scores, scores[:pad]])) if multi else \
-                    float((np.concatenate([scores, scores[:pad]]).argmax(1) ==
-                           np.concatenate([labels, labels[:pad]]).argmax(1)).mean())
-                ev = evaluate(labels, scores, class_names=validation.class_names)
-                record.update(validation_accuracy=padded_acc, validation_mAP=ev["mAP"],
-                              validation_per_class_AP=ev["per_class_AP"], validation_f1_macro=ev["f1_macro"])
-                log.info("Epoch[%d] Validation-accuracy=%f", epoch, padded_acc)
-                log.info("Epoch[%d] Validation-mAP=%f", epoch, ev["mAP"] or 0.0)
-                log.info("Epoch[%d] Validation-per-class-AP=%s", epoch,
-                         {k: round(v, 4) if v is not None else None for k, v in ev["per_class_AP"].items()})
-                log.info("Epoch[%d] Validation-F1-macro=%f", epoch, ev["f1_macro"])
+                record.update(validate(hp, model, val_loader, validation.class_names, device=device,
+                                       amp_dtype=amp_dtype, channels_last=channels_last, epoch=epoch))
             state["history"].append(record)
             stopped_early = _checkpoint_and_stop(hp, model, out, epoch, record, state)
             state["epoch"] = epoch + 1
