@@ -56,7 +56,7 @@ def _fmt(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else repr(v)
 
 
-# One row per hyperparameter (ic-spec.md section 1).
+# One row per hyperparameter (AWS docs: Image Classification hyperparameters).
 RULES: dict[str, _Rule] = {
     "num_classes": _Rule("int", low=1, required=True),
     "num_training_samples": _Rule("int", low=1, required=True),

@@ -1,4 +1,4 @@
-"""The algorithm's image pipeline with MXNet ``ImageRecordIter`` semantics (ic-spec.md section 3.1), on RGB uint8.
+"""The algorithm's image pipeline with MXNet ``ImageRecordIter`` semantics (MXNet image_aug_default.cc, data.py), on RGB uint8.
 
 Train: shorter-side ``resize`` -> affine (crop_color_transform) -> random crop at native scale -> HLS jitter
 (crop_color and up) -> random mirror (any augmentation). Validation: resize -> centre crop. Inference: plain resize to

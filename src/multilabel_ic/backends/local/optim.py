@@ -1,4 +1,4 @@
-"""MXNet's optimizer update rules and MultiFactorScheduler, in PyTorch (ic-spec.md section 3.5).
+"""MXNet's optimizer update rules and MultiFactorScheduler, in PyTorch (MXNet optimizer.py, lr_scheduler.py).
 
 The rules differ from PyTorch's built-ins in ways that matter for parity: Adam's eps is not bias-corrected, RMSProp
 puts eps inside the square root, NAG uses MXNet's formulation, and weight decay is L2 added to the gradient only for
