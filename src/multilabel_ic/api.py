@@ -83,6 +83,15 @@ class Predictor:
         self._check_output(output)
         return self._format(output, [self.predict(img) for img in images])
 
+    def _threshold(self, threshold: float | Sequence[float] | str) -> float | Sequence[float]:
+        """A number, one per class, or "tuned" (the thresholds tuned on validation data)."""
+        if isinstance(threshold, str):
+            if threshold != "tuned" or not self.thresholds:
+                raise ValueError("threshold='tuned' needs thresholds tuned on validation data "
+                                 "(model.metrics['final']['tuned_thresholds'])")
+            return self.thresholds
+        return threshold
+
     @staticmethod
     def _check_output(output: str) -> None:
         if output not in ("list", "jsonlines"):
@@ -99,12 +108,7 @@ class Predictor:
         """Class names whose probability reaches the threshold (a float, one per class, or ``"tuned"``)."""
         single = isinstance(images, (bytes, bytearray))
         batch = [images] if single else list(images)
-        if isinstance(threshold, str):
-            if threshold != "tuned" or not self.thresholds:
-                raise ValueError("threshold='tuned' needs thresholds tuned on validation data "
-                                 "(model.metrics['final']['tuned_thresholds'])")
-            threshold = self.thresholds
-        t = np.broadcast_to(np.asarray(threshold, dtype=float), (len(self.class_names),))
+        t = np.broadcast_to(np.asarray(self._threshold(threshold), dtype=float), (len(self.class_names),))
         out = []
         for p in self.predict_batch(batch):
             out.append([n for n, v, th in zip(self.class_names, p, t) if v >= th])
@@ -117,10 +121,7 @@ class Predictor:
 
         if list(dataset.class_names) != list(self.class_names):
             raise ValueError(f"the dataset's classes {dataset.class_names} differ from the model's {self.class_names}")
-        if isinstance(threshold, str):
-            if threshold != "tuned" or not self.thresholds:
-                raise ValueError("threshold='tuned' needs thresholds tuned on validation data")
-            threshold = self.thresholds
+        threshold = self._threshold(threshold)
         scores = self.predict_batch([dataset.image_path(i).read_bytes() for i in range(len(dataset))])
         return evaluate(dataset.labels, np.asarray(scores), class_names=self.class_names, thresholds=threshold)
 

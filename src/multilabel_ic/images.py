@@ -14,7 +14,7 @@ import numpy as np
 
 from .exceptions import ImageDecodeError
 
-__all__ = ["decode_image", "read_image", "encode_jpeg"]
+__all__ = ["decode_image", "read_image", "encode_jpeg", "resize_shorter"]
 
 cv2.setNumThreads(1)  # decoding runs in loader workers; OpenCV's own pool would oversubscribe the cores
 
@@ -67,3 +67,17 @@ def encode_jpeg(rgb: np.ndarray, *, quality: int = 90) -> bytes:
     if not ok:
         raise ImageDecodeError("could not encode image as JPEG")
     return out.tobytes()
+
+
+def resize_shorter(img: np.ndarray, size: int) -> np.ndarray:
+    """Scale so the shorter side is ``size``; the longer one is ``int(size * long / short)`` as in MXNet (and
+    im2rec ``--resize``)."""
+    h, w = img.shape[:2]
+    if h < w:
+        nh, nw = size, int(size * w / h)
+    else:
+        nh, nw = int(size * h / w), size
+    if (nh, nw) == (h, w):
+        return img
+    out = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    return out[:, :, None] if out.ndim == 2 else out

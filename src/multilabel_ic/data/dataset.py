@@ -247,14 +247,6 @@ class Dataset:
 
 
 def _reencode(path: Path, resize: int, quality: int) -> bytes:
-    import cv2
+    from ..images import encode_jpeg, read_image, resize_shorter
 
-    from ..images import encode_jpeg, read_image
-
-    img = read_image(path)
-    h, w = img.shape[:2]
-    if h < w:
-        size = (int(w * resize / h), resize)
-    else:
-        size = (resize, int(h * resize / w))
-    return encode_jpeg(cv2.resize(img, size, interpolation=cv2.INTER_LINEAR), quality=quality)
+    return encode_jpeg(resize_shorter(read_image(path), resize), quality=quality)

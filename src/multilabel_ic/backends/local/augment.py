@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from ...exceptions import DataError
+from ...images import resize_shorter
 
 __all__ = ["AugmentOptions", "resize_shorter", "affine_params", "random_affine", "crop", "hls_jitter",
            "train_transform", "eval_transform", "inference_transform", "AUG_LEVELS"]
@@ -47,19 +48,6 @@ class AugmentOptions:
                 raise ValueError(f"AugmentOptions.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not 0 <= self.fill_value <= 255:
             raise ValueError(f"AugmentOptions.fill_value must be in [0, 255], got {self.fill_value}")
-
-
-def resize_shorter(img: np.ndarray, size: int) -> np.ndarray:
-    """Scale so the shorter side is ``size``; the longer one is ``int(size * long / short)`` as in MXNet."""
-    h, w = img.shape[:2]
-    if h < w:
-        nh, nw = size, int(size * w / h)
-    else:
-        nh, nw = int(size * h / w), size
-    if (nh, nw) == (h, w):
-        return img
-    out = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    return out[:, :, None] if out.ndim == 2 else out
 
 
 def affine_params(rng: np.random.Generator) -> tuple[float, int, float, float]:

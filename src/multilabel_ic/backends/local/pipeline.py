@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ...data.dataset import Dataset
-from ...images import read_image
-from .augment import AugmentOptions, eval_transform, resize_shorter, train_transform
+from ...images import read_image, resize_shorter
+from .augment import AugmentOptions, eval_transform, train_transform
 
 __all__ = ["ImageDataset", "EpochSampler", "make_loader", "to_device", "default_workers", "epoch_order",
            "preload_images"]

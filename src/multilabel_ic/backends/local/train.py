@@ -254,17 +254,17 @@ def _finish(hp, model, out, state, validation, val_loader, device, amp_dtype, ch
     final = {}
     if val_loader is not None and state["saved"]:
         # evaluate the model that ships (the best / last saved epoch), not the last one trained
-        from ...artifacts import read_model_tar
         from .network import load_mxnet_state_dict
 
-        art = read_model_tar(tar)
-        load_mxnet_state_dict(model, {k: torch.from_numpy(v) for k, v in art.params.items()})
+        shipped = max(checkpoints)
+        args, aux = checkpoints[shipped]
+        load_mxnet_state_dict(model, {k: torch.from_numpy(v) for k, v in {**args, **aux}.items()})
         scores, labels = predict_scores(model, val_loader, device, amp_dtype, channels_last)
         from ...metrics import tune_thresholds
 
         final = evaluate(labels, scores, class_names=validation.class_names)
         final["tuned_thresholds"] = tune_thresholds(labels, scores)
-        final["epoch"] = art.epoch
+        final["epoch"] = shipped
     speeds = [s for r in state["history"] for s in r["speed"]]
     metrics = {"backend": "local", "device": str(device),
                "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

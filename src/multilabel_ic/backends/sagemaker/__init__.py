@@ -173,11 +173,12 @@ class SageMakerBackend:
         artifact = desc["ModelArtifacts"]["S3ModelArtifacts"]
         local = download_file(self.client("s3"), artifact, output_dir / "model.tar.gz", progress=self.progress)
         epochs = parser.epochs()
+        summary = parser.summary()
         metrics = {"backend": "sagemaker", "job_name": name, "instance_type": self.instance_type,
-                   "instance_count": self.instance_count, "epochs": epochs, "log_summary": parser.summary(),
+                   "instance_count": self.instance_count, "epochs": epochs, "log_summary": summary,
                    "billable_seconds": desc.get("BillableTimeInSeconds"),
                    "training_seconds": desc.get("TrainingTimeInSeconds"),
-                   "images_per_sec_median": parser.summary()["images_per_sec_total"],
+                   "images_per_sec_median": summary["images_per_sec_total"],
                    "final": {}, "hyperparameters": hp.to_sagemaker(include_defaults=True), "artifact": artifact}
         if epochs and "validation_accuracy" in epochs[-1]:
             metrics["final"]["validation_accuracy"] = max(e.get("validation_accuracy", 0) for e in epochs)
