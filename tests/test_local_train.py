@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from multilabel_ic import DataError, Hyperparameters, Trainer, TrainingError
+from multilabel_ic import DataError, Hyperparameters, Trainer, TrainingError, UsageError
 from multilabel_ic.backends.local import LocalOptions
 from multilabel_ic.backends.local.network import ResNetV2
 from multilabel_ic.backends.local.train import _checkpoint_and_stop
@@ -193,9 +193,9 @@ def test_bad_inputs(splits, tmp_path):
     with pytest.raises(DataError, match="must be bigger or equal to the mini_batch_size"):
         Trainer(Hyperparameters(**TINY, num_training_samples=64), output_dir=tmp_path / "b",
                 options=_opts()).fit(few)
-    with pytest.raises(TrainingError, match="CUDA is not available"):
+    with pytest.raises(UsageError, match="CUDA is not available"):
         if torch.cuda.is_available():
-            raise TrainingError("CUDA is not available (skipped: this machine has CUDA)")
+            raise UsageError("CUDA is not available (skipped: this machine has CUDA)")
         Trainer(Hyperparameters(**TINY, num_training_samples=len(train)), output_dir=tmp_path / "c",
                 device="cuda", options=_opts()).fit(train)
 
@@ -252,7 +252,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(synthetic_coco, 
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0
-    done = torch.load(state, weights_only=False)["state"]["epoch"]
+    done = json.loads(torch.load(state, weights_only=True)["state"])["epoch"]
     assert 1 <= done <= 3
     if sig == signal.SIGINT and done < 3:
         assert "run the same command again to resume" in err
@@ -268,7 +268,7 @@ def test_resume_refuses_different_hyperparameters(splits, tmp_path):
     train, val = splits
     hp = Hyperparameters(**{**TINY, "epochs": 1}, num_training_samples=len(train))
     Trainer(hp, output_dir=tmp_path, options=_opts()).fit(train)
-    with pytest.raises(TrainingError, match="different hyperparameters"):
+    with pytest.raises(TrainingError, match="other hyperparameters"):
         Trainer(hp.replace(learning_rate=0.01), output_dir=tmp_path, options=_opts()).fit(train)
 
 

@@ -15,7 +15,10 @@ from .exceptions import (
     ImageDecodeError,
     MissingDependencyError,
     MultilabelICError,
+    OutputError,
+    RunConflictError,
     TrainingError,
+    UsageError,
 )
 from .hyperparameters import Hyperparameters
 from .logs import setup_logging
@@ -31,6 +34,9 @@ __all__ = [
     "Backend",
     "setup_logging",
     "MultilabelICError",
+    "UsageError",
+    "OutputError",
+    "RunConflictError",
     "HyperparameterError",
     "DataError",
     "ImageDecodeError",

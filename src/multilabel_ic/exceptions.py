@@ -1,22 +1,30 @@
 """The library's exceptions: one small hierarchy, so callers can catch one type per concern.
 
     MultilabelICError
+    ├── UsageError               a wrong argument or option of an API call or command (also a ValueError; CLI exit 2)
     ├── HyperparameterError      a hyperparameter value or combination the algorithm rejects (also a ValueError)
     ├── DataError                a malformed .lst / RecordIO / manifest / COCO file or image (also a ValueError)
     │   └── ImageDecodeError     a missing, truncated or non-image file
     ├── DownloadError            a download failed or its checksum did not match
     ├── MissingDependencyError   an optional package is absent; the message has the exact pip line (ImportError)
     ├── ArtifactError            a model.tar.gz / .params file that cannot be read or does not fit the network
+    ├── OutputError              a file or folder that cannot be written (not writable, disk full; also an OSError)
     ├── TrainingError            a local or SageMaker training run failed
+    │   └── RunConflictError     an output folder that holds another run, or that another process is using
     └── BackendError             a SageMaker / AWS call failed (the boto3 error is kept as __cause__)
 
-Errors from boto3, torch and OpenCV are translated at the boundary with ``raise ... from exc``.
+Errors from boto3, torch and OpenCV are translated at the boundary with ``raise ... from exc``. Every error a user can
+cause is one of these; the command line prints it in one line and exits 2 for usage errors (``UsageError``,
+``HyperparameterError``) and 1 for the others.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "MultilabelICError",
+    "UsageError",
+    "OutputError",
+    "RunConflictError",
     "HyperparameterError",
     "DataError",
     "ImageDecodeError",
@@ -31,6 +39,10 @@ __all__ = [
 
 class MultilabelICError(Exception):
     """Base class of every error this library raises on purpose."""
+
+
+class UsageError(MultilabelICError, ValueError):
+    """A wrong argument of an API call or a command-line option; the message names the parameter and the fix."""
 
 
 class HyperparameterError(MultilabelICError, ValueError):
@@ -61,6 +73,10 @@ class ArtifactError(MultilabelICError):
     """A model artifact that cannot be read or does not match the network it is loaded into."""
 
 
+class OutputError(MultilabelICError, OSError):
+    """A file or folder that cannot be written: not writable, a file where a folder is needed, or a full disk."""
+
+
 class TrainingError(MultilabelICError):
     """A training run that failed (locally or as a SageMaker job)."""
 
@@ -70,6 +86,10 @@ class TrainingError(MultilabelICError):
         self.job_name = job_name
         self.status = status
         self.failure_reason = failure_reason
+
+
+class RunConflictError(TrainingError):
+    """An output folder that holds a run of other data or settings, or that another process is training into."""
 
 
 class BackendError(MultilabelICError):

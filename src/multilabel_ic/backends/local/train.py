@@ -15,10 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..._io import atomic_write, atomic_write_text
-from ...artifacts import PREFIX, write_model_tar
+from ..._io import atomic_write, atomic_write_text, ensure_dir, remove_stale_temp_files
+from ..._lock import FolderLock
+from ...artifacts import METADATA_NAME, PREFIX, write_model_tar
 from ...data.dataset import Dataset
-from ...exceptions import DataError, TrainingError
+from ...exceptions import RunConflictError, TrainingError, UsageError
+from ...preflight import check_training_request, data_fingerprint, describe_differences
 from ...metrics import evaluate
 from ...mxnet_params import save_params
 from .augment import AugmentOptions
@@ -29,9 +31,11 @@ from .optim import MultiFactorSchedule, create_optimizer
 from .pipeline import ImageDataset, default_workers, make_loader, preload_images
 from .pretrained import load_pretrained
 
-__all__ = ["LocalOptions", "train", "class_weights", "weighted_bce", "select_device"]
+__all__ = ["LocalOptions", "train", "class_weights", "weighted_bce", "select_device", "run_fingerprint",
+           "CHECKPOINT_FORMAT"]
 
 log = logging.getLogger("multilabel_ic.train")
+CHECKPOINT_FORMAT = "multilabel-ic/checkpoint-v2"  # tensors and plain types only, loaded with weights_only=True
 
 
 @dataclass(frozen=True)
@@ -51,23 +55,28 @@ class LocalOptions:
     pretrained: str | None = None  # file or URL of ImageNet weights for use_pretrained_model=1
     pretrained_sha256: str | None = None
     channels_last: bool = True
-    resume: bool = True
+    resume: bool = True  # continue a run of the same data and settings found in the output folder
+    restart: bool = False  # remove the previous run's checkpoint, parameters and artifact, and start afresh
 
     def __post_init__(self):
-        if self.weighted_loss not in ("neg_pos_ratio", "balanced"):
-            raise ValueError(f"weighted_loss must be 'neg_pos_ratio' or 'balanced', got {self.weighted_loss!r}")
-        if self.cpu_float16 not in ("bfloat16", "float32"):
-            raise ValueError(f"cpu_float16 must be 'bfloat16' or 'float32', got {self.cpu_float16!r}")
-        if self.cuda_half not in ("float16", "bfloat16"):
-            raise ValueError(f"cuda_half must be 'float16' or 'bfloat16', got {self.cuda_half!r}")
+        for name, allowed in (("weighted_loss", ("neg_pos_ratio", "balanced")), ("cpu_float16", ("bfloat16", "float32")),
+                              ("cuda_half", ("float16", "bfloat16"))):
+            if getattr(self, name) not in allowed:
+                raise UsageError(f"LocalOptions.{name} must be one of {', '.join(map(repr, allowed))}, got "
+                                 f"{getattr(self, name)!r}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise UsageError(f"LocalOptions.num_workers must be >= 0 (or None for the default), got {self.num_workers}")
 
 
 def select_device(name: str | None) -> torch.device:
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"device {name!r} is not a device name: use 'cpu', 'cuda' or 'cuda:N'.") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"device {name!r} requested but CUDA is not available; use device='cpu'.")
+        raise UsageError(f"device {name!r} requested but CUDA is not available; use device='cpu'.")
     return dev
 
 
@@ -91,26 +100,56 @@ def _precision(hp, device: torch.device, options: LocalOptions):
     return None, False
 
 
+def run_fingerprint(hp, train_data: Dataset, validation: Dataset | None, options: LocalOptions) -> dict:
+    """What a run is trained on and with: a resume must find every field equal, or it would ship another model."""
+    return {"training data": data_fingerprint(train_data), "validation data": data_fingerprint(validation),
+            "class names": list(train_data.class_names), "seed": options.seed, "hyperparameters": hp.to_dict(),
+            "weighted_loss": options.weighted_loss, "augment": asdict(options.augment),
+            "cpu_float16": options.cpu_float16, "cuda_half": options.cuda_half,
+            "pretrained": None if not hp.use_pretrained_model else [options.pretrained, options.pretrained_sha256]}
+
+
+# Files a run writes into its output folder; --restart removes exactly these (and nothing the user put there).
+RUN_FILES = ("checkpoints/last.pt", "model.tar.gz", "metrics.json", "metrics.png", METADATA_NAME)
+
+
+def _clear_previous_run(out: Path) -> None:
+    for rel in RUN_FILES:
+        (out / rel).unlink(missing_ok=True)
+    for params in (out / "model").glob(f"{PREFIX}-[0-9][0-9][0-9][0-9].params"):
+        params.unlink()
+    log.info("restart: removed the previous run's checkpoint, parameters and artifact from %s", out)
+
+
 def train(hp, train_data: Dataset, validation: Dataset | None, output_dir: str | os.PathLike,
           options: LocalOptions = LocalOptions()) -> dict:
-    """Train as the built-in algorithm does; return the metrics dict (also written to ``metrics.json``)."""
+    """Train as the built-in algorithm does; return the metrics dict (also written to ``metrics.json``).
+
+    Everything that can be checked is checked before the output folder is touched. The folder is locked for the
+    run (a second run into it is refused), and a run already in it is resumed only when it was trained on the same
+    data, classes, seed, hyperparameters and options (``options.restart`` starts afresh instead).
+    """
     out = Path(output_dir)
-    (out / "model").mkdir(parents=True, exist_ok=True)
+    check_training_request(hp, train_data, validation)
     device = select_device(options.device)
-    if train_data.num_classes != hp.num_classes:
-        raise DataError(f"the training data has {train_data.num_classes} classes but num_classes={hp.num_classes}")
-    train_data.check_images(what="training data")
-    if validation is not None:
-        validation.check_images(what="validation data")
-    if len(train_data) < hp.mini_batch_size:
-        raise DataError(f"The number of input images ({len(train_data)}) must be bigger or equal to the "
-                        f"mini_batch_size ({hp.mini_batch_size}).")
     if hp.num_training_samples != len(train_data):
         log.warning("num_training_samples=%d but the training data has %d images: each epoch runs %d batches "
                     "(num_training_samples // mini_batch_size) and the LR schedule counts from it",
                     hp.num_training_samples, len(train_data), hp.batches_per_epoch)
     if hp.kv_store:
         log.warning("kv_store=%s has no effect on a single machine", hp.kv_store)
+    fingerprint = run_fingerprint(hp, train_data, validation, options)
+    ensure_dir(out)
+    with FolderLock(out):
+        for stale in remove_stale_temp_files(out, out / "model", out / "checkpoints"):
+            log.info("removed %s, left by an interrupted run", stale)
+        if options.restart:
+            _clear_previous_run(out)
+        return _train_locked(hp, train_data, validation, out, options, device, fingerprint)
+
+
+def _train_locked(hp, train_data: Dataset, validation: Dataset | None, out: Path, options: LocalOptions,
+                  device: torch.device, fingerprint: dict) -> dict:
     torch.manual_seed(options.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # cuDNN autotuning, as the algorithm's MXNet build does
@@ -135,16 +174,18 @@ def train(hp, train_data: Dataset, validation: Dataset | None, output_dir: str |
              "saved": []}
     sp = _state_path(out)
     if options.resume and sp.exists():
-        ck = torch.load(sp, map_location=device, weights_only=False)
-        if ck["hyperparameters"] != hp.to_dict():
-            raise TrainingError(f"{sp} was written with different hyperparameters; use a new output directory or "
-                                f"delete {out / 'checkpoints'} to start over.")
+        ck = _load_state(sp, device, fingerprint)
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scaler.load_state_dict(ck["scaler"])
         torch.set_rng_state(ck["torch_rng"])
-        state = ck["state"]
+        state = json.loads(ck["state"])
         log.info("resuming from %s: %d of %d epochs done", sp, state["epoch"], hp.epochs)
+    elif (out / "model.tar.gz").exists() or any((out / "model").glob(f"{PREFIX}-*.params")):
+        raise RunConflictError(
+            f"{out} holds a model of another run (model.tar.gz or model/*.params) but no checkpoint to resume from: "
+            f"training would replace it. Start afresh with --restart (LocalOptions(restart=True)), or choose another "
+            f"output folder.")
 
     log.info("resize=%s -> %s crop %dx%d, augmentation_type=%s, %d batches of %d per epoch, device=%s, workers=%d",
              hp.resize, "random" if hp.augmentation_type else "centre", hp.width, hp.height, hp.augmentation_type,
@@ -174,7 +215,7 @@ def train(hp, train_data: Dataset, validation: Dataset | None, output_dir: str |
             state["history"].append(record)
             stopped_early = _checkpoint_and_stop(hp, model, out, epoch, record, state)
             state["epoch"] = epoch + 1
-            _save_state(sp, model, optimizer, scaler, hp, state)
+            _save_state(sp, model, optimizer, scaler, state, fingerprint)
             if stopped_early:
                 break
     except KeyboardInterrupt:
@@ -231,11 +272,34 @@ def _checkpoint_and_stop(hp, model, out: Path, epoch: int, record: dict, state: 
     return False
 
 
-def _save_state(path: Path, model, optimizer, scaler, hp, state) -> None:
-    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-               "torch_rng": torch.get_rng_state(), "state": state, "hyperparameters": hp.to_dict()}
+def _save_state(path: Path, model, optimizer, scaler, state: dict, fingerprint: dict) -> None:
+    """Tensors and plain types only, so that :func:`_load_state` can refuse anything else (``weights_only``)."""
+    payload = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+               "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(),
+               "state": json.dumps(state, default=_json_default), "fingerprint": json.dumps(fingerprint)}
     with atomic_write(path, "wb") as fh:
         torch.save(payload, fh)
+
+
+def _load_state(path: Path, device: torch.device, fingerprint: dict) -> dict:
+    """Load ``checkpoints/last.pt`` without unpickling code, and refuse a run of other data or settings."""
+    import pickle
+
+    restart = ("start afresh with --restart (LocalOptions(restart=True)), or choose another output folder")
+    try:
+        ck = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise RunConflictError(f"{path}: not a checkpoint this version of multilabel_ic can resume from (it holds "
+                               f"objects other than tensors and plain values, or it is damaged): {restart}.") from exc
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        raise RunConflictError(f"{path}: not a checkpoint of this version of multilabel_ic: {restart}.")
+    recorded = json.loads(ck["fingerprint"])
+    differ = describe_differences(recorded, fingerprint)
+    if differ:
+        raise RunConflictError(
+            f"{path.parent.parent} holds a run trained with other {', '.join(differ)}; resuming would ship that "
+            f"run's model under this run's settings. To train this configuration, {restart}.")
+    return ck
 
 
 def _finish(hp, model, out, state, validation, val_loader, device, amp_dtype, channels_last, stopped_early,
