@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from test_sagemaker_backend import BUCKET, REGION, ROLE, JobSimulator, _backend
 
-from multilabel_ic import DataError, ImageDecodeError
+from multilabel_ic import DataError, ImageDecodeError, UsageError
 from multilabel_ic.backends.sagemaker.logs import parse_log_lines, stream_host
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,7 +86,7 @@ def test_predictor_contract(predictor, coco5, aws):
     labels = pred.predict_labels(_jpeg(coco5, 0), threshold=[p - 1e-9 for p in probs])
     assert labels == pred.class_names
     assert pred.predict_labels([_jpeg(coco5, 0)], threshold=1.5) == [[]]
-    with pytest.raises(DataError, match="content type 'text/plain' is not accepted"):
+    with pytest.raises(UsageError, match="content type 'text/plain' is not accepted"):
         pred.predict(b"abc", content_type="text/plain")
     # evaluate(): the same metrics whichever predictor answers
     sub = coco5.subset(range(2))

@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from .data.dataset import Dataset
+from .exceptions import DataError, UsageError
 from .hyperparameters import Hyperparameters
 
 __all__ = ["Trainer", "Model", "Predictor", "Backend", "get_backend"]
@@ -56,7 +57,7 @@ class Model:
     def deploy(self, **kwargs: Any) -> Predictor:
         """Create a SageMaker endpoint for this model (SageMaker backend only)."""
         if self.backend is None or not hasattr(self.backend, "deploy"):
-            raise NotImplementedError("deploy() needs a model trained with the SageMaker backend; for a local model "
+            raise UsageError("deploy() needs a model trained with the SageMaker backend; for a local model "
                                       "use model.predictor(), or upload the artifact with SageMakerBackend.deploy().")
         return self.backend.deploy(self, **kwargs)
 
@@ -78,24 +79,56 @@ class Predictor:
         """One encoded image (JPEG/PNG bytes) -> ``[p_0, ..., p_{C-1}]`` (the endpoint's JSON body)."""
         raise NotImplementedError
 
-    def predict_batch(self, images: Sequence[bytes], *, output: str = "list") -> list[list[float]] | str:
-        """Many images; ``output="jsonlines"`` gives batch transform's ``{"prediction": [...]}`` lines."""
+    def predict_batch(self, images: Sequence[bytes], *, output: str = "list",
+                      sources: Sequence[str] | None = None) -> list[list[float]] | str:
+        """Many images; ``output="jsonlines"`` gives batch transform's ``{"prediction": [...]}`` lines.
+        ``sources`` (e.g. the file names) name the images in error messages."""
         self._check_output(output)
+        images = self._check_images(images, sources)
         return self._format(output, [self.predict(img) for img in images])
+
+    @staticmethod
+    def _check_images(images, sources: Sequence[str] | None = None) -> list[bytes]:
+        """The batch as a list of bytes, or a :class:`UsageError` that names the first item that is not bytes."""
+        if isinstance(images, (bytes, bytearray, str, os.PathLike)):
+            raise UsageError(f"predict_batch takes a list of encoded images (bytes), got one {type(images).__name__}; "
+                             f"use predict() for one image, and Path(path).read_bytes() to read a file.")
+        images = list(images)
+        if sources is not None and len(sources) != len(images):
+            raise UsageError(f"sources has {len(sources)} names for {len(images)} images.")
+        for i, img in enumerate(images):
+            if not isinstance(img, (bytes, bytearray, memoryview)):
+                name = sources[i] if sources is not None else f"image {i}"
+                raise UsageError(f"{name}: expected the encoded image as bytes, got {type(img).__name__}; read a file "
+                                 f"with Path(path).read_bytes().")
+        return images
 
     def _threshold(self, threshold: float | Sequence[float] | str) -> float | Sequence[float]:
         """A number, one per class, or "tuned" (the thresholds tuned on validation data)."""
         if isinstance(threshold, str):
-            if threshold != "tuned" or not self.thresholds:
-                raise ValueError("threshold='tuned' needs thresholds tuned on validation data "
-                                 "(model.metrics['final']['tuned_thresholds'])")
+            if threshold != "tuned":
+                raise UsageError(f"threshold must be a number, a list of {len(self.class_names)} numbers (one per "
+                                 f"class) or 'tuned'; got {threshold!r}")
+            if not self.thresholds:
+                raise UsageError("threshold='tuned' needs thresholds tuned on validation data "
+                                 "(model.metrics['final']['tuned_thresholds']); this model has none (it was trained "
+                                 "without validation data, or its model-metadata.json is missing).")
             return self.thresholds
+        try:
+            values = np.asarray(threshold, dtype=float)
+        except (TypeError, ValueError):
+            raise UsageError(f"threshold must be a number, a list of numbers or 'tuned'; got {threshold!r}") from None
+        if values.ndim > 1 or (values.ndim == 1 and len(values) != len(self.class_names)):
+            raise UsageError(f"threshold has {values.size} values but the model has {len(self.class_names)} classes "
+                             f"({', '.join(self.class_names)}); give one number, or one per class.")
+        if not np.all(np.isfinite(values)):
+            raise UsageError(f"threshold values must be finite numbers; got {threshold!r}")
         return threshold
 
     @staticmethod
     def _check_output(output: str) -> None:
         if output not in ("list", "jsonlines"):
-            raise ValueError(f"output must be 'list' or 'jsonlines', got {output!r}")
+            raise UsageError(f"output must be 'list' or 'jsonlines', got {output!r}")
 
     @staticmethod
     def _format(output: str, preds: list[list[float]]) -> list[list[float]] | str:
@@ -106,7 +139,10 @@ class Predictor:
     def predict_labels(self, images: bytes | Sequence[bytes], *,
                        threshold: float | Sequence[float] | str = 0.5) -> list[str] | list[list[str]]:
         """Class names whose probability reaches the threshold (a float, one per class, or ``"tuned"``)."""
-        single = isinstance(images, (bytes, bytearray))
+        single = isinstance(images, (bytes, bytearray, memoryview))
+        if isinstance(images, (str, os.PathLike)):
+            raise UsageError(f"predict_labels takes encoded image bytes (or a list of them), got "
+                             f"{type(images).__name__} {str(images)[:60]!r}; read a file with Path(path).read_bytes().")
         batch = [images] if single else list(images)
         t = np.broadcast_to(np.asarray(self._threshold(threshold), dtype=float), (len(self.class_names),))
         out = []
@@ -120,9 +156,14 @@ class Predictor:
         from .metrics import evaluate
 
         if list(dataset.class_names) != list(self.class_names):
-            raise ValueError(f"the dataset's classes {dataset.class_names} differ from the model's {self.class_names}")
+            raise DataError(f"the dataset's classes {dataset.class_names} differ from the model's {self.class_names}; "
+                            f"pass class_names= in the model's order when reading the data.")
         threshold = self._threshold(threshold)
-        scores = self.predict_batch([dataset.image_path(i).read_bytes() for i in range(len(dataset))])
+        dataset.check_images(what="evaluation data")
+        from .images import read_bytes
+
+        paths = [dataset.image_path(i) for i in range(len(dataset))]
+        scores = self.predict_batch([read_bytes(p) for p in paths], sources=[str(p) for p in paths])
         return evaluate(dataset.labels, np.asarray(scores), class_names=self.class_names, thresholds=threshold)
 
     def close(self) -> None:
@@ -145,7 +186,10 @@ def get_backend(backend: str | Backend, **kwargs: Any) -> Backend:
             from .backends.sagemaker import SageMakerBackend
 
             return SageMakerBackend(**kwargs)
-        raise ValueError(f"unknown backend {backend!r}: use 'local', 'sagemaker' or a backend object")
+        raise UsageError(f"unknown backend {backend!r}: use 'local', 'sagemaker' or a backend object")
+    if not (callable(getattr(backend, "fit", None)) and callable(getattr(backend, "predictor", None))):
+        raise UsageError(f"backend={backend!r} is not a backend: pass 'local', 'sagemaker', or an object with fit() "
+                         f"and predictor() methods (see multilabel_ic.Backend).")
     return backend
 
 
@@ -159,7 +203,8 @@ class Trainer:
                  output_dir: str | os.PathLike = "runs/multilabel-ic", device: str | None = None,
                  options: Any = None):
         if not isinstance(hyperparameters, Hyperparameters):
-            raise TypeError("hyperparameters must be a multilabel_ic.Hyperparameters")
+            raise UsageError(f"hyperparameters must be a multilabel_ic.Hyperparameters, got "
+                             f"{type(hyperparameters).__name__}; build one with Hyperparameters(num_classes=..., ...).")
         self.hyperparameters = hyperparameters
         kwargs = {}
         if isinstance(backend, str) and backend == "local":
@@ -169,4 +214,8 @@ class Trainer:
 
     def fit(self, train: Dataset, validation: Dataset | None = None) -> Model:
         """Train and return the :class:`Model` (metrics per epoch and final, artifact location, ``predictor()``)."""
+        for name, data in (("train", train), ("validation", validation)):
+            if data is not None and not isinstance(data, Dataset):
+                raise UsageError(f"{name} must be a multilabel_ic.Dataset, got {type(data).__name__}; build one with "
+                                 f"Dataset.from_lst(...), Dataset.from_coco(...) or Dataset.from_recordio(...).")
         return self.backend.fit(self.hyperparameters, train, validation, output_dir=self.output_dir)

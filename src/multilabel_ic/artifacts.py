@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,7 @@ __all__ = ["ArtifactContents", "write_model_tar", "read_model_tar", "symbol_json
            "read_metadata", "METADATA_NAME"]
 
 METADATA_NAME = "model-metadata.json"
+log = logging.getLogger("multilabel_ic")
 
 PREFIX = "image-classification"
 _PARAMS_RE = re.compile(rf"^{PREFIX}-(\d{{4}})\.params$")
@@ -161,20 +164,104 @@ def _infer_depth(params: dict[str, np.ndarray]) -> int:
     return sum(units.values()) * (3 if bottle else 2) + 2
 
 
-def read_model_tar(path: str | os.PathLike, *, epoch: int | None = None) -> ArtifactContents:
-    """Read a ``model.tar.gz`` (or an extracted directory) of the algorithm; the latest epoch unless ``epoch``."""
-    p = Path(path)
+# Size limits of the members read from an artifact, checked from the tar headers before anything is read. The
+# largest network the algorithm trains (ResNet-200, 64.7M parameters, plus 2048 x num_classes in fc1) is 0.26 GB in
+# float32; the parameters limit leaves room for ~60k classes. Nothing else in the layout is more than a few MB.
+MEMBER_LIMITS = {"params": 768 * 1024 ** 2, f"{PREFIX}-symbol.json": 16 * 1024 ** 2, "model-shapes.json": 64 * 1024}
+MAX_MEMBERS = 1000
+
+
+def _member_limit(name: str) -> int | None:
+    if _PARAMS_RE.match(name):
+        return MEMBER_LIMITS["params"]
+    return MEMBER_LIMITS.get(name)
+
+
+def _read_members(p: Path) -> dict[str, bytes]:
+    """The members of the layout (by base name), each within its size limit; other regular files are skipped."""
     files: dict[str, bytes] = {}
+    if p.is_dir():
+        for f in sorted(p.iterdir()):
+            limit = _member_limit(f.name)
+            if limit is None or not f.is_file():
+                continue
+            if f.stat().st_size > limit:
+                raise ArtifactError(f"{f}: {f.stat().st_size} bytes is more than a {f.name} of the algorithm can be "
+                                    f"({limit} bytes); this is not an image-classification model.")
+            files[f.name] = f.read_bytes()
+        return files
+    with tarfile.open(p, "r:*") as tar:
+        for count, m in enumerate(tar, 1):
+            if count > MAX_MEMBERS:
+                raise ArtifactError(f"{p}: more than {MAX_MEMBERS} members; the algorithm's model.tar.gz holds a "
+                                    f"symbol, model-shapes.json and one .params file per saved epoch.")
+            name = Path(m.name).name
+            if m.isdir():
+                continue
+            if not m.isfile():
+                raise ArtifactError(f"{p}: member {m.name!r} is a link or a device file; a model.tar.gz of the "
+                                    f"algorithm holds regular files only.")
+            limit = _member_limit(name)
+            if limit is None:
+                log.debug("%s: skipping member %s (not part of the algorithm's layout)", p, m.name)
+                continue
+            if m.size > limit:
+                raise ArtifactError(f"{p}: member {m.name!r} is {m.size} bytes, more than a {name} of the algorithm "
+                                    f"can be ({limit} bytes); refusing to read it.")
+            fh = tar.extractfile(m)
+            if fh is None:
+                raise ArtifactError(f"{p}: member {m.name!r} cannot be read.")
+            files[name] = fh.read()
+    return files
+
+
+def _json_member(files: dict[str, bytes], name: str, p: Path):
     try:
-        if p.is_dir():
-            files = {f.name: f.read_bytes() for f in p.iterdir() if f.is_file()}
-        else:
-            with tarfile.open(p, "r:*") as tar:
-                for m in tar.getmembers():
-                    if m.isfile():
-                        files[Path(m.name).name] = tar.extractfile(m).read()
-    except (tarfile.TarError, OSError) as exc:
-        raise ArtifactError(f"{p}: cannot read the model artifact ({exc})") from exc
+        return json.loads(files[name])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{p}: {name} is not valid JSON ({exc}); the artifact is damaged.") from exc
+
+
+def _data_shape(shapes, p: Path) -> tuple[int, ...] | None:
+    bad = ArtifactError(f"{p}: model-shapes.json must be a list like [{{\"name\": \"data\", \"shape\": "
+                        f"[N, C, H, W]}}]; got {str(shapes)[:80]}")
+    if not isinstance(shapes, list):
+        raise bad
+    for entry in shapes:
+        if not isinstance(entry, dict):
+            raise bad
+        if entry.get("name") == "data":
+            shape = entry.get("shape")
+            if (not isinstance(shape, list) or len(shape) != 4
+                    or not all(isinstance(v, int) and 0 < v < 1 << 16 for v in shape)):
+                raise bad
+            return tuple(shape)
+    return None
+
+
+def _head_output(symbol, p: Path) -> str:
+    try:
+        head_op = symbol["nodes"][symbol["heads"][0][0]]["op"]
+    except (KeyError, IndexError, TypeError) as exc:
+        raise ArtifactError(f"{p}: {PREFIX}-symbol.json has no output head (nodes/heads are missing or empty); "
+                            f"the artifact is damaged.") from exc
+    return "sigmoid" if head_op in ("LogisticRegressionOutput", "sigmoid", "Activation") else "softmax"
+
+
+def read_model_tar(path: str | os.PathLike, *, epoch: int | None = None) -> ArtifactContents:
+    """Read a ``model.tar.gz`` (or an extracted directory) of the algorithm; the latest epoch unless ``epoch``.
+
+    Only the layout's members are read, each within :data:`MEMBER_LIMITS` (checked from the tar header first);
+    links, device files, oversized members and archives of more than :data:`MAX_MEMBERS` members are refused.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ArtifactError(f"{p}: model artifact not found; pass the model.tar.gz a training run wrote.")
+    try:
+        files = _read_members(p)
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise ArtifactError(f"{p}: cannot read the model artifact ({exc or type(exc).__name__}); it is truncated "
+                            f"or not a model.tar.gz. Download or copy it again.") from exc
     epochs = sorted(int(m.group(1)) for n in files if (m := _PARAMS_RE.match(n)))
     if not epochs:
         raise ArtifactError(f"{p}: no '{PREFIX}-NNNN.params' file inside; is this an image-classification model?")
@@ -186,18 +273,11 @@ def read_model_tar(path: str | os.PathLike, *, epoch: int | None = None) -> Arti
     params = {k.split(":", 1)[-1]: v for k, v in raw.items()}
     if "fc_weight" in params and "fc1_weight" not in params:  # MX-FT fine-tune naming
         params["fc1_weight"], params["fc1_bias"] = params.pop("fc_weight"), params.pop("fc_bias")
-    symbol = json.loads(files[f"{PREFIX}-symbol.json"]) if f"{PREFIX}-symbol.json" in files else None
-    shape = None
-    if "model-shapes.json" in files:
-        for entry in json.loads(files["model-shapes.json"]):
-            if entry.get("name") == "data":
-                shape = tuple(int(v) for v in entry["shape"])
-    output = "softmax"
-    if symbol:
-        head_op = symbol["nodes"][symbol["heads"][0][0]]["op"]
-        output = "sigmoid" if head_op in ("LogisticRegressionOutput", "sigmoid", "Activation") else "softmax"
-    if "fc1_weight" not in params:
-        raise ArtifactError(f"{p}: no fc1_weight parameter")
+    symbol = _json_member(files, f"{PREFIX}-symbol.json", p) if f"{PREFIX}-symbol.json" in files else None
+    shape = _data_shape(_json_member(files, "model-shapes.json", p), p) if "model-shapes.json" in files else None
+    output = _head_output(symbol, p) if symbol is not None else "softmax"
+    if "fc1_weight" not in params or params["fc1_weight"].ndim != 2:
+        raise ArtifactError(f"{p}: no 2-D fc1_weight parameter; is this an image-classification model?")
     return ArtifactContents(params=params, epoch=chosen, epochs_available=epochs, symbol=symbol, data_shape=shape,
                             num_layers=_infer_depth(params), num_classes=int(params["fc1_weight"].shape[0]),
                             output=output)
@@ -222,6 +302,10 @@ def read_metadata(artifact: str | os.PathLike) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{path}: not valid JSON ({exc.msg})") from exc
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({exc}); delete it or write it again.") from exc
+    if not isinstance(doc, dict):
+        raise ArtifactError(f"{path}: expected a JSON object with class_names and tuned_thresholds; delete it or "
+                            f"write it again.")
+    return doc

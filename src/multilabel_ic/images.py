@@ -12,14 +12,73 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .exceptions import ImageDecodeError
+from .exceptions import ImageDecodeError, UsageError
 
-__all__ = ["decode_image", "read_image", "encode_jpeg", "resize_shorter"]
+__all__ = ["decode_image", "read_image", "read_bytes", "encode_jpeg", "resize_shorter", "image_size", "DEFAULT_MAX_PIXELS",
+           "max_pixels", "set_max_pixels"]
+
+# Decoded pixels allowed per image, checked from the file's header before decoding: a 1 MB PNG can claim
+# 20000 x 20000 pixels (1.2 GB decoded, more in the pipeline). The default is Pillow's decompression-bomb limit;
+# set another with set_max_pixels() or the MULTILABEL_IC_MAX_PIXELS environment variable (0 = no limit).
+DEFAULT_MAX_PIXELS = 89_478_485
+_max_pixels: int | None = None
 
 cv2.setNumThreads(1)  # decoding runs in loader workers; OpenCV's own pool would oversubscribe the cores
 
 _JPEG_SOI = b"\xff\xd8"
 _JPEG_EOI = b"\xff\xd9"
+
+
+def max_pixels() -> int:
+    """The current limit on decoded pixels per image (0 = none)."""
+    if _max_pixels is not None:
+        return _max_pixels
+    env = os.environ.get("MULTILABEL_IC_MAX_PIXELS")
+    if env is None:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(env)
+    except ValueError:
+        raise UsageError(f"MULTILABEL_IC_MAX_PIXELS={env!r} is not an integer; set a pixel count, or 0 for no "
+                         f"limit.") from None
+    if value < 0:
+        raise UsageError(f"MULTILABEL_IC_MAX_PIXELS={env!r} must be >= 0 (0 = no limit).")
+    return value
+
+
+def set_max_pixels(limit: int | None) -> None:
+    """Set the limit on decoded pixels per image for this process (``0``: none; ``None``: back to the default)."""
+    global _max_pixels
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise UsageError(f"max_pixels must be a non-negative int (0 = no limit) or None, got {limit!r}")
+    _max_pixels = limit
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the encoded image's header, without decoding; None when the format is not recognised."""
+    import io
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size
+        except Image.DecompressionBombError:
+            return (1 << 31, 1 << 31)  # far beyond any limit; its real size does not matter
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            return None
+
+
+def _check_pixels(data: bytes, source: str, limit: int) -> None:
+    size = image_size(data)
+    if size is not None and size[0] * size[1] > limit:
+        what = "more than 2 gigapixels" if size[0] >= 1 << 31 else f"{size[0]}x{size[1]} pixels"
+        raise ImageDecodeError(
+            f"{source}: the image is {what}, more than the limit of {limit} decoded pixels. Resize it, or raise the "
+            f"limit with multilabel_ic.images.set_max_pixels(n) or MULTILABEL_IC_MAX_PIXELS=n if you trust the file.")
 
 
 def decode_image(data: bytes, *, channels: int = 3, source: str = "<bytes>") -> np.ndarray:
@@ -28,8 +87,14 @@ def decode_image(data: bytes, *, channels: int = 3, source: str = "<bytes>") -> 
     Greyscale inputs are expanded to three channels (and RGB reduced to one for ``channels=1``), alpha is dropped,
     CMYK JPEGs are converted by OpenCV, EXIF orientation is applied. A truncated JPEG is an error, not a grey image.
     """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise UsageError(f"{source}: expected the encoded image as bytes, got {type(data).__name__}; read a file "
+                         f"with Path(path).read_bytes().")
     if not data:
         raise ImageDecodeError(f"{source}: empty file, not an image.")
+    limit = max_pixels()
+    if limit:
+        _check_pixels(bytes(data), source, limit)
     buf = np.frombuffer(data, dtype=np.uint8)
     flags = cv2.IMREAD_COLOR if channels == 3 else cv2.IMREAD_GRAYSCALE
     # IMREAD_COLOR applies EXIF orientation; IMREAD_UNCHANGED would not, so alpha images are handled below.
@@ -46,18 +111,22 @@ def decode_image(data: bytes, *, channels: int = 3, source: str = "<bytes>") -> 
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def read_image(path: str | os.PathLike, *, channels: int = 3) -> np.ndarray:
-    """Read and decode an image file; see :func:`decode_image`."""
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of an image file, or an :class:`ImageDecodeError` that names it (missing, a folder, unreadable)."""
     p = Path(path)
     try:
-        data = p.read_bytes()
+        return p.read_bytes()
     except FileNotFoundError:
         raise ImageDecodeError(f"{p}: image file not found.") from None
     except IsADirectoryError:
         raise ImageDecodeError(f"{p}: is a directory, not an image file.") from None
     except OSError as exc:
         raise ImageDecodeError(f"{p}: cannot read image file ({exc.strerror}).") from exc
-    return decode_image(data, channels=channels, source=str(p))
+
+
+def read_image(path: str | os.PathLike, *, channels: int = 3) -> np.ndarray:
+    """Read and decode an image file; see :func:`decode_image`."""
+    return decode_image(read_bytes(path), channels=channels, source=str(path))
 
 
 def encode_jpeg(rgb: np.ndarray, *, quality: int = 90) -> bytes:

@@ -10,6 +10,7 @@ little-endian data. The reader also takes V1 (magic 0xF993FAC8, no stype) and th
 from __future__ import annotations
 
 import io
+import math
 import os
 import struct
 from pathlib import Path
@@ -40,11 +41,25 @@ class _Reader:
             raise ArtifactError(f"{self.source}: truncated NDArray file at byte {self.buf.tell()}")
         return struct.unpack("<" + fmt, raw)
 
+    def remaining(self) -> int:
+        return len(self.buf.getbuffer()) - self.buf.tell()
+
     def raw(self, n: int) -> bytes:
         out = self.buf.read(n)
         if len(out) != n:
             raise ArtifactError(f"{self.source}: truncated NDArray data at byte {self.buf.tell()}")
         return out
+
+
+_MAX_NDIM = 32
+
+
+def _read_ndim(r: _Reader) -> int:
+    (ndim,) = r.read("I")
+    if ndim > _MAX_NDIM:
+        raise ArtifactError(f"{r.source}: array header claims {ndim} dimensions (at most {_MAX_NDIM}); the file is "
+                            f"damaged or not an MXNet .params file")
+    return ndim
 
 
 def _read_array(r: _Reader) -> np.ndarray:
@@ -53,10 +68,10 @@ def _read_array(r: _Reader) -> np.ndarray:
         (stype,) = r.read("i")
         if stype != 0:
             raise ArtifactError(f"{r.source}: sparse NDArrays (storage type {stype}) are not supported")
-        (ndim,) = r.read("I")
+        ndim = _read_ndim(r)
         shape = r.read(f"{ndim}q") if ndim else ()
     elif magic == V1_MAGIC:
-        (ndim,) = r.read("I")
+        ndim = _read_ndim(r)
         shape = r.read(f"{ndim}q") if ndim else ()
     else:  # legacy: the magic word is ndim, dims are uint32
         ndim = magic
@@ -70,7 +85,12 @@ def _read_array(r: _Reader) -> np.ndarray:
     if flag not in _DTYPES:
         raise ArtifactError(f"{r.source}: unsupported NDArray type flag {flag}")
     dtype = np.dtype(_DTYPES[flag])
-    count = int(np.prod(shape))
+    if any(d < 0 for d in shape):
+        raise ArtifactError(f"{r.source}: array shape {tuple(shape)} has a negative dimension; the file is damaged")
+    count = math.prod(int(d) for d in shape)  # Python ints: no overflow
+    if count * dtype.itemsize > r.remaining():
+        raise ArtifactError(f"{r.source}: array of shape {tuple(shape)} needs {count * dtype.itemsize} bytes but "
+                            f"the file has {r.remaining()} left; the file is truncated or damaged")
     return np.frombuffer(r.raw(count * dtype.itemsize), dtype=dtype.newbyteorder("<")).reshape(shape).copy()
 
 
@@ -82,10 +102,15 @@ def loads_params(data: bytes, *, source: str = "<bytes>") -> dict[str, np.ndarra
     (count,) = r.read("Q")
     arrays = [_read_array(r) for _ in range(count)]
     (n_names,) = r.read("Q")
+    if n_names not in (0, count):
+        raise ArtifactError(f"{source}: {count} arrays but {n_names} names")
     names = []
     for _ in range(n_names):
         (length,) = r.read("Q")
-        names.append(r.raw(length).decode("utf-8"))
+        try:
+            names.append(r.raw(length).decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ArtifactError(f"{source}: a parameter name is not UTF-8; the file is damaged") from None
     if n_names == 0:
         names = [str(i) for i in range(count)]
     if len(names) != count:
@@ -97,9 +122,12 @@ def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read an MXNet ``.params`` file into ``{name: array}`` (names keep their ``arg:``/``aux:`` prefixes)."""
     p = Path(path)
     try:
-        return loads_params(p.read_bytes(), source=str(p))
+        data = p.read_bytes()
     except FileNotFoundError:
         raise ArtifactError(f"{p}: .params file not found") from None
+    except OSError as exc:
+        raise ArtifactError(f"{p}: cannot read the .params file ({exc.strerror})") from exc
+    return loads_params(data, source=str(p))
 
 
 def dumps_params(params: dict[str, np.ndarray]) -> bytes:

@@ -34,6 +34,11 @@ class Dataset:
             raise DataError(f"labels have {labels.shape[1]} columns but {len(class_names)} class names were given")
         if labels.size and labels.max() > 1:
             raise DataError("labels must be multi-hot (0 or 1)")
+        names = [str(c) for c in class_names]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise DataError(f"class names must be unique; {', '.join(map(repr, dupes))} appear more than once in "
+                            f"{names}. Give every label column its own name.")
         self.paths = [lst_mod.check_relative_path(str(p), where=f"dataset entry {i}") for i, p in enumerate(paths)]
         self.labels = labels
         self.class_names = [str(c) for c in class_names]
@@ -203,29 +208,68 @@ class Dataset:
     @classmethod
     def from_recordio(cls, rec_path: str | os.PathLike, *, extract_to: str | os.PathLike,
                       class_names: Sequence[str] | None = None, num_classes: int | None = None) -> Dataset:
-        """Read a .rec file, writing its images under ``extract_to`` as ``<id>.jpg``."""
+        """Read a .rec file, writing its images under ``extract_to`` as ``<record id>.jpg``.
+
+        Every record must have its own id (two records with one id would train two label vectors on one image).
+        The images are written into a temporary folder that replaces ``extract_to`` only when the whole file has
+        been read, so a bad record leaves nothing behind.
+        """
+        import shutil
+        import tempfile
+
+        rec_path = Path(rec_path)
+        if not rec_path.is_file():
+            raise DataError(f"{rec_path}: RecordIO file not found." if not rec_path.exists() else
+                            f"{rec_path}: is a folder, not a RecordIO (.rec) file.")
         out = Path(extract_to)
-        out.mkdir(parents=True, exist_ok=True)
-        paths, labels, ids = [], [], []
-        for rec in recordio.read_recordio(rec_path):
-            header, img = recordio.unpack(rec)
-            if header.flag > 0:
-                lab = np.asarray(header.label)
-            else:
-                n = num_classes or (len(class_names) if class_names else int(header.label) + 1)
-                lab = np.zeros(n, dtype=np.float32)
-                lab[int(header.label)] = 1
-            name = f"{header.id}.jpg"
-            (out / name).write_bytes(img)
-            paths.append(name)
-            labels.append(lab)
-            ids.append(header.id)
-        if not paths:
-            raise DataError(f"{rec_path}: no records.")
-        width = max(len(x) for x in labels)
-        lab = np.stack([np.pad(x, (0, width - len(x))) for x in labels])
-        if not np.isin(lab, (0.0, 1.0)).all():
-            raise DataError(f"{rec_path}: labels are not multi-hot 0/1 arrays.")
+        from .._io import ensure_dir
+
+        ensure_dir(out.parent, what="folder")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        try:
+            paths, labels, ids = [], [], []
+            first_at: dict[int, int] = {}
+            for position, rec in enumerate(recordio.read_recordio(rec_path)):
+                header, img = recordio.unpack(rec, source=f"{rec_path} (record {position})")
+                if header.id in first_at:
+                    raise DataError(f"{rec_path}: records {first_at[header.id]} and {position} both have id "
+                                    f"{header.id}; every record needs its own id (rebuild the file from a .lst with "
+                                    f"unique indices, e.g. with Dataset.to_recordio or im2rec).")
+                first_at[header.id] = position
+                if header.flag > 0:
+                    lab = np.asarray(header.label)
+                else:
+                    n = num_classes or (len(class_names) if class_names else int(header.label) + 1)
+                    if not float(header.label).is_integer() or not 0 <= header.label < n:
+                        raise DataError(f"{rec_path} (record {position}, id {header.id}): class {header.label} is not "
+                                        f"an integer in [0, {n}).")
+                    lab = np.zeros(n, dtype=np.float32)
+                    lab[int(header.label)] = 1
+                if not np.isin(lab, (0.0, 1.0)).all():
+                    raise DataError(f"{rec_path} (record {position}, id {header.id}): label {lab.tolist()} is not a "
+                                    f"multi-hot 0/1 array.")
+                name = f"{header.id}.jpg"
+                (tmp / name).write_bytes(img)
+                paths.append(name)
+                labels.append(lab)
+                ids.append(header.id)
+            if not paths:
+                raise DataError(f"{rec_path}: no records.")
+            width = max(len(x) for x in labels)
+            if any(len(x) != width for x in labels):
+                raise DataError(f"{rec_path}: records have label arrays of different lengths "
+                                f"({sorted({len(x) for x in labels})}); every record needs one label per class.")
+            if out.is_dir():
+                shutil.rmtree(out)  # the images of an earlier extraction of a RecordIO file into this folder
+            elif out.exists():
+                from ..exceptions import OutputError
+
+                raise OutputError(f"{out} is a file; RecordIO images need a folder there: choose another folder.")
+            os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        lab = np.stack(labels)
         names = list(class_names) if class_names else [f"class_{i}" for i in range(width)]
         return cls(paths, lab.astype(np.uint8), names, root=out, indices=ids)
 

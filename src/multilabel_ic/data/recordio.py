@@ -47,13 +47,16 @@ def pack(header: IRHeader, payload: bytes) -> bytes:
     return struct.pack(_IR_FORMAT, arr.size, 0.0, header.id, header.id2) + arr.tobytes() + payload
 
 
-def unpack(record: bytes) -> tuple[IRHeader, bytes]:
+def unpack(record: bytes, *, source: str = "record") -> tuple[IRHeader, bytes]:
     if len(record) < _IR_SIZE:
-        raise DataError(f"record of {len(record)} bytes is shorter than an IRHeader ({_IR_SIZE} bytes)")
+        raise DataError(f"{source}: {len(record)} bytes is shorter than an IRHeader ({_IR_SIZE} bytes)")
     flag, label, id_, id2 = struct.unpack_from(_IR_FORMAT, record)
     payload = record[_IR_SIZE:]
     if flag > 0:
         n = flag * 4
+        if n > len(payload):
+            raise DataError(f"{source}: the header announces {flag} labels but the record holds "
+                            f"{len(payload)} bytes after it; the record is damaged.")
         label = np.frombuffer(payload[:n], dtype=np.float32).copy()
         payload = payload[n:]
     return IRHeader(flag, label, id_, id2), payload

@@ -11,7 +11,7 @@ import torch
 
 from ...api import Predictor
 from ...artifacts import read_metadata, read_model_tar
-from ...exceptions import ArtifactError, DataError
+from ...exceptions import ArtifactError, UsageError
 from ...images import decode_image
 from .augment import AugmentOptions, inference_transform
 from .network import ResNetV2, load_mxnet_state_dict
@@ -47,7 +47,7 @@ class LocalPredictor(Predictor):
         self.image_shape = tuple(shape)
         self.output = output or art.output
         if self.output not in ("sigmoid", "softmax"):
-            raise ValueError(f"output must be 'sigmoid' or 'softmax', got {self.output!r}")
+            raise UsageError(f"output must be 'sigmoid' or 'softmax', got {self.output!r}")
         self.class_names = list(class_names) if class_names is not None else [f"class_{i}" for i in
                                                                               range(art.num_classes)]
         if len(self.class_names) != art.num_classes:
@@ -66,7 +66,7 @@ class LocalPredictor(Predictor):
 
     def _preprocess(self, image: bytes, source: str) -> np.ndarray:
         c, h, w = self.image_shape
-        img = decode_image(bytes(image), channels=c, source=source)
+        img = decode_image(image, channels=c, source=source)
         return inference_transform(img, height=h, width=w, resize=self.resize, options=self.augment)
 
     @torch.no_grad()
@@ -78,15 +78,18 @@ class LocalPredictor(Predictor):
 
     def predict(self, image: bytes, content_type: str = "application/x-image") -> list[float]:
         if content_type not in CONTENT_TYPES:
-            raise DataError(f"content type {content_type!r} is not accepted; use one of {', '.join(CONTENT_TYPES)}")
+            raise UsageError(f"content type {content_type!r} is not accepted; use one of {', '.join(CONTENT_TYPES)}")
         return self._run([self._preprocess(image, "<request body>")])[0]
 
-    def predict_batch(self, images: Sequence[bytes], *, output: str = "list"):
+    def predict_batch(self, images: Sequence[bytes], *, output: str = "list",
+                      sources: Sequence[str] | None = None):
         self._check_output(output)
+        images = self._check_images(images, sources)
+        names = list(sources) if sources is not None else [f"<image {i}>" for i in range(len(images))]
         preds: list[list[float]] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]
-            preds += self._run([self._preprocess(img, f"<image {start + k}>") for k, img in enumerate(chunk)])
+            preds += self._run([self._preprocess(img, names[start + k]) for k, img in enumerate(chunk)])
         return self._format(output, preds)
 
     @classmethod

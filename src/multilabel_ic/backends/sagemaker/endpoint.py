@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 
 from ...api import Predictor
-from ...exceptions import BackendError, DataError
+from ...exceptions import BackendError, UsageError
 
 __all__ = ["SageMakerPredictor", "ensure_model", "CONTENT_TYPES"]
 
@@ -55,7 +55,10 @@ class SageMakerPredictor(Predictor):
 
     def predict(self, image: bytes, content_type: str = "application/x-image") -> list[float]:
         if content_type not in CONTENT_TYPES:
-            raise DataError(f"content type {content_type!r} is not accepted; use one of {', '.join(CONTENT_TYPES)}")
+            raise UsageError(f"content type {content_type!r} is not accepted; use one of {', '.join(CONTENT_TYPES)}")
+        if not isinstance(image, (bytes, bytearray, memoryview)):
+            raise UsageError(f"predict takes the encoded image as bytes, got {type(image).__name__}; read a file with "
+                             f"Path(path).read_bytes().")
         resp = self.backend._call("sagemaker-runtime", "invoke_endpoint", EndpointName=self.endpoint_name,
                                   Body=bytes(image), ContentType=content_type, Accept="application/json")
         body = resp["Body"].read()
