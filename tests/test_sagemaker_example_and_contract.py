@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from test_sagemaker_backend import BUCKET, REGION, ROLE, JobSimulator, _backend
 
-from multilabel_ic import DataError, ImageDecodeError, UsageError
+from multilabel_ic import ImageDecodeError, UsageError
 from multilabel_ic.backends.sagemaker.logs import parse_log_lines, stream_host
 
 ROOT = Path(__file__).resolve().parents[1]

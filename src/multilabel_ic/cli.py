@@ -1,6 +1,8 @@
 """Command line: ``multilabel-ic prepare | train | evaluate | predict | demo | bench``.
 
-Every subcommand is a thin wrapper over the library; ``--quiet`` drops progress bars and INFO logs.
+Every subcommand is a thin wrapper over the library; ``--quiet`` drops progress bars and INFO logs. An error is printed
+in one line (``--debug`` adds the traceback); the exit code is 0 on success, 1 for a runtime error, 2 for a usage
+error (a bad option, hyperparameter or configuration) and 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from .exceptions import MultilabelICError
+from .exceptions import HyperparameterError, MultilabelICError, UsageError
 
 __all__ = ["main", "build_parser"]
 
@@ -41,10 +43,10 @@ def _hyperparameters(args, *, num_classes: int, num_training_samples: int, defau
 
     values = dict(defaults or {})
     if args.hp_file:
-        values.update(json.loads(args.hp_file.read_text()))
+        values.update(_read_hp_file(args.hp_file))
     for item in args.hp:
         if "=" not in item:
-            raise MultilabelICError(f"--hp {item!r}: expected NAME=VALUE, e.g. --hp epochs=5")
+            raise UsageError(f"--hp {item!r}: expected NAME=VALUE, e.g. --hp epochs=5")
         k, v = item.split("=", 1)
         values[k.strip()] = v.strip()
     values.setdefault("num_classes", num_classes)
@@ -52,9 +54,38 @@ def _hyperparameters(args, *, num_classes: int, num_training_samples: int, defau
     return Hyperparameters(**values)
 
 
+def _read_hp_file(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"--hp-file {path}: file not found.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--hp-file {path}: cannot read it as text ({exc}).") from exc
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--hp-file {path}:{exc.lineno}: not valid JSON ({exc.msg}); expected an object like "
+                         f'{{"epochs": 5, "learning_rate": 0.001}}.') from exc
+    if not isinstance(values, dict):
+        raise UsageError(f"--hp-file {path}: expected a JSON object of hyperparameters like "
+                         f'{{"epochs": 5}}, got a JSON {type(values).__name__}.')
+    return values
+
+
+def _classes(text: str, option: str = "--classes") -> list[str]:
+    names = [c.strip() for c in text.split(",")]
+    if not all(names):
+        raise UsageError(f"{option} {text!r}: empty class name; give comma-separated names, e.g. person,bicycle,car")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise UsageError(f"{option} {text!r}: {', '.join(dupes)} appear more than once; class names must be unique.")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="multilabel-ic", description=__doc__.splitlines()[0])
     ap.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    ap.add_argument("--debug", action="store_true", help="print the traceback of an error")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="build train/validation .lst, RecordIO and manifest files")
@@ -83,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--workers", type=int, default=None)
     t.add_argument("--pretrained", default=None, help="file or URL of ImageNet .params for use_pretrained_model=1")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--restart", action="store_true",
+                   help="remove the previous run's checkpoint, parameters and artifact from --output and start afresh "
+                        "(without it, a run of the same data and settings is resumed, and another run is refused)")
     _add_hp_args(t)
 
     e = sub.add_parser("evaluate", help="score a model.tar.gz on a .lst file (mAP, per-class AP, F1, accuracy)")
@@ -130,7 +164,7 @@ def cmd_prepare(args) -> int:
             ann, images = download_coco(args.output / "coco", base_url=args.base_url or COCO_BASE_URL,
                                         progress=not args.quiet)
         elif ann is None or images is None:
-            raise MultilabelICError("prepare coco needs --download, or --annotations and --images")
+            raise UsageError("prepare coco needs --download, or --annotations and --images")
     train_size = int(args.train_size) if args.train_size >= 1 else args.train_size
     prepared = prepare_dataset(args.output, source=args.source, annotations=ann, images=images,
                                categories=[c.strip() for c in args.categories.split(",")],
@@ -146,23 +180,49 @@ def cmd_train(args) -> int:
     from .backends.local import LocalOptions
     from .data.dataset import Dataset
 
-    classes = [c.strip() for c in args.classes.split(",")]
-    if args.train_rec:
-        # RecordIO holds the encoded images; they are extracted once under the output folder
-        train = Dataset.from_recordio(args.train_rec, extract_to=args.output / "records" / "train", class_names=classes)
-        val = (Dataset.from_recordio(args.validation_rec, extract_to=args.output / "records" / "validation",
-                                     class_names=classes) if args.validation_rec else None)
-    elif args.train_lst and args.images:
-        train = Dataset.from_lst(args.train_lst, root=args.images, class_names=classes)
-        val = (Dataset.from_lst(args.validation_lst, root=args.images, class_names=classes)
-               if args.validation_lst else None)
-    else:
-        raise MultilabelICError("train needs --train-lst with --images, or --train-rec")
-    hp = _hyperparameters(args, num_classes=len(classes), num_training_samples=len(train))
-    options = LocalOptions(seed=args.seed, num_workers=args.workers, progress=not args.quiet,
-                           pretrained=args.pretrained)
-    model = Trainer(hp, backend="local", output_dir=args.output, device=args.device, options=options).fit(
-        train, validation=val)
+    classes = _classes(args.classes)
+    if args.output.exists() and not args.output.is_dir():
+        raise UsageError(f"--output {args.output} is a file; choose a folder for the run.")
+    created_output = not args.output.exists()
+    records = args.output / "records"
+    extracted: list[Path] = []
+    try:
+        if args.train_rec:
+            if args.train_lst or args.validation_lst:
+                raise UsageError("give either --train-rec (and --validation-rec) or --train-lst with --images, not both")
+            for rec in (args.train_rec, args.validation_rec):
+                if rec is not None and not rec.is_file():
+                    raise UsageError(f"--train-rec/--validation-rec {rec}: file not found.")
+            # RecordIO holds the encoded images; they are extracted once under the output folder
+            train = Dataset.from_recordio(args.train_rec, extract_to=records / "train", class_names=classes)
+            extracted.append(records / "train")
+            val = None
+            if args.validation_rec:
+                val = Dataset.from_recordio(args.validation_rec, extract_to=records / "validation",
+                                            class_names=classes)
+                extracted.append(records / "validation")
+        elif args.train_lst and args.images:
+            train = Dataset.from_lst(args.train_lst, root=args.images, class_names=classes)
+            val = (Dataset.from_lst(args.validation_lst, root=args.images, class_names=classes)
+                   if args.validation_lst else None)
+        else:
+            raise UsageError("train needs --train-lst with --images, or --train-rec")
+        hp = _hyperparameters(args, num_classes=len(classes), num_training_samples=len(train))
+        options = LocalOptions(seed=args.seed, num_workers=args.workers, progress=not args.quiet,
+                               pretrained=args.pretrained, restart=args.restart)
+        model = Trainer(hp, backend="local", output_dir=args.output, device=args.device, options=options).fit(
+            train, validation=val)
+    except MultilabelICError:
+        # a refused run leaves the output folder as it found it (extracted records are re-made on the next run)
+        import shutil
+
+        for folder in extracted:
+            shutil.rmtree(folder, ignore_errors=True)
+        if extracted and records.is_dir() and not any(records.iterdir()):
+            records.rmdir()
+        if created_output and args.output.is_dir() and not any(args.output.iterdir()):
+            args.output.rmdir()
+        raise
     _print_final(model.metrics)
     print(f"model artifact: {model.artifact}")
     return 0
@@ -170,11 +230,17 @@ def cmd_train(args) -> int:
 
 def _print_final(metrics: dict) -> None:
     final = metrics.get("final") or {}
+
+    def fmt(value) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
     if final:
-        print(f"validation mAP {final['mAP']:.4f}  micro mAP {final['micro_mAP']:.4f}  accuracy "
-              f"{final['accuracy']:.4f}  F1 macro {final['f1_macro']:.4f}  (epoch {final['epoch']})")
-        for name, ap in final["per_class_AP"].items():
-            print(f"  AP {name:<14} {'n/a' if ap is None else f'{ap:.4f}'}")
+        print(f"validation mAP {fmt(final.get('mAP'))}  micro mAP {fmt(final.get('micro_mAP'))}  accuracy "
+              f"{fmt(final.get('accuracy'))}  F1 macro {fmt(final.get('f1_macro'))}  (epoch {final.get('epoch')})")
+        for name, ap in (final.get("per_class_AP") or {}).items():
+            print(f"  AP {name:<14} {fmt(ap)}")
+        if final.get("mAP") is None:
+            print("  (mAP is undefined: the validation data has no positive label)")
 
 
 def cmd_evaluate(args) -> int:
@@ -182,7 +248,7 @@ def cmd_evaluate(args) -> int:
     from .backends.local.predictor import LocalPredictor
     from .data.dataset import Dataset
 
-    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    classes = _classes(args.classes) if args.classes else None
     pred = LocalPredictor(args.model, class_names=classes, augment=AugmentOptions(inference=args.preprocess))
     data = Dataset.from_lst(args.lst, root=args.images, class_names=pred.class_names)
     result = pred.evaluate(data)
@@ -197,14 +263,16 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
     from .backends.local.predictor import LocalPredictor
+    from .images import read_bytes
 
-    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    classes = _classes(args.classes) if args.classes else None
     pred = LocalPredictor(args.model, class_names=classes)
-    blobs = [p.read_bytes() for p in args.images]
+    blobs = [read_bytes(p) for p in args.images]
+    sources = [str(p) for p in args.images]
     if args.jsonlines:
-        sys.stdout.write(pred.predict_batch(blobs, output="jsonlines"))
+        sys.stdout.write(pred.predict_batch(blobs, output="jsonlines", sources=sources))
         return 0
-    for path, probs in zip(args.images, pred.predict_batch(blobs)):
+    for path, probs in zip(args.images, pred.predict_batch(blobs, sources=sources)):
         print(f"{path}: {json.dumps([round(p, 6) for p in probs])}")
         if args.threshold is not None:
             print("  labels:", [n for n, p in zip(pred.class_names, probs) if p >= args.threshold])
@@ -248,16 +316,38 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _exit_code(exc: BaseException) -> int:
+    return 2 if isinstance(exc, (UsageError, HyperparameterError)) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # global flags are accepted after the subcommand too
+    pre = [a for a in argv if a in ("--quiet", "--debug")]
+    args = parser.parse_args(pre + [a for a in argv if a not in ("--quiet", "--debug")])
     _setup_logging(args.quiet)
     handlers = {"prepare": cmd_prepare, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
                 "demo": cmd_demo, "bench": cmd_bench}
     try:
         return handlers[args.command](args)
     except MultilabelICError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return _exit_code(exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, or an error not yet translated: still one line unless --debug
+        if args.debug:
+            raise
+        print(f"error: {type(exc).__name__}: {_one_line(exc)} (an unexpected error; run again with --debug for the "
+              f"traceback and report it)", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())

@@ -134,13 +134,7 @@ class Dataset:
         from .._io import quiet_stdout
 
         ann = Path(annotation_json)
-        if not ann.exists():
-            raise DataError(f"{ann}: COCO annotation file not found.")
-        try:
-            with quiet_stdout():
-                coco = COCO(str(ann))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise DataError(f"{ann}: not a COCO instances annotation file ({exc}).") from exc
+        coco = _load_coco(ann, COCO, quiet_stdout)
         by_name = {c["name"]: c["id"] for c in coco.loadCats(coco.getCatIds())}
         cat_ids, names = [], []
         for c in categories:
@@ -288,6 +282,42 @@ class Dataset:
         if not entries:
             raise DataError(f"{path}: no entries.")
         return cls([p for p, _ in entries], np.stack([lab for _, lab in entries]), class_names, root=root)
+
+
+def _load_coco(ann: Path, coco_cls, quiet_stdout):
+    """pycocotools' COCO over ``ann``, after checking the structure it assumes (it fails with bare KeyErrors)."""
+    from .lst import read_text_file
+
+    text = read_text_file(ann, what="COCO annotation file")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{ann}:{exc.lineno}: not valid JSON ({exc.msg}).") from None
+    fix = "expected a COCO instances file such as annotations/instances_val2017.json"
+    if not isinstance(doc, dict):
+        raise DataError(f"{ann}: a JSON {type(doc).__name__}, not an object; {fix}.")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(doc.get(key), list):
+            raise DataError(f"{ann}: no {key!r} list; {fix}.")
+    required = {"images": ("id", "file_name"), "annotations": ("image_id", "category_id"),
+                "categories": ("id", "name")}
+    for key, fields in required.items():
+        for i, item in enumerate(doc[key]):
+            if not isinstance(item, dict) or any(f not in item for f in fields):
+                raise DataError(f"{ann}: {key}[{i}] needs the fields {', '.join(fields)}; {fix}.")
+    image_ids = {item["id"] for item in doc["images"]}
+    for i, item in enumerate(doc["annotations"]):
+        if item["image_id"] not in image_ids:
+            raise DataError(f"{ann}: annotations[{i}] refers to image_id {item['image_id']!r}, which is not in "
+                            f"'images'.")
+    coco = coco_cls()
+    coco.dataset = doc
+    try:
+        with quiet_stdout():
+            coco.createIndex()
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{ann}: not a COCO instances annotation file ({exc}).") from exc
+    return coco
 
 
 def _reencode(path: Path, resize: int, quality: int) -> bytes:

@@ -14,9 +14,9 @@ from typing import NamedTuple
 import numpy as np
 
 from .._io import atomic_write
-from ..exceptions import DataError
+from ..exceptions import DataError, UsageError
 
-__all__ = ["LstEntry", "read_lst", "write_lst", "check_relative_path"]
+__all__ = ["LstEntry", "read_lst", "write_lst", "check_relative_path", "read_text_file"]
 
 
 class LstEntry(NamedTuple):
@@ -39,6 +39,25 @@ def check_relative_path(path: str, *, where: str) -> str:
     return str(PurePosixPath(*[q for q in parts if q != "."]))
 
 
+def read_text_file(path: Path, *, what: str) -> str:
+    """A UTF-8 text file, or a :class:`DataError` that says why it cannot be one (missing, a folder, binary)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found.") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not a {what}.") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the {what} ({exc.strerror}).") from exc
+    if b"\0" in data[:8192]:
+        raise DataError(f"{path}: is a binary file, not a {what} (text, one tab-separated line per image).")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text ({exc.reason}); save the {what} as UTF-8.") from None
+
+
 def _parse_label(token: str, *, where: str) -> int:
     try:
         v = float(token)
@@ -58,11 +77,8 @@ def read_lst(path: str | os.PathLike, *, num_classes: int | None = None, layout:
     """
     path = Path(path)
     if layout not in ("auto", "multi-hot", "class-id"):
-        raise ValueError(f"layout must be 'auto', 'multi-hot' or 'class-id', got {layout!r}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: .lst file not found.") from None
+        raise UsageError(f"layout must be 'auto', 'multi-hot' or 'class-id', got {layout!r}")
+    text = read_text_file(path, what=".lst file")
     entries: list[LstEntry] = []
     seen: dict[int, int] = {}
     expected_cols: int | None = None
@@ -128,6 +144,6 @@ def write_lst(path: str | os.PathLike, entries: Iterable[tuple[int, np.ndarray, 
                                     f"needs exactly one. Use layout='multi-hot' for multi-label data.")
                 cols = [str(int(pos[0]))]
             else:
-                raise ValueError(f"layout must be 'multi-hot' or 'class-id', got {layout!r}")
+                raise UsageError(f"layout must be 'multi-hot' or 'class-id', got {layout!r}")
             fh.write("\t".join([str(int(index)), *cols, rel]) + "\n")
     return path

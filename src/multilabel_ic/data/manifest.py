@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from .._io import atomic_write
-from ..exceptions import DataError
-from .lst import check_relative_path
+from ..exceptions import DataError, UsageError
+from .lst import check_relative_path, read_text_file
 
 __all__ = ["write_manifest", "read_manifest", "LABEL_FORMATS"]
 
@@ -27,7 +27,7 @@ def write_manifest(path: str | os.PathLike, entries: Iterable[tuple[str, np.ndar
                    label_attribute: str = "class") -> Path:
     """Write ``(relative path, multi-hot labels)`` entries; image references are ``image_prefix + path``."""
     if label_format not in LABEL_FORMATS:
-        raise ValueError(f"label_format must be one of {LABEL_FORMATS}, got {label_format!r}")
+        raise UsageError(f"label_format must be one of {LABEL_FORMATS}, got {label_format!r}")
     prefix = image_prefix if not image_prefix or image_prefix.endswith("/") else image_prefix + "/"
     path = Path(path)
     with atomic_write(path, "w") as fh:
@@ -43,11 +43,11 @@ def read_manifest(path: str | os.PathLike, *, num_classes: int, image_prefix: st
                   label_attribute: str = "class") -> list[tuple[str, np.ndarray]]:
     """Read a manifest into ``(relative path, multi-hot labels)``; ``image_prefix`` is stripped from references."""
     if label_format not in LABEL_FORMATS:
-        raise ValueError(f"label_format must be one of {LABEL_FORMATS}, got {label_format!r}")
+        raise UsageError(f"label_format must be one of {LABEL_FORMATS}, got {label_format!r}")
     path = Path(path)
     out = []
     prefix = image_prefix if not image_prefix or image_prefix.endswith("/") else image_prefix + "/"
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(read_text_file(path, what="manifest").splitlines(), 1):
         where = f"{path}:{lineno}"
         if not line.strip():
             continue
@@ -55,6 +55,8 @@ def read_manifest(path: str | os.PathLike, *, num_classes: int, image_prefix: st
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{where}: not valid JSON ({exc.msg}).") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{where}: expected a JSON object per line, got a JSON {type(obj).__name__}.")
         for attr in (source_attribute, label_attribute):
             if attr not in obj:
                 raise DataError(f"{where}: missing attribute {attr!r} (AttributeNames must list the image first, "

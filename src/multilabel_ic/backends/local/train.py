@@ -19,10 +19,10 @@ from ..._io import atomic_write, atomic_write_text, ensure_dir, remove_stale_tem
 from ..._lock import FolderLock
 from ...artifacts import METADATA_NAME, PREFIX, write_model_tar
 from ...data.dataset import Dataset
-from ...exceptions import RunConflictError, TrainingError, UsageError
-from ...preflight import check_training_request, data_fingerprint, describe_differences
+from ...exceptions import RunConflictError, UsageError
 from ...metrics import evaluate
 from ...mxnet_params import save_params
+from ...preflight import check_training_request, data_fingerprint, describe_differences
 from .augment import AugmentOptions
 from .epoch import predict_scores, run_epoch, validate
 from .loss import class_weights, weighted_bce
