@@ -38,9 +38,8 @@ def _add_hp_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hp-file", type=Path, help="JSON file of hyperparameters (SageMaker's string map works too)")
 
 
-def _hyperparameters(args, *, num_classes: int, num_training_samples: int, defaults: dict | None = None):
-    from .hyperparameters import Hyperparameters
-
+def _hp_values(args, defaults: dict | None = None) -> dict:
+    """The --hp-file and --hp values (checked for syntax, before any data is read)."""
     values = dict(defaults or {})
     if args.hp_file:
         values.update(_read_hp_file(args.hp_file))
@@ -49,6 +48,13 @@ def _hyperparameters(args, *, num_classes: int, num_training_samples: int, defau
             raise UsageError(f"--hp {item!r}: expected NAME=VALUE, e.g. --hp epochs=5")
         k, v = item.split("=", 1)
         values[k.strip()] = v.strip()
+    return values
+
+
+def _hyperparameters(args, *, num_classes: int, num_training_samples: int, defaults: dict | None = None):
+    from .hyperparameters import Hyperparameters
+
+    values = _hp_values(args, defaults)
     values.setdefault("num_classes", num_classes)
     values.setdefault("num_training_samples", num_training_samples)
     return Hyperparameters(**values)
@@ -181,6 +187,7 @@ def cmd_train(args) -> int:
     from .data.dataset import Dataset
 
     classes = _classes(args.classes)
+    _hp_values(args)
     if args.output.exists() and not args.output.is_dir():
         raise UsageError(f"--output {args.output} is a file; choose a folder for the run.")
     created_output = not args.output.exists()
