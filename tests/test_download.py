@@ -31,6 +31,9 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
             return
         start = 0
         rng = self.headers.get("Range")
+        etag = '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
+        if rng and self.headers.get("If-Range") not in (None, etag):
+            rng = None  # the file changed since the partial download: send it whole (RFC 9110 If-Range)
         if rng:
             start = int(rng.split("=")[1].split("-")[0])
             self.send_response(206)
@@ -38,6 +41,7 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         else:
             self.send_response(200)
         body = data[start:]
+        self.send_header("ETag", etag)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if cut and name not in type(self).cut_once:

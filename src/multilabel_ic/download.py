@@ -1,18 +1,28 @@
 """Resumable HTTP(S) downloads with progress and SHA-256 / MD5 checks, plus safe zip extraction.
 
-Used for COCO (``multilabel-ic prepare coco --download``) and the MXNet model-zoo weights. A partial download is kept
-as ``<name>.part`` and continued with an HTTP Range request on the next attempt.
+Used for COCO (``multilabel-ic prepare coco --download``) and the MXNet model-zoo weights.
+
+- An ``http://`` URL is tried over ``https://`` first; only a host that does not serve TLS is fetched over plain
+  HTTP, with a warning (``require_https=True`` refuses that instead). Integrity then rests on the checksum.
+- A partial download is kept as ``<name>.part`` with the server's validator (ETag or Last-Modified) in
+  ``<name>.part.json``, and continued with ``Range`` + ``If-Range``: a file that changed on the server is fetched
+  whole, never spliced. A partial file without a validator is fetched again from the start.
+- Checksums: the caller's ``sha256`` / ``md5`` (pinned), checked after every download. The SHA-256 of every completed
+  download is also recorded beside it (``<name>.sha256``) so that a corrupted cache is detected and fetched again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
+import ssl
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 
 from .exceptions import DownloadError
@@ -45,8 +55,28 @@ def _sidecar(dest: Path) -> Path:
     return dest.with_name(dest.name + ".sha256")
 
 
+def _https_first(url: str, require_https: bool, timeout: float) -> str:
+    """``url`` over https when the host serves it; otherwise the http URL (or an error with ``require_https``)."""
+    if not url.startswith("http://"):
+        return url
+    secure = "https://" + url[len("http://"):]
+    try:
+        req = urllib.request.Request(secure, method="HEAD")
+        with urllib.request.urlopen(req, timeout=min(timeout, 15.0)):
+            return secure
+    except urllib.error.HTTPError:
+        return secure  # the host speaks TLS; the GET reports the HTTP error itself
+    except (urllib.error.URLError, ssl.SSLError, OSError, TimeoutError) as exc:
+        if require_https:
+            raise DownloadError(f"{secure}: the host does not serve https ({exc}); download the file yourself, or "
+                                f"allow plain http (require_https=False) with a pinned checksum.") from exc
+        log.warning("%s does not serve https (%s); downloading over plain http, integrity rests on the checksum",
+                    secure.split("/")[2], getattr(exc, "reason", exc))
+        return url
+
+
 def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, md5: str | None = None,
-             progress: bool = True, timeout: float = 60.0, retries: int = 3) -> Path:
+             progress: bool = True, timeout: float = 60.0, retries: int = 3, require_https: bool = False) -> Path:
     """Download ``url`` to ``dest`` (a file path), resuming a previous partial download, and verify it.
 
     The SHA-256 of every completed download is recorded in ``<dest>.sha256``; an existing ``dest`` is reused without
@@ -69,6 +99,7 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, md
                 log.info("%s already present, skipping download", dest)
                 return dest
     part = dest.with_name(dest.name + ".part")
+    url = _https_first(url, require_https, timeout)
     last_error: Exception | None = None
     for attempt in range(1, retries + 1):
         try:
@@ -82,27 +113,47 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, md
             f"Could not download {url} after {retries} attempts ({last_error}). The partial file {part} is kept; "
             f"run again to resume, or download it yourself and place it at {dest}.") from last_error
     os.replace(part, dest)
+    _validator_path(part).unlink(missing_ok=True)
     _check(dest, sha256, md5)
     _sidecar(dest).write_text(file_digest(dest) + "\n")
     return dest
 
 
+def _validator_path(part: Path) -> Path:
+    return part.with_name(part.name + ".json")
+
+
 def _fetch(url: str, part: Path, *, progress: bool, timeout: float) -> None:
     have = part.stat().st_size if part.exists() else 0
-    req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    validator = None
+    if have:
+        try:
+            validator = json.loads(_validator_path(part).read_text()).get("validator")
+        except (OSError, ValueError, AttributeError):
+            validator = None
+        if not validator:
+            log.info("%s has no ETag or Last-Modified to resume against; downloading it from the start", part.name)
+            have = 0
+    headers = {"Range": f"bytes={have}-", "If-Range": validator} if have else {}
+    req = urllib.request.Request(url, headers=headers)
     try:
         resp = urllib.request.urlopen(req, timeout=timeout)
     except urllib.error.HTTPError as exc:
-        if exc.code == 416 and have:  # already complete
-            return
         if exc.code in (403, 404):
             raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}. Check the URL.") from exc
+        if exc.code == 416 and have:  # the range starts at the end: ask for the whole file again
+            part.unlink()
+            _validator_path(part).unlink(missing_ok=True)
         raise
     with resp:
-        resumed = resp.status == 206
+        resumed = resp.status == 206 and have > 0
         if have and not resumed:
-            log.info("server ignored the Range request; restarting %s from the beginning", part.name)
+            log.info("the file changed on the server, or the server ignored the Range request; downloading %s "
+                     "from the beginning", part.name)
             have = 0
+        new_validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
+        if not resumed:
+            _validator_path(part).write_text(json.dumps({"url": url, "validator": new_validator}) + "\n")
         total = resp.headers.get("Content-Length")
         total_bytes = int(total) + have if total is not None else None
         bar = _progress_bar(total_bytes, have, part.name[:-5], progress)
@@ -124,22 +175,56 @@ def _progress_bar(total, initial, desc, enabled):
     return tqdm(total=total, initial=initial, unit="B", unit_scale=True, desc=desc, disable=not enabled)
 
 
-def extract_zip(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """Extract a zip file, refusing members that would land outside ``dest``."""
+MAX_ZIP_BYTES = 64 * 1024 ** 3  # uncompressed; COCO val2017 + annotations are under 1.5 GB
+MAX_ZIP_MEMBERS = 200_000
+
+
+def extract_zip(archive: str | os.PathLike, dest: str | os.PathLike, *, max_bytes: int = MAX_ZIP_BYTES,
+                max_members: int = MAX_ZIP_MEMBERS) -> Path:
+    """Extract a zip file into ``dest``, merging with what is there.
+
+    Refused before anything is written: members that would land outside ``dest`` (or are links), more than
+    ``max_members`` members, more than ``max_bytes`` uncompressed. Each file is extracted to a temporary name and
+    renamed into place, so an interruption leaves complete files only; a file the archive holds replaces the file of
+    the same path, and nothing else in ``dest`` is touched.
+    """
     dest = Path(dest).resolve()
-    with zipfile.ZipFile(archive) as zf:
-        for info in zf.infolist():
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DownloadError(f"{archive}: not a readable zip file ({exc}); delete it and download it again.") from exc
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > max_members:
+            raise DownloadError(f"{archive}: {len(infos)} members, more than the limit of {max_members}; refusing "
+                                f"(pass max_members= if you trust the archive).")
+        total = sum(i.file_size for i in infos)
+        if total > max_bytes:
+            raise DownloadError(f"{archive}: {total} bytes uncompressed, more than the limit of {max_bytes}; "
+                                f"refusing (pass max_bytes= if you trust the archive).")
+        for info in infos:
             target = (dest / info.filename).resolve()
             if dest != target and dest not in target.parents:
                 raise DownloadError(f"{archive}: member {info.filename!r} would extract outside {dest}; refusing.")
-        tmp = dest.with_name(dest.name + ".extracting")
-        shutil.rmtree(tmp, ignore_errors=True)
-        zf.extractall(tmp)
-    dest.mkdir(parents=True, exist_ok=True)
-    for item in tmp.iterdir():
-        target = dest / item.name
-        if target.exists():
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
-        os.replace(item, target)
-    shutil.rmtree(tmp, ignore_errors=True)
+            if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                raise DownloadError(f"{archive}: member {info.filename!r} is a symbolic link; refusing.")
+        dest.mkdir(parents=True, exist_ok=True)
+        for info in infos:
+            target = (dest / info.filename).resolve()
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.extracting")
+            try:
+                with zf.open(info) as src, open(tmp, "wb") as out:
+                    shutil.copyfileobj(src, out, _CHUNK)
+                os.replace(tmp, target)
+            except (zipfile.BadZipFile, zlib.error) as exc:
+                tmp.unlink(missing_ok=True)
+                raise DownloadError(f"{archive}: member {info.filename!r} is damaged ({exc}); delete the archive "
+                                    f"and download it again.") from exc
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
     return dest
