@@ -26,6 +26,19 @@ def coco5(synthetic_coco) -> Dataset:
     return Dataset.from_coco(ann, images=images, categories=COCO5)
 
 
+@pytest.fixture(scope="session")
+def synthetic_coco_200(tmp_path_factory):
+    """Enough images for the MS-COCO example's mini_batch_size=128 (SageMaker requests; nothing trains on it)."""
+    root = tmp_path_factory.mktemp("synthetic200")
+    return generate_coco(root, num_images=200, seed=5)
+
+
+@pytest.fixture(scope="session")
+def coco5_200(synthetic_coco_200) -> Dataset:
+    ann, images = synthetic_coco_200
+    return Dataset.from_coco(ann, images=images, categories=COCO5)
+
+
 @pytest.fixture(autouse=True)
 def _quiet_logs(caplog):
     caplog.set_level(logging.INFO, logger="multilabel_ic")

@@ -107,13 +107,13 @@ def _backend(session, **kw):
                             poll_interval=0.01, progress=False, **kw)
 
 
-def _coco5_splits(coco5):
+def _coco5_splits(coco5_200):
     # the example: all selected images, shuffled, 2500 train / the rest validation (scaled to the test data)
-    return coco5.split(train_size=90, seed=0)
+    return coco5_200.split(train_size=150, seed=0)
 
 
-def test_coco5_workflow_sends_exactly_the_examples_request(setup, aws, coco5, model_tar_bytes, tmp_path):
-    train, val = _coco5_splits(coco5)
+def test_coco5_workflow_sends_exactly_the_examples_request(setup, aws, coco5_200, model_tar_bytes, tmp_path):
+    train, val = _coco5_splits(coco5_200)
     JobSimulator(setup, aws, model_tar_bytes)
     hp = Hyperparameters(**COCO_HP, num_training_samples=2500)
     model = Trainer(hp, backend=_backend(setup), output_dir=tmp_path).fit(train, validation=val)
@@ -173,8 +173,8 @@ def test_coco5_workflow_sends_exactly_the_examples_request(setup, aws, coco5, mo
     assert sm.list_endpoint_configs()["EndpointConfigs"] == []
 
 
-def test_rerunning_a_fit_does_not_upload_again(setup, aws, coco5, model_tar_bytes, tmp_path):
-    train, val = _coco5_splits(coco5)
+def test_rerunning_a_fit_does_not_upload_again(setup, aws, coco5_200, model_tar_bytes, tmp_path):
+    train, val = _coco5_splits(coco5_200)
     JobSimulator(setup, aws, model_tar_bytes)
     puts = []
     setup.events.register("provide-client-params.s3.PutObject", lambda params, **kw: puts.append(params["Key"]))
@@ -187,8 +187,8 @@ def test_rerunning_a_fit_does_not_upload_again(setup, aws, coco5, model_tar_byte
     assert len(puts) == first  # same sizes and MD5s: nothing re-sent
 
 
-def test_recordio_and_manifest_channels(setup, coco5):
-    train, val = _coco5_splits(coco5)
+def test_recordio_and_manifest_channels(setup, coco5_200):
+    train, val = _coco5_splits(coco5_200)
     rec = _backend(setup, input_format="recordio").upload(train, val)
     assert [(c["ChannelName"], c["ContentType"]) for c in rec] == [("train", "application/x-recordio"),
                                                                    ("validation", "application/x-recordio")]
@@ -207,8 +207,8 @@ def test_recordio_and_manifest_channels(setup, coco5):
     assert json.loads(line["class"]) == [int(i) for i in np.flatnonzero(train.labels[0])]
 
 
-def test_distributed_spot_incremental_request(setup, aws, coco5, model_tar_bytes, tmp_path):
-    train, val = _coco5_splits(coco5)
+def test_distributed_spot_incremental_request(setup, aws, coco5_200, model_tar_bytes, tmp_path):
+    train, val = _coco5_splits(coco5_200)
     sim = JobSimulator(setup, aws, model_tar_bytes)
     hp = Hyperparameters(**COCO_HP, num_training_samples=2500, kv_store="dist_sync")
     backend = _backend(setup, use_spot=True, max_wait=400000, checkpoint_s3_uri=f"s3://{BUCKET}/ckpt",
@@ -228,8 +228,8 @@ def test_distributed_spot_incremental_request(setup, aws, coco5, model_tar_bytes
     assert re.match(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$", req["TrainingJobName"])
 
 
-def test_failed_job_raises_with_the_failure_reason(setup, aws, coco5, model_tar_bytes, tmp_path):
-    train, val = _coco5_splits(coco5)
+def test_failed_job_raises_with_the_failure_reason(setup, aws, coco5_200, model_tar_bytes, tmp_path):
+    train, val = _coco5_splits(coco5_200)
     JobSimulator(setup, aws, model_tar_bytes, outcome="Failed",
                  reason="ClientError: The number of input images must be bigger or equal to the mini_batch_size.")
     hp = Hyperparameters(**COCO_HP, num_training_samples=2500)
@@ -238,8 +238,8 @@ def test_failed_job_raises_with_the_failure_reason(setup, aws, coco5, model_tar_
     assert e.value.job_name.startswith("ic-multilabel-") and e.value.status == "Failed"
 
 
-def test_ctrl_c_asks_sagemaker_to_stop_the_job(setup, aws, coco5, model_tar_bytes, tmp_path, monkeypatch, caplog):
-    train, val = _coco5_splits(coco5)
+def test_ctrl_c_asks_sagemaker_to_stop_the_job(setup, aws, coco5_200, model_tar_bytes, tmp_path, monkeypatch, caplog):
+    train, val = _coco5_splits(coco5_200)
     JobSimulator(setup, aws, model_tar_bytes, outcome="InProgress")
     stops = []
     setup.events.register("provide-client-params.sagemaker.StopTrainingJob", lambda params, **kw: stops.append(params))
@@ -256,8 +256,8 @@ def test_ctrl_c_asks_sagemaker_to_stop_the_job(setup, aws, coco5, model_tar_byte
     assert "stop requested" in caplog.text or "stop-training-job --training-job-name" in caplog.text
 
 
-def test_missing_bucket_and_role(setup, coco5, tmp_path):
-    train, val = _coco5_splits(coco5)
+def test_missing_bucket_and_role(setup, coco5_200, tmp_path):
+    train, val = _coco5_splits(coco5_200)
     hp = Hyperparameters(**COCO_HP, num_training_samples=2500)
     backend = SageMakerBackend(role=ROLE, bucket="no-such-bucket", region=REGION, session=setup, progress=False)
     with pytest.raises(BackendError, match="S3 bucket 'no-such-bucket' does not exist"):
@@ -296,8 +296,8 @@ class _Raw(io.BytesIO):
         yield self.getvalue()
 
 
-def test_batch_transform(setup, aws, coco5, model_tar_bytes):
-    _, val = _coco5_splits(coco5)
+def test_batch_transform(setup, aws, coco5_200, model_tar_bytes):
+    _, val = _coco5_splits(coco5_200)
     small = val.subset(range(3))
     s3 = setup.client("s3")
     s3.put_object(Bucket=BUCKET, Key="models/model.tar.gz", Body=model_tar_bytes)

@@ -33,14 +33,14 @@ def model_tar_bytes():
     return _model_tar()
 
 
-def test_documented_example_runs_against_the_emulator(aws, synthetic_coco, model_tar_bytes, tmp_path):
+def test_documented_example_runs_against_the_emulator(aws, synthetic_coco_200, model_tar_bytes, tmp_path):
     session = boto3.Session(region_name=REGION)
     session.client("s3").create_bucket(Bucket=BUCKET)
     sim = JobSimulator(session, aws, model_tar_bytes)
     aws.queue_invoke_results([[0.8, 0.1, 0.6, 0.2, 0.05]])
-    ann, images = synthetic_coco
+    ann, images = synthetic_coco_200
     result = _load_example().run(annotations=ann, images=images, role=ROLE, bucket=BUCKET, region=REGION,
-                                 train_size=90, output_dir=tmp_path, session=session, poll_interval=0.01)
+                                 train_size=150, output_dir=tmp_path, session=session, poll_interval=0.01)
     assert result["probabilities"] == [0.8, 0.1, 0.6, 0.2, 0.05]
     assert sim.requests[0]["HyperParameters"]["num_training_samples"] == "2500"
     assert session.client("sagemaker").list_endpoints()["Endpoints"] == []

@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ...exceptions import BackendError, TrainingError, require
+from ..._io import ensure_dir
+from ...exceptions import BackendError, TrainingError, UsageError, require
+from ...preflight import check_training_request
 from . import request as rq
 from .logs import LogParser, stream_job_logs
 from .s3 import download_file, parse_s3_uri, sync_files
@@ -45,11 +47,21 @@ class SageMakerBackend:
         from botocore.config import Config
 
         if input_format not in INPUT_FORMATS:
-            raise ValueError(f"input_format must be one of {INPUT_FORMATS}, got {input_format!r}")
+            raise UsageError(f"input_format must be one of {INPUT_FORMATS}, got {input_format!r}")
         if instance_count < 1:
-            raise ValueError(f"instance_count must be >= 1, got {instance_count}")
+            raise UsageError(f"instance_count must be >= 1, got {instance_count}")
         if session is not None and profile is not None:
-            raise ValueError("pass either session= or profile=, not both")
+            raise UsageError("pass either session= or profile=, not both")
+        if max_wait is not None and not use_spot:
+            raise UsageError("max_wait applies to managed spot training only: set use_spot=True or drop max_wait.")
+        if use_spot and max_wait is not None and max_wait < max_run:
+            raise UsageError(f"max_wait ({max_wait} s) must be at least max_run ({max_run} s): SageMaker rejects a "
+                             f"spot job that may wait less than it may run.")
+        if checkpoint_s3_uri is not None and not use_spot:
+            raise UsageError("checkpoint_s3_uri is used with managed spot training (use_spot=True), where the "
+                             "algorithm resumes from it after an interruption; set use_spot=True or drop it.")
+        if checkpoint_s3_uri is not None and not checkpoint_s3_uri.startswith("s3://"):
+            raise UsageError(f"checkpoint_s3_uri must be an s3:// URI, got {checkpoint_s3_uri!r}")
         self.session = session or boto3.Session(profile_name=profile, region_name=region)
         self.region = region or self.session.region_name
         if not self.region:
@@ -114,7 +126,7 @@ class SageMakerBackend:
         validation.check_images(what="validation data")
         s3 = self.client("s3")
         base = self.base_uri
-        sync = dict(bucket=self.bucket, progress=self.progress)
+        sync = dict(bucket=self.bucket, progress=self.progress, remove_stale=True)
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             if self.input_format == "lst":
@@ -146,21 +158,18 @@ class SageMakerBackend:
 
     # ----------------------------------------------------------------- training
     def fit(self, hp, train, validation, *, output_dir: Path):
-        from ...api import Model
-
         output_dir = Path(output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        if train.num_classes != hp.num_classes:
-            raise BackendError(f"the training data has {train.num_classes} classes but num_classes={hp.num_classes}")
+        image = self.check_request(hp, train, validation)
         if hp.num_training_samples != len(train):
             log.warning("num_training_samples=%d but the training data has %d images", hp.num_training_samples,
                         len(train))
         role = self.role_arn()
         self._check_bucket()
+        ensure_dir(output_dir)
         channels = self.upload(train, validation)
         name = rq.job_name(self.base_job_name)
         req = rq.training_job_request(
-            name=name, role_arn=role, image=self.image(), hyperparameters=hp.to_sagemaker(), channels=channels,
+            name=name, role_arn=role, image=image, hyperparameters=hp.to_sagemaker(), channels=channels,
             output_path=f"{self.base_uri}/output", instance_type=self.instance_type,
             instance_count=self.instance_count, volume_size=self.volume_size, max_run=self.max_run,
             input_mode="Pipe" if self.input_format == "manifest" else "File", use_spot=self.use_spot,
@@ -169,6 +178,36 @@ class SageMakerBackend:
         self.last_request = req
         self._call("sagemaker", "create_training_job", **req)
         log.info("started training job %s (%d x %s)", name, self.instance_count, self.instance_type)
+        return self._model_of_job(name, hp, list(train.class_names), output_dir)
+
+    def check_request(self, hp, train, validation) -> str:
+        """What would make the job fail, checked before anything is uploaded; returns the algorithm's image URI."""
+        if validation is None:
+            raise BackendError("the built-in algorithm needs a validation channel: pass validation=...")
+        check_training_request(hp, train, validation)
+        if self.input_format == "manifest" and self.instance_count > 1:
+            raise UsageError(f"input_format='manifest' (Pipe mode) with instance_count={self.instance_count}: the "
+                             f"algorithm does not support distributed training in Pipe mode. Use "
+                             f"input_format='recordio' or 'lst' for several instances, or instance_count=1.")
+        return self.image()
+
+    def attach(self, job_name: str, *, output_dir: str | Path = "runs/attached", class_names=None):
+        """The :class:`Model` of a training job started elsewhere (or by an earlier process): waits for it with log
+        streaming, then downloads its artifact into ``output_dir``."""
+        from ...hyperparameters import Hyperparameters
+
+        desc = self._call("sagemaker", "describe_training_job", TrainingJobName=job_name)
+        hp = Hyperparameters.from_sagemaker(desc.get("HyperParameters", {}))
+        names = list(class_names) if class_names else [f"class_{i}" for i in range(hp.num_classes)]
+        if len(names) != hp.num_classes:
+            raise UsageError(f"class_names has {len(names)} names but job {job_name} trains {hp.num_classes} classes")
+        output_dir = ensure_dir(Path(output_dir))
+        log.info("attached to training job %s (%s)", job_name, desc["TrainingJobStatus"])
+        return self._model_of_job(job_name, hp, names, output_dir)
+
+    def _model_of_job(self, name: str, hp, class_names: list[str], output_dir: Path):
+        from ...api import Model
+
         desc, parser = self.wait(name)
         artifact = desc["ModelArtifacts"]["S3ModelArtifacts"]
         local = download_file(self.client("s3"), artifact, output_dir / "model.tar.gz", progress=self.progress)
@@ -184,9 +223,9 @@ class SageMakerBackend:
             metrics["final"]["validation_accuracy"] = max(e.get("validation_accuracy", 0) for e in epochs)
         from ...artifacts import write_metadata
 
-        write_metadata(local, class_names=train.class_names, hyperparameters=hp.to_sagemaker(include_defaults=True),
+        write_metadata(local, class_names=class_names, hyperparameters=hp.to_sagemaker(include_defaults=True),
                        extra={"backend": "sagemaker", "job_name": name, "artifact": artifact})
-        return Model(hyperparameters=hp, class_names=list(train.class_names), metrics=metrics, artifact=artifact,
+        return Model(hyperparameters=hp, class_names=class_names, metrics=metrics, artifact=artifact,
                      local_artifact=local, backend=self, info={"job_name": name, "description": desc})
 
     def wait(self, name: str) -> tuple[dict, LogParser]:
@@ -202,7 +241,13 @@ class SageMakerBackend:
 
         try:
             while True:
-                desc = self._call("sagemaker", "describe_training_job", TrainingJobName=name)
+                try:
+                    desc = self._call("sagemaker", "describe_training_job", TrainingJobName=name)
+                except BackendError as exc:
+                    raise BackendError(
+                        f"lost track of training job {name} ({exc}); the job itself still runs on SageMaker and is "
+                        f"billed. Re-attach when the problem is fixed: SageMakerBackend(...).attach({name!r}), or "
+                        f"stop it: aws sagemaker stop-training-job --training-job-name {name}") from exc
                 now = (desc["TrainingJobStatus"], desc.get("SecondaryStatus"))
                 if now != status:
                     log.info("%s: %s%s", name, now[0], f" / {now[1]}" if now[1] else "")
@@ -245,23 +290,38 @@ class SageMakerBackend:
 
     def deploy(self, model, *, instance_type: str = "ml.m5.xlarge", initial_instance_count: int = 1,
                endpoint_name: str | None = None, wait: bool = True):
-        """Create model, endpoint config and endpoint for ``model`` (or an ``s3://.../model.tar.gz``)."""
+        """Create model, endpoint config and endpoint for ``model`` (or an ``s3://.../model.tar.gz``).
+
+        On any failure (a refused call, an endpoint that goes ``Failed``, Ctrl-C while waiting for ``InService``) what
+        this call created is deleted before the error is raised, so nothing is left to bill.
+        """
         from .endpoint import SageMakerPredictor
 
         artifact = model if isinstance(model, str) else model.artifact
         class_names = None if isinstance(model, str) else model.class_names
+        thresholds = None if isinstance(model, str) else model.thresholds
         name = endpoint_name or rq.job_name(f"{self.base_job_name}-ep")
         image = self.image()
-        self._call("sagemaker", "create_model", ModelName=name, ExecutionRoleArn=self.role_arn(),
-                   PrimaryContainer={"Image": image, "ModelDataUrl": artifact})
-        self._call("sagemaker", "create_endpoint_config", EndpointConfigName=name, ProductionVariants=[
-            {"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": initial_instance_count,
-             "InstanceType": instance_type}])
-        self._call("sagemaker", "create_endpoint", EndpointName=name, EndpointConfigName=name)
-        log.info("creating endpoint %s (%d x %s)", name, initial_instance_count, instance_type)
-        pred = SageMakerPredictor(self, name, class_names=class_names, owns_resources=True)
-        if wait:
-            pred.wait_in_service()
+        role = self.role_arn()
+        pred = SageMakerPredictor(self, name, class_names=class_names, owns_resources=True, thresholds=thresholds)
+        created: list[str] = []
+        try:
+            self._call("sagemaker", "create_model", ModelName=name, ExecutionRoleArn=role,
+                       PrimaryContainer={"Image": image, "ModelDataUrl": artifact})
+            created.append("model")
+            self._call("sagemaker", "create_endpoint_config", EndpointConfigName=name, ProductionVariants=[
+                {"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": initial_instance_count,
+                 "InstanceType": instance_type}])
+            created.append("endpoint_config")
+            self._call("sagemaker", "create_endpoint", EndpointName=name, EndpointConfigName=name)
+            created.append("endpoint")
+            log.info("creating endpoint %s (%d x %s)", name, initial_instance_count, instance_type)
+            if wait:
+                pred.wait_in_service()
+        except BaseException:
+            log.warning("deploying %s failed; deleting the %s it created", name, ", ".join(created) or "nothing")
+            pred.delete(only=created)
+            raise
         return pred
 
     def batch_transform(self, model, data, *, instance_type: str = "ml.m5.xlarge", instance_count: int = 1,
@@ -272,12 +332,21 @@ class SageMakerBackend:
         prefix of images (predictions come back as ``{input s3 URI: probabilities}``). ``wait=False`` returns the
         transform job's name at once.
         """
-        import json
-
-        from .endpoint import ensure_model
+        from .endpoint import delete_quietly, ensure_model
 
         name = rq.job_name(f"{self.base_job_name}-bt")
-        model_name = ensure_model(self, model, name)
+        model_name, created_model = ensure_model(self, model, name)
+        try:
+            return self._transform(name, model_name, data, instance_type=instance_type,
+                                   instance_count=instance_count, output_path=output_path, wait=wait)
+        finally:
+            if created_model and wait:
+                delete_quietly(self, "delete_model", ModelName=model_name)
+
+    def _transform(self, name: str, model_name: str, data, *, instance_type: str, instance_count: int,
+                   output_path: str | None, wait: bool):
+        import json
+
         s3 = self.client("s3")
         if isinstance(data, str):
             in_bucket, in_prefix = parse_s3_uri(data)
@@ -302,11 +371,16 @@ class SageMakerBackend:
         log.info("started transform job %s over %d images", name, len(keys))
         if not wait:
             return name
-        while True:
-            desc = self._call("sagemaker", "describe_transform_job", TransformJobName=name)
-            if desc["TransformJobStatus"] in _TERMINAL:
-                break
-            self.sleep(self.poll_interval)
+        try:
+            while True:
+                desc = self._call("sagemaker", "describe_transform_job", TransformJobName=name)
+                if desc["TransformJobStatus"] in _TERMINAL:
+                    break
+                self.sleep(self.poll_interval)
+        except BaseException:
+            log.warning("interrupted: stopping transform job %s", name)
+            delete_quietly(self, "stop_transform_job", TransformJobName=name)
+            raise
         if desc["TransformJobStatus"] != "Completed":
             raise TrainingError(f"transform job {name} ended with status {desc['TransformJobStatus']}: "
                                 f"{desc.get('FailureReason', 'no reason given')}", job_name=name,

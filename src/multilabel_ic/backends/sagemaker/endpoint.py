@@ -6,26 +6,38 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Sequence
 
 from ...api import Predictor
 from ...exceptions import BackendError, UsageError
 
-__all__ = ["SageMakerPredictor", "ensure_model", "CONTENT_TYPES"]
+__all__ = ["SageMakerPredictor", "ensure_model", "delete_quietly", "CONTENT_TYPES"]
 
 log = logging.getLogger("multilabel_ic.sagemaker")
 CONTENT_TYPES = ("application/x-image", "image/jpeg", "image/png")
 
 
-def ensure_model(backend, model, name: str) -> str:
-    """A SageMaker model for ``model`` (a Model, an s3:// artifact, or the name of an existing SageMaker model)."""
+def ensure_model(backend, model, name: str) -> tuple[str, bool]:
+    """A SageMaker model for ``model`` (a Model, an s3:// artifact, or the name of an existing SageMaker model), and
+    whether this call created it (then the caller deletes it when done)."""
     if isinstance(model, str) and not model.startswith("s3://"):
-        return model
+        return model, False
     artifact = model if isinstance(model, str) else model.artifact
     backend._call("sagemaker", "create_model", ModelName=name, ExecutionRoleArn=backend.role_arn(),
                   PrimaryContainer={"Image": backend.image(), "ModelDataUrl": artifact})
-    return name
+    return name, True
+
+
+def delete_quietly(backend, op: str, **kwargs) -> bool:
+    """Make a clean-up call; a failure is logged with the command that does it by hand, never raised."""
+    try:
+        backend._call("sagemaker", op, **kwargs)
+        return True
+    except BackendError as exc:
+        args = " ".join(f"--{''.join('-' + c.lower() if c.isupper() else c for c in k).lstrip('-')} {v}"
+                        for k, v in kwargs.items())
+        log.error("%s failed (%s); do it by hand: aws sagemaker %s %s", op, exc, op.replace("_", "-"), args)
+        return False
 
 
 class SageMakerPredictor(Predictor):
@@ -50,7 +62,7 @@ class SageMakerPredictor(Predictor):
             if status in ("Failed", "OutOfService"):
                 raise BackendError(f"endpoint {self.endpoint_name} is {status}: "
                                    f"{desc.get('FailureReason', 'no reason given')}")
-            time.sleep(delay)
+            self.backend.sleep(delay)
         raise BackendError(f"endpoint {self.endpoint_name} not InService after {max_attempts} checks")
 
     def predict(self, image: bytes, content_type: str = "application/x-image") -> list[float]:
@@ -71,19 +83,17 @@ class SageMakerPredictor(Predictor):
             self.class_names = [f"class_{i}" for i in range(len(probs))]
         return [float(p) for p in probs]
 
-    def delete(self) -> None:
-        """Delete the endpoint, its endpoint config and its model."""
+    def delete(self, *, only: Sequence[str] = ("endpoint", "endpoint_config", "model")) -> None:
+        """Delete the endpoint, its endpoint config and its model (``only`` those named)."""
         if self._closed:
             return
         name = self.endpoint_name
-        for op, kw in (("delete_endpoint", {"EndpointName": name}),
-                       ("delete_endpoint_config", {"EndpointConfigName": name}),
-                       ("delete_model", {"ModelName": name})):
-            try:
-                self.backend._call("sagemaker", op, **kw)
-            except BackendError as exc:
-                log.warning("%s for %s failed: %s", op, name, exc)
-        log.info("deleted endpoint %s, its config and its model", name)
+        for kind, op, kw in (("endpoint", "delete_endpoint", {"EndpointName": name}),
+                             ("endpoint_config", "delete_endpoint_config", {"EndpointConfigName": name}),
+                             ("model", "delete_model", {"ModelName": name})):
+            if kind in only:
+                delete_quietly(self.backend, op, **kw)
+        log.info("deleted %s of endpoint %s", ", ".join(only) or "nothing", name)
         self._closed = True
 
     def close(self) -> None:

@@ -19,10 +19,14 @@ _NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 def image_uri(region: str) -> str:
     """The built-in algorithm's training/inference image for ``region`` (from the SageMaker SDK's bundled table)."""
-    from ...exceptions import require
+    from ...exceptions import UsageError, require
 
     image_uris = require("sagemaker.core.image_uris", extra="sagemaker", package="sagemaker-core")
-    return image_uris.retrieve("image-classification", region)
+    try:
+        return image_uris.retrieve("image-classification", region)
+    except ValueError as exc:
+        raise UsageError(f"region={region!r}: the built-in Image Classification algorithm has no image there "
+                         f"({' '.join(str(exc).split())[:400]})") from exc
 
 
 def job_name(base: str = "ic-multilabel") -> str:
