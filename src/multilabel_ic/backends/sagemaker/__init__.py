@@ -378,6 +378,8 @@ class SageMakerBackend:
                     break
                 self.sleep(self.poll_interval)
         except BaseException:
+            from .endpoint import delete_quietly
+
             log.warning("interrupted: stopping transform job %s", name)
             delete_quietly(self, "stop_transform_job", TransformJobName=name)
             raise
