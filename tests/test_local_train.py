@@ -99,7 +99,7 @@ def test_predictor_rejects_bad_input(trained):
 
     with pytest.raises(ImageDecodeError, match="<request body>: not a decodable image"):
         pred.predict(b"hello")
-    with pytest.raises(DataError, match="content type 'text/csv' is not accepted"):
+    with pytest.raises(UsageError, match="content type 'text/csv' is not accepted"):
         pred.predict(b"x", content_type="text/csv")
 
 

@@ -49,6 +49,26 @@ class FolderLock:
         self._fh: IO | None = None
 
     def acquire(self) -> FolderLock:
+        for _ in range(10):
+            fh = self._open_and_lock()
+            # the holder removes the file when it releases: make sure ours is still the file at the path
+            try:
+                if os.stat(self.path).st_ino == os.fstat(fh.fileno()).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            fh.close()
+        else:
+            raise RunConflictError(f"{self.path}: could not take the lock (the file keeps changing); try again.")
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                             "since": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def _open_and_lock(self) -> IO:
         try:
             fh = open(self.path, "a+", encoding="utf-8")
         except OSError as exc:
@@ -66,16 +86,14 @@ class FolderLock:
             raise RunConflictError(
                 f"{self.folder} is in use by {who}: two {self.what} runs cannot share an output folder. Wait for it "
                 f"to finish, stop it, or choose another output folder.")
-        fh.seek(0)
-        fh.truncate()
-        fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                             "since": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
-        fh.flush()
-        self._fh = fh
-        return self
+        return fh
 
     def release(self) -> None:
         if self._fh is not None:
+            try:
+                self.path.unlink()  # while still holding it, so that a finished run leaves no lock file
+            except OSError:
+                pass
             self._fh.close()  # closing the descriptor releases the lock
             self._fh = None
 

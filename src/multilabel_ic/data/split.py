@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..exceptions import UsageError
+
 __all__ = ["random_split", "iterative_stratification"]
 
 
@@ -17,9 +19,9 @@ def _n_train(n: int, train_size: float | int) -> int:
     elif float(train_size).is_integer():
         k = int(train_size)
     else:
-        raise ValueError(f"train_size must be a count or a fraction in (0, 1), got {train_size!r}")
+        raise UsageError(f"train_size must be a count or a fraction in (0, 1), got {train_size!r}")
     if not 0 < k < n:
-        raise ValueError(f"train_size={train_size!r} leaves an empty side for a dataset of {n} samples; "
+        raise UsageError(f"train_size={train_size!r} leaves an empty side for a dataset of {n} samples; "
                          f"use a count in [1, {n - 1}] or a fraction in (0, 1).")
     return k
 

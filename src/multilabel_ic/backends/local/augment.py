@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ...exceptions import DataError
+from ...exceptions import DataError, UsageError
 from ...images import resize_shorter
 
 __all__ = ["AugmentOptions", "resize_shorter", "affine_params", "random_affine", "crop", "hls_jitter",
@@ -45,9 +45,9 @@ class AugmentOptions:
         for name, allowed in (("hsl_jitter", ("uniform", "approx_gaussian")), ("small_image", ("error", "upscale")),
                               ("inference", ("resize", "centre_crop"))):
             if getattr(self, name) not in allowed:
-                raise ValueError(f"AugmentOptions.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+                raise UsageError(f"AugmentOptions.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not 0 <= self.fill_value <= 255:
-            raise ValueError(f"AugmentOptions.fill_value must be in [0, 255], got {self.fill_value}")
+            raise UsageError(f"AugmentOptions.fill_value must be in [0, 255], got {self.fill_value}")
 
 
 def affine_params(rng: np.random.Generator) -> tuple[float, int, float, float]:

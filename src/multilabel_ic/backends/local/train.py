@@ -29,7 +29,7 @@ from .loss import class_weights, weighted_bce
 from .network import create_network, mxnet_state_dict
 from .optim import MultiFactorSchedule, create_optimizer
 from .pipeline import ImageDataset, default_workers, make_loader, preload_images
-from .pretrained import load_pretrained
+from .pretrained import load_pretrained, resolve_pretrained
 
 __all__ = ["LocalOptions", "train", "class_weights", "weighted_bce", "select_device", "run_fingerprint",
            "CHECKPOINT_FORMAT"]
@@ -139,17 +139,25 @@ def train(hp, train_data: Dataset, validation: Dataset | None, output_dir: str |
     if hp.kv_store:
         log.warning("kv_store=%s has no effect on a single machine", hp.kv_store)
     fingerprint = run_fingerprint(hp, train_data, validation, options)
+    pretrained = (resolve_pretrained(hp.num_layers, options.pretrained, sha256=options.pretrained_sha256,
+                                     progress=options.progress) if hp.use_pretrained_model else None)
+    created = not out.exists()
     ensure_dir(out)
-    with FolderLock(out):
-        for stale in remove_stale_temp_files(out, out / "model", out / "checkpoints"):
-            log.info("removed %s, left by an interrupted run", stale)
-        if options.restart:
-            _clear_previous_run(out)
-        return _train_locked(hp, train_data, validation, out, options, device, fingerprint)
+    try:
+        with FolderLock(out):
+            for stale in remove_stale_temp_files(out, out / "model", out / "checkpoints"):
+                log.info("removed %s, left by an interrupted run", stale)
+            if options.restart:
+                _clear_previous_run(out)
+            return _train_locked(hp, train_data, validation, out, options, device, fingerprint, pretrained)
+    except Exception:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a run that failed before writing anything leaves no empty folder behind
+        raise
 
 
 def _train_locked(hp, train_data: Dataset, validation: Dataset | None, out: Path, options: LocalOptions,
-                  device: torch.device, fingerprint: dict) -> dict:
+                  device: torch.device, fingerprint: dict, pretrained: Path | None) -> dict:
     torch.manual_seed(options.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # cuDNN autotuning, as the algorithm's MXNet build does
@@ -159,8 +167,8 @@ def _train_locked(hp, train_data: Dataset, validation: Dataset | None, out: Path
     model = create_network(hp).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if hp.use_pretrained_model:
-        load_pretrained(model, options.pretrained, sha256=options.pretrained_sha256, progress=options.progress)
+    if pretrained is not None:
+        load_pretrained(model, pretrained, progress=options.progress)
     optimizer = create_optimizer(model, hp)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     schedule = MultiFactorSchedule.from_hyperparameters(hp)
