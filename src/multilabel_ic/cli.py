@@ -225,7 +225,7 @@ def cmd_train(args) -> int:
 
         for folder in extracted:
             shutil.rmtree(folder, ignore_errors=True)
-        if extracted and records.is_dir() and not any(records.iterdir()):
+        if records.is_dir() and not any(records.iterdir()):
             records.rmdir()
         if created_output and args.output.is_dir() and not any(args.output.iterdir()):
             args.output.rmdir()

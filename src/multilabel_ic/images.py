@@ -14,7 +14,7 @@ import numpy as np
 
 from .exceptions import ImageDecodeError, UsageError
 
-__all__ = ["decode_image", "read_image", "read_bytes", "encode_jpeg", "resize_shorter", "image_size", "DEFAULT_MAX_PIXELS",
+__all__ = ["decode_image", "read_image", "read_bytes", "encode_jpeg", "resize_shorter", "image_pixels", "DEFAULT_MAX_PIXELS",
            "max_pixels", "set_max_pixels"]
 
 # Decoded pixels allowed per image, checked from the file's header before decoding: a 1 MB PNG can claim
@@ -54,9 +54,10 @@ def set_max_pixels(limit: int | None) -> None:
     _max_pixels = limit
 
 
-def image_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the encoded image's header, without decoding; None when the format is not recognised."""
+def image_pixels(data: bytes) -> int | None:
+    """Width x height from the encoded image's header, without decoding; None when the format is not recognised."""
     import io
+    import re
     import warnings
 
     from PIL import Image, UnidentifiedImageError
@@ -65,20 +66,21 @@ def image_size(data: bytes) -> tuple[int, int] | None:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             with Image.open(io.BytesIO(data)) as im:
-                return im.size
-        except Image.DecompressionBombError:
-            return (1 << 31, 1 << 31)  # far beyond any limit; its real size does not matter
+                return im.size[0] * im.size[1]
+        except Image.DecompressionBombError as exc:  # Pillow's own, larger limit: its message has the size
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            return int(found.group(1)) if found else 1 << 62
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             return None
 
 
 def _check_pixels(data: bytes, source: str, limit: int) -> None:
-    size = image_size(data)
-    if size is not None and size[0] * size[1] > limit:
-        what = "more than 2 gigapixels" if size[0] >= 1 << 31 else f"{size[0]}x{size[1]} pixels"
+    pixels = image_pixels(data)
+    if pixels is not None and pixels > limit:
         raise ImageDecodeError(
-            f"{source}: the image is {what}, more than the limit of {limit} decoded pixels. Resize it, or raise the "
-            f"limit with multilabel_ic.images.set_max_pixels(n) or MULTILABEL_IC_MAX_PIXELS=n if you trust the file.")
+            f"{source}: the image has {pixels} pixels, more than the limit of {limit} decoded pixels. Resize it, or "
+            f"raise the limit with multilabel_ic.images.set_max_pixels(n) or MULTILABEL_IC_MAX_PIXELS=n if you trust "
+            f"the file.")
 
 
 def decode_image(data: bytes, *, channels: int = 3, source: str = "<bytes>") -> np.ndarray:

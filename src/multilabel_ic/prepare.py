@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._io import atomic_write_text, ensure_dir
 from .data.dataset import Dataset
 from .data.synthetic import COCO5, generate_coco
 from .download import download, extract_zip
+from .exceptions import UsageError
 
 __all__ = ["PreparedData", "prepare_dataset", "download_coco", "COCO_URLS"]
 
@@ -49,7 +51,7 @@ def download_coco(dest: str | Path, *, base_url: str = COCO_BASE_URL, progress: 
         archive = download(f"{base_url.rstrip('/')}/{rel}", dest / "downloads" / name,
                            sha256=checksums.get(key), progress=progress)
         extract_zip(archive, dest)
-        marker.write_text("ok\n")
+        atomic_write_text(marker, "ok\n")
     return dest / "annotations" / "instances_val2017.json", dest / "val2017"
 
 
@@ -60,13 +62,16 @@ def prepare_dataset(output: str | Path, *, source: str = "synthetic", annotation
                     progress: bool = True) -> PreparedData:
     """Build the dataset, split it deterministically and write the requested formats under ``output``."""
     out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
     if source == "synthetic":
+        ensure_dir(out)
         annotations, images = generate_coco(out / "synthetic", num_images=num_images, seed=seed, progress=progress)
+    elif source != "coco":
+        raise UsageError(f"source must be 'synthetic' or 'coco', got {source!r}")
     elif annotations is None or images is None:
-        raise ValueError("source='coco' needs annotations= and images= (or use download_coco first)")
+        raise UsageError("source='coco' needs annotations= and images= (or use download_coco first)")
     data = Dataset.from_coco(annotations, images=images, categories=list(categories))
-    train, val = data.split(train_size, seed=seed, stratify=stratify)
+    train, val = data.split(train_size, seed=seed, stratify=stratify)  # checked before anything is written
+    ensure_dir(out)
     files: dict[str, Path] = {"annotations": Path(annotations), "images": Path(images)}
     if "lst" in formats:
         files["train.lst"] = train.to_lst(out / "train.lst")
@@ -80,6 +85,6 @@ def prepare_dataset(output: str | Path, *, source: str = "synthetic", annotation
         files["validation.manifest"] = val.to_manifest(out / "validation.manifest", image_prefix=prefix)
     meta = {"class_names": data.class_names, "num_train": len(train), "num_validation": len(val), "seed": seed,
             "train_size": train_size, "stratify": stratify, "images": str(images), "annotations": str(annotations)}
-    (out / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(out / "dataset.json", json.dumps(meta, indent=2) + "\n")
     files["dataset.json"] = out / "dataset.json"
     return PreparedData(train, val, files)

@@ -305,6 +305,12 @@ def _load_coco(ann: Path, coco_cls, quiet_stdout):
         for i, item in enumerate(doc[key]):
             if not isinstance(item, dict) or any(f not in item for f in fields):
                 raise DataError(f"{ann}: {key}[{i}] needs the fields {', '.join(fields)}; {fix}.")
+            for f in fields:
+                ok = isinstance(item[f], str) if f in ("file_name", "name") else (
+                    isinstance(item[f], int) and not isinstance(item[f], bool))
+                if not ok:
+                    kind = "a string" if f in ("file_name", "name") else "an integer"
+                    raise DataError(f"{ann}: {key}[{i}].{f} is {item[f]!r}, not {kind}; {fix}.")
     image_ids = {item["id"] for item in doc["images"]}
     for i, item in enumerate(doc["annotations"]):
         if item["image_id"] not in image_ids:

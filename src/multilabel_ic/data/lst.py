@@ -100,8 +100,11 @@ def read_lst(path: str | os.PathLike, *, num_classes: int | None = None, layout:
         elif len(cols) != expected_cols:
             raise DataError(f"{where}: expected {expected_cols} columns like the first line, got {len(cols)}.")
         try:
-            index = int(float(cols[0]))
-        except ValueError:
+            value = float(cols[0])
+            if not value.is_integer():
+                raise ValueError
+            index = int(value)
+        except (ValueError, OverflowError):
             raise DataError(f"{where}: index {cols[0]!r} is not an integer.") from None
         if index in seen:
             raise DataError(f"{where}: duplicate index {index} (first used on line {seen[index]}); indices must be "
