@@ -55,7 +55,7 @@ class LocalOptions:
     pretrained: str | None = None  # file or URL of ImageNet weights for use_pretrained_model=1
     pretrained_sha256: str | None = None
     channels_last: bool = True
-    resume: bool = True  # continue a run of the same data and settings found in the output folder
+    resume: bool = True  # continue a run of the same data and settings found in the output folder (False: refuse)
     restart: bool = False  # remove the previous run's checkpoint, parameters and artifact, and start afresh
 
     def __post_init__(self):
@@ -102,15 +102,17 @@ def _precision(hp, device: torch.device, options: LocalOptions):
 
 def run_fingerprint(hp, train_data: Dataset, validation: Dataset | None, options: LocalOptions) -> dict:
     """What a run is trained on and with: a resume must find every field equal, or it would ship another model."""
-    return {"training data": data_fingerprint(train_data), "validation data": data_fingerprint(validation),
-            "class names": list(train_data.class_names), "seed": options.seed, "hyperparameters": hp.to_dict(),
-            "weighted_loss": options.weighted_loss, "augment": asdict(options.augment),
-            "cpu_float16": options.cpu_float16, "cuda_half": options.cuda_half,
-            "pretrained": None if not hp.use_pretrained_model else [options.pretrained, options.pretrained_sha256]}
+    fingerprint = {
+        "training data": data_fingerprint(train_data), "validation data": data_fingerprint(validation),
+        "class names": list(train_data.class_names), "seed": options.seed, "hyperparameters": hp.to_dict(),
+        "weighted_loss": options.weighted_loss, "augment": asdict(options.augment),
+        "cpu_float16": options.cpu_float16, "cuda_half": options.cuda_half,
+        "pretrained": None if not hp.use_pretrained_model else [options.pretrained, options.pretrained_sha256]}
+    return json.loads(json.dumps(fingerprint))  # the form it has when read back from a checkpoint
 
 
 # Files a run writes into its output folder; --restart removes exactly these (and nothing the user put there).
-RUN_FILES = ("checkpoints/last.pt", "model.tar.gz", "metrics.json", "metrics.png", METADATA_NAME)
+RUN_FILES = ("checkpoints/last.pt", "checkpoints/run.json", "model.tar.gz", "metrics.json", "metrics.png", METADATA_NAME)
 
 
 def _clear_previous_run(out: Path) -> None:
@@ -181,7 +183,10 @@ def _train_locked(hp, train_data: Dataset, validation: Dataset | None, out: Path
     state = {"epoch": 0, "num_update": 0, "history": [], "best_acc": None, "best_epoch": None, "es_bad": 0,
              "saved": []}
     sp = _state_path(out)
-    if options.resume and sp.exists():
+    if sp.exists():
+        if not options.resume:
+            raise RunConflictError(f"{out} holds a run (checkpoints/last.pt) and resume=False: pass restart=True "
+                                   f"(CLI: --restart) to replace it, or choose another output folder.")
         ck = _load_state(sp, device, fingerprint)
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
@@ -189,11 +194,8 @@ def _train_locked(hp, train_data: Dataset, validation: Dataset | None, out: Path
         torch.set_rng_state(ck["torch_rng"])
         state = json.loads(ck["state"])
         log.info("resuming from %s: %d of %d epochs done", sp, state["epoch"], hp.epochs)
-    elif (out / "model.tar.gz").exists() or any((out / "model").glob(f"{PREFIX}-*.params")):
-        raise RunConflictError(
-            f"{out} holds a model of another run (model.tar.gz or model/*.params) but no checkpoint to resume from: "
-            f"training would replace it. Start afresh with --restart (LocalOptions(restart=True)), or choose another "
-            f"output folder.")
+    else:
+        _claim_folder(out, fingerprint)
 
     log.info("resize=%s -> %s crop %dx%d, augmentation_type=%s, %d batches of %d per epoch, device=%s, workers=%d",
              hp.resize, "random" if hp.augmentation_type else "centre", hp.width, hp.height, hp.augmentation_type,
@@ -278,6 +280,38 @@ def _checkpoint_and_stop(hp, model, out: Path, epoch: int, record: dict, state: 
                  state["best_acc"], state["best_epoch"])
         return True
     return False
+
+
+def _run_marker(out: Path) -> Path:
+    return out / "checkpoints" / "run.json"
+
+
+def _claim_folder(out: Path, fingerprint: dict) -> None:
+    """Before the first checkpoint: refuse a folder that holds another run's model, clear the files of an earlier
+    attempt of this very run (killed before its first checkpoint), and record what this run trains on."""
+    marker = _run_marker(out)
+    leftovers = (out / "model.tar.gz").exists() or any((out / "model").glob(f"{PREFIX}-*.params"))
+    recorded = None
+    if marker.exists():
+        try:
+            recorded = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            recorded = {}
+    if recorded is not None:
+        differ = describe_differences(recorded, fingerprint)
+        if differ:
+            raise RunConflictError(
+                f"{out} holds an unfinished run trained with other {', '.join(differ)}. Start afresh with --restart "
+                f"(LocalOptions(restart=True)), or choose another output folder.")
+        if leftovers:
+            log.info("an earlier attempt of this run stopped before its first checkpoint; starting it again")
+            _clear_previous_run(out)
+    elif leftovers:
+        raise RunConflictError(
+            f"{out} holds a model of another run (model.tar.gz or model/*.params) but no checkpoint to resume from: "
+            f"training would replace it. Start afresh with --restart (LocalOptions(restart=True)), or choose another "
+            f"output folder.")
+    atomic_write_text(marker, json.dumps(fingerprint, indent=1) + "\n")
 
 
 def _save_state(path: Path, model, optimizer, scaler, state: dict, fingerprint: dict) -> None:
