@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import logging
 import sys
+import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -64,3 +67,20 @@ def aws(moto_server, monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     return moto_server
+
+
+@pytest.fixture()
+def server(tmp_path):
+    """An HTTP server on 127.0.0.1 with Range, ETag and If-Range support: (server, base URL, folder it serves)."""
+    from http_support import RangeHandler
+
+    root = tmp_path / "srv"
+    root.mkdir()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(RangeHandler, directory=str(root)))
+    httpd.root = root
+    RangeHandler.requests = []
+    RangeHandler.cut_once = set()
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    yield httpd, f"http://127.0.0.1:{httpd.server_address[1]}", root
+    httpd.shutdown()

@@ -1,70 +1,12 @@
 import hashlib
-import http.server
 import io
-import threading
 import zipfile
-from functools import partial
 
 import pytest
+from http_support import RangeHandler
 
 from multilabel_ic.download import download, extract_zip
 from multilabel_ic.exceptions import DownloadError
-
-
-class _RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves files with HTTP Range support; ``/cut/<name>`` drops the connection half-way once."""
-
-    cut_once: set = set()
-    requests: list = []
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        type(self).requests.append((self.path, self.headers.get("Range")))
-        cut = self.path.startswith("/cut/")
-        name = self.path.split("/")[-1]
-        try:
-            data = (self.server.root / name).read_bytes()
-        except FileNotFoundError:
-            self.send_error(404)
-            return
-        start = 0
-        rng = self.headers.get("Range")
-        etag = '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
-        if rng and self.headers.get("If-Range") not in (None, etag):
-            rng = None  # the file changed since the partial download: send it whole (RFC 9110 If-Range)
-        if rng:
-            start = int(rng.split("=")[1].split("-")[0])
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        body = data[start:]
-        self.send_header("ETag", etag)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if cut and name not in type(self).cut_once:
-            type(self).cut_once.add(name)
-            self.wfile.write(body[: len(body) // 2])
-            self.wfile.flush()
-            self.connection.close()
-            return
-        self.wfile.write(body)
-
-
-@pytest.fixture()
-def server(tmp_path):
-    root = tmp_path / "srv"
-    root.mkdir()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_RangeHandler, directory=str(root)))
-    httpd.root = root
-    _RangeHandler.requests = []
-    _RangeHandler.cut_once = set()
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
-    t.start()
-    yield httpd, f"http://127.0.0.1:{httpd.server_address[1]}", root
-    httpd.shutdown()
 
 
 def test_download_with_checksum(server, tmp_path):
@@ -74,9 +16,9 @@ def test_download_with_checksum(server, tmp_path):
     out = download(f"{url}/f.bin", tmp_path / "dl" / "f.bin", sha256=hashlib.sha256(data).hexdigest(), progress=False)
     assert out.read_bytes() == data
     # present and valid: no second request
-    n = len(_RangeHandler.requests)
+    n = len(RangeHandler.requests)
     download(f"{url}/f.bin", out, sha256=hashlib.sha256(data).hexdigest(), progress=False)
-    assert len(_RangeHandler.requests) == n
+    assert len(RangeHandler.requests) == n
 
 
 def test_download_resumes_after_a_dropped_connection(server, tmp_path):
@@ -85,7 +27,7 @@ def test_download_resumes_after_a_dropped_connection(server, tmp_path):
     (root / "g.bin").write_bytes(data)
     out = download(f"{url}/cut/g.bin", tmp_path / "g.bin", md5=hashlib.md5(data).hexdigest(), progress=False)
     assert out.read_bytes() == data
-    ranges = [r for p, r in _RangeHandler.requests if p.endswith("g.bin")]
+    ranges = [r for p, r in RangeHandler.requests if p.endswith("g.bin")]
     assert ranges[0] is None and ranges[1] == f"bytes={len(data) // 2}-"
 
 
@@ -160,9 +102,9 @@ def test_recorded_checksum_detects_a_corrupted_cache(server, tmp_path):
     dest = tmp_path / "cache" / "w.params"
     download(f"{url}/w.params", dest, progress=False)
     assert (tmp_path / "cache" / "w.params.sha256").read_text().strip() == hashlib.sha256(data).hexdigest()
-    n = len(_RangeHandler.requests)
+    n = len(RangeHandler.requests)
     download(f"{url}/w.params", dest, progress=False)  # intact: reused, no request
-    assert len(_RangeHandler.requests) == n
+    assert len(RangeHandler.requests) == n
     dest.write_bytes(b"corrupt" + data[7:])  # same size, different bytes
     download(f"{url}/w.params", dest, progress=False)
-    assert len(_RangeHandler.requests) == n + 1 and dest.read_bytes() == data
+    assert len(RangeHandler.requests) == n + 1 and dest.read_bytes() == data

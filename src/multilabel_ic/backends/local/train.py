@@ -153,8 +153,8 @@ def train(hp, train_data: Dataset, validation: Dataset | None, output_dir: str |
                 _clear_previous_run(out)
             return _train_locked(hp, train_data, validation, out, options, device, fingerprint, pretrained)
     except Exception:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # a run that failed before writing anything leaves no empty folder behind
+        if created:
+            _remove_if_only_the_marker(out)  # a run that failed before its first checkpoint leaves no folder
         raise
 
 
@@ -280,6 +280,15 @@ def _checkpoint_and_stop(hp, model, out: Path, epoch: int, record: dict, state: 
                  state["best_acc"], state["best_epoch"])
         return True
     return False
+
+
+def _remove_if_only_the_marker(out: Path) -> None:
+    wrote = _state_path(out).exists() or (out / "model.tar.gz").exists() or any((out / "model").glob("*.params"))
+    if not wrote:
+        _run_marker(out).unlink(missing_ok=True)
+    for folder in (out / "checkpoints", out / "model", out):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def _run_marker(out: Path) -> Path:
