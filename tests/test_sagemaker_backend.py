@@ -12,7 +12,7 @@ import pytest
 import torch
 from botocore.awsrequest import AWSResponse
 
-from multilabel_ic import BackendError, Hyperparameters, Trainer, TrainingError
+from multilabel_ic import BackendError, DataError, Hyperparameters, Trainer, TrainingError, UsageError
 from multilabel_ic.artifacts import write_model_tar
 from multilabel_ic.backends.local.network import ResNetV2, mxnet_state_dict
 from multilabel_ic.backends.sagemaker import SageMakerBackend
@@ -102,9 +102,10 @@ def setup(aws):
 
 
 def _backend(session, **kw):
-    return SageMakerBackend(role=ROLE, bucket=BUCKET, prefix="ic-multilabel", region=REGION, session=session,
-                            instance_type="ml.p3.2xlarge", instance_count=1, volume_size=50, max_run=360000,
-                            poll_interval=0.01, progress=False, **kw)
+    settings = dict(role=ROLE, bucket=BUCKET, prefix="ic-multilabel", region=REGION, session=session,
+                    instance_type="ml.p3.2xlarge", instance_count=1, volume_size=50, max_run=360000,
+                    poll_interval=0.01, progress=False)
+    return SageMakerBackend(**{**settings, **kw})
 
 
 def _coco5_splits(coco5_200):
@@ -331,3 +332,161 @@ def test_batch_transform(setup, aws, coco5_200, model_tar_bytes):
 def test_profile_or_session_not_both(setup):
     with pytest.raises(ValueError, match="either session= or profile="):
         SageMakerBackend(role=ROLE, bucket=BUCKET, region=REGION, session=setup, profile="dev")
+
+
+# ------------------------------------------------------------------ nothing left behind, nothing launched in vain
+def _fail(client, operation: str, code: str = "ValidationException", message: str = "refused by the test"):
+    """Make ``operation`` answer with an AWS error (a botocore before-call hook)."""
+    def handler(**kwargs):
+        body = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": 400}}
+        return AWSResponse("https://sagemaker", 400, {}, _Raw(b"")), body
+
+    client.meta.events.register(f"before-call.sagemaker.{operation}", handler)
+
+
+def _answer(client, operation: str, body: dict):
+    def handler(**kwargs):
+        return AWSResponse("https://sagemaker", 200, {}, _Raw(b"")), {**body, "ResponseMetadata": {
+            "HTTPStatusCode": 200}}
+
+    client.meta.events.register(f"before-call.sagemaker.{operation}", handler)
+
+
+def _leftovers(sm) -> tuple[list, list, list]:
+    return (sm.list_models()["Models"], sm.list_endpoint_configs()["EndpointConfigs"],
+            sm.list_endpoints()["Endpoints"])
+
+
+@pytest.mark.parametrize("fault", ["CreateEndpointConfig fails", "CreateEndpoint fails", "endpoint goes Failed",
+                                   "Ctrl-C while waiting for InService"])
+def test_deploy_deletes_what_it_created_on_every_failure(fault, setup, aws, model_tar_bytes):
+    setup.client("s3").put_object(Bucket=BUCKET, Key="models/model.tar.gz", Body=model_tar_bytes)
+    backend = _backend(setup)
+    sm = backend.client("sagemaker")
+    expected: type[BaseException] = BackendError
+    if fault == "CreateEndpointConfig fails":
+        _fail(sm, "CreateEndpointConfig")
+    elif fault == "CreateEndpoint fails":
+        _fail(sm, "CreateEndpoint", "ResourceLimitExceeded", "account-level service limit")
+    elif fault == "endpoint goes Failed":
+        _answer(sm, "DescribeEndpoint", {"EndpointName": "x", "EndpointStatus": "Failed",
+                                         "FailureReason": "the primary container did not pass the ping check"})
+    else:
+        _answer(sm, "DescribeEndpoint", {"EndpointName": "x", "EndpointStatus": "Creating"})
+
+        def ctrl_c(_):
+            raise KeyboardInterrupt
+
+        backend.sleep = ctrl_c
+        expected = KeyboardInterrupt
+    with pytest.raises(expected):
+        backend.deploy(f"s3://{BUCKET}/models/model.tar.gz")
+    assert _leftovers(sm) == ([], [], [])
+
+
+def test_batch_transform_deletes_its_model_and_stops_the_job_on_ctrl_c(setup, aws, coco5_200, model_tar_bytes):
+    _, val = _coco5_splits(coco5_200)
+    setup.client("s3").put_object(Bucket=BUCKET, Key="models/model.tar.gz", Body=model_tar_bytes)
+    backend = _backend(setup)
+    sm = backend.client("sagemaker")
+    stops = []
+    sm.meta.events.register("provide-client-params.sagemaker.StopTransformJob", lambda params, **kw: stops.append(params))
+    _answer(sm, "DescribeTransformJob", {"TransformJobName": "x", "TransformJobStatus": "InProgress"})
+
+    def ctrl_c(_):
+        raise KeyboardInterrupt
+
+    backend.sleep = ctrl_c
+    with pytest.raises(KeyboardInterrupt):
+        backend.batch_transform(f"s3://{BUCKET}/models/model.tar.gz", val.subset(range(2)))
+    assert len(stops) == 1 and stops[0]["TransformJobName"].startswith("ic-multilabel-bt")
+    assert sm.list_models()["Models"] == []
+
+
+def test_a_finished_batch_transform_leaves_no_model(setup, aws, coco5_200, model_tar_bytes):
+    _, val = _coco5_splits(coco5_200)
+    small = val.subset(range(2))
+    setup.client("s3").put_object(Bucket=BUCKET, Key="models/model.tar.gz", Body=model_tar_bytes)
+    seen = []
+    setup.events.register("provide-client-params.sagemaker.CreateTransformJob", lambda params, **kw: seen.append(params))
+
+    def write_outputs(**kwargs):
+        out = seen[-1]["TransformOutput"]["S3OutputPath"]
+        bucket, _, prefix = out[5:].partition("/")
+        for p in small.paths:
+            boto3.client("s3", region_name=REGION).put_object(Bucket=bucket, Key=f"{prefix}/{p}.out",
+                                                              Body=json.dumps({"prediction": [0.5] * 5}))
+
+    setup.events.register("after-call.sagemaker.CreateTransformJob", write_outputs)
+    backend = _backend(setup)
+    assert backend.batch_transform(f"s3://{BUCKET}/models/model.tar.gz", small) == [[0.5] * 5] * 2
+    assert backend.client("sagemaker").list_models()["Models"] == []
+
+
+def test_switching_the_input_format_leaves_no_stale_objects_in_a_channel(setup, coco5_200):
+    train, val = _coco5_splits(coco5_200)
+    s3 = setup.client("s3")
+    _backend(setup, input_format="lst").upload(train, val)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="ic-multilabel/train/")["Contents"]]
+    assert len(keys) == len(train)
+    _backend(setup, input_format="recordio").upload(train, val)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="ic-multilabel/train/")["Contents"]]
+    assert keys == ["ic-multilabel/train/train.rec"]
+    s3.put_object(Bucket=BUCKET, Key="ic-multilabel/train/notes-of-a-colleague.txt", Body=b"keep me")
+    puts = []
+    setup.events.register("provide-client-params.s3.PutObject", lambda params, **kw: puts.append(params["Key"]))
+    with pytest.raises(BackendError, match="1 objects that multilabel_ic did not write .*notes-of-a-colleague"):
+        _backend(setup, input_format="lst").upload(train, val)
+    assert puts == []
+    assert s3.get_object(Bucket=BUCKET, Key="ic-multilabel/train/notes-of-a-colleague.txt")["Body"].read() == b"keep me"
+
+
+@pytest.mark.parametrize("problem", ["fewer images than a batch", "Pipe mode on two instances", "unsupported region",
+                                     "single-label model on multi-hot labels"])
+def test_jobs_known_to_fail_are_refused_before_any_upload(problem, setup, aws, coco5_200, tmp_path):
+    train, val = _coco5_splits(coco5_200)
+    hp = Hyperparameters(**COCO_HP, num_training_samples=2500)
+    backend = _backend(setup)
+    error: type[Exception] = UsageError
+    if problem == "fewer images than a batch":
+        train, error = train.subset(range(100)), DataError
+    elif problem == "Pipe mode on two instances":
+        backend = _backend(setup, input_format="manifest", instance_count=2)
+    elif problem == "unsupported region":
+        backend = SageMakerBackend(role=ROLE, bucket=BUCKET, region="mars-west-1", session=setup, progress=False)
+    else:
+        hp, error = hp.replace(multi_label=0, use_weighted_loss=0), DataError
+    puts = []
+    setup.events.register("provide-client-params.s3.PutObject", lambda params, **kw: puts.append(params["Key"]))
+    with pytest.raises(error):
+        Trainer(hp, backend=backend, output_dir=tmp_path / "out").fit(train, validation=val)
+    assert puts == [] and not (tmp_path / "out").exists()
+    assert setup.client("sagemaker").list_training_jobs()["TrainingJobSummaries"] == []
+
+
+def test_a_lost_poll_says_the_job_still_runs_and_attach_picks_it_up(setup, aws, coco5_200, model_tar_bytes, tmp_path):
+    train, val = _coco5_splits(coco5_200)
+    sim = JobSimulator(setup, aws, model_tar_bytes, outcome="InProgress")
+    backend = _backend(setup)
+    calls = []
+
+    def expire_on_second_poll(**kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            body = {"Error": {"Code": "ExpiredTokenException", "Message": "The security token has expired"},
+                    "ResponseMetadata": {"HTTPStatusCode": 400}}
+            return AWSResponse("https://sagemaker", 400, {}, _Raw(b"")), body
+        return None
+
+    backend.client("sagemaker").meta.events.register("before-call.sagemaker.DescribeTrainingJob",
+                                                     expire_on_second_poll)
+    hp = Hyperparameters(**COCO_HP, num_training_samples=2500)
+    with pytest.raises(BackendError, match="the job itself still runs on SageMaker") as e:
+        Trainer(hp, backend=backend, output_dir=tmp_path / "a").fit(train, validation=val)
+    name = sim.requests[0]["TrainingJobName"]
+    assert f".attach('{name}')" in str(e.value) and f"--training-job-name {name}" in str(e.value)
+    aws.set_training_status(name, "Completed")
+    model = _backend(setup).attach(name, output_dir=tmp_path / "b", class_names=train.class_names)
+    assert model.local_artifact.exists() and model.class_names == train.class_names
+    assert model.hyperparameters.num_layers == 18 and model.metrics["job_name"] == name
+    assert json.loads((tmp_path / "b" / "model-metadata.json").read_text())["job_name"] == name
