@@ -392,6 +392,7 @@ def test_batch_transform_deletes_its_model_and_stops_the_job_on_ctrl_c(setup, aw
     stops = []
     sm.meta.events.register("provide-client-params.sagemaker.StopTransformJob", lambda params, **kw: stops.append(params))
     _answer(sm, "DescribeTransformJob", {"TransformJobName": "x", "TransformJobStatus": "InProgress"})
+    _answer(sm, "StopTransformJob", {})  # the emulator does not implement it
 
     def ctrl_c(_):
         raise KeyboardInterrupt

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .exceptions import UsageError
+
 __all__ = ["average_precision", "per_class_ap", "mean_average_precision", "micro_average_precision",
            "precision_recall_f1", "tune_thresholds", "multilabel_accuracy", "evaluate"]
 
@@ -20,9 +22,9 @@ def _check(y_true, scores):
     y_true = np.asarray(y_true)
     scores = np.asarray(scores, dtype=np.float64)
     if y_true.shape != scores.shape:
-        raise ValueError(f"labels {y_true.shape} and scores {scores.shape} must have the same shape")
+        raise UsageError(f"labels {y_true.shape} and scores {scores.shape} must have the same shape")
     if y_true.size and not np.isin(y_true, (0, 1)).all():
-        raise ValueError("labels must be 0/1")
+        raise UsageError("labels must be 0/1 (multi-hot)")
     return y_true.astype(bool), scores
 
 

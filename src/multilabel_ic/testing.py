@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .api import Model, Predictor
+from .exceptions import UsageError
 
 __all__ = ["FakeBackend", "FakePredictor"]
 
@@ -27,7 +28,7 @@ class FakePredictor(Predictor):
         self.requests.append(bytes(image))
         probs = self._answer(image) if callable(self._answer) else self._answer
         if len(probs) != len(self.class_names):
-            raise ValueError(f"canned answer has {len(probs)} values for {len(self.class_names)} classes")
+            raise UsageError(f"canned answer has {len(probs)} values for {len(self.class_names)} classes")
         return [float(p) for p in probs]
 
 

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..._io import atomic_write
+from ...exceptions import UsageError
 
 __all__ = ["parse_s3_uri", "sync_files", "download_file", "md5_of"]
 
@@ -22,7 +23,7 @@ WRITER_KEY, WRITER = "written-by", "multilabel-ic"  # object metadata that marks
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
     if not uri.startswith("s3://"):
-        raise ValueError(f"not an s3:// URI: {uri!r}")
+        raise UsageError(f"not an s3:// URI: {uri!r}; give s3://bucket/key")
     bucket, _, key = uri[5:].partition("/")
     return bucket, key
 
