@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from multilabel_ic import ArtifactError
-from multilabel_ic.artifacts import read_model_tar, symbol_json, write_model_tar
-from multilabel_ic.backends.local.network import ResNetV2, mxnet_state_dict
-from multilabel_ic.mxnet_params import dumps_params, load_params, loads_params, save_params
+from multilabel_ic.model.artifact import read_model_tar, symbol_json, write_model_tar
+from multilabel_ic.model.network import ResNetV2, mxnet_state_dict
+from multilabel_ic.model.params import dumps_params, load_params, loads_params, save_params
 
 
 def _legacy_params(arrays: dict) -> bytes:

@@ -40,10 +40,10 @@ from multilabel_ic import (
     Trainer,
     UsageError,
 )
-from multilabel_ic.artifacts import read_model_tar, write_model_tar
 from multilabel_ic.cli import main
 from multilabel_ic.data import recordio
-from multilabel_ic.mxnet_params import dumps_params, loads_params
+from multilabel_ic.model.artifact import read_model_tar, write_model_tar
+from multilabel_ic.model.params import dumps_params, loads_params
 
 CLASSES = "person,bicycle,car,motorcycle,airplane"
 SMALL_HP = ["--hp", "image_shape=3,32,32", "--hp", "resize=36", "--hp", "mini_batch_size=8", "--hp", "epochs=1",
@@ -65,7 +65,7 @@ class Workspace:
         self.lst = self.data.to_lst(root / "good.lst")
         self.rec, _ = self.data.to_recordio(root / "good.rec")
         torch.manual_seed(0)
-        from multilabel_ic.backends.local.network import ResNetV2, mxnet_state_dict
+        from multilabel_ic.model.network import ResNetV2, mxnet_state_dict
 
         args, aux = mxnet_state_dict(ResNetV2(5, 20, (3, 28, 28)))  # small: the cases copy and rewrite it
         self.args = {k: v.numpy() for k, v in args.items()}
@@ -456,7 +456,7 @@ def _hp(**kw):
 
 
 def _predictor(ws: Workspace, **kw):
-    from multilabel_ic.backends.local.predictor import LocalPredictor
+    from multilabel_ic.model.predictor import LocalPredictor
 
     return LocalPredictor(ws.model, class_names=CLASSES.split(","), device="cpu", **kw)
 

@@ -22,10 +22,10 @@ _CHILD = textwrap.dedent("""
     from multilabel_ic import Dataset, Hyperparameters, Trainer
     from multilabel_ic.backends.local import LocalOptions
     import multilabel_ic._io as io_mod
-    import multilabel_ic.artifacts as artifacts_mod
+    import multilabel_ic.model.artifact as artifacts_mod
     import multilabel_ic.backends.local.epoch as epoch_mod
     import multilabel_ic.backends.local.train as train_mod
-    import multilabel_ic.mxnet_params as params_mod
+    import multilabel_ic.model.params as params_mod
 
     ann, images, out = sys.argv[1:4]
     kill_at = os.environ.get("KILL_AT", "")

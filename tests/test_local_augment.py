@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from multilabel_ic import DataError
-from multilabel_ic.backends.local import augment as A
+from multilabel_ic.model import transforms as A
 
 
 def _img(h=120, w=160):

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from multilabel_ic.backends.local.network import ResNetV2, load_mxnet_state_dict, mxnet_state_dict, units_for
 from multilabel_ic.hyperparameters import LARGE_DEPTHS, SMALL_DEPTHS
+from multilabel_ic.model.network import ResNetV2, load_mxnet_state_dict, mxnet_state_dict, units_for
 
 
 def _count(model, cls):

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from multilabel_ic import Hyperparameters
-from multilabel_ic.backends.local.network import ResNetV2, mxnet_name
 from multilabel_ic.backends.local.optim import (
     MultiFactorSchedule,
     MXNetOptimizer,
@@ -14,6 +13,7 @@ from multilabel_ic.backends.local.optim import (
     param_groups_for,
 )
 from multilabel_ic.backends.local.train import class_weights, weighted_bce
+from multilabel_ic.model.network import ResNetV2, mxnet_name
 
 
 def _step(kind, w0, grads, **kw):

@@ -8,9 +8,9 @@ import torch
 
 from multilabel_ic import ArtifactError, DownloadError, Hyperparameters, Trainer
 from multilabel_ic.backends.local import LocalOptions
-from multilabel_ic.backends.local.network import ResNetV2, mxnet_state_dict
 from multilabel_ic.backends.local.pretrained import load_pretrained, resolve_pretrained, zoo_url
-from multilabel_ic.mxnet_params import save_params
+from multilabel_ic.model.network import ResNetV2, mxnet_state_dict
+from multilabel_ic.model.params import save_params
 
 
 def _zoo_file(path, seed=0, num_classes=1000):
@@ -92,7 +92,7 @@ def test_training_with_use_pretrained_model(coco5, tmp_path, caplog):
                     options=LocalOptions(num_workers=0, progress=False, pretrained=str(tmp_path / "r18.params"))
                     ).fit(train, validation=val)
     assert "Using pretrained model for initializing weights and transfer learning" in caplog.text
-    from multilabel_ic.artifacts import read_model_tar
+    from multilabel_ic.model.artifact import read_model_tar
 
     art = read_model_tar(model.local_artifact)
     ref = _zoo_file(tmp_path / "again.params", seed=4)

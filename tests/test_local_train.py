@@ -15,8 +15,8 @@ import torch
 
 from multilabel_ic import DataError, Hyperparameters, Trainer, TrainingError, UsageError
 from multilabel_ic.backends.local import LocalOptions
-from multilabel_ic.backends.local.network import ResNetV2
 from multilabel_ic.backends.local.train import _checkpoint_and_stop
+from multilabel_ic.model.network import ResNetV2
 
 TINY = dict(num_classes=5, num_layers=18, image_shape="3,32,32", resize=36, mini_batch_size=16, epochs=2,
             learning_rate=0.001, optimizer="adam", multi_label=1, use_weighted_loss=1,
@@ -276,7 +276,7 @@ def test_metadata_beside_the_artifact_restores_class_names_and_thresholds(traine
     model, out, _ = trained
     meta = json.loads((out / "model-metadata.json").read_text())
     assert meta["class_names"] == model.class_names and len(meta["tuned_thresholds"]) == 5
-    from multilabel_ic.backends.local.predictor import LocalPredictor
+    from multilabel_ic.model.predictor import LocalPredictor
 
     pred = LocalPredictor(model.local_artifact)  # nothing but the path
     assert pred.class_names == model.class_names and pred.thresholds == meta["tuned_thresholds"]

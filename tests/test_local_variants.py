@@ -29,7 +29,7 @@ def test_single_label_softmax_with_top_k(coco5, tmp_path, caplog):
     assert rec["train_top_k_accuracy_2"] >= rec["train_accuracy"]
     probs = model.predictor().predict(val.image_path(0).read_bytes())
     assert sum(probs) == pytest.approx(1.0, abs=1e-5)  # the artifact's SoftmaxOutput head -> softmax
-    from multilabel_ic.artifacts import read_model_tar
+    from multilabel_ic.model.artifact import read_model_tar
 
     assert read_model_tar(model.local_artifact).output == "softmax"
 
@@ -51,7 +51,7 @@ def test_small_image_depths_train(coco5, tmp_path, depth):
                          resize=28, mini_batch_size=16, epochs=1, multi_label=1, optimizer="adam",
                          learning_rate=0.001, augmentation_type="crop")
     model = Trainer(hp, output_dir=tmp_path, options=_opts()).fit(train, validation=val)
-    from multilabel_ic.artifacts import read_model_tar
+    from multilabel_ic.model.artifact import read_model_tar
 
     art = read_model_tar(model.local_artifact)
     assert art.num_layers == depth and art.image_shape == (3, 28, 28)

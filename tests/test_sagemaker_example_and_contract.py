@@ -52,7 +52,7 @@ def predictor(request, aws, model_tar_bytes, tmp_path):
     art = tmp_path / "model.tar.gz"
     art.write_bytes(model_tar_bytes)
     names = ["person", "bicycle", "car", "motorcycle", "airplane"]
-    from multilabel_ic.backends.local.predictor import LocalPredictor
+    from multilabel_ic.model.predictor import LocalPredictor
 
     local = LocalPredictor(art, class_names=names, device="cpu")
     if request.param == "local":
@@ -103,7 +103,7 @@ def test_predictor_contract(predictor, coco5, aws):
 def test_local_predictor_names_bad_bytes(model_tar_bytes, tmp_path):
     art = tmp_path / "model.tar.gz"
     art.write_bytes(model_tar_bytes)
-    from multilabel_ic.backends.local.predictor import LocalPredictor
+    from multilabel_ic.model.predictor import LocalPredictor
 
     with pytest.raises(ImageDecodeError, match="<request body>"):
         LocalPredictor(art).predict(b"\x89PNG garbage")

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from .cli_args import add_hp_args, class_list, hp_values, hyperparameters_from_args
 from .exceptions import HyperparameterError, MultilabelICError, UsageError
 
 __all__ = ["main", "build_parser"]
@@ -30,62 +31,6 @@ def _setup_logging(quiet: bool) -> None:
     from .logs import setup_logging
 
     setup_logging(logging.WARNING if quiet else logging.INFO)
-
-
-def _add_hp_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
-                   help="a hyperparameter of the algorithm, e.g. --hp num_layers=18 --hp epochs=5 (repeatable)")
-    p.add_argument("--hp-file", type=Path, help="JSON file of hyperparameters (SageMaker's string map works too)")
-
-
-def _hp_values(args, defaults: dict | None = None) -> dict:
-    """The --hp-file and --hp values (checked for syntax, before any data is read)."""
-    values = dict(defaults or {})
-    if args.hp_file:
-        values.update(_read_hp_file(args.hp_file))
-    for item in args.hp:
-        if "=" not in item:
-            raise UsageError(f"--hp {item!r}: expected NAME=VALUE, e.g. --hp epochs=5")
-        k, v = item.split("=", 1)
-        values[k.strip()] = v.strip()
-    return values
-
-
-def _hyperparameters(args, *, num_classes: int, num_training_samples: int, defaults: dict | None = None):
-    from .hyperparameters import Hyperparameters
-
-    values = _hp_values(args, defaults)
-    values.setdefault("num_classes", num_classes)
-    values.setdefault("num_training_samples", num_training_samples)
-    return Hyperparameters(**values)
-
-
-def _read_hp_file(path: Path) -> dict:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"--hp-file {path}: file not found.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--hp-file {path}: cannot read it as text ({exc}).") from exc
-    try:
-        values = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--hp-file {path}:{exc.lineno}: not valid JSON ({exc.msg}); expected an object like "
-                         f'{{"epochs": 5, "learning_rate": 0.001}}.') from exc
-    if not isinstance(values, dict):
-        raise UsageError(f"--hp-file {path}: expected a JSON object of hyperparameters like "
-                         f'{{"epochs": 5}}, got a JSON {type(values).__name__}.')
-    return values
-
-
-def _classes(text: str, option: str = "--classes") -> list[str]:
-    names = [c.strip() for c in text.split(",")]
-    if not all(names):
-        raise UsageError(f"{option} {text!r}: empty class name; give comma-separated names, e.g. person,bicycle,car")
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise UsageError(f"{option} {text!r}: {', '.join(dupes)} appear more than once; class names must be unique.")
-    return names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--restart", action="store_true",
                    help="remove the previous run's checkpoint, parameters and artifact from --output and start afresh "
                         "(without it, a run of the same data and settings is resumed, and another run is refused)")
-    _add_hp_args(t)
+    add_hp_args(t)
 
     e = sub.add_parser("evaluate", help="score a model.tar.gz on a .lst file (mAP, per-class AP, F1, accuracy)")
     e.add_argument("--model", type=Path, required=True)
@@ -145,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--num-images", type=int, default=1000)
     d.add_argument("--device", default=None)
     d.add_argument("--seed", type=int, default=0)
-    _add_hp_args(d)
+    add_hp_args(d)
 
     b = sub.add_parser("bench", help="throughput benchmarks (local training, input pipeline, SageMaker logs)")
     b.add_argument("--quick", action="store_true", help="small sizes that finish in minutes on a CPU")
@@ -157,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--instance-type", default="ml.p3.2xlarge", help="instance type of the --sagemaker-log jobs")
     b.add_argument("--region", default="us-east-1")
     b.add_argument("--prices", type=Path, default=None, help="a price table JSON to use instead of the packaged one")
-    _add_hp_args(b)
+    add_hp_args(b)
     return ap
 
 
@@ -186,8 +131,8 @@ def cmd_train(args) -> int:
     from .backends.local import LocalOptions
     from .data.dataset import Dataset
 
-    classes = _classes(args.classes)
-    _hp_values(args)
+    classes = class_list(args.classes)
+    hp_values(args)
     if args.output.exists() and not args.output.is_dir():
         raise UsageError(f"--output {args.output} is a file; choose a folder for the run.")
     created_output = not args.output.exists()
@@ -214,7 +159,7 @@ def cmd_train(args) -> int:
                    if args.validation_lst else None)
         else:
             raise UsageError("train needs --train-lst with --images, or --train-rec")
-        hp = _hyperparameters(args, num_classes=len(classes), num_training_samples=len(train))
+        hp = hyperparameters_from_args(args, num_classes=len(classes), num_training_samples=len(train))
         options = LocalOptions(seed=args.seed, num_workers=args.workers, progress=not args.quiet,
                                pretrained=args.pretrained, restart=args.restart)
         model = Trainer(hp, backend="local", output_dir=args.output, device=args.device, options=options).fit(
@@ -251,11 +196,11 @@ def _print_final(metrics: dict) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from .backends.local import AugmentOptions
-    from .backends.local.predictor import LocalPredictor
     from .data.dataset import Dataset
+    from .model.predictor import LocalPredictor
+    from .model.transforms import AugmentOptions
 
-    classes = _classes(args.classes) if args.classes else None
+    classes = class_list(args.classes) if args.classes else None
     pred = LocalPredictor(args.model, class_names=classes, augment=AugmentOptions(inference=args.preprocess))
     data = Dataset.from_lst(args.lst, root=args.images, class_names=pred.class_names)
     result = pred.evaluate(data)
@@ -269,10 +214,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .backends.local.predictor import LocalPredictor
     from .images import read_bytes
+    from .model.predictor import LocalPredictor
 
-    classes = _classes(args.classes) if args.classes else None
+    classes = class_list(args.classes) if args.classes else None
     pred = LocalPredictor(args.model, class_names=classes)
     blobs = [read_bytes(p) for p in args.images]
     sources = [str(p) for p in args.images]
@@ -296,7 +241,7 @@ def cmd_demo(args) -> int:
     prepared = prepare_dataset(args.output / "data", source="synthetic", num_images=args.num_images,
                                seed=args.seed, train_size=0.75, progress=not args.quiet)
     print(prepared.describe(), flush=True)
-    hp = _hyperparameters(args, num_classes=5, num_training_samples=len(prepared.train), defaults=DEMO_HP)
+    hp = hyperparameters_from_args(args, num_classes=5, num_training_samples=len(prepared.train), defaults=DEMO_HP)
     print(f"\n[2/4] training ResNet-{hp.num_layers} at {hp.image_shape} for {hp.epochs} epochs "
           f"(hyperparameters: {hp.to_sagemaker()}) ...", flush=True)
     options = LocalOptions(seed=args.seed, progress=not args.quiet)

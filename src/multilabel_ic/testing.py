@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .api import Model, Predictor
+from .backends.base import Model, Predictor
 from .exceptions import UsageError
 
 __all__ = ["FakeBackend", "FakePredictor"]
@@ -36,6 +36,7 @@ class FakeBackend:
     """A backend that records what it was asked to fit and returns a model whose predictor gives canned answers."""
 
     name = "fake"
+    capabilities: frozenset[str] = frozenset()
 
     def __init__(self, probabilities: Sequence[float] | Callable[[bytes], list] | None = None,
                  metrics: dict | None = None):

@@ -10,11 +10,11 @@ import time
 import numpy as np
 import torch
 
-from ..backends.local.augment import AugmentOptions
-from ..backends.local.network import create_network
 from ..backends.local.optim import create_optimizer
-from ..backends.local.pipeline import EpochSampler, ImageDataset, epoch_order, make_loader, to_device
+from ..backends.local.pipeline import EpochSampler, ImageDataset, epoch_order, make_loader
 from ..backends.local.train import LocalOptions, _precision, select_device, weighted_bce
+from ..model.network import create_network, to_network_input
+from ..model.transforms import AugmentOptions
 from .common import peak_host_mb, stats
 
 __all__ = ["bench_training", "bench_ceiling", "bench_pipeline", "bench_inference"]
@@ -76,7 +76,7 @@ def bench_training(hp, data, *, device: str | None = None, steps: int = 30, warm
     t_prev = time.perf_counter()
     for i, (x, y) in enumerate(loader):
         t0 = time.perf_counter()
-        x = to_device(x, dev, channels_last=channels_last)
+        x = to_network_input(x, dev, channels_last=channels_last)
         y = y.to(dev, non_blocking=True)
         _step(model, optimizer, scaler, x, y, amp_dtype, dev)
         _sync(dev)
@@ -200,7 +200,7 @@ def bench_pipeline(hp, data, *, n_images: int = 256, workers: int = 2, batch: in
 def bench_inference(hp, data, *, artifact, device: str | None = None, n_single: int = 30,
                     batch: int = 32) -> dict:
     """Single-image latency (p50/p95) and batch throughput of the local predictor."""
-    from ..backends.local.predictor import LocalPredictor
+    from ..model.predictor import LocalPredictor
 
     pred = LocalPredictor(artifact, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
     blobs = [data.image_path(i % len(data)).read_bytes() for i in range(max(n_single, batch))]

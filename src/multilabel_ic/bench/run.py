@@ -83,12 +83,12 @@ def write_report(report: dict, out_dir: Path) -> tuple[Path, Path]:
 def run_bench(args) -> dict:
     import torch
 
-    from ..artifacts import write_model_tar
-    from ..backends.local.network import create_network, mxnet_state_dict
     from ..backends.local.pipeline import default_workers
-    from ..cli import _hyperparameters
+    from ..cli_args import hyperparameters_from_args
     from ..data.dataset import Dataset
     from ..data.synthetic import COCO5, generate_coco
+    from ..model.artifact import write_model_tar
+    from ..model.network import create_network, mxnet_state_dict
     from . import local as L
     from .sagemaker import figures_from_job, figures_from_log_file, load_prices
 
@@ -98,7 +98,7 @@ def run_bench(args) -> dict:
     base = dict(COCO5_BENCH_HP)
     if cfg["batch"]:
         base["mini_batch_size"] = cfg["batch"]
-    hp = _hyperparameters(args, num_classes=5, num_training_samples=2500, defaults=base)
+    hp = hyperparameters_from_args(args, num_classes=5, num_training_samples=2500, defaults=base)
     ann, images = generate_coco(out / "data", num_images=cfg["num_images"], seed=0)
     data = Dataset.from_coco(ann, images=images, categories=COCO5)
     workers = max(1, min(default_workers(), 8))

@@ -1,4 +1,8 @@
-"""The local backend: the built-in Image Classification algorithm re-implemented in PyTorch."""
+"""The local backend: the built-in Image Classification algorithm re-implemented in PyTorch.
+
+Needs the ``local`` extra (PyTorch): without it, importing this package raises a :class:`MissingDependencyError`
+with the pip line that installs it.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from .augment import AugmentOptions
-from .train import LocalOptions
+from ...exceptions import require
+
+require("torch", extra="local")
+
+from ...model.transforms import AugmentOptions  # noqa: E402  (after the dependency check)
+from .train import LocalOptions  # noqa: E402
 
 __all__ = ["LocalBackend", "LocalOptions", "AugmentOptions"]
 
@@ -16,6 +24,7 @@ class LocalBackend:
     """Train on this machine's CUDA GPU (or CPU) with the algorithm's semantics."""
 
     name = "local"
+    capabilities: frozenset[str] = frozenset()
 
     def __init__(self, device: str | None = None, options: LocalOptions | None = None):
         options = options or LocalOptions()
@@ -24,7 +33,7 @@ class LocalBackend:
         self.options = options
 
     def fit(self, hp, train, validation, *, output_dir: Path):
-        from ...api import Model
+        from ..base import Model
         from .train import train as run
 
         metrics = run(hp, train, validation, output_dir, self.options)
@@ -33,7 +42,7 @@ class LocalBackend:
                      local_artifact=tar, backend=self)
 
     def predictor(self, model, **kwargs: Any):
-        from .predictor import LocalPredictor
+        from ...model.predictor import LocalPredictor
 
         kwargs.setdefault("device", self.options.device)
         kwargs.setdefault("thresholds", model.thresholds)

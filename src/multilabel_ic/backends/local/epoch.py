@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from ...exceptions import TrainingError
+from ...model.network import to_network_input
 from .loss import weighted_bce
-from .pipeline import EpochSampler, epoch_order, make_loader, to_device
+from .pipeline import EpochSampler, epoch_order, make_loader
 
 __all__ = ["run_epoch", "predict_scores", "validate", "padded_accuracy"]
 
@@ -74,7 +75,7 @@ def run_epoch(hp, model, optimizer, scaler, schedule, train_ds, *, workers, devi
         lr = schedule(state["num_update"])
         for g in optimizer.param_groups:
             g["lr"] = lr
-        x = to_device(x, device, channels_last=channels_last)
+        x = to_network_input(x, device, channels_last=channels_last)
         y = y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(x)
@@ -137,7 +138,7 @@ def predict_scores(model, loader, device, amp_dtype, channels_last) -> tuple[np.
     scores, labels = [], []
     with torch.no_grad():
         for x, y in loader:
-            x = to_device(x, device, channels_last=channels_last)
+            x = to_network_input(x, device, channels_last=channels_last)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = model(x)
             scores.append(torch.sigmoid(logits.float()).cpu().numpy())

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .network import mxnet_name
+from ...model.network import mxnet_name
 
 __all__ = ["MXNetOptimizer", "MultiFactorSchedule", "create_optimizer", "param_groups_for", "epoch_size"]
 

@@ -1,6 +1,6 @@
 """Input pipeline: decode (OpenCV) -> resize -> augment on loader workers, uint8 batches, float conversion on device.
 
-Images stay uint8 HWC on the host (4x less to copy than float32); :func:`to_device` turns a batch into float NCHW in
+Images stay uint8 HWC on the host (4x less to copy than float32); :func:`~multilabel_ic.model.network.to_network_input` turns a batch into float NCHW in
 0..255 on the accelerator, which is what the network's ``bn_data`` layer expects. With ``preload`` the decoded and
 resized images are kept in memory: the resize is deterministic and comes first in the pipeline, so this changes no
 result and saves the decode of every epoch after the first.
@@ -17,9 +17,9 @@ from torch.utils.data import DataLoader, Sampler
 
 from ...data.dataset import Dataset
 from ...images import read_image, resize_shorter
-from .augment import AugmentOptions, eval_transform, train_transform
+from ...model.transforms import AugmentOptions, eval_transform, train_transform
 
-__all__ = ["ImageDataset", "EpochSampler", "make_loader", "to_device", "default_workers", "epoch_order",
+__all__ = ["ImageDataset", "EpochSampler", "make_loader", "default_workers", "epoch_order",
            "preload_images"]
 
 log = logging.getLogger("multilabel_ic.train")
@@ -118,8 +118,3 @@ def make_loader(ds: ImageDataset, *, batch_sampler=None, batch_size: int | None 
         return DataLoader(ds, batch_sampler=batch_sampler, **kwargs)
     return DataLoader(ds, batch_size=batch_size, shuffle=False, drop_last=False, **kwargs)
 
-
-def to_device(images: torch.Tensor, device: torch.device, *, channels_last: bool = False) -> torch.Tensor:
-    """uint8 NHWC (host) -> float32 NCHW in 0..255 (device)."""
-    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()

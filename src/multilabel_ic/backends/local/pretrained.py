@@ -1,6 +1,6 @@
 """ImageNet-pretrained weights for ``use_pretrained_model=1``: the MXNet model-zoo ``resnet-N-0000.params`` files.
 
-Read without MXNet (see :mod:`multilabel_ic.mxnet_params`); only ``fc1`` is re-initialised. Sources, in order: the
+Read without MXNet (see :mod:`multilabel_ic.model.params`); only ``fc1`` is re-initialised. Sources, in order: the
 ``pretrained`` file or URL the user gives, then the cache (``$MULTILABEL_IC_CACHE`` or ``~/.cache/multilabel_ic``),
 then a download from the zoo (``$MULTILABEL_IC_MODEL_ZOO_URL`` overrides the base address).
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ...download import download
 from ...exceptions import ArtifactError, DownloadError
-from ...mxnet_params import load_params
-from .network import ResNetV2, load_mxnet_state_dict
+from ...model.network import ResNetV2, load_mxnet_state_dict
+from ...model.params import load_params
 
 __all__ = ["zoo_url", "cache_dir", "resolve_pretrained", "load_pretrained", "ZOO_DEPTHS"]
 
@@ -69,7 +69,7 @@ def load_pretrained(model: ResNetV2, source: str | os.PathLike | None = None, *,
         raise ArtifactError(f"{path}: does not fit ResNet-{model.num_layers} with image_shape "
                             f"{model.image_shape}: {exc}") from exc
     missing = [m for m in missing if not m.startswith("fc1_")]
-    from .network import mxnet_state_dict
+    from ...model.network import mxnet_state_dict
 
     args, aux = mxnet_state_dict(model)
     extra = sorted({k.split(":", 1)[-1] for k in params} - set(args) - set(aux) - {"fc_weight", "fc_bias"})

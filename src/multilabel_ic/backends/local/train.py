@@ -17,16 +17,16 @@ import torch
 
 from ..._io import atomic_write, atomic_write_text, ensure_dir, remove_stale_temp_files
 from ..._lock import FolderLock
-from ...artifacts import METADATA_NAME, PREFIX, write_model_tar
 from ...data.dataset import Dataset
 from ...exceptions import RunConflictError, UsageError
 from ...metrics import evaluate
-from ...mxnet_params import save_params
+from ...model.artifact import METADATA_NAME, PREFIX, write_model_tar
+from ...model.network import create_network, mxnet_state_dict
+from ...model.params import save_params
+from ...model.transforms import AugmentOptions
 from ...preflight import check_training_request, data_fingerprint, describe_differences
-from .augment import AugmentOptions
 from .epoch import predict_scores, run_epoch, validate
 from .loss import class_weights, weighted_bce
-from .network import create_network, mxnet_state_dict
 from .optim import MultiFactorSchedule, create_optimizer
 from .pipeline import ImageDataset, default_workers, make_loader, preload_images
 from .pretrained import load_pretrained, resolve_pretrained
@@ -355,7 +355,7 @@ def _load_state(path: Path, device: torch.device, fingerprint: dict) -> dict:
 
 def _finish(hp, model, out, state, validation, val_loader, device, amp_dtype, channels_last, stopped_early,
             class_names) -> dict:
-    from ...mxnet_params import load_params
+    from ...model.params import load_params
 
     checkpoints = {}
     for ep in state["saved"]:
@@ -369,7 +369,7 @@ def _finish(hp, model, out, state, validation, val_loader, device, amp_dtype, ch
     final = {}
     if val_loader is not None and state["saved"]:
         # evaluate the model that ships (the best / last saved epoch), not the last one trained
-        from .network import load_mxnet_state_dict
+        from ...model.network import load_mxnet_state_dict
 
         shipped = max(checkpoints)
         args, aux = checkpoints[shipped]
@@ -390,7 +390,7 @@ def _finish(hp, model, out, state, validation, val_loader, device, amp_dtype, ch
                "speedometer_median": float(np.median(speeds)) if speeds else None,
                "hyperparameters": hp.to_sagemaker(include_defaults=True), "artifact": str(tar)}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=_json_default) + "\n")
-    from ...artifacts import write_metadata
+    from ...model.artifact import write_metadata
 
     write_metadata(tar, class_names=class_names, hyperparameters=metrics["hyperparameters"],
                    thresholds=final.get("tuned_thresholds"), extra={"backend": "local"})

@@ -35,6 +35,7 @@ class SageMakerBackend:
     """
 
     name = "sagemaker"
+    capabilities = frozenset({"deploy", "batch_transform"})
 
     def __init__(self, *, role: str, bucket: str, prefix: str = "multilabel-ic", region: str | None = None,
                  instance_type: str = "ml.p3.2xlarge", instance_count: int = 1, volume_size: int = 50,
@@ -206,7 +207,7 @@ class SageMakerBackend:
         return self._model_of_job(job_name, hp, names, output_dir)
 
     def _model_of_job(self, name: str, hp, class_names: list[str], output_dir: Path):
-        from ...api import Model
+        from ..base import Model
 
         desc, parser = self.wait(name)
         artifact = desc["ModelArtifacts"]["S3ModelArtifacts"]
@@ -221,7 +222,7 @@ class SageMakerBackend:
                    "final": {}, "hyperparameters": hp.to_sagemaker(include_defaults=True), "artifact": artifact}
         if epochs and "validation_accuracy" in epochs[-1]:
             metrics["final"]["validation_accuracy"] = max(e.get("validation_accuracy", 0) for e in epochs)
-        from ...artifacts import write_metadata
+        from ...model.artifact import write_metadata
 
         write_metadata(local, class_names=class_names, hyperparameters=hp.to_sagemaker(include_defaults=True),
                        extra={"backend": "sagemaker", "job_name": name, "artifact": artifact})
@@ -284,7 +285,7 @@ class SageMakerBackend:
     # ----------------------------------------------------------------- inference
     def predictor(self, model, **kwargs):
         """A local predictor over the downloaded artifact (no endpoint, no cost); use ``deploy`` for an endpoint."""
-        from ..local.predictor import LocalPredictor
+        from ...model.predictor import LocalPredictor
 
         return LocalPredictor(model.local_artifact, class_names=model.class_names, **kwargs)
 

@@ -8,8 +8,8 @@ import json
 import logging
 from collections.abc import Sequence
 
-from ...api import Predictor
 from ...exceptions import BackendError, UsageError
+from ..base import Predictor
 
 __all__ = ["SageMakerPredictor", "ensure_model", "delete_quietly", "CONTENT_TYPES"]
 

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write
-from .exceptions import ArtifactError
-from .mxnet_params import dumps_params, loads_params
+from .._io import atomic_write
+from ..exceptions import ArtifactError
+from .architecture import units_for
+from .params import dumps_params, loads_params
 
 __all__ = ["ArtifactContents", "write_model_tar", "read_model_tar", "symbol_json", "PREFIX", "write_metadata",
            "read_metadata", "METADATA_NAME"]
@@ -85,7 +86,6 @@ class _Graph:
 
 def symbol_json(*, num_classes: int, num_layers: int, image_shape: tuple[int, int, int], multi_label: bool) -> dict:
     """The MXNet symbol graph of ``symbols/resnet.py`` for these settings (as ``Symbol.tojson()`` lays it out)."""
-    from .backends.local.network import units_for
 
     units, filters, bottle = units_for(num_layers, image_shape[1])
     g = _Graph()
@@ -287,7 +287,7 @@ def write_metadata(artifact: str | os.PathLike, *, class_names, hyperparameters:
                    extra: dict | None = None) -> Path:
     """``model-metadata.json`` beside ``model.tar.gz``: what the algorithm's artifact does not store (class names,
     tuned thresholds, the hyperparameters). It is kept out of the tarball so the artifact stays the algorithm's."""
-    from ._io import atomic_write_text
+    from .._io import atomic_write_text
 
     path = Path(artifact).parent / METADATA_NAME
     doc = {"class_names": list(class_names), "tuned_thresholds": thresholds, "hyperparameters": hyperparameters,

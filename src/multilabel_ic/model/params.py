@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write_bytes
-from .exceptions import ArtifactError
+from .._io import atomic_write_bytes
+from ..exceptions import ArtifactError
 
 __all__ = ["load_params", "save_params", "dumps_params", "loads_params"]
 

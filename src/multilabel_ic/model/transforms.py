@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ...exceptions import DataError, UsageError
-from ...images import resize_shorter
+from ..exceptions import DataError, UsageError
+from ..images import resize_shorter
 
 __all__ = ["AugmentOptions", "resize_shorter", "affine_params", "random_affine", "crop", "hls_jitter",
            "train_transform", "eval_transform", "inference_transform", "AUG_LEVELS"]

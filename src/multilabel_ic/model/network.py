@@ -7,34 +7,17 @@ one onto the MXNet name (``stage1_unit1_conv1_weight``, ``bn_data_gamma``, ``fc1
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from ..exceptions import require
+from .architecture import units_for
 
-__all__ = ["ResNetV2", "create_network", "units_for", "mxnet_state_dict", "load_mxnet_state_dict", "mxnet_name"]
+torch = require("torch", extra="local")
+nn = torch.nn
+
+__all__ = ["ResNetV2", "create_network", "units_for", "mxnet_state_dict", "load_mxnet_state_dict", "mxnet_name",
+           "to_network_input"]
 
 BN_EPS = 2e-5
 BN_MOMENTUM = 0.1  # MXNet momentum 0.9 = PyTorch momentum 0.1
-
-_UNITS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3],
-          200: [3, 24, 36, 3], 269: [3, 30, 48, 8]}
-
-
-def units_for(num_layers: int, height: int) -> tuple[list[int], list[int], bool]:
-    """(units per stage, filter list, bottleneck) exactly as MXNet resnet.py ``get_symbol`` chooses them."""
-    if height <= 28:
-        if (num_layers - 2) % 9 == 0 and num_layers >= 164:
-            per, filters, bottle = (num_layers - 2) // 9, [16, 64, 128, 256], True
-        elif (num_layers - 2) % 6 == 0 and num_layers < 164:
-            per, filters, bottle = (num_layers - 2) // 6, [16, 16, 32, 64], False
-        else:
-            raise ValueError(f"no small-image ResNet with {num_layers} layers (need (n-2) % 6 == 0, n < 164)")
-        return [per] * 3, filters, bottle
-    if num_layers not in _UNITS:
-        raise ValueError(f"no ResNet with {num_layers} layers; use one of {sorted(_UNITS)}")
-    bottle = num_layers >= 50
-    filters = [64, 256, 512, 1024, 2048] if bottle else [64, 64, 128, 256, 512]
-    return _UNITS[num_layers], filters, bottle
-
 
 def _bn(c: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(c, eps=BN_EPS, momentum=BN_MOMENTUM)
@@ -194,3 +177,9 @@ def load_mxnet_state_dict(model: ResNetV2, params: dict[str, torch.Tensor], *, s
                          f"{' ...' if len(missing) > 8 else ''}")
     model.load_state_dict(new_state, strict=False)
     return missing
+
+
+def to_network_input(images: torch.Tensor, device: torch.device, *, channels_last: bool = False) -> torch.Tensor:
+    """uint8 NHWC (host) -> float32 NCHW in 0..255 (device): what ``bn_data`` expects."""
+    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()

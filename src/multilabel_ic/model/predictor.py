@@ -7,15 +7,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ...api import Predictor
-from ...artifacts import read_metadata, read_model_tar
-from ...exceptions import ArtifactError, UsageError
-from ...images import decode_image
-from .augment import AugmentOptions, inference_transform
-from .network import ResNetV2, load_mxnet_state_dict
-from .pipeline import to_device
+from ..backends.base import Predictor
+from ..exceptions import ArtifactError, UsageError, require
+from ..images import decode_image
+from .artifact import read_metadata, read_model_tar
+from .network import ResNetV2, load_mxnet_state_dict, to_network_input
+from .transforms import AugmentOptions, inference_transform
+
+torch = require("torch", extra="local")
 
 __all__ = ["LocalPredictor", "CONTENT_TYPES"]
 
@@ -71,7 +71,7 @@ class LocalPredictor(Predictor):
 
     @torch.no_grad()
     def _run(self, arrays: list[np.ndarray]) -> list[list[float]]:
-        x = to_device(torch.from_numpy(np.stack(arrays)), self.device)
+        x = to_network_input(torch.from_numpy(np.stack(arrays)), self.device)
         logits = self.model(x).float()
         probs = torch.sigmoid(logits) if self.output == "sigmoid" else torch.softmax(logits, dim=1)
         return probs.cpu().numpy().astype(float).tolist()

@@ -1,0 +1,197 @@
+"""The contract between the public API and the backends: what a backend provides, what training returns, and what a
+predictor answers. It imports no backend; both backends and the model package implement or use it.
+
+- :class:`Backend`: ``fit(hp, train, validation, output_dir=...) -> Model`` and ``predictor(model) -> Predictor``, plus
+  the optional capabilities it declares in ``capabilities`` (``"deploy"``, ``"batch_transform"``).
+- :class:`Model`: a trained model (metrics, artifact location, backend).
+- :class:`Predictor`: per-class probabilities for encoded images, in the SageMaker endpoint's response format.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..data.dataset import Dataset
+from ..exceptions import DataError, UsageError
+from ..hyperparameters import Hyperparameters
+
+__all__ = ["Backend", "Model", "Predictor", "check_backend"]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What a training backend provides: fit a job, and give a predictor for the model it made.
+
+    ``capabilities`` names what it offers beyond that: ``"deploy"`` (``deploy(model, ...)``, an endpoint) and
+    ``"batch_transform"`` (``batch_transform(model, data, ...)``).
+    """
+
+    name: str
+    capabilities: frozenset[str]
+
+    def fit(self, hp: Hyperparameters, train: Dataset, validation: Dataset | None, *,
+            output_dir: Path) -> Model: ...
+
+    def predictor(self, model: Model, **kwargs: Any) -> Predictor: ...
+
+
+@dataclass
+class Model:
+    """A trained model: its metrics, where its ``model.tar.gz`` is, and how to get a predictor."""
+
+    hyperparameters: Hyperparameters
+    class_names: list[str]
+    metrics: dict
+    artifact: str  # local path, or s3:// URI for SageMaker
+    local_artifact: Path | None
+    backend: Any = field(repr=False, default=None)
+    info: dict = field(default_factory=dict)
+
+    def predictor(self, **kwargs: Any) -> Predictor:
+        """A predictor for this model, from the backend that trained it (the local engine over the artifact)."""
+        if self.backend is None:
+            raise UsageError("this Model has no backend to make a predictor; load the artifact directly: "
+                             "multilabel_ic.model.predictor.LocalPredictor(model.local_artifact)")
+        return self.backend.predictor(self, **kwargs)
+
+    def deploy(self, **kwargs: Any) -> Predictor:
+        """Create a SageMaker endpoint for this model (SageMaker backend only)."""
+        if self.backend is None or "deploy" not in getattr(self.backend, "capabilities", ()):
+            raise UsageError("deploy() needs a model trained with the SageMaker backend; for a local model "
+                                      "use model.predictor(), or upload the artifact with SageMakerBackend.deploy().")
+        return self.backend.deploy(self, **kwargs)
+
+    @property
+    def thresholds(self) -> list[float] | None:
+        return (self.metrics.get("final") or {}).get("tuned_thresholds")
+
+
+class Predictor:
+    """Per-class probabilities for encoded images, in the SageMaker endpoint's response format.
+
+    Subclasses implement :meth:`predict`; the rest is shared, so the local and the endpoint predictor behave the same.
+    """
+
+    class_names: list[str]
+    thresholds: list[float] | None = None
+
+    def predict(self, image: bytes, content_type: str = "application/x-image") -> list[float]:
+        """One encoded image (JPEG/PNG bytes) -> ``[p_0, ..., p_{C-1}]`` (the endpoint's JSON body)."""
+        raise NotImplementedError
+
+    def predict_batch(self, images: Sequence[bytes], *, output: str = "list",
+                      sources: Sequence[str] | None = None) -> list[list[float]] | str:
+        """Many images; ``output="jsonlines"`` gives batch transform's ``{"prediction": [...]}`` lines.
+        ``sources`` (e.g. the file names) name the images in error messages."""
+        self._check_output(output)
+        images = self._check_images(images, sources)
+        return self._format(output, [self.predict(img) for img in images])
+
+    @staticmethod
+    def _check_images(images, sources: Sequence[str] | None = None) -> list[bytes]:
+        """The batch as a list of bytes, or a :class:`UsageError` that names the first item that is not bytes."""
+        if isinstance(images, (bytes, bytearray, str, os.PathLike)):
+            raise UsageError(f"predict_batch takes a list of encoded images (bytes), got one {type(images).__name__}; "
+                             f"use predict() for one image, and Path(path).read_bytes() to read a file.")
+        images = list(images)
+        if sources is not None and len(sources) != len(images):
+            raise UsageError(f"sources has {len(sources)} names for {len(images)} images.")
+        for i, img in enumerate(images):
+            if not isinstance(img, (bytes, bytearray, memoryview)):
+                name = sources[i] if sources is not None else f"image {i}"
+                raise UsageError(f"{name}: expected the encoded image as bytes, got {type(img).__name__}; read a file "
+                                 f"with Path(path).read_bytes().")
+        return images
+
+    def _threshold(self, threshold: float | Sequence[float] | str) -> float | Sequence[float]:
+        """A number, one per class, or "tuned" (the thresholds tuned on validation data)."""
+        if isinstance(threshold, str):
+            if threshold != "tuned":
+                raise UsageError(f"threshold must be a number, a list of {len(self.class_names)} numbers (one per "
+                                 f"class) or 'tuned'; got {threshold!r}")
+            if not self.thresholds:
+                raise UsageError("threshold='tuned' needs thresholds tuned on validation data "
+                                 "(model.metrics['final']['tuned_thresholds']); this model has none (it was trained "
+                                 "without validation data, or its model-metadata.json is missing).")
+            return self.thresholds
+        try:
+            values = np.asarray(threshold, dtype=float)
+        except (TypeError, ValueError):
+            raise UsageError(f"threshold must be a number, a list of numbers or 'tuned'; got {threshold!r}") from None
+        if values.ndim > 1 or (values.ndim == 1 and len(values) != len(self.class_names)):
+            raise UsageError(f"threshold has {values.size} values but the model has {len(self.class_names)} classes "
+                             f"({', '.join(self.class_names)}); give one number, or one per class.")
+        if not np.all(np.isfinite(values)):
+            raise UsageError(f"threshold values must be finite numbers; got {threshold!r}")
+        return threshold
+
+    @staticmethod
+    def _check_output(output: str) -> None:
+        if output not in ("list", "jsonlines"):
+            raise UsageError(f"output must be 'list' or 'jsonlines', got {output!r}")
+
+    @staticmethod
+    def _format(output: str, preds: list[list[float]]) -> list[list[float]] | str:
+        if output == "jsonlines":
+            return "".join(json.dumps({"prediction": p}) + "\n" for p in preds)
+        return preds
+
+    def predict_labels(self, images: bytes | Sequence[bytes], *,
+                       threshold: float | Sequence[float] | str = 0.5) -> list[str] | list[list[str]]:
+        """Class names whose probability reaches the threshold (a float, one per class, or ``"tuned"``)."""
+        single = isinstance(images, (bytes, bytearray, memoryview))
+        if isinstance(images, (str, os.PathLike)):
+            raise UsageError(f"predict_labels takes encoded image bytes (or a list of them), got "
+                             f"{type(images).__name__} {str(images)[:60]!r}; read a file with Path(path).read_bytes().")
+        batch = [images] if single else list(images)
+        t = np.broadcast_to(np.asarray(self._threshold(threshold), dtype=float), (len(self.class_names),))
+        out = []
+        for p in self.predict_batch(batch):
+            out.append([n for n, v, th in zip(self.class_names, p, t) if v >= th])
+        return out[0] if single else out
+
+    def evaluate(self, dataset: Dataset, *, threshold: float | Sequence[float] | str = 0.5) -> dict:
+        """Score this predictor on ``dataset`` (mAP, per-class AP, F1 at ``threshold``, accuracy), exactly as the
+        endpoint would be scored: every image goes through :meth:`predict_batch`."""
+        from ..metrics import evaluate
+
+        if list(dataset.class_names) != list(self.class_names):
+            raise DataError(f"the dataset's classes {dataset.class_names} differ from the model's {self.class_names}; "
+                            f"pass class_names= in the model's order when reading the data.")
+        threshold = self._threshold(threshold)
+        dataset.check_images(what="evaluation data")
+        from ..images import read_bytes
+
+        paths = [dataset.image_path(i) for i in range(len(dataset))]
+        scores = self.predict_batch([read_bytes(p) for p in paths], sources=[str(p) for p in paths])
+        return evaluate(dataset.labels, np.asarray(scores), class_names=self.class_names, thresholds=threshold)
+
+    def close(self) -> None:
+        """Release resources (a SageMaker predictor deletes its endpoint)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def check_backend(backend: Any) -> Backend:
+    """``backend`` if it meets the contract, else a :class:`UsageError` that says what is missing."""
+    missing = [m for m in ("fit", "predictor") if not callable(getattr(backend, m, None))]
+    if missing:
+        raise UsageError(f"backend={backend!r} is not a backend: it lacks {' and '.join(m + '()' for m in missing)}. Pass 'local', "
+                         f"'sagemaker', or an object with fit() and predictor() methods (see "
+                         f"multilabel_ic.backends.base.Backend).")
+    caps = getattr(backend, "capabilities", frozenset())
+    for cap in caps:
+        if not callable(getattr(backend, cap, None)):
+            raise UsageError(f"backend={backend!r} declares the capability {cap!r} but has no {cap}() method.")
+    return backend

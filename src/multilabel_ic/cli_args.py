@@ -1,0 +1,69 @@
+"""Command-line values shared by ``multilabel-ic`` and its ``bench`` command: hyperparameter assignments
+(``--hp NAME=VALUE``, ``--hp-file``) and class lists. Every mistake is a :class:`UsageError` naming the option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .exceptions import UsageError
+
+__all__ = ["add_hp_args", "hp_values", "hyperparameters_from_args", "read_hp_file", "class_list"]
+
+
+def add_hp_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
+                   help="a hyperparameter of the algorithm, e.g. --hp num_layers=18 --hp epochs=5 (repeatable)")
+    p.add_argument("--hp-file", type=Path, help="JSON file of hyperparameters (SageMaker's string map works too)")
+
+
+def hp_values(args, defaults: dict | None = None) -> dict:
+    """The --hp-file and --hp values (checked for syntax, before any data is read)."""
+    values = dict(defaults or {})
+    if args.hp_file:
+        values.update(read_hp_file(args.hp_file))
+    for item in args.hp:
+        if "=" not in item:
+            raise UsageError(f"--hp {item!r}: expected NAME=VALUE, e.g. --hp epochs=5")
+        k, v = item.split("=", 1)
+        values[k.strip()] = v.strip()
+    return values
+
+
+def hyperparameters_from_args(args, *, num_classes: int, num_training_samples: int, defaults: dict | None = None):
+    from .hyperparameters import Hyperparameters
+
+    values = hp_values(args, defaults)
+    values.setdefault("num_classes", num_classes)
+    values.setdefault("num_training_samples", num_training_samples)
+    return Hyperparameters(**values)
+
+
+def read_hp_file(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"--hp-file {path}: file not found.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--hp-file {path}: cannot read it as text ({exc}).") from exc
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--hp-file {path}:{exc.lineno}: not valid JSON ({exc.msg}); expected an object like "
+                         f'{{"epochs": 5, "learning_rate": 0.001}}.') from exc
+    if not isinstance(values, dict):
+        raise UsageError(f"--hp-file {path}: expected a JSON object of hyperparameters like "
+                         f'{{"epochs": 5}}, got a JSON {type(values).__name__}.')
+    return values
+
+
+def class_list(text: str, option: str = "--classes") -> list[str]:
+    names = [c.strip() for c in text.split(",")]
+    if not all(names):
+        raise UsageError(f"{option} {text!r}: empty class name; give comma-separated names, e.g. person,bicycle,car")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise UsageError(f"{option} {text!r}: {', '.join(dupes)} appear more than once; class names must be unique.")
+    return names
