@@ -491,3 +491,26 @@ def test_a_lost_poll_says_the_job_still_runs_and_attach_picks_it_up(setup, aws, 
     assert model.local_artifact.exists() and model.class_names == train.class_names
     assert model.hyperparameters.num_layers == 18 and model.metrics["job_name"] == name
     assert json.loads((tmp_path / "b" / "model-metadata.json").read_text())["job_name"] == name
+
+
+def test_both_backends_report_the_same_metric_keys(setup, aws, coco5_200, model_tar_bytes, tmp_path):
+    from multilabel_ic import Hyperparameters as HP
+    from multilabel_ic.backends.base import FINAL_KEYS, METRIC_KEYS
+    from multilabel_ic.backends.local import LocalOptions
+
+    train, val = _coco5_splits(coco5_200)
+    JobSimulator(setup, aws, model_tar_bytes)
+    remote = Trainer(HP(**COCO_HP, num_training_samples=2500), backend=_backend(setup),
+                     output_dir=tmp_path / "sm").fit(train, validation=val)
+    small = dict(num_classes=5, num_layers=20, image_shape="3,28,28", resize=32, mini_batch_size=16, epochs=1,
+                 multi_label=1, num_training_samples=len(train))
+    local = Trainer(HP(**small), output_dir=tmp_path / "local",
+                    options=LocalOptions(num_workers=0, progress=False)).fit(train, validation=val)
+    for model in (remote, local):
+        assert set(METRIC_KEYS) <= set(model.metrics) and tuple(model.metrics["final"]) == FINAL_KEYS
+        final = model.metrics["final"]
+        assert 0 <= final["mAP"] <= 1 and set(final["per_class_AP"]) == set(train.class_names)
+        assert len(final["tuned_thresholds"]) == 5 and final["epoch"] >= 1 and final["num_samples"] == len(val)
+    assert remote.metrics["final"]["validation_accuracy"] == 0.81  # the best Validation-accuracy of the job's log
+    assert remote.metrics["best_epoch"] == 1 and remote.metrics["saved_epochs"] == [3]
+    assert remote.predictor().thresholds == remote.metrics["final"]["tuned_thresholds"]

@@ -186,7 +186,7 @@ def _print_final(metrics: dict) -> None:
     def fmt(value) -> str:
         return "n/a" if value is None else f"{value:.4f}"
 
-    if final:
+    if final.get("epoch") is not None:
         print(f"validation mAP {fmt(final.get('mAP'))}  micro mAP {fmt(final.get('micro_mAP'))}  accuracy "
               f"{fmt(final.get('accuracy'))}  F1 macro {fmt(final.get('f1_macro'))}  (epoch {final.get('epoch')})")
         for name, ap in (final.get("per_class_AP") or {}).items():

@@ -22,7 +22,23 @@ from ..data.dataset import Dataset
 from ..exceptions import DataError, UsageError
 from ..hyperparameters import Hyperparameters
 
-__all__ = ["Backend", "Model", "Predictor", "check_backend"]
+__all__ = ["Backend", "Model", "Predictor", "check_backend", "METRIC_KEYS", "FINAL_KEYS", "final_metrics"]
+
+# The keys of Model.metrics that every backend fills (None where it cannot know), and of metrics["final"]: the
+# scores of the shipped model on the validation data (docs/metrics.md says where each comes from per backend).
+METRIC_KEYS = ("backend", "epochs", "final", "best_epoch", "saved_epochs", "stopped_early", "images_per_sec_median",
+               "hyperparameters", "artifact")
+FINAL_KEYS = ("epoch", "validation_accuracy", "num_samples", "accuracy", "mAP", "micro_mAP", "per_class_AP",
+              "classes_without_positives", "f1_macro", "f1_micro", "precision_macro", "recall_macro", "per_class_F1",
+              "thresholds", "tuned_thresholds")
+
+
+def final_metrics(**values: Any) -> dict:
+    """``metrics["final"]`` with every key of :data:`FINAL_KEYS` (None unless given)."""
+    unknown = set(values) - set(FINAL_KEYS)
+    if unknown:
+        raise ValueError(f"not final metric keys: {sorted(unknown)}")
+    return {k: values.get(k) for k in FINAL_KEYS}
 
 
 @runtime_checkable

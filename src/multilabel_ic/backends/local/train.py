@@ -25,6 +25,7 @@ from ...model.network import create_network, mxnet_state_dict
 from ...model.params import save_params
 from ...model.transforms import AugmentOptions
 from ...preflight import check_training_request, data_fingerprint, describe_differences
+from ..base import final_metrics
 from .epoch import predict_scores, run_epoch, validate
 from .loss import class_weights, weighted_bce
 from .optim import MultiFactorSchedule, create_optimizer
@@ -366,7 +367,7 @@ def _finish(hp, model, out, state, validation, val_loader, device, amp_dtype, ch
     tar = write_model_tar(out / "model.tar.gz", checkpoints, num_classes=hp.num_classes, num_layers=hp.num_layers,
                           image_shape=(hp.channels, hp.height, hp.width), multi_label=hp.multi_label == 1,
                           batch_size=hp.mini_batch_size)
-    final = {}
+    final = final_metrics()
     if val_loader is not None and state["saved"]:
         # evaluate the model that ships (the best / last saved epoch), not the last one trained
         from ...model.network import load_mxnet_state_dict
@@ -377,9 +378,10 @@ def _finish(hp, model, out, state, validation, val_loader, device, amp_dtype, ch
         scores, labels = predict_scores(model, val_loader, device, amp_dtype, channels_last)
         from ...metrics import tune_thresholds
 
-        final = evaluate(labels, scores, class_names=validation.class_names)
-        final["tuned_thresholds"] = tune_thresholds(labels, scores)
-        final["epoch"] = shipped
+        shipped_record = next((r for r in state["history"] if r["epoch"] == shipped - 1), {})
+        final = final_metrics(**evaluate(labels, scores, class_names=validation.class_names),
+                              tuned_thresholds=tune_thresholds(labels, scores), epoch=shipped,
+                              validation_accuracy=shipped_record.get("validation_accuracy"))
     speeds = [s for r in state["history"] for s in r["speed"]]
     metrics = {"backend": "local", "device": str(device),
                "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

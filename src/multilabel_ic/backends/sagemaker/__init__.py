@@ -43,7 +43,8 @@ class SageMakerBackend:
                  max_wait: int | None = None, checkpoint_s3_uri: str | None = None, tags: dict | None = None,
                  base_job_name: str = "ic-multilabel", model_uri: str | None = None,
                  manifest_label_format: str = "multi-hot", poll_interval: float = 30.0, logs: bool = True,
-                 progress: bool = True, max_attempts: int = 10, profile: str | None = None):
+                 progress: bool = True, max_attempts: int = 10, profile: str | None = None,
+                 score_validation: bool = True):
         boto3 = require("boto3", extra="sagemaker")
         from botocore.config import Config
 
@@ -75,6 +76,7 @@ class SageMakerBackend:
         self.checkpoint_s3_uri, self.tags, self.base_job_name = checkpoint_s3_uri, tags, base_job_name
         self.model_uri, self.manifest_label_format = model_uri, manifest_label_format
         self.poll_interval, self.logs, self.progress = poll_interval, logs, progress
+        self.score_validation = score_validation
         self._clients: dict[str, Any] = {}
         self.sleep = time.sleep  # the pause between status polls (replaceable in tests)
         self.last_request: dict | None = None
@@ -179,7 +181,43 @@ class SageMakerBackend:
         self.last_request = req
         self._call("sagemaker", "create_training_job", **req)
         log.info("started training job %s (%d x %s)", name, self.instance_count, self.instance_type)
-        return self._model_of_job(name, hp, list(train.class_names), output_dir)
+        return self._model_of_job(name, hp, list(train.class_names), output_dir, validation)
+
+    def _score_artifact(self, artifact: Path, hp, validation) -> dict:
+        """The shipped model's metrics on the validation data, from a scoring pass of the downloaded artifact with
+        the validation transform (what the local backend reports); empty without the ``local`` extra."""
+        from ...exceptions import MissingDependencyError
+        from ...metrics import evaluate, tune_thresholds
+
+        try:
+            from ...model.predictor import LocalPredictor
+            from ...model.transforms import AugmentOptions
+        except MissingDependencyError as exc:
+            log.warning("no scoring pass of %s on the validation data (mAP, per-class AP, thresholds stay null): %s",
+                        artifact, exc)
+            return {}
+        log.info("scoring the trained model on the %d validation images (mAP, per-class AP, tuned thresholds) ...",
+                 len(validation))
+        pred = LocalPredictor(artifact, class_names=validation.class_names, device="cpu", resize=hp.resize,
+                              augment=AugmentOptions(inference="centre_crop"))
+        paths = [validation.image_path(i) for i in range(len(validation))]
+        import numpy as np
+
+        scores = np.asarray(pred.predict_batch([p.read_bytes() for p in paths], sources=[str(p) for p in paths]))
+        labels = validation.labels
+        return {**evaluate(labels, scores, class_names=validation.class_names),
+                "tuned_thresholds": tune_thresholds(labels, scores), "epoch": pred.epoch}
+
+    @staticmethod
+    def _saved_epochs(artifact: Path) -> list[int] | None:
+        from ...exceptions import ArtifactError
+        from ...model.artifact import read_model_tar
+
+        try:
+            return read_model_tar(artifact).epochs_available
+        except ArtifactError as exc:
+            log.warning("%s: %s", artifact, exc)
+            return None
 
     def check_request(self, hp, train, validation) -> str:
         """What would make the job fail, checked before anything is uploaded; returns the algorithm's image URI."""
@@ -206,25 +244,30 @@ class SageMakerBackend:
         log.info("attached to training job %s (%s)", job_name, desc["TrainingJobStatus"])
         return self._model_of_job(job_name, hp, names, output_dir)
 
-    def _model_of_job(self, name: str, hp, class_names: list[str], output_dir: Path):
-        from ..base import Model
+    def _model_of_job(self, name: str, hp, class_names: list[str], output_dir: Path, validation=None):
+        from ...model.artifact import write_metadata
+        from ..base import Model, final_metrics
 
         desc, parser = self.wait(name)
         artifact = desc["ModelArtifacts"]["S3ModelArtifacts"]
         local = download_file(self.client("s3"), artifact, output_dir / "model.tar.gz", progress=self.progress)
         epochs = parser.epochs()
         summary = parser.summary()
-        metrics = {"backend": "sagemaker", "job_name": name, "instance_type": self.instance_type,
-                   "instance_count": self.instance_count, "epochs": epochs, "log_summary": summary,
-                   "billable_seconds": desc.get("BillableTimeInSeconds"),
-                   "training_seconds": desc.get("TrainingTimeInSeconds"),
+        accs = [(e.get("validation_accuracy"), e["epoch"]) for e in epochs if e.get("validation_accuracy") is not None]
+        best_acc, best_epoch = max(accs) if accs else (None, None)
+        final = final_metrics(validation_accuracy=best_acc)
+        if validation is not None and self.score_validation:
+            final.update(self._score_artifact(local, hp, validation))
+        saved = self._saved_epochs(local)
+        metrics = {"backend": "sagemaker", "epochs": epochs, "final": final, "best_epoch": best_epoch,
+                   "saved_epochs": saved, "stopped_early": parser.stopped_early,
                    "images_per_sec_median": summary["images_per_sec_total"],
-                   "final": {}, "hyperparameters": hp.to_sagemaker(include_defaults=True), "artifact": artifact}
-        if epochs and "validation_accuracy" in epochs[-1]:
-            metrics["final"]["validation_accuracy"] = max(e.get("validation_accuracy", 0) for e in epochs)
-        from ...model.artifact import write_metadata
-
+                   "hyperparameters": hp.to_sagemaker(include_defaults=True), "artifact": artifact,
+                   "job_name": name, "instance_type": self.instance_type, "instance_count": self.instance_count,
+                   "log_summary": summary, "billable_seconds": desc.get("BillableTimeInSeconds"),
+                   "training_seconds": desc.get("TrainingTimeInSeconds")}
         write_metadata(local, class_names=class_names, hyperparameters=hp.to_sagemaker(include_defaults=True),
+                       thresholds=final.get("tuned_thresholds"),
                        extra={"backend": "sagemaker", "job_name": name, "artifact": artifact})
         return Model(hyperparameters=hp, class_names=class_names, metrics=metrics, artifact=artifact,
                      local_artifact=local, backend=self, info={"job_name": name, "description": desc})

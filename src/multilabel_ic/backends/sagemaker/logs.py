@@ -43,10 +43,13 @@ class LogParser:
     hosts: dict = field(default_factory=dict)
     first_step_ms: int | None = None
     lines: int = 0
+    stopped_early: bool = False  # a log line announced early stopping (best effort: the wording is not documented)
 
     def feed(self, line: str, *, host: str = "algo-1", timestamp_ms: int | None = None) -> None:
         self.lines += 1
         line = line.rstrip("\n")
+        if "early stopping" in line.lower():
+            self.stopped_early = True
         epochs = self.hosts.setdefault(host, {})
         if m := _BATCH.search(line):
             rec = epochs.setdefault(int(m["epoch"]), {"epoch": int(m["epoch"]), "speed": [], "batches": []})
