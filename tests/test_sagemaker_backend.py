@@ -514,3 +514,8 @@ def test_both_backends_report_the_same_metric_keys(setup, aws, coco5_200, model_
     assert remote.metrics["final"]["validation_accuracy"] == 0.81  # the best Validation-accuracy of the job's log
     assert remote.metrics["best_epoch"] == 1 and remote.metrics["saved_epochs"] == [3]
     assert remote.predictor().thresholds == remote.metrics["final"]["tuned_thresholds"]
+    for folder, model in ((tmp_path / "sm", remote), (tmp_path / "local", local)):  # the same hooks ran for both
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(line)["epoch"] for line in lines] == [r["epoch"] for r in model.metrics["epochs"]]
+        assert (folder / "args.json").exists() and (folder / "metrics.png").exists()
+        assert json.loads((folder / "metrics.json").read_text())["final"]["mAP"] == model.metrics["final"]["mAP"]

@@ -4,6 +4,7 @@ run on SageMaker or re-implemented locally in PyTorch, behind one API.
     from multilabel_ic import Dataset, Hyperparameters, Trainer, Predictor
 """
 
+from ._version import __version__  # noqa: E402
 from .api import Backend, Model, Predictor, Trainer
 from .data.dataset import Dataset
 from .exceptions import (
@@ -22,8 +23,6 @@ from .exceptions import (
 )
 from .hyperparameters import Hyperparameters
 from .logs import setup_logging
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Dataset",

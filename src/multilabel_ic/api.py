@@ -8,10 +8,12 @@ only when named.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .backends.base import Backend, Model, Predictor, check_backend
+from .callbacks import Callback
 from .data.dataset import Dataset
 from .exceptions import UsageError
 from .hyperparameters import Hyperparameters
@@ -49,7 +51,7 @@ class Trainer:
 
     def __init__(self, hyperparameters: Hyperparameters, backend: str | Backend = "local", *,
                  output_dir: str | os.PathLike = "runs/multilabel-ic", device: str | None = None,
-                 options: Any = None):
+                 options: Any = None, callbacks: Sequence[Callback] = ()):
         if not isinstance(hyperparameters, Hyperparameters):
             raise UsageError(f"hyperparameters must be a multilabel_ic.Hyperparameters, got "
                              f"{type(hyperparameters).__name__}; build one with Hyperparameters(num_classes=..., ...).")
@@ -57,6 +59,11 @@ class Trainer:
         local_args = {k: v for k, v in (("device", device), ("options", options)) if v is not None}
         self.backend = get_backend(backend, **local_args)
         self.output_dir = Path(output_dir)
+        self.callbacks = list(callbacks)
+        for cb in self.callbacks:
+            if not isinstance(cb, Callback):
+                raise UsageError(f"callbacks must be multilabel_ic.callbacks.Callback objects, got "
+                                 f"{type(cb).__name__}")
 
     def fit(self, train: Dataset, validation: Dataset | None = None) -> Model:
         """Train and return the :class:`Model` (metrics per epoch and final, artifact location, ``predictor()``)."""
@@ -64,4 +71,5 @@ class Trainer:
             if data is not None and not isinstance(data, Dataset):
                 raise UsageError(f"{name} must be a multilabel_ic.Dataset, got {type(data).__name__}; build one with "
                                  f"Dataset.from_lst(...), Dataset.from_coco(...) or Dataset.from_recordio(...).")
-        return self.backend.fit(self.hyperparameters, train, validation, output_dir=self.output_dir)
+        return self.backend.fit(self.hyperparameters, train, validation, output_dir=self.output_dir,
+                                callbacks=self.callbacks)

@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--workers", type=int, default=None)
     t.add_argument("--pretrained", default=None, help="file or URL of ImageNet .params for use_pretrained_model=1")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--tensorboard", nargs="?", const="", default=None, metavar="DIR",
+                   help="write TensorBoard events (to DIR, default <output>/tensorboard); needs the tracking extra")
+    t.add_argument("--mlflow", default=None, metavar="TRACKING_URI",
+                   help="log the run to MLflow (a server URL, or file:./mlruns); needs the tracking extra")
+    t.add_argument("--mlflow-experiment", default="multilabel-ic", help="MLflow experiment name")
     t.add_argument("--restart", action="store_true",
                    help="remove the previous run's checkpoint, parameters and artifact from --output and start afresh "
                         "(without it, a run of the same data and settings is resumed, and another run is refused)")
@@ -162,8 +167,8 @@ def cmd_train(args) -> int:
         hp = hyperparameters_from_args(args, num_classes=len(classes), num_training_samples=len(train))
         options = LocalOptions(seed=args.seed, num_workers=args.workers, progress=not args.quiet,
                                pretrained=args.pretrained, restart=args.restart)
-        model = Trainer(hp, backend="local", output_dir=args.output, device=args.device, options=options).fit(
-            train, validation=val)
+        model = Trainer(hp, backend="local", output_dir=args.output, device=args.device, options=options,
+                        callbacks=_trackers(args)).fit(train, validation=val)
     except MultilabelICError:
         # a refused run leaves the output folder as it found it (extracted records are re-made on the next run)
         import shutil
@@ -178,6 +183,17 @@ def cmd_train(args) -> int:
     _print_final(model.metrics)
     print(f"model artifact: {model.artifact}")
     return 0
+
+
+def _trackers(args) -> list:
+    from .callbacks import MLflow, TensorBoard
+
+    out = []
+    if args.tensorboard is not None:
+        out.append(TensorBoard(args.tensorboard or None))
+    if args.mlflow:
+        out.append(MLflow(args.mlflow, experiment=args.mlflow_experiment))
+    return out
 
 
 def _print_final(metrics: dict) -> None:

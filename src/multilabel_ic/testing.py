@@ -44,7 +44,7 @@ class FakeBackend:
         self.metrics = metrics
         self.fits: list[dict] = []
 
-    def fit(self, hp, train, validation, *, output_dir: Path) -> Model:
+    def fit(self, hp, train, validation, *, output_dir: Path, callbacks=()) -> Model:
         self.fits.append({"hyperparameters": hp, "train": train, "validation": validation, "output_dir": output_dir})
         metrics = self.metrics or {"backend": "fake", "epochs": [], "final": {}}
         return Model(hyperparameters=hp, class_names=list(train.class_names), metrics=metrics,

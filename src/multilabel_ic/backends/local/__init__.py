@@ -32,11 +32,11 @@ class LocalBackend:
             options = dataclasses.replace(options, device=device)
         self.options = options
 
-    def fit(self, hp, train, validation, *, output_dir: Path):
+    def fit(self, hp, train, validation, *, output_dir: Path, callbacks=()):
         from ..base import Model
         from .train import train as run
 
-        metrics = run(hp, train, validation, output_dir, self.options)
+        metrics = run(hp, train, validation, output_dir, self.options, callbacks)
         tar = Path(metrics["artifact"])
         return Model(hyperparameters=hp, class_names=list(train.class_names), metrics=metrics, artifact=str(tar),
                      local_artifact=tar, backend=self)

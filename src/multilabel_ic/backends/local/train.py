@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch
 
 from ..._io import atomic_write, atomic_write_text, ensure_dir, remove_stale_temp_files
 from ..._lock import FolderLock
+from ...callbacks import Callback, CallbackList, RunInfo, default_callbacks
 from ...data.dataset import Dataset
 from ...exceptions import RunConflictError, UsageError
 from ...metrics import evaluate
@@ -125,7 +127,7 @@ def _clear_previous_run(out: Path) -> None:
 
 
 def train(hp, train_data: Dataset, validation: Dataset | None, output_dir: str | os.PathLike,
-          options: LocalOptions = LocalOptions()) -> dict:
+          options: LocalOptions = LocalOptions(), callbacks: Sequence[Callback] = ()) -> dict:
     """Train as the built-in algorithm does; return the metrics dict (also written to ``metrics.json``).
 
     Everything that can be checked is checked before the output folder is touched. The folder is locked for the
@@ -152,7 +154,8 @@ def train(hp, train_data: Dataset, validation: Dataset | None, output_dir: str |
                 log.info("removed %s, left by an interrupted run", stale)
             if options.restart:
                 _clear_previous_run(out)
-            return _train_locked(hp, train_data, validation, out, options, device, fingerprint, pretrained)
+            return _train_locked(hp, train_data, validation, out, options, device, fingerprint, pretrained,
+                                 CallbackList([*default_callbacks(), *callbacks]))
     except Exception:
         if created:
             _remove_if_only_the_marker(out)  # a run that failed before its first checkpoint leaves no folder
@@ -160,7 +163,7 @@ def train(hp, train_data: Dataset, validation: Dataset | None, output_dir: str |
 
 
 def _train_locked(hp, train_data: Dataset, validation: Dataset | None, out: Path, options: LocalOptions,
-                  device: torch.device, fingerprint: dict, pretrained: Path | None) -> dict:
+                  device: torch.device, fingerprint: dict, pretrained: Path | None, callbacks: CallbackList) -> dict:
     torch.manual_seed(options.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # cuDNN autotuning, as the algorithm's MXNet build does
@@ -215,6 +218,10 @@ def _train_locked(hp, train_data: Dataset, validation: Dataset | None, out: Path
                                  pin_memory=device.type == "cuda")
     model.train()
     stopped_early = False
+    settings = {k: v for k, v in fingerprint.items() if k not in ("training data", "validation data", "hyperparameters")}
+    callbacks.on_train_start(RunInfo(output_dir=out, backend="local", hyperparameters=hp.to_sagemaker(
+        include_defaults=True), class_names=list(train_data.class_names), history=list(state["history"]),
+        settings={**settings, "device": str(device), "num_workers": workers}))
     try:
         for epoch in range(state["epoch"], hp.epochs):
             record = run_epoch(hp, model, optimizer, scaler, schedule, train_ds, workers=workers, device=device,
@@ -227,14 +234,17 @@ def _train_locked(hp, train_data: Dataset, validation: Dataset | None, out: Path
             stopped_early = _checkpoint_and_stop(hp, model, out, epoch, record, state)
             state["epoch"] = epoch + 1
             _save_state(sp, model, optimizer, scaler, state, fingerprint)
+            callbacks.on_epoch_end(record)
             if stopped_early:
                 break
     except KeyboardInterrupt:
         log.warning("interrupted: %d of %d epochs are saved in %s; run the same command again to resume",
                     state["epoch"], hp.epochs, sp)
         raise
-    return _finish(hp, model, out, state, validation, val_loader, device, amp_dtype, channels_last, stopped_early,
-                   train_data.class_names)
+    metrics = _finish(hp, model, out, state, validation, val_loader, device, amp_dtype, channels_last,
+                      stopped_early, train_data.class_names)
+    callbacks.on_train_end(metrics)
+    return metrics
 
 
 def _params_path(out: Path, epoch: int) -> Path:
@@ -396,10 +406,6 @@ def _finish(hp, model, out, state, validation, val_loader, device, amp_dtype, ch
 
     write_metadata(tar, class_names=class_names, hyperparameters=metrics["hyperparameters"],
                    thresholds=final.get("tuned_thresholds"), extra={"backend": "local"})
-    try:
-        _plot(metrics, out / "metrics.png")
-    except Exception as exc:  # a plot is a convenience; never fail a finished run on it
-        log.warning("could not draw metrics.png: %s", exc)
     log.info("model artifact: %s", tar)
     return metrics
 
@@ -412,28 +418,3 @@ def _json_default(o):
     if hasattr(o, "__dataclass_fields__"):
         return asdict(o)
     raise TypeError(type(o))
-
-
-def _plot(metrics: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    hist = metrics["epochs"]
-    ep = [r["epoch"] + 1 for r in hist]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    axes[0].plot(ep, [r["train_loss"] for r in hist], marker="o", label="train loss")
-    axes[0].set_xlabel("epoch")
-    axes[0].legend()
-    axes[1].plot(ep, [r["train_accuracy_epoch"] for r in hist], marker="o", label="train accuracy")
-    if hist and "validation_accuracy" in hist[0]:
-        axes[1].plot(ep, [r["validation_accuracy"] for r in hist], marker="o", label="validation accuracy")
-        axes[1].plot(ep, [r["validation_mAP"] or 0 for r in hist], marker="o", label="validation mAP")
-    axes[1].set_xlabel("epoch")
-    axes[1].set_ylim(0, 1.02)
-    axes[1].legend()
-    fig.tight_layout()
-    with atomic_write(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=100)
-    plt.close(fig)

@@ -160,7 +160,7 @@ class SageMakerBackend:
             return rq.manifest_channels(*uris, label_format=self.manifest_label_format)
 
     # ----------------------------------------------------------------- training
-    def fit(self, hp, train, validation, *, output_dir: Path):
+    def fit(self, hp, train, validation, *, output_dir: Path, callbacks=()):
         output_dir = Path(output_dir)
         image = self.check_request(hp, train, validation)
         if hp.num_training_samples != len(train):
@@ -181,7 +181,7 @@ class SageMakerBackend:
         self.last_request = req
         self._call("sagemaker", "create_training_job", **req)
         log.info("started training job %s (%d x %s)", name, self.instance_count, self.instance_type)
-        return self._model_of_job(name, hp, list(train.class_names), output_dir, validation)
+        return self._model_of_job(name, hp, list(train.class_names), output_dir, validation, callbacks)
 
     def _score_artifact(self, artifact: Path, hp, validation) -> dict:
         """The shipped model's metrics on the validation data, from a scoring pass of the downloaded artifact with
@@ -230,7 +230,7 @@ class SageMakerBackend:
                              f"input_format='recordio' or 'lst' for several instances, or instance_count=1.")
         return self.image()
 
-    def attach(self, job_name: str, *, output_dir: str | Path = "runs/attached", class_names=None):
+    def attach(self, job_name: str, *, output_dir: str | Path = "runs/attached", class_names=None, callbacks=()):
         """The :class:`Model` of a training job started elsewhere (or by an earlier process): waits for it with log
         streaming, then downloads its artifact into ``output_dir``."""
         from ...hyperparameters import Hyperparameters
@@ -242,9 +242,13 @@ class SageMakerBackend:
             raise UsageError(f"class_names has {len(names)} names but job {job_name} trains {hp.num_classes} classes")
         output_dir = ensure_dir(Path(output_dir))
         log.info("attached to training job %s (%s)", job_name, desc["TrainingJobStatus"])
-        return self._model_of_job(job_name, hp, names, output_dir)
+        return self._model_of_job(job_name, hp, names, output_dir, callbacks=callbacks)
 
-    def _model_of_job(self, name: str, hp, class_names: list[str], output_dir: Path, validation=None):
+    def _model_of_job(self, name: str, hp, class_names: list[str], output_dir: Path, validation=None, callbacks=()):
+        import json
+
+        from ..._io import atomic_write_text
+        from ...callbacks import CallbackList, RunInfo, default_callbacks
         from ...model.artifact import write_metadata
         from ..base import Model, final_metrics
 
@@ -269,6 +273,16 @@ class SageMakerBackend:
         write_metadata(local, class_names=class_names, hyperparameters=hp.to_sagemaker(include_defaults=True),
                        thresholds=final.get("tuned_thresholds"),
                        extra={"backend": "sagemaker", "job_name": name, "artifact": artifact})
+        atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
+        # the job's epochs, replayed through the same hooks as a local run (metrics.jsonl, plot, trackers)
+        hooks = CallbackList([*default_callbacks(), *callbacks])
+        hooks.on_train_start(RunInfo(output_dir=output_dir, backend="sagemaker",
+                                     hyperparameters=hp.to_sagemaker(include_defaults=True), class_names=class_names,
+                                     settings={"job_name": name, "instance_type": self.instance_type,
+                                               "instance_count": self.instance_count}))
+        for record in epochs:
+            hooks.on_epoch_end(record)
+        hooks.on_train_end(metrics)
         return Model(hyperparameters=hp, class_names=class_names, metrics=metrics, artifact=artifact,
                      local_artifact=local, backend=self, info={"job_name": name, "description": desc})
 
