@@ -10,9 +10,10 @@ import time
 import numpy as np
 import torch
 
+from ..backends.local.epoch import train_step
 from ..backends.local.optim import create_optimizer
 from ..backends.local.pipeline import EpochSampler, ImageDataset, epoch_order, make_loader
-from ..backends.local.train import LocalOptions, _precision, select_device, weighted_bce
+from ..backends.local.train import LocalOptions, precision_for, select_device
 from ..model.network import create_network, to_network_input
 from ..model.transforms import AugmentOptions
 from .common import peak_host_mb, stats
@@ -27,18 +28,8 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _step(model, optimizer, scaler, x, y, amp_dtype, device):
-    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        logits = model(x)
-    loss = weighted_bce(logits, y)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-
-
 def _setup(hp, device):
-    amp_dtype, use_scaler = _precision(hp, device, LocalOptions())
+    amp_dtype, use_scaler = precision_for(hp, device, LocalOptions())
     channels_last = device.type == "cuda"
     model = create_network(hp).to(device)
     if channels_last:
@@ -78,7 +69,7 @@ def bench_training(hp, data, *, device: str | None = None, steps: int = 30, warm
         t0 = time.perf_counter()
         x = to_network_input(x, dev, channels_last=channels_last)
         y = y.to(dev, non_blocking=True)
-        _step(model, optimizer, scaler, x, y, amp_dtype, dev)
+        train_step(model, optimizer, scaler, x, y, amp_dtype=amp_dtype, multi_label=True)
         _sync(dev)
         t1 = time.perf_counter()
         if first_step is None:
@@ -120,7 +111,7 @@ def bench_ceiling(hp, *, device: str | None = None, steps: int = 30, warmup: int
         t0 = time.perf_counter()
         x = xs.permute(0, 3, 1, 2).float()
         x = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
-        _step(model, optimizer, scaler, x, ys, amp_dtype, dev)
+        train_step(model, optimizer, scaler, x, ys, amp_dtype=amp_dtype, multi_label=True)
         _sync(dev)
         if i >= warmup:
             times.append(time.perf_counter() - t0)

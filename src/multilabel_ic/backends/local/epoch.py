@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from ...exceptions import TrainingError
 from ...model.network import to_network_input
 from .loss import weighted_bce
-from .pipeline import EpochSampler, epoch_order, make_loader
+from .pipeline import epoch_order
 
-__all__ = ["run_epoch", "predict_scores", "validate", "padded_accuracy"]
+__all__ = ["train_step", "run_epoch", "predict_scores", "validate", "padded_accuracy"]
 
 log = logging.getLogger("multilabel_ic.train")
 
@@ -50,16 +50,44 @@ def _check_finite(loss_sum: float, epoch: int, nbatch: int, lr: float) -> None:
                             f"(now {lr}) or use precision_dtype='float32'.")
 
 
-def run_epoch(hp, model, optimizer, scaler, schedule, train_ds, *, workers, device, amp_dtype, channels_last,
+def train_step(model, optimizer, scaler, x: torch.Tensor, y: torch.Tensor, *, amp_dtype, multi_label: bool,
+               w_pos=None, w_neg=None, top_k: int | None = None):
+    """One optimisation step on a device batch, as the algorithm takes it: forward (autocast when ``amp_dtype``),
+    the head's loss (weighted sigmoid BCE, or softmax cross-entropy), backward through the loss scaler, the
+    optimizer's MXNet rule. Returns ``(loss, correct decisions, decisions, top-k hits or None)`` as device tensors,
+    so that nothing here waits for the device."""
+    with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        logits = model(x)
+    topk = None
+    if multi_label:
+        loss = weighted_bce(logits, y, w_pos, w_neg)
+        correct = ((logits.detach().float() >= 0) == (y >= 0.5)).sum()
+        total = y.numel()
+    else:
+        target = y.argmax(dim=1)
+        loss = F.cross_entropy(logits.float(), target)
+        correct = (logits.detach().argmax(dim=1) == target).sum()
+        total = y.shape[0]
+        if top_k:
+            topk = (logits.detach().topk(top_k, dim=1).indices == target[:, None]).any(dim=1).sum()
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss, correct, total, topk
+
+
+def run_epoch(hp, model, optimizer, scaler, schedule, loader, *, device, amp_dtype, channels_last,
               w_pos, w_neg, epoch, state, options) -> dict:
-    """Train ``hp.batches_per_epoch`` batches; return the epoch's record (speeds, accuracies, loss, timing)."""
+    """Train ``hp.batches_per_epoch`` batches; return the epoch's record (speeds, accuracies, loss, timing).
+
+    ``loader`` is the run's one training DataLoader; its :class:`EpochSampler` gets this epoch's order here."""
     from tqdm.auto import tqdm
 
     multi = hp.multi_label == 1
     bs = hp.mini_batch_size
-    order = epoch_order(len(train_ds), hp.batches_per_epoch, bs, options.seed, epoch)
-    loader = make_loader(train_ds, batch_sampler=EpochSampler(order, bs, epoch), num_workers=workers,
-                         pin_memory=device.type == "cuda")
+    loader.batch_sampler.set_epoch(epoch_order(len(loader.dataset), hp.batches_per_epoch, bs, options.seed, epoch),
+                                   epoch)
     window, whole = _Sums(device), _Sums(device)
     speeds: list[float] = []
     data_time = compute_time = 0.0
@@ -77,24 +105,8 @@ def run_epoch(hp, model, optimizer, scaler, schedule, train_ds, *, workers, devi
             g["lr"] = lr
         x = to_network_input(x, device, channels_last=channels_last)
         y = y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(x)
-        topk = None
-        if multi:
-            loss = weighted_bce(logits, y, w_pos, w_neg)
-            correct = ((logits.detach().float() >= 0) == (y >= 0.5)).sum()
-            total = y.numel()
-        else:
-            target = y.argmax(dim=1)
-            loss = F.cross_entropy(logits.float(), target)
-            correct = (logits.detach().argmax(dim=1) == target).sum()
-            total = y.shape[0]
-            if hp.top_k:
-                topk = (logits.detach().topk(hp.top_k, dim=1).indices == target[:, None]).any(dim=1).sum()
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        loss, correct, total, topk = train_step(model, optimizer, scaler, x, y, amp_dtype=amp_dtype, multi_label=multi,
+                                                w_pos=w_pos, w_neg=w_neg, top_k=hp.top_k)
         window.add(loss, correct, total, topk)
         whole.add(loss, correct, total, topk)
         t_wait = time.time()

@@ -90,10 +90,16 @@ def epoch_order(n: int, batches: int, batch_size: int, seed: int, epoch: int) ->
 
 
 class EpochSampler(Sampler):
-    """Yields batches of (epoch, position, index) keys for one epoch, starting at a given batch (for resume)."""
+    """Yields batches of (epoch, position, index) keys for one epoch, starting at a given batch (for resume).
+
+    One sampler serves a whole run: :meth:`set_epoch` gives it the next epoch's order, so the DataLoader (and its
+    persistent workers) is made once."""
 
     def __init__(self, order: np.ndarray, batch_size: int, epoch: int, start_batch: int = 0):
         self.order, self.batch_size, self.epoch, self.start_batch = order, batch_size, epoch, start_batch
+
+    def set_epoch(self, order: np.ndarray, epoch: int, start_batch: int = 0) -> None:
+        self.order, self.epoch, self.start_batch = order, epoch, start_batch
 
     def __len__(self) -> int:
         return len(self.order) // self.batch_size - self.start_batch
@@ -110,10 +116,11 @@ def _collate(batch):
 
 
 def make_loader(ds: ImageDataset, *, batch_sampler=None, batch_size: int | None = None, num_workers: int,
-                pin_memory: bool = False) -> DataLoader:
+                pin_memory: bool = False, persistent: bool = False) -> DataLoader:
+    """A DataLoader of uint8 batches; ``persistent`` keeps its workers between epochs (one loader per run)."""
     kwargs = dict(num_workers=num_workers, collate_fn=_collate, pin_memory=pin_memory)
     if num_workers > 0:
-        kwargs.update(persistent_workers=False, prefetch_factor=4)
+        kwargs.update(persistent_workers=persistent, prefetch_factor=4)
     if batch_sampler is not None:
         return DataLoader(ds, batch_sampler=batch_sampler, **kwargs)
     return DataLoader(ds, batch_size=batch_size, shuffle=False, drop_last=False, **kwargs)

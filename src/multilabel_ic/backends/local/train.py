@@ -31,10 +31,10 @@ from ..base import final_metrics
 from .epoch import predict_scores, run_epoch, validate
 from .loss import class_weights, weighted_bce
 from .optim import MultiFactorSchedule, create_optimizer
-from .pipeline import ImageDataset, default_workers, make_loader, preload_images
+from .pipeline import EpochSampler, ImageDataset, default_workers, make_loader, preload_images
 from .pretrained import load_pretrained, resolve_pretrained
 
-__all__ = ["LocalOptions", "train", "class_weights", "weighted_bce", "select_device", "run_fingerprint",
+__all__ = ["LocalOptions", "train", "precision_for", "class_weights", "weighted_bce", "select_device", "run_fingerprint",
            "CHECKPOINT_FORMAT"]
 
 log = logging.getLogger("multilabel_ic.train")
@@ -87,7 +87,8 @@ def _state_path(out: Path) -> Path:
     return out / "checkpoints" / "last.pt"
 
 
-def _precision(hp, device: torch.device, options: LocalOptions):
+def precision_for(hp, device: torch.device, options: LocalOptions) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None, whether to scale the loss) for ``precision_dtype`` on ``device``."""
     if hp.precision_dtype != "float16":
         return None, False
     if device.type == "cuda":
@@ -168,7 +169,7 @@ def _train_locked(hp, train_data: Dataset, validation: Dataset | None, out: Path
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # cuDNN autotuning, as the algorithm's MXNet build does
     workers = default_workers() if options.num_workers is None else options.num_workers
-    amp_dtype, use_scaler = _precision(hp, device, options)
+    amp_dtype, use_scaler = precision_for(hp, device, options)
     channels_last = options.channels_last and device.type == "cuda"
     model = create_network(hp).to(device)
     if channels_last:
@@ -211,27 +212,31 @@ def _train_locked(hp, train_data: Dataset, validation: Dataset | None, out: Path
     val_cache = (preload_images(validation, channels=hp.channels, resize=hp.resize, progress=options.progress)
                  if preload and validation is not None else None)
     train_ds = ImageDataset(train_data, hp, train=True, seed=options.seed, options=options.augment, cache=train_cache)
+    pin = device.type == "cuda"
+    train_loader = make_loader(train_ds, batch_sampler=EpochSampler(np.zeros(0, np.int64), hp.mini_batch_size, 0),
+                               num_workers=workers, pin_memory=pin, persistent=True)
     val_loader = None
     if validation is not None:
         val_ds = ImageDataset(validation, hp, train=False, options=options.augment, cache=val_cache)
-        val_loader = make_loader(val_ds, batch_size=hp.mini_batch_size, num_workers=workers,
-                                 pin_memory=device.type == "cuda")
+        val_loader = make_loader(val_ds, batch_size=hp.mini_batch_size, num_workers=workers, pin_memory=pin,
+                                 persistent=True)
     model.train()
     stopped_early = False
+    kept: _SavedParams = {}
     settings = {k: v for k, v in fingerprint.items() if k not in ("training data", "validation data", "hyperparameters")}
     callbacks.on_train_start(RunInfo(output_dir=out, backend="local", hyperparameters=hp.to_sagemaker(
         include_defaults=True), class_names=list(train_data.class_names), history=list(state["history"]),
         settings={**settings, "device": str(device), "num_workers": workers}))
     try:
         for epoch in range(state["epoch"], hp.epochs):
-            record = run_epoch(hp, model, optimizer, scaler, schedule, train_ds, workers=workers, device=device,
+            record = run_epoch(hp, model, optimizer, scaler, schedule, train_loader, device=device,
                                amp_dtype=amp_dtype, channels_last=channels_last, w_pos=w_pos, w_neg=w_neg,
                                epoch=epoch, state=state, options=options)
             if val_loader is not None:
                 record.update(validate(hp, model, val_loader, validation.class_names, device=device,
                                        amp_dtype=amp_dtype, channels_last=channels_last, epoch=epoch))
             state["history"].append(record)
-            stopped_early = _checkpoint_and_stop(hp, model, out, epoch, record, state)
+            stopped_early = _checkpoint_and_stop(hp, model, out, epoch, record, state, kept)
             state["epoch"] = epoch + 1
             _save_state(sp, model, optimizer, scaler, state, fingerprint)
             callbacks.on_epoch_end(record)
@@ -242,7 +247,7 @@ def _train_locked(hp, train_data: Dataset, validation: Dataset | None, out: Path
                     state["epoch"], hp.epochs, sp)
         raise
     metrics = _finish(hp, model, out, state, validation, val_loader, device, amp_dtype, channels_last,
-                      stopped_early, train_data.class_names)
+                      stopped_early, train_data.class_names, kept)
     callbacks.on_train_end(metrics)
     return metrics
 
@@ -251,27 +256,33 @@ def _params_path(out: Path, epoch: int) -> Path:
     return out / "model" / f"{PREFIX}-{epoch + 1:04d}.params"
 
 
-def _save_params(model, path: Path) -> None:
+# parameters saved by this process, by 1-based epoch: the artifact is built from these, not read back from disk
+_SavedParams = dict[int, tuple[dict, dict]]
+
+
+def _save_params(model, path: Path, epoch: int, kept: _SavedParams) -> None:
     args, aux = mxnet_state_dict(model)
-    params = {f"arg:{k}": v.numpy() for k, v in args.items()}
-    params.update({f"aux:{k}": v.numpy() for k, v in aux.items()})
-    save_params(path, params)
+    arg_np = {k: v.numpy().copy() for k, v in args.items()}
+    aux_np = {k: v.numpy().copy() for k, v in aux.items()}
+    save_params(path, {**{f"arg:{k}": v for k, v in arg_np.items()}, **{f"aux:{k}": v for k, v in aux_np.items()}})
+    kept[epoch + 1] = (arg_np, aux_np)
     log.info('Saved checkpoint to "%s"', path)
 
 
-def _checkpoint_and_stop(hp, model, out: Path, epoch: int, record: dict, state: dict) -> bool:
+def _checkpoint_and_stop(hp, model, out: Path, epoch: int, record: dict, state: dict, kept: _SavedParams) -> bool:
     acc = record.get("validation_accuracy")
     improved = acc is not None and (state["best_acc"] is None or acc > state["best_acc"])
     if hp.checkpoint_frequency:
         if (epoch + 1) % hp.checkpoint_frequency == 0:
-            _save_params(model, _params_path(out, epoch))
+            _save_params(model, _params_path(out, epoch), epoch, kept)
             state["saved"].append(epoch + 1)
     elif acc is None or improved:
         if acc is not None:
             log.info("Storing the best model with validation accuracy: %f", acc)
         for old in state["saved"]:
             _params_path(out, old - 1).unlink(missing_ok=True)
-        _save_params(model, _params_path(out, epoch))
+            kept.pop(old, None)
+        _save_params(model, _params_path(out, epoch), epoch, kept)
         state["saved"] = [epoch + 1]
     if not hp.early_stopping or acc is None:
         if improved:
@@ -365,12 +376,15 @@ def _load_state(path: Path, device: torch.device, fingerprint: dict) -> dict:
 
 
 def _finish(hp, model, out, state, validation, val_loader, device, amp_dtype, channels_last, stopped_early,
-            class_names) -> dict:
+            class_names, kept: _SavedParams) -> dict:
     from ...model.params import load_params
 
     checkpoints = {}
     for ep in state["saved"]:
-        raw = load_params(_params_path(out, ep - 1))
+        if ep in kept:
+            checkpoints[ep] = kept[ep]
+            continue
+        raw = load_params(_params_path(out, ep - 1))  # saved before a resume: only on disk
         args = {k[4:]: v for k, v in raw.items() if k.startswith("arg:")}
         aux = {k[4:]: v for k, v in raw.items() if k.startswith("aux:")}
         checkpoints[ep] = (args, aux)
