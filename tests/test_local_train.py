@@ -158,15 +158,15 @@ def test_float16_on_cpu_uses_bfloat16(splits, tmp_path, caplog):
 
 
 def test_precision_choices(caplog):
-    from multilabel_ic.backends.local.train import _precision
+    from multilabel_ic.backends.local.train import precision_for
 
     hp = Hyperparameters(**TINY, num_training_samples=64, precision_dtype="float16")
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert _precision(hp, cpu, _opts()) == (torch.bfloat16, False)
-    assert _precision(hp, cpu, _opts(cpu_float16="float32")) == (None, False)
-    assert _precision(hp, cuda, _opts()) == (torch.float16, True)  # loss scaling with float16
-    assert _precision(hp, cuda, _opts(cuda_half="bfloat16")) == (torch.bfloat16, False)
-    assert _precision(hp.replace(precision_dtype="float32"), cuda, _opts()) == (None, False)
+    assert precision_for(hp, cpu, _opts()) == (torch.bfloat16, False)
+    assert precision_for(hp, cpu, _opts(cpu_float16="float32")) == (None, False)
+    assert precision_for(hp, cuda, _opts()) == (torch.float16, True)  # loss scaling with float16
+    assert precision_for(hp, cuda, _opts(cuda_half="bfloat16")) == (torch.bfloat16, False)
+    assert precision_for(hp.replace(precision_dtype="float32"), cuda, _opts()) == (None, False)
     with pytest.raises(ValueError, match="cuda_half"):
         _opts(cuda_half="fp8")
 
