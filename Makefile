@@ -26,7 +26,8 @@ test: venv
 	$(BIN)/python -m pytest -q
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/mypy
 
 bench: venv
 	$(BIN)/multilabel-ic bench --quick --output bench-output

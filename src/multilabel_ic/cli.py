@@ -186,9 +186,9 @@ def cmd_train(args) -> int:
 
 
 def _trackers(args) -> list:
-    from .callbacks import MLflow, TensorBoard
+    from .callbacks import Callback, MLflow, TensorBoard
 
-    out = []
+    out: list[Callback] = []
     if args.tensorboard is not None:
         out.append(TensorBoard(args.tensorboard or None))
     if args.mlflow:

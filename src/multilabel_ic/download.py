@@ -134,7 +134,7 @@ def _fetch(url: str, part: Path, *, progress: bool, timeout: float) -> None:
         if not validator:
             log.info("%s has no ETag or Last-Modified to resume against; downloading it from the start", part.name)
             have = 0
-    headers = {"Range": f"bytes={have}-", "If-Range": validator} if have else {}
+    headers = {"Range": f"bytes={have}-", "If-Range": str(validator)} if have else {}
     req = urllib.request.Request(url, headers=headers)
     try:
         resp = urllib.request.urlopen(req, timeout=timeout)

@@ -231,10 +231,10 @@ def _coerce(name: str, value: Any) -> Any:
             raise _fail(name, value)
         return v
     if rule.kind == "float":
-        v = _as_float(value)
-        if v is None or v > rule.high or v < rule.low or (rule.low_open and v == rule.low):
+        f = _as_float(value)
+        if f is None or f > rule.high or f < rule.low or (rule.low_open and f == rule.low):
             raise _fail(name, value)
-        return v
+        return f
     if rule.kind == "choice":
         candidates = [value]
         if isinstance(value, str) and all(isinstance(c, int) for c in rule.choices):
@@ -305,8 +305,9 @@ def _parse_steps(name: str, value: Any) -> str:
     parts = value.split(",") if isinstance(value, str) else list(value) if isinstance(value, (tuple, list)) else None
     if not parts:
         raise _fail(name, value)
-    steps = [_as_int(p) for p in parts]
-    if any(s is None or s < 1 for s in steps) or any(b <= a for a, b in zip(steps, steps[1:])):
+    parsed = [_as_int(p) for p in parts]
+    steps = [s for s in parsed if s is not None]
+    if len(steps) != len(parsed) or any(s < 1 for s in steps) or any(b <= a for a, b in zip(steps, steps[1:])):
         raise _fail(name, value)
     return ",".join(str(s) for s in steps)
 

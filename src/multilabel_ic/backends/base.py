@@ -166,7 +166,7 @@ class Predictor:
         if isinstance(images, (str, os.PathLike)):
             raise UsageError(f"predict_labels takes encoded image bytes (or a list of them), got "
                              f"{type(images).__name__} {str(images)[:60]!r}; read a file with Path(path).read_bytes().")
-        batch = [images] if single else list(images)
+        batch: list[bytes] = [bytes(images)] if single else list(images)  # type: ignore[arg-type]
         t = np.broadcast_to(np.asarray(self._threshold(threshold), dtype=float), (len(self.class_names),))
         out = []
         for p in self.predict_batch(batch):
@@ -203,10 +203,10 @@ def check_backend(backend: Any) -> Backend:
     """``backend`` if it meets the contract, else a :class:`UsageError` that says what is missing."""
     missing = [m for m in ("fit", "predictor") if not callable(getattr(backend, m, None))]
     if missing:
-        raise UsageError(f"backend={backend!r} is not a backend: it lacks {' and '.join(m + '()' for m in missing)}. Pass 'local', "
-                         f"'sagemaker', or an object with fit() and predictor() methods (see "
-                         f"multilabel_ic.backends.base.Backend).")
-    caps = getattr(backend, "capabilities", frozenset())
+        lacks = " and ".join(m + "()" for m in missing)
+        raise UsageError(f"backend={backend!r} is not a backend: it lacks {lacks}. Pass 'local', 'sagemaker', or an "
+                         f"object with fit() and predictor() methods (see multilabel_ic.backends.base.Backend).")
+    caps: frozenset[str] = getattr(backend, "capabilities", frozenset())
     for cap in caps:
         if not callable(getattr(backend, cap, None)):
             raise UsageError(f"backend={backend!r} declares the capability {cap!r} but has no {cap}() method.")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -174,7 +175,7 @@ def _loader_rate(ds, n_images: int, batch: int, workers: int, sampler=None) -> d
 def bench_pipeline(hp, data, *, n_images: int = 256, workers: int = 2, batch: int | None = None) -> dict:
     """Decode + resize + augment images/s for each augmentation type: ours and the PIL/torchvision baseline."""
     batch = batch or min(hp.mini_batch_size, 32)
-    out = {"workers": workers, "batch_size": batch, "images": n_images, "results": {}}
+    out: dict[str, Any] = {"workers": workers, "batch_size": batch, "images": n_images, "results": {}}
     for aug in ("crop", "crop_color", "crop_color_transform"):
         h = hp.replace(augmentation_type=aug)
         ours_ds = ImageDataset(data, h, train=True, options=AugmentOptions(small_image="upscale"))

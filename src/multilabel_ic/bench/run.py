@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from .._io import atomic_write, atomic_write_text
 from .common import machine_info
@@ -18,8 +19,8 @@ COCO5_BENCH_HP = dict(num_layers=18, image_shape="3,224,224", num_classes=5, min
                       epochs=5, learning_rate=0.001, num_training_samples=2500, use_weighted_loss=1,
                       augmentation_type="crop_color_transform", precision_dtype="float32", multi_label=1)
 
-QUICK = dict(num_images=48, batch=16, steps=6, warmup=2, window=2, pipeline_images=64, single=20)
-FULL = dict(num_images=400, batch=None, steps=30, warmup=5, window=5, pipeline_images=512, single=100)
+QUICK: dict[str, Any] = dict(num_images=48, batch=16, steps=6, warmup=2, window=2, pipeline_images=64, single=20)
+FULL: dict[str, Any] = dict(num_images=400, batch=None, steps=30, warmup=5, window=5, pipeline_images=512, single=100)
 
 
 def side_by_side(local: list[dict], sagemaker: list[dict]) -> list[dict]:

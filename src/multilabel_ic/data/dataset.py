@@ -26,7 +26,7 @@ class Dataset:
     """Multi-label image records: ``paths[i]`` (relative to ``root``) with multi-hot ``labels[i]``."""
 
     def __init__(self, paths: Sequence[str], labels: np.ndarray, class_names: Sequence[str], *,
-                 root: str | os.PathLike = ".", indices: Sequence[int] | None = None):
+                 root: str | os.PathLike = ".", indices: Sequence[int] | np.ndarray | None = None):
         labels = np.asarray(labels, dtype=np.uint8)
         if labels.ndim != 2 or labels.shape[0] != len(paths):
             raise DataError(f"labels must have shape (len(paths)={len(paths)}, num_classes); got {labels.shape}")
@@ -80,10 +80,10 @@ class Dataset:
             raise DataError(f"{what}: {len(bad)} of {len(self)} images cannot be used: {', '.join(bad[:5])}{more}. "
                             f"Check the image root ({self.root}) or remove these entries.")
 
-    def subset(self, rows: Sequence[int]) -> Dataset:
-        rows = np.asarray(rows, dtype=np.int64)
-        return Dataset([self.paths[i] for i in rows], self.labels[rows], self.class_names, root=self.root,
-                       indices=self.indices[rows])
+    def subset(self, rows: Sequence[int] | np.ndarray) -> Dataset:
+        picked = np.asarray(rows, dtype=np.int64)
+        return Dataset([self.paths[i] for i in picked], self.labels[picked], self.class_names, root=self.root,
+                       indices=self.indices[picked])
 
     def split(self, train_size: float | int, *, seed: int = 0, stratify: bool = False) -> tuple[Dataset, Dataset]:
         """Deterministic split into (train, validation); ``stratify=True`` keeps rare classes on both sides."""

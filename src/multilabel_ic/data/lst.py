@@ -20,7 +20,7 @@ __all__ = ["LstEntry", "read_lst", "write_lst", "check_relative_path", "read_tex
 
 
 class LstEntry(NamedTuple):
-    index: int
+    index: int  # type: ignore[assignment]  # the .lst index column (shadows tuple.index, as in MXNet's naming)
     labels: np.ndarray  # multi-hot uint8 (C,)
     path: str  # relative, POSIX separators
 

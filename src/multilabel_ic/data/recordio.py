@@ -14,7 +14,7 @@ import os
 import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import IO, BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -62,7 +62,7 @@ def unpack(record: bytes, *, source: str = "record") -> tuple[IRHeader, bytes]:
     return IRHeader(flag, label, id_, id2), payload
 
 
-def _write_record(fh: BinaryIO, data: bytes) -> None:
+def _write_record(fh: IO[bytes], data: bytes) -> None:
     n = len(data)
     if n >= 1 << 29:
         raise DataError(f"record of {n} bytes exceeds RecordIO's 512 MiB limit")

@@ -151,7 +151,8 @@ def generate_coco(out_dir: str | os.PathLike, *, num_images: int = 600, seed: in
     img_dir.mkdir(parents=True, exist_ok=True)
     ann_path = out / "annotations" / "instances.json"
     by_name = {c["name"]: c["id"] for c in CATEGORIES}
-    images, annotations = [], []
+    images: list[dict] = []
+    annotations: list[dict] = []
     for i in tqdm(range(num_images), desc="synthetic images", unit="img", disable=not progress):
         image_id = 100000 + i
         file_name = f"{image_id:012d}.jpg"

@@ -17,6 +17,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,10 @@ class ArtifactContents:
 
     @property
     def image_shape(self) -> tuple[int, int, int] | None:
-        return tuple(self.data_shape[1:]) if self.data_shape else None
+        if not self.data_shape:
+            return None
+        c, h, w = self.data_shape[1:4]
+        return (c, h, w)
 
 
 class _Graph:
@@ -65,7 +69,7 @@ class _Graph:
 
     def op(self, op: str, name: str, inputs: list[int], attrs: dict | None = None, aux: tuple[int, ...] = (),
            outputs: int = 1) -> int:
-        node = {"op": op, "name": name, "inputs": [[i, 0, 1 if i in aux else 0] for i in inputs]}
+        node: dict[str, Any] = {"op": op, "name": name, "inputs": [[i, 0, 1 if i in aux else 0] for i in inputs]}
         if attrs:
             node["attrs"] = {k: str(v) for k, v in attrs.items()}
         self.nodes.append(node)

@@ -8,10 +8,13 @@ one onto the MXNet name (``stage1_unit1_conv1_weight``, ``bn_data_gamma``, ``fc1
 from __future__ import annotations
 
 from ..exceptions import require
-from .architecture import units_for
 
-torch = require("torch", extra="local")
-nn = torch.nn
+require("torch", extra="local")  # a missing PyTorch names the pip line that installs it
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from .architecture import units_for  # noqa: E402
 
 __all__ = ["ResNetV2", "create_network", "units_for", "mxnet_state_dict", "load_mxnet_state_dict", "mxnet_name",
            "to_network_input"]
@@ -138,7 +141,8 @@ def mxnet_name(torch_key: str, model: nn.Module) -> str | None:
 
 def mxnet_state_dict(model: ResNetV2) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(arg_params, aux_params) with MXNet names; moving statistics are aux, everything else arg."""
-    args, aux = {}, {}
+    args: dict[str, torch.Tensor] = {}
+    aux: dict[str, torch.Tensor] = {}
     for key, value in model.state_dict().items():
         name = mxnet_name(key, model)
         if name is None:

@@ -15,7 +15,9 @@ from .artifact import read_metadata, read_model_tar
 from .network import ResNetV2, load_mxnet_state_dict, to_network_input
 from .transforms import AugmentOptions, inference_transform
 
-torch = require("torch", extra="local")
+require("torch", extra="local")
+
+import torch  # noqa: E402
 
 __all__ = ["LocalPredictor", "CONTENT_TYPES"]
 
@@ -54,7 +56,8 @@ class LocalPredictor(Predictor):
             raise ArtifactError(f"{artifact}: the model has {art.num_classes} classes but {len(self.class_names)} "
                                 f"class names were given")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = ResNetV2(art.num_classes, art.num_layers, self.image_shape)
+        c, h, w = self.image_shape
+        self.model = ResNetV2(art.num_classes, art.num_layers, (c, h, w))
         try:
             load_mxnet_state_dict(self.model, {k: torch.from_numpy(v) for k, v in art.params.items()})
         except ValueError as exc:

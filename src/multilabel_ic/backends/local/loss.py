@@ -37,7 +37,7 @@ def weighted_bce(logits: torch.Tensor, targets: torch.Tensor, w_pos: torch.Tenso
                  w_neg: torch.Tensor | None = None) -> torch.Tensor:
     """Sigmoid BCE, summed over classes and averaged over the batch; optional per-class positive/negative weights."""
     logits = logits.float()
-    if w_pos is None:
+    if w_pos is None or w_neg is None:
         per = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     else:
         log_p = F.logsigmoid(logits)

@@ -86,8 +86,8 @@ class MXNetOptimizer(torch.optim.Optimizer):
     def _step_foreach(self, group, params) -> None:
         lr, wd = group["lr"], group["wd"]
         w = [p.data for p in params]
-        g = [p.grad for p in params]
-        g = torch._foreach_add(g, w, alpha=wd) if wd else list(g)  # g' = g + wd*w (new tensors)
+        grads = [p.grad for p in params]
+        g = list(torch._foreach_add(grads, w, alpha=wd)) if wd else list(grads)  # g' = g + wd*w (new tensors)
         if self.kind == "sgd":
             if group["momentum"] == 0:
                 torch._foreach_add_(w, g, alpha=-lr)
@@ -165,7 +165,8 @@ class MXNetOptimizer(torch.optim.Optimizer):
 
 def param_groups_for(model: nn.Module, wd: float) -> list[dict]:
     """Two groups: decayed (MXNet names ending in _weight or _gamma) and not decayed (biases, betas)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for key, p in model.named_parameters():
         if not p.requires_grad:
             continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import numpy as np
 import torch
@@ -118,7 +119,7 @@ def _collate(batch):
 def make_loader(ds: ImageDataset, *, batch_sampler=None, batch_size: int | None = None, num_workers: int,
                 pin_memory: bool = False, persistent: bool = False) -> DataLoader:
     """A DataLoader of uint8 batches; ``persistent`` keeps its workers between epochs (one loader per run)."""
-    kwargs = dict(num_workers=num_workers, collate_fn=_collate, pin_memory=pin_memory)
+    kwargs: dict[str, Any] = dict(num_workers=num_workers, collate_fn=_collate, pin_memory=pin_memory)
     if num_workers > 0:
         kwargs.update(persistent_workers=persistent, prefetch_factor=4)
     if batch_sampler is not None:

@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -185,7 +186,7 @@ def _train_locked(hp, train_data: Dataset, validation: Dataset | None, out: Path
         w_pos, w_neg = torch.from_numpy(wp).to(device), torch.from_numpy(wn).to(device)
         log.info("weighted loss (%s): positive weights %s", options.weighted_loss, np.round(wp, 3).tolist())
 
-    state = {"epoch": 0, "num_update": 0, "history": [], "best_acc": None, "best_epoch": None, "es_bad": 0,
+    state: dict[str, Any] = {"epoch": 0, "num_update": 0, "history": [], "best_acc": None, "best_epoch": None, "es_bad": 0,
              "saved": []}
     sp = _state_path(out)
     if sp.exists():
@@ -233,6 +234,7 @@ def _train_locked(hp, train_data: Dataset, validation: Dataset | None, out: Path
                                amp_dtype=amp_dtype, channels_last=channels_last, w_pos=w_pos, w_neg=w_neg,
                                epoch=epoch, state=state, options=options)
             if val_loader is not None:
+                assert validation is not None
                 record.update(validate(hp, model, val_loader, validation.class_names, device=device,
                                        amp_dtype=amp_dtype, channels_last=channels_last, epoch=epoch))
             state["history"].append(record)
@@ -402,7 +404,7 @@ def _finish(hp, model, out, state, validation, val_loader, device, amp_dtype, ch
         scores, labels = predict_scores(model, val_loader, device, amp_dtype, channels_last)
         from ...metrics import tune_thresholds
 
-        shipped_record = next((r for r in state["history"] if r["epoch"] == shipped - 1), {})
+        shipped_record: dict = next((r for r in state["history"] if r["epoch"] == shipped - 1), {})
         final = final_metrics(**evaluate(labels, scores, class_names=validation.class_names),
                               tuned_thresholds=tune_thresholds(labels, scores), epoch=shipped,
                               validation_accuracy=shipped_record.get("validation_accuracy"))

@@ -129,9 +129,9 @@ class SageMakerBackend:
         validation.check_images(what="validation data")
         s3 = self.client("s3")
         base = self.base_uri
-        sync = dict(bucket=self.bucket, progress=self.progress, remove_stale=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp = Path(tmp)
+        sync: dict[str, Any] = dict(bucket=self.bucket, progress=self.progress, remove_stale=True)
+        with tempfile.TemporaryDirectory() as tmp_dir:
+            tmp = Path(tmp_dir)
             if self.input_format == "lst":
                 for name, ds in (("train", train), ("validation", validation)):
                     sync_files(s3, [(ds.image_path(i), f"{self.prefix}/{name}/{p}") for i, p in enumerate(ds.paths)],

@@ -11,6 +11,7 @@ import re
 import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["parse_log_lines", "LogParser", "stream_host", "LOG_GROUP", "stream_job_logs"]
 
@@ -108,7 +109,7 @@ def stream_job_logs(logs_client, job_name: str, seen: dict, on_line: Callable[[s
 
     try:
         streams = []
-        kwargs = {"logGroupName": LOG_GROUP, "logStreamNamePrefix": f"{job_name}/"}
+        kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamNamePrefix": f"{job_name}/"}
         while True:
             resp = logs_client.describe_log_streams(**kwargs)
             streams += [s["logStreamName"] for s in resp.get("logStreams", [])]

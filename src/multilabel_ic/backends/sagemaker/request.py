@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from typing import Any
 
 __all__ = ["image_uri", "job_name", "channel", "lst_channels", "recordio_channels", "manifest_channels",
            "training_job_request", "CONTENT_TYPES"]
@@ -41,7 +42,7 @@ def job_name(base: str = "ic-multilabel") -> str:
 
 def channel(name: str, s3_uri: str, content_type: str, *, data_type: str = "S3Prefix", input_mode: str | None = None,
             attribute_names: list[str] | None = None, record_wrapper: str | None = None) -> dict:
-    source = {"S3DataType": data_type, "S3Uri": s3_uri, "S3DataDistributionType": "FullyReplicated"}
+    source: dict[str, Any] = {"S3DataType": data_type, "S3Uri": s3_uri, "S3DataDistributionType": "FullyReplicated"}
     if attribute_names:
         source["AttributeNames"] = attribute_names
     ch = {"ChannelName": name, "DataSource": {"S3DataSource": source}, "ContentType": content_type}
@@ -78,6 +79,7 @@ def training_job_request(*, name: str, role_arn: str, image: str, hyperparameter
                          model_uri: str | None = None, tags: dict[str, str] | None = None) -> dict:
     """The keyword arguments of ``sagemaker.create_training_job`` for the built-in algorithm."""
     channels = list(channels)
+    req: dict[str, Any]
     if model_uri:  # incremental training from an earlier model.tar.gz
         channels.append(channel("model", model_uri, CONTENT_TYPES["model"]))
     req = {
