@@ -8,7 +8,7 @@ import pytest
 
 from multilabel_ic import Hyperparameters
 from multilabel_ic.backends.sagemaker import SageMakerBackend
-from multilabel_ic.backends.sagemaker.logs import LOG_GROUP
+from multilabel_ic.backends.sagemaker.cloudwatch import LOG_GROUP
 from multilabel_ic.bench.common import stats
 from multilabel_ic.bench.run import format_table, side_by_side, write_report
 from multilabel_ic.bench.sagemaker import (

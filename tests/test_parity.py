@@ -11,7 +11,7 @@ import pytest
 
 from multilabel_ic import Hyperparameters, Trainer
 from multilabel_ic.backends.local import LocalOptions
-from multilabel_ic.backends.sagemaker.logs import parse_log_lines
+from multilabel_ic.backends.sagemaker.cloudwatch import parse_log_lines
 from multilabel_ic.logs import AlgorithmFormatter
 
 TINY = dict(num_classes=5, num_layers=18, image_shape="3,32,32", resize=36, mini_batch_size=8, epochs=2,

@@ -14,7 +14,7 @@ from botocore.awsrequest import AWSResponse
 
 from multilabel_ic import BackendError, DataError, Hyperparameters, Trainer, TrainingError, UsageError
 from multilabel_ic.backends.sagemaker import SageMakerBackend
-from multilabel_ic.backends.sagemaker.logs import LOG_GROUP
+from multilabel_ic.backends.sagemaker.cloudwatch import LOG_GROUP
 from multilabel_ic.model.artifact import write_model_tar
 from multilabel_ic.model.network import ResNetV2, mxnet_state_dict
 

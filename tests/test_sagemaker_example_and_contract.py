@@ -14,7 +14,7 @@ import pytest
 from test_sagemaker_backend import BUCKET, REGION, ROLE, JobSimulator, _backend
 
 from multilabel_ic import ImageDecodeError, UsageError
-from multilabel_ic.backends.sagemaker.logs import parse_log_lines, stream_host
+from multilabel_ic.backends.sagemaker.cloudwatch import parse_log_lines, stream_host
 
 ROOT = Path(__file__).resolve().parents[1]
 

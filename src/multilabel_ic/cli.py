@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_prepare(args) -> int:
-    from .prepare import COCO_BASE_URL, download_coco, prepare_dataset
+    from .data.prepare import COCO_BASE_URL, download_coco, prepare_dataset
 
     ann, images = args.annotations, args.images
     if args.source == "coco":
@@ -250,7 +250,7 @@ def cmd_predict(args) -> int:
 def cmd_demo(args) -> int:
     from .api import Trainer
     from .backends.local import LocalOptions
-    from .prepare import prepare_dataset
+    from .data.prepare import prepare_dataset
 
     started = time.time()
     print(f"[1/4] generating {args.num_images} synthetic COCO-format images and preparing splits ...", flush=True)

@@ -11,7 +11,7 @@ import statistics
 from importlib import resources
 from pathlib import Path
 
-from ..backends.sagemaker.logs import LogParser, stream_host
+from ..backends.sagemaker.cloudwatch import LogParser, stream_host
 
 __all__ = ["load_prices", "read_log_export", "job_figures", "figures_from_log_file", "figures_from_job"]
 
@@ -101,7 +101,7 @@ def figures_from_log_file(path: str | Path, *, instance_type: str, instance_coun
 
 def figures_from_job(backend, job_name: str, *, prices: dict | None = None) -> dict:
     """Figures of a (finished or running) training job, read through a :class:`SageMakerBackend`."""
-    from ..backends.sagemaker.logs import stream_job_logs
+    from ..backends.sagemaker.cloudwatch import stream_job_logs
 
     desc = backend._call("sagemaker", "describe_training_job", TrainingJobName=job_name)
     parser = LogParser()

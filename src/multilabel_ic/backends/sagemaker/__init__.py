@@ -17,7 +17,7 @@ from ..._io import ensure_dir
 from ...exceptions import BackendError, TrainingError, UsageError, require
 from ...preflight import check_training_request
 from . import request as rq
-from .logs import LogParser, stream_job_logs
+from .cloudwatch import LogParser, stream_job_logs
 from .s3 import download_file, parse_s3_uri, sync_files
 
 __all__ = ["SageMakerBackend", "INPUT_FORMATS"]

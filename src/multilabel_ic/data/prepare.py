@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._io import atomic_write_text, ensure_dir
-from .data.dataset import Dataset
-from .data.synthetic import COCO5, generate_coco
-from .download import download, extract_zip
-from .exceptions import UsageError
+from .._io import atomic_write_text, ensure_dir
+from ..download import download, extract_zip
+from ..exceptions import UsageError
+from .dataset import Dataset
+from .synthetic import COCO5, generate_coco
 
 __all__ = ["PreparedData", "prepare_dataset", "download_coco", "COCO_URLS"]
 
