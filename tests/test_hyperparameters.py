@@ -165,3 +165,18 @@ def test_derived_values_and_replace():
     assert hp2.epochs == 7 and hp2.to_sagemaker()["epochs"] == "7" and hp.epochs == 5
     with pytest.raises(AttributeError):
         hp.epochs = 3
+
+
+def test_explicit_keyword_signature_and_dataclasses_replace():
+    import dataclasses
+    import inspect
+
+    params = inspect.signature(Hyperparameters).parameters
+    assert {"num_classes", "epochs", "multi_label", "augmentation_type"} <= set(params)
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for n, p in params.items() if n not in ("unknown",))
+    hp = Hyperparameters(num_classes=5, num_training_samples=100, precision_dtype="float32")
+    copy = dataclasses.replace(hp, epochs=3)
+    assert copy.epochs == 3 and copy.to_sagemaker() == {**hp.to_sagemaker(), "epochs": "3"}
+    assert dataclasses.replace(hp) == hp and dataclasses.replace(hp).to_sagemaker() == hp.to_sagemaker()
+    with pytest.raises(HyperparameterError, match="'epochs' parameter must be an int"):
+        dataclasses.replace(hp, epochs=0)

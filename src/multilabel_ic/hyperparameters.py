@@ -90,13 +90,26 @@ RULES: dict[str, _Rule] = {
 }
 
 
-@dataclass(frozen=True)
+class _Unset:
+    """The default of every ``Hyperparameters`` keyword: the algorithm's own default (see the field list)."""
+
+    def __repr__(self) -> str:
+        return "<algorithm default>"
+
+
+_UNSET: Any = _Unset()
+
+
+@dataclass(frozen=True, init=False)
 class Hyperparameters:
     """Every hyperparameter of the built-in Image Classification algorithm, validated on construction.
 
-    ``Hyperparameters(num_classes=5, num_training_samples=2500, multi_label=1, ...)``. Invalid values raise
-    :class:`HyperparameterError` naming the parameter, what is allowed and what was given. Fields the caller set
-    explicitly are remembered, so :meth:`to_sagemaker` sends exactly those (as SageMaker expects) unless asked for all.
+    ``Hyperparameters(num_classes=5, num_training_samples=2500, multi_label=1, ...)``: keyword arguments, each with
+    its type in the signature and the algorithm's default (the field values below) when left out; SageMaker's string
+    values (``epochs="5"``) are accepted too. Invalid values raise :class:`HyperparameterError` naming the parameter,
+    what is allowed and what was given. Fields the caller set explicitly are remembered, so :meth:`to_sagemaker`
+    sends exactly those (as SageMaker expects) unless asked for all. ``dataclasses.replace(hp, epochs=3)`` and
+    ``hp.replace(epochs=3)`` give a validated copy.
     """
 
     num_classes: int
@@ -130,21 +143,57 @@ class Hyperparameters:
     weight_decay: float = 0.0001
     _explicit: frozenset = field(default=frozenset(), repr=False, compare=False)
 
-    def __init__(self, **kwargs: Any):
-        unknown = sorted(set(kwargs) - set(RULES))
+    def __init__(self, *,
+                 num_classes: int | str = _UNSET,
+                 num_training_samples: int | str = _UNSET,
+                 augmentation_type: str | None = _UNSET,
+                 beta_1: float | str = _UNSET,
+                 beta_2: float | str = _UNSET,
+                 checkpoint_frequency: int | str | None = _UNSET,
+                 early_stopping: bool | str = _UNSET,
+                 early_stopping_min_epochs: int | str = _UNSET,
+                 early_stopping_patience: int | str = _UNSET,
+                 early_stopping_tolerance: float | str = _UNSET,
+                 epochs: int | str = _UNSET,
+                 eps: float | str = _UNSET,
+                 gamma: float | str = _UNSET,
+                 image_shape: str = _UNSET,
+                 kv_store: str | None = _UNSET,
+                 learning_rate: float | str = _UNSET,
+                 lr_scheduler_factor: float | str = _UNSET,
+                 lr_scheduler_step: str | None = _UNSET,
+                 mini_batch_size: int | str = _UNSET,
+                 momentum: float | str = _UNSET,
+                 multi_label: int | str = _UNSET,
+                 num_layers: int | str = _UNSET,
+                 optimizer: str = _UNSET,
+                 precision_dtype: str = _UNSET,
+                 resize: int | str | None = _UNSET,
+                 top_k: int | str | None = _UNSET,
+                 use_pretrained_model: int | str = _UNSET,
+                 use_weighted_loss: int | str = _UNSET,
+                 weight_decay: float | str = _UNSET,
+                 _explicit: frozenset | None = None, **unknown: Any):
+        # every keyword the caller gave (the sentinel marks the ones left at the algorithm's default)
+        given = {name: value for name, value in locals().items() if name in RULES and value is not _UNSET}
         if unknown:
+            names = sorted(unknown)
             raise HyperparameterError(
-                f"Unknown hyperparameter(s) {', '.join(map(repr, unknown))}. "
-                f"Valid names: {', '.join(sorted(RULES))}.", parameter=unknown[0])
+                f"Unknown hyperparameter(s) {', '.join(map(repr, names))}. "
+                f"Valid names: {', '.join(sorted(RULES))}.", parameter=names[0])
         for name, rule in RULES.items():
-            if rule.required and kwargs.get(name) is None:
+            if rule.required and given.get(name) is None:
                 raise HyperparameterError(
                     f"The {name!r} parameter is required: it must be {rule.describe()}.", parameter=name)
-        defaults = {f.name: f.default for f in dataclasses.fields(Hyperparameters) if f.name != "_explicit"}
+        defaults = _defaults()
         for name in RULES:
-            value = _coerce(name, kwargs[name]) if name in kwargs else defaults[name]
+            value = _coerce(name, given[name]) if name in given else defaults[name]
             object.__setattr__(self, name, value)
-        object.__setattr__(self, "_explicit", frozenset(k for k, v in kwargs.items() if v is not None))
+        if _explicit is None:  # a plain call: what the caller set
+            explicit = {k for k, v in given.items() if v is not None}
+        else:  # dataclasses.replace: what was explicit before, and what now differs from the default
+            explicit = set(_explicit) | {k for k in RULES if getattr(self, k) != defaults[k]}
+        object.__setattr__(self, "_explicit", frozenset(explicit))
         _check_cross_fields(self)
 
     # ----------------------------------------------------------------- derived values
@@ -201,7 +250,12 @@ class Hyperparameters:
     @classmethod
     def from_sagemaker(cls, values: Mapping[str, str]) -> Hyperparameters:
         """Read a ``HyperParameters`` string map (e.g. from DescribeTrainingJob) back into a value object."""
-        return cls(**{k: v for k, v in values.items()})
+        given: dict[str, Any] = dict(values)
+        return cls(**given)
+
+
+def _defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(Hyperparameters) if f.name != "_explicit"}
 
 
 def _to_wire(value: Any) -> str:
