@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .exceptions import HyperparameterError
+from .exceptions import HyperparameterError, UsageError
 
-__all__ = ["Hyperparameters", "LARGE_DEPTHS", "SMALL_DEPTHS", "AUGMENTATION_TYPES", "OPTIMIZERS"]
+__all__ = ["Hyperparameters", "Rule", "check_options", "LARGE_DEPTHS", "SMALL_DEPTHS", "AUGMENTATION_TYPES",
+           "OPTIMIZERS"]
 
 LARGE_DEPTHS = (18, 34, 50, 101, 152, 200)
 SMALL_DEPTHS = (20, 32, 44, 56, 110)
@@ -24,8 +25,8 @@ INF = math.inf
 
 
 @dataclass(frozen=True)
-class _Rule:
-    kind: str  # "int", "float", "choice", "bool01", "boolstr", "image_shape", "steps"
+class Rule:
+    kind: str  # "int", "float", "choice", "bool01", "boolstr", "bool", "str", "image_shape", "steps"
     low: float = -INF
     high: float = INF
     low_open: bool = False
@@ -45,6 +46,10 @@ class _Rule:
             return "0 or 1"
         if self.kind == "boolstr":
             return "True or False"
+        if self.kind == "bool":
+            return "True or False (a bool)"
+        if self.kind == "str":
+            return "a non-empty string"
         if self.kind == "image_shape":
             return 'a string "C,H,W" of three positive ints with C in {1, 3}'
         if self.kind == "steps":
@@ -57,36 +62,36 @@ def _fmt(v: float) -> str:
 
 
 # One row per hyperparameter (AWS docs: Image Classification hyperparameters).
-RULES: dict[str, _Rule] = {
-    "num_classes": _Rule("int", low=1, required=True),
-    "num_training_samples": _Rule("int", low=1, required=True),
-    "augmentation_type": _Rule("choice", choices=AUGMENTATION_TYPES, nullable=True),
-    "beta_1": _Rule("float", low=0, high=1),
-    "beta_2": _Rule("float", low=0, high=1),
-    "checkpoint_frequency": _Rule("int", low=1, nullable=True),
-    "early_stopping": _Rule("boolstr"),
-    "early_stopping_min_epochs": _Rule("int", low=1),
-    "early_stopping_patience": _Rule("int", low=1),
-    "early_stopping_tolerance": _Rule("float", low=0, high=1),
-    "epochs": _Rule("int", low=1),
-    "eps": _Rule("float", low=0, high=1, low_open=True),
-    "gamma": _Rule("float", low=0, high=1),
-    "image_shape": _Rule("image_shape"),
-    "kv_store": _Rule("choice", choices=("dist_sync", "dist_async"), nullable=True),
-    "learning_rate": _Rule("float", low=0, high=1, low_open=True),
-    "lr_scheduler_factor": _Rule("float", low=0, high=1),
-    "lr_scheduler_step": _Rule("steps", nullable=True),
-    "mini_batch_size": _Rule("int", low=1),
-    "momentum": _Rule("float", low=0, high=1),
-    "multi_label": _Rule("bool01"),
-    "num_layers": _Rule("choice", choices=LARGE_DEPTHS + SMALL_DEPTHS),
-    "optimizer": _Rule("choice", choices=OPTIMIZERS),
-    "precision_dtype": _Rule("choice", choices=("float32", "float16")),
-    "resize": _Rule("int", low=1, nullable=True),
-    "top_k": _Rule("int", low=2, nullable=True),
-    "use_pretrained_model": _Rule("bool01"),
-    "use_weighted_loss": _Rule("bool01"),
-    "weight_decay": _Rule("float", low=0, high=1),
+RULES: dict[str, Rule] = {
+    "num_classes": Rule("int", low=1, required=True),
+    "num_training_samples": Rule("int", low=1, required=True),
+    "augmentation_type": Rule("choice", choices=AUGMENTATION_TYPES, nullable=True),
+    "beta_1": Rule("float", low=0, high=1),
+    "beta_2": Rule("float", low=0, high=1),
+    "checkpoint_frequency": Rule("int", low=1, nullable=True),
+    "early_stopping": Rule("boolstr"),
+    "early_stopping_min_epochs": Rule("int", low=1),
+    "early_stopping_patience": Rule("int", low=1),
+    "early_stopping_tolerance": Rule("float", low=0, high=1),
+    "epochs": Rule("int", low=1),
+    "eps": Rule("float", low=0, high=1, low_open=True),
+    "gamma": Rule("float", low=0, high=1),
+    "image_shape": Rule("image_shape"),
+    "kv_store": Rule("choice", choices=("dist_sync", "dist_async"), nullable=True),
+    "learning_rate": Rule("float", low=0, high=1, low_open=True),
+    "lr_scheduler_factor": Rule("float", low=0, high=1),
+    "lr_scheduler_step": Rule("steps", nullable=True),
+    "mini_batch_size": Rule("int", low=1),
+    "momentum": Rule("float", low=0, high=1),
+    "multi_label": Rule("bool01"),
+    "num_layers": Rule("choice", choices=LARGE_DEPTHS + SMALL_DEPTHS),
+    "optimizer": Rule("choice", choices=OPTIMIZERS),
+    "precision_dtype": Rule("choice", choices=("float32", "float16")),
+    "resize": Rule("int", low=1, nullable=True),
+    "top_k": Rule("int", low=2, nullable=True),
+    "use_pretrained_model": Rule("bool01"),
+    "use_weighted_loss": Rule("bool01"),
+    "weight_decay": Rule("float", low=0, high=1),
 }
 
 
@@ -266,28 +271,44 @@ def _to_wire(value: Any) -> str:
     return str(value)
 
 
-def _fail(name: str, value: Any, rule: _Rule | None = None, detail: str | None = None) -> HyperparameterError:
+def check_options(values: Mapping[str, Any], rules: Mapping[str, Rule], *, owner: str) -> dict[str, Any]:
+    """Check and coerce the settings of a configuration object (``LocalOptions``, ``AugmentOptions``,
+    ``SageMakerBackend``) with the rule table ``Hyperparameters`` uses; a bad value raises a :class:`UsageError`
+    with the same message shape: "The 'x' option of Owner must be <what is allowed>. Got <value> instead."."""
+    out = dict(values)
+    for name, rule in rules.items():
+        if name not in values:
+            continue
+        try:
+            out[name] = _coerce(name, values[name], rule)
+        except HyperparameterError:
+            raise UsageError(f"The {name!r} option of {owner} must be {rule.describe()}. Got {values[name]!r} "
+                             f"instead.") from None
+    return out
+
+
+def _fail(name: str, value: Any, rule: Rule | None = None, detail: str | None = None) -> HyperparameterError:
     rule = rule or RULES[name]
     msg = detail or f"The {name!r} parameter must be {rule.describe()}. Got {value!r} instead."
     return HyperparameterError(msg, parameter=name)
 
 
-def _coerce(name: str, value: Any) -> Any:
+def _coerce(name: str, value: Any, rule: Rule | None = None) -> Any:
     """Turn a Python or SageMaker-string value into the field's type, or raise naming the parameter."""
-    rule = RULES[name]
+    rule = rule or RULES[name]
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none") and rule.nullable):
         if rule.nullable:
             return None
-        raise _fail(name, value)
+        raise _fail(name, value, rule)
     if rule.kind == "int":
         v = _as_int(value)
         if v is None or v < rule.low or v > rule.high:
-            raise _fail(name, value)
+            raise _fail(name, value, rule)
         return v
     if rule.kind == "float":
         f = _as_float(value)
         if f is None or f > rule.high or f < rule.low or (rule.low_open and f == rule.low):
-            raise _fail(name, value)
+            raise _fail(name, value, rule)
         return f
     if rule.kind == "choice":
         candidates = [value]
@@ -296,18 +317,26 @@ def _coerce(name: str, value: Any) -> Any:
         for c in candidates:
             if c in rule.choices and not isinstance(c, bool):
                 return c
-        raise _fail(name, value)
+        raise _fail(name, value, rule)
     if rule.kind == "bool01":
         v = _as_int(value)
         if v not in (0, 1):
-            raise _fail(name, value)
+            raise _fail(name, value, rule)
         return v
+    if rule.kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise _fail(name, value, rule)
+    if rule.kind == "str":
+        if isinstance(value, str) and value:
+            return value
+        raise _fail(name, value, rule)
     if rule.kind == "boolstr":
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.strip().lower() in ("true", "false"):
             return value.strip().lower() == "true"
-        raise _fail(name, value)
+        raise _fail(name, value, rule)
     if rule.kind == "image_shape":
         return _parse_image_shape(name, value)
     if rule.kind == "steps":

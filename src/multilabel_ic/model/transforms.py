@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..exceptions import DataError, UsageError
+from ..exceptions import DataError
+from ..hyperparameters import Rule, check_options
 from ..images import resize_shorter
 
 __all__ = ["AugmentOptions", "resize_shorter", "affine_params", "random_affine", "crop", "hls_jitter",
@@ -24,6 +25,12 @@ __all__ = ["AugmentOptions", "resize_shorter", "affine_params", "random_affine",
 AUG_LEVELS = {None: 0, "crop": 1, "crop_color": 2, "crop_color_transform": 3}
 MAX_H, MAX_S, MAX_L = 36, 50, 50
 MAX_ROTATE, MAX_SHEAR, MAX_ASPECT = 10, 0.1, 0.25
+
+
+AUGMENT_RULES = {"fill_value": Rule("int", low=0, high=255),
+                 "hsl_jitter": Rule("choice", choices=("uniform", "approx_gaussian")),
+                 "small_image": Rule("choice", choices=("error", "upscale")),
+                 "inference": Rule("choice", choices=("resize", "centre_crop"))}
 
 
 @dataclass(frozen=True)
@@ -42,12 +49,10 @@ class AugmentOptions:
     inference: str = "resize"
 
     def __post_init__(self):
-        for name, allowed in (("hsl_jitter", ("uniform", "approx_gaussian")), ("small_image", ("error", "upscale")),
-                              ("inference", ("resize", "centre_crop"))):
-            if getattr(self, name) not in allowed:
-                raise UsageError(f"AugmentOptions.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if not 0 <= self.fill_value <= 255:
-            raise UsageError(f"AugmentOptions.fill_value must be in [0, 255], got {self.fill_value}")
+        checked = check_options({name: getattr(self, name) for name in AUGMENT_RULES}, AUGMENT_RULES,
+                                owner="AugmentOptions")
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
 
 
 def affine_params(rng: np.random.Generator) -> tuple[float, int, float, float]:

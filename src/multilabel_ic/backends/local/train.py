@@ -10,7 +10,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from ..._lock import FolderLock
 from ...callbacks import Callback, CallbackList, RunInfo, default_callbacks
 from ...data.dataset import Dataset
 from ...exceptions import RunConflictError, UsageError
+from ...hyperparameters import Rule, check_options
 from ...metrics import evaluate
 from ...model.artifact import METADATA_NAME, PREFIX, write_model_tar
 from ...model.network import create_network, mxnet_state_dict
@@ -40,6 +41,18 @@ __all__ = ["LocalOptions", "train", "precision_for", "class_weights", "weighted_
 
 log = logging.getLogger("multilabel_ic.train")
 CHECKPOINT_FORMAT = "multilabel-ic/checkpoint-v2"  # tensors and plain types only, loaded with weights_only=True
+
+
+# One rule per setting, in the rule table's terms (the same mechanism and message shape as Hyperparameters).
+OPTION_RULES = {
+    "seed": Rule("int", low=0), "num_workers": Rule("int", low=0, nullable=True),
+    "weighted_loss": Rule("choice", choices=("neg_pos_ratio", "balanced")), "preload": Rule("bool", nullable=True),
+    "log_interval": Rule("int", low=1), "progress": Rule("bool"),
+    "cpu_float16": Rule("choice", choices=("bfloat16", "float32")),
+    "cuda_half": Rule("choice", choices=("float16", "bfloat16")), "pretrained": Rule("str", nullable=True),
+    "pretrained_sha256": Rule("str", nullable=True), "channels_last": Rule("bool"), "resume": Rule("bool"),
+    "restart": Rule("bool"), "device": Rule("str", nullable=True),
+}
 
 
 @dataclass(frozen=True)
@@ -63,13 +76,13 @@ class LocalOptions:
     restart: bool = False  # remove the previous run's checkpoint, parameters and artifact, and start afresh
 
     def __post_init__(self):
-        for name, allowed in (("weighted_loss", ("neg_pos_ratio", "balanced")), ("cpu_float16", ("bfloat16", "float32")),
-                              ("cuda_half", ("float16", "bfloat16"))):
-            if getattr(self, name) not in allowed:
-                raise UsageError(f"LocalOptions.{name} must be one of {', '.join(map(repr, allowed))}, got "
-                                 f"{getattr(self, name)!r}")
-        if self.num_workers is not None and self.num_workers < 0:
-            raise UsageError(f"LocalOptions.num_workers must be >= 0 (or None for the default), got {self.num_workers}")
+        checked = check_options({f.name: getattr(self, f.name) for f in fields(self)}, OPTION_RULES,
+                                owner="LocalOptions")
+        for name in OPTION_RULES:
+            object.__setattr__(self, name, checked[name])
+        if not isinstance(self.augment, AugmentOptions):
+            raise UsageError(f"The 'augment' option of LocalOptions must be an AugmentOptions. Got "
+                             f"{type(self.augment).__name__} instead.")
 
 
 def select_device(name: str | None) -> torch.device:

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..._io import ensure_dir
 from ...exceptions import BackendError, TrainingError, UsageError, require
+from ...hyperparameters import Rule, check_options
 from ...preflight import check_training_request
 from . import request as rq
 from .cloudwatch import LogParser, stream_job_logs
@@ -25,6 +26,18 @@ __all__ = ["SageMakerBackend", "INPUT_FORMATS"]
 log = logging.getLogger("multilabel_ic.sagemaker")
 INPUT_FORMATS = ("lst", "recordio", "manifest")
 _TERMINAL = ("Completed", "Failed", "Stopped")
+
+
+# One rule per setting, in the rule table's terms (the same mechanism and message shape as Hyperparameters).
+BACKEND_RULES = {
+    "input_format": Rule("choice", choices=INPUT_FORMATS), "instance_count": Rule("int", low=1),
+    "volume_size": Rule("int", low=1, high=16384), "max_run": Rule("int", low=1),
+    "max_wait": Rule("int", low=1, nullable=True),
+    "manifest_label_format": Rule("choice", choices=("multi-hot", "class-id")),
+    "poll_interval": Rule("float", low=0), "max_attempts": Rule("int", low=1), "use_spot": Rule("bool"),
+    "logs": Rule("bool"), "progress": Rule("bool"), "score_validation": Rule("bool"),
+    "instance_type": Rule("str"), "base_job_name": Rule("str"), "role": Rule("str"), "bucket": Rule("str"),
+}
 
 
 class SageMakerBackend:
@@ -48,10 +61,14 @@ class SageMakerBackend:
         boto3 = require("boto3", extra="sagemaker")
         from botocore.config import Config
 
-        if input_format not in INPUT_FORMATS:
-            raise UsageError(f"input_format must be one of {INPUT_FORMATS}, got {input_format!r}")
-        if instance_count < 1:
-            raise UsageError(f"instance_count must be >= 1, got {instance_count}")
+        checked = check_options(dict(
+            input_format=input_format, instance_count=instance_count, volume_size=volume_size, max_run=max_run,
+            max_wait=max_wait, manifest_label_format=manifest_label_format, poll_interval=poll_interval,
+            max_attempts=max_attempts, use_spot=use_spot, logs=logs, progress=progress,
+            score_validation=score_validation, instance_type=instance_type, base_job_name=base_job_name,
+            role=role, bucket=bucket), BACKEND_RULES, owner="SageMakerBackend")
+        instance_count, volume_size, max_run = checked["instance_count"], checked["volume_size"], checked["max_run"]
+        max_wait, poll_interval, max_attempts = checked["max_wait"], checked["poll_interval"], checked["max_attempts"]
         if session is not None and profile is not None:
             raise UsageError("pass either session= or profile=, not both")
         if max_wait is not None and not use_spot:
