@@ -9,9 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .backends.base import Model, Predictor
 from .exceptions import UsageError
+
+if TYPE_CHECKING:
+    from .callbacks import Callback
+    from .data.dataset import Dataset
+    from .hyperparameters import Hyperparameters
 
 __all__ = ["FakeBackend", "FakePredictor"]
 
@@ -44,7 +50,8 @@ class FakeBackend:
         self.metrics = metrics
         self.fits: list[dict] = []
 
-    def fit(self, hp, train, validation, *, output_dir: Path, callbacks=()) -> Model:
+    def fit(self, hp: Hyperparameters, train: Dataset, validation: Dataset | None, *, output_dir: Path,
+            callbacks: Sequence[Callback] = ()) -> Model:
         self.fits.append({"hyperparameters": hp, "train": train, "validation": validation, "output_dir": output_dir})
         metrics = self.metrics or {"backend": "fake", "epochs": [], "final": {}}
         return Model(hyperparameters=hp, class_names=list(train.class_names), metrics=metrics,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,17 +19,21 @@ from ..model.network import create_network, to_network_input
 from ..model.transforms import AugmentOptions
 from .common import peak_host_mb, stats
 
+if TYPE_CHECKING:
+    from ..data.dataset import Dataset
+    from ..hyperparameters import Hyperparameters
+
 __all__ = ["bench_training", "bench_ceiling", "bench_pipeline", "bench_inference"]
 
 log = logging.getLogger("multilabel_ic.bench")
 
 
-def _sync(device):
+def _sync(device: torch.device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _setup(hp, device):
+def _setup(hp: Hyperparameters, device: torch.device):
     amp_dtype, use_scaler = precision_for(hp, device, LocalOptions())
     channels_last = device.type == "cuda"
     model = create_network(hp).to(device)
@@ -48,8 +52,8 @@ def _windows(step_times: list[float], batch: int, window: int) -> list[float]:
     return out
 
 
-def bench_training(hp, data, *, device: str | None = None, steps: int = 30, warmup: int = 5, workers: int = 4,
-                   window: int = 5, seed: int = 0) -> dict:
+def bench_training(hp: Hyperparameters, data: Dataset, *, device: str | None = None, steps: int = 30,
+                   warmup: int = 5, workers: int = 4, window: int = 5, seed: int = 0) -> dict:
     """Steady-state training images/s through decode -> augment -> device -> fwd/bwd/step, with data/compute split."""
     started = time.perf_counter()  # for the time to first step: model build, loader start-up, first batch
     dev = select_device(device)
@@ -99,7 +103,8 @@ def bench_training(hp, data, *, device: str | None = None, steps: int = 30, warm
     }
 
 
-def bench_ceiling(hp, *, device: str | None = None, steps: int = 30, warmup: int = 5, window: int = 5) -> dict:
+def bench_ceiling(hp: Hyperparameters, *, device: str | None = None, steps: int = 30, warmup: int = 5,
+                  window: int = 5) -> dict:
     """The model-only ceiling: fwd + bwd + optimizer step on uint8 batches already on the device."""
     dev = select_device(device)
     model, optimizer, scaler, amp_dtype, channels_last = _setup(hp, dev)
@@ -125,7 +130,7 @@ def bench_ceiling(hp, *, device: str | None = None, steps: int = 30, warmup: int
 class _PILDataset(torch.utils.data.Dataset):
     """What a user would otherwise write: PIL decoding and torchvision transforms doing the same operations."""
 
-    def __init__(self, data, hp):
+    def __init__(self, data: Dataset, hp: Hyperparameters):
         from torchvision import transforms as T
 
         self.data = data
@@ -172,7 +177,8 @@ def _loader_rate(ds, n_images: int, batch: int, workers: int, sampler=None) -> d
             "first_batch_images": int(first[0].shape[0])}
 
 
-def bench_pipeline(hp, data, *, n_images: int = 256, workers: int = 2, batch: int | None = None) -> dict:
+def bench_pipeline(hp: Hyperparameters, data: Dataset, *, n_images: int = 256, workers: int = 2,
+                   batch: int | None = None) -> dict:
     """Decode + resize + augment images/s for each augmentation type: ours and the PIL/torchvision baseline."""
     batch = batch or min(hp.mini_batch_size, 32)
     out: dict[str, Any] = {"workers": workers, "batch_size": batch, "images": n_images, "results": {}}
@@ -189,7 +195,7 @@ def bench_pipeline(hp, data, *, n_images: int = 256, workers: int = 2, batch: in
     return out
 
 
-def bench_inference(hp, data, *, artifact, device: str | None = None, n_single: int = 30,
+def bench_inference(hp: Hyperparameters, data: Dataset, *, artifact, device: str | None = None, n_single: int = 30,
                     batch: int = 32) -> dict:
     """Single-image latency (p50/p95) and batch throughput of the local predictor."""
     from ..model.predictor import LocalPredictor

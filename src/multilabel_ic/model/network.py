@@ -7,6 +7,8 @@ one onto the MXNet name (``stage1_unit1_conv1_weight``, ``bn_data_gamma``, ``fc1
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..exceptions import require
 
 require("torch", extra="local")  # a missing PyTorch names the pip line that installs it
@@ -15,6 +17,9 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from .architecture import units_for  # noqa: E402
+
+if TYPE_CHECKING:
+    from ..hyperparameters import Hyperparameters
 
 __all__ = ["ResNetV2", "create_network", "units_for", "mxnet_state_dict", "load_mxnet_state_dict", "mxnet_name",
            "to_network_input"]
@@ -119,7 +124,7 @@ class ResNetV2(nn.Module):
         return self.fc1(feats.to(self.fc1.weight.dtype))  # float16: fc1 runs in float32 as in MXNet
 
 
-def create_network(hp) -> ResNetV2:
+def create_network(hp: Hyperparameters) -> ResNetV2:
     """Factory from :class:`~multilabel_ic.Hyperparameters`."""
     return ResNetV2(hp.num_classes, hp.num_layers, (hp.channels, hp.height, hp.width))
 

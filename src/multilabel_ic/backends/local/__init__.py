@@ -7,15 +7,22 @@ with the pip line that installs it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ...exceptions import require
+from ...exceptions import UsageError, require
 
 require("torch", extra="local")
 
 from ...model.transforms import AugmentOptions  # noqa: E402  (after the dependency check)
 from .train import LocalOptions  # noqa: E402
+
+if TYPE_CHECKING:
+    from ...backends.base import Model
+    from ...callbacks import Callback
+    from ...data.dataset import Dataset
+    from ...hyperparameters import Hyperparameters
 
 __all__ = ["LocalBackend", "LocalOptions", "AugmentOptions"]
 
@@ -32,7 +39,8 @@ class LocalBackend:
             options = dataclasses.replace(options, device=device)
         self.options = options
 
-    def fit(self, hp, train, validation, *, output_dir: Path, callbacks=()):
+    def fit(self, hp: Hyperparameters, train: Dataset, validation: Dataset | None, *, output_dir: Path,
+            callbacks: Sequence[Callback] = ()):
         from ..base import Model
         from .train import train as run
 
@@ -41,10 +49,12 @@ class LocalBackend:
         return Model(hyperparameters=hp, class_names=list(train.class_names), metrics=metrics, artifact=str(tar),
                      local_artifact=tar, backend=self)
 
-    def predictor(self, model, **kwargs: Any):
+    def predictor(self, model: Model, **kwargs: Any):
         from ...model.predictor import LocalPredictor
 
         kwargs.setdefault("device", self.options.device)
         kwargs.setdefault("thresholds", model.thresholds)
         kwargs.setdefault("augment", self.options.augment)
+        if model.local_artifact is None:
+            raise UsageError("this model has no local artifact to predict with")
         return LocalPredictor(model.local_artifact, class_names=model.class_names, **kwargs)

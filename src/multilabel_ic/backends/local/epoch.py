@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -16,7 +18,15 @@ import torch.nn.functional as F
 from ...exceptions import TrainingError
 from ...model.network import to_network_input
 from .loss import weighted_bce
-from .pipeline import epoch_order
+from .pipeline import EpochSampler, ImageDataset, epoch_order
+
+if TYPE_CHECKING:
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    from ...backends.local.train import LocalOptions
+    from ...hyperparameters import Hyperparameters
+    from .optim import MultiFactorSchedule
 
 __all__ = ["train_step", "run_epoch", "predict_scores", "validate", "padded_accuracy"]
 
@@ -26,14 +36,14 @@ log = logging.getLogger("multilabel_ic.train")
 class _Sums:
     """loss, correct, total, top-k hits: accumulated on the device, read with one transfer."""
 
-    def __init__(self, device):
+    def __init__(self, device: torch.device):
         self.device = device
         self.reset()
 
     def reset(self):
         self.values = torch.zeros(4, dtype=torch.float64, device=self.device)
 
-    def add(self, loss, correct, total: int, topk=None):
+    def add(self, loss: torch.Tensor, correct: torch.Tensor, total: int, topk: torch.Tensor | None = None):
         self.values[0] += loss.detach().double()
         self.values[1] += correct.double()
         self.values[2] += total
@@ -50,8 +60,9 @@ def _check_finite(loss_sum: float, epoch: int, nbatch: int, lr: float) -> None:
                             f"(now {lr}) or use precision_dtype='float32'.")
 
 
-def train_step(model, optimizer, scaler, x: torch.Tensor, y: torch.Tensor, *, amp_dtype, multi_label: bool,
-               w_pos=None, w_neg=None, top_k: int | None = None):
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, x: torch.Tensor,
+               y: torch.Tensor, *, amp_dtype: torch.dtype | None, multi_label: bool,
+               w_pos: torch.Tensor | None = None, w_neg: torch.Tensor | None = None, top_k: int | None = None):
     """One optimisation step on a device batch, as the algorithm takes it: forward (autocast when ``amp_dtype``),
     the head's loss (weighted sigmoid BCE, or softmax cross-entropy), backward through the loss scaler, the
     optimizer's MXNet rule. Returns ``(loss, correct decisions, decisions, top-k hits or None)`` as device tensors,
@@ -77,8 +88,10 @@ def train_step(model, optimizer, scaler, x: torch.Tensor, y: torch.Tensor, *, am
     return loss, correct, total, topk
 
 
-def run_epoch(hp, model, optimizer, scaler, schedule, loader, *, device, amp_dtype, channels_last,
-              w_pos, w_neg, epoch, state, options) -> dict:
+def run_epoch(hp: Hyperparameters, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+              schedule: MultiFactorSchedule, loader: DataLoader, *, device: torch.device,
+              amp_dtype: torch.dtype | None, channels_last: bool, w_pos: torch.Tensor | None,
+              w_neg: torch.Tensor | None, epoch: int, state: dict[str, Any], options: LocalOptions) -> dict:
     """Train ``hp.batches_per_epoch`` batches; return the epoch's record (speeds, accuracies, loss, timing).
 
     ``loader`` is the run's one training DataLoader; its :class:`EpochSampler` gets this epoch's order here."""
@@ -86,8 +99,9 @@ def run_epoch(hp, model, optimizer, scaler, schedule, loader, *, device, amp_dty
 
     multi = hp.multi_label == 1
     bs = hp.mini_batch_size
-    loader.batch_sampler.set_epoch(epoch_order(len(loader.dataset), hp.batches_per_epoch, bs, options.seed, epoch),
-                                   epoch)
+    sampler, dataset = loader.batch_sampler, loader.dataset
+    assert isinstance(sampler, EpochSampler) and isinstance(dataset, ImageDataset), "a loader of make_loader()"
+    sampler.set_epoch(epoch_order(len(dataset), hp.batches_per_epoch, bs, options.seed, epoch), epoch)
     window, whole = _Sums(device), _Sums(device)
     speeds: list[float] = []
     data_time = compute_time = 0.0
@@ -120,7 +134,7 @@ def run_epoch(hp, model, optimizer, scaler, schedule, loader, *, device, amp_dty
             speed = options.log_interval * bs / max(time.time() - tic, 1e-9)
             speeds.append(speed)
             extra = f"\ttop_k_accuracy_{hp.top_k}={topk_w / total_w:f}" if hp.top_k and not multi else ""
-            log.info("Epoch[%d] Batch [%d]\tSpeed: %.3f samples/sec\taccuracy=%f%s", epoch, nbatch, speed,
+            log.info("Epoch[%d] Batch [%d]\tSpeed: %.3f samples/sec\taccuracy = %f%s", epoch, nbatch, speed,
                      correct_w / total_w, extra)
             window.reset()
             tic = time.time()
@@ -144,7 +158,8 @@ def run_epoch(hp, model, optimizer, scaler, schedule, loader, *, device, amp_dty
     return record
 
 
-def predict_scores(model, loader, device, amp_dtype, channels_last) -> tuple[np.ndarray, np.ndarray]:
+def predict_scores(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None,
+                   channels_last: bool) -> tuple[np.ndarray, np.ndarray]:
     """Sigmoid scores and labels over a loader, in order (the model is left in training mode)."""
     model.eval()
     scores, labels = [], []
@@ -170,7 +185,8 @@ def padded_accuracy(labels: np.ndarray, scores: np.ndarray, batch_size: int, mul
     return multilabel_accuracy(y, s) if multi_label else float((s.argmax(1) == y.argmax(1)).mean())
 
 
-def validate(hp, model, loader, class_names, *, device, amp_dtype, channels_last, epoch: int) -> dict:
+def validate(hp: Hyperparameters, model: nn.Module, loader: DataLoader, class_names: Sequence[str], *,
+             device: torch.device, amp_dtype: torch.dtype | None, channels_last: bool, epoch: int) -> dict:
     """Score the validation set after an epoch and log the algorithm's line plus mAP, per-class AP and F1."""
     from ...metrics import evaluate
 

@@ -10,11 +10,15 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ...model.network import mxnet_name
+
+if TYPE_CHECKING:
+    from ...hyperparameters import Hyperparameters
 
 __all__ = ["MXNetOptimizer", "MultiFactorSchedule", "create_optimizer", "param_groups_for", "epoch_size"]
 
@@ -43,7 +47,8 @@ class MultiFactorSchedule:
         return self.base_lr * self.factor ** k
 
     @classmethod
-    def from_hyperparameters(cls, hp, begin_epoch: int = 0, num_workers: int = 1) -> MultiFactorSchedule:
+    def from_hyperparameters(cls, hp: Hyperparameters, begin_epoch: int = 0,
+                             num_workers: int = 1) -> MultiFactorSchedule:
         size = epoch_size(hp.num_training_samples, hp.mini_batch_size, num_workers)
         steps = [size * (e - begin_epoch) for e in hp.lr_steps if e - begin_epoch > 0]
         return cls(hp.learning_rate, steps, hp.lr_scheduler_factor)
@@ -80,7 +85,7 @@ class MXNetOptimizer(torch.optim.Optimizer):
                     self._step_one(group, p)
         return loss
 
-    def _state(self, params, name):
+    def _state(self, params, name: str):
         return [self.state[p].setdefault(name, torch.zeros_like(p)) for p in params]
 
     def _step_foreach(self, group, params) -> None:
@@ -175,7 +180,7 @@ def param_groups_for(model: nn.Module, wd: float) -> list[dict]:
     return [{"params": decay, "wd": wd}, {"params": no_decay, "wd": 0.0}]
 
 
-def create_optimizer(model: nn.Module, hp) -> MXNetOptimizer:
+def create_optimizer(model: nn.Module, hp: Hyperparameters) -> MXNetOptimizer:
     """The optimizer the algorithm builds from the hyperparameters.
 
     The docs say weight_decay is for sgd and nag only; MXNet applies ``wd`` in every optimizer. We follow MXNet (the

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from torch.utils.data import DataLoader, Sampler
 from ...data.dataset import Dataset
 from ...images import read_image, resize_shorter
 from ...model.transforms import AugmentOptions, eval_transform, train_transform
+
+if TYPE_CHECKING:
+    from ...hyperparameters import Hyperparameters
 
 __all__ = ["ImageDataset", "EpochSampler", "make_loader", "default_workers", "epoch_order",
            "preload_images"]
@@ -44,8 +47,8 @@ def preload_images(data: Dataset, *, channels: int, resize: int | None, progress
 class ImageDataset(torch.utils.data.Dataset):
     """Index -> (uint8 HWC image, float32 labels). ``train=True`` applies the augmentation for the current epoch."""
 
-    def __init__(self, data: Dataset, hp, *, train: bool, seed: int = 0, options: AugmentOptions = AugmentOptions(),
-                 cache: list[np.ndarray] | None = None):
+    def __init__(self, data: Dataset, hp: Hyperparameters, *, train: bool, seed: int = 0,
+                 options: AugmentOptions = AugmentOptions(), cache: list[np.ndarray] | None = None):
         self.data, self.hp, self.train, self.seed, self.options, self.cache = data, hp, train, seed, options, cache
         self.epoch = 0
 

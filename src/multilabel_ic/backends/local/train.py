@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from ...exceptions import RunConflictError, UsageError
 from ...hyperparameters import Rule, check_options
 from ...metrics import evaluate
 from ...model.artifact import METADATA_NAME, PREFIX, write_model_tar
-from ...model.network import create_network, mxnet_state_dict
+from ...model.network import ResNetV2, create_network, mxnet_state_dict
 from ...model.params import save_params
 from ...model.transforms import AugmentOptions
 from ...preflight import check_training_request, data_fingerprint, describe_differences
@@ -35,6 +35,12 @@ from .loss import class_weights, weighted_bce
 from .optim import MultiFactorSchedule, create_optimizer
 from .pipeline import EpochSampler, ImageDataset, default_workers, make_loader, preload_images
 from .pretrained import load_pretrained, resolve_pretrained
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
+
+    from ...data.dataset import Dataset
+    from ...hyperparameters import Hyperparameters
 
 __all__ = ["LocalOptions", "train", "precision_for", "class_weights", "weighted_bce", "select_device", "run_fingerprint",
            "CHECKPOINT_FORMAT"]
@@ -101,7 +107,8 @@ def _state_path(out: Path) -> Path:
     return out / "checkpoints" / "last.pt"
 
 
-def precision_for(hp, device: torch.device, options: LocalOptions) -> tuple[torch.dtype | None, bool]:
+def precision_for(hp: Hyperparameters, device: torch.device, options: LocalOptions) -> tuple[torch.dtype | None,
+                  bool]:
     """(autocast dtype or None, whether to scale the loss) for ``precision_dtype`` on ``device``."""
     if hp.precision_dtype != "float16":
         return None, False
@@ -118,7 +125,8 @@ def precision_for(hp, device: torch.device, options: LocalOptions) -> tuple[torc
     return None, False
 
 
-def run_fingerprint(hp, train_data: Dataset, validation: Dataset | None, options: LocalOptions) -> dict:
+def run_fingerprint(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None,
+                    options: LocalOptions) -> dict:
     """What a run is trained on and with: a resume must find every field equal, or it would ship another model."""
     fingerprint = {
         "training data": data_fingerprint(train_data), "validation data": data_fingerprint(validation),
@@ -141,7 +149,7 @@ def _clear_previous_run(out: Path) -> None:
     log.info("restart: removed the previous run's checkpoint, parameters and artifact from %s", out)
 
 
-def train(hp, train_data: Dataset, validation: Dataset | None, output_dir: str | os.PathLike,
+def train(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None, output_dir: str | os.PathLike,
           options: LocalOptions = LocalOptions(), callbacks: Sequence[Callback] = ()) -> dict:
     """Train as the built-in algorithm does; return the metrics dict (also written to ``metrics.json``).
 
@@ -177,8 +185,9 @@ def train(hp, train_data: Dataset, validation: Dataset | None, output_dir: str |
         raise
 
 
-def _train_locked(hp, train_data: Dataset, validation: Dataset | None, out: Path, options: LocalOptions,
-                  device: torch.device, fingerprint: dict, pretrained: Path | None, callbacks: CallbackList) -> dict:
+def _train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None, out: Path,
+                  options: LocalOptions, device: torch.device, fingerprint: dict, pretrained: Path | None,
+                  callbacks: CallbackList) -> dict:
     torch.manual_seed(options.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # cuDNN autotuning, as the algorithm's MXNet build does
@@ -204,7 +213,7 @@ def _train_locked(hp, train_data: Dataset, validation: Dataset | None, out: Path
     sp = _state_path(out)
     if sp.exists():
         if not options.resume:
-            raise RunConflictError(f"{out} holds a run (checkpoints/last.pt) and resume=False: pass restart=True "
+            raise RunConflictError(f"{out} holds a run (checkpoints/last.pt) and resume=False: pass restart = True "
                                    f"(CLI: --restart) to replace it, or choose another output folder.")
         ck = _load_state(sp, device, fingerprint)
         model.load_state_dict(ck["model"])
@@ -275,7 +284,7 @@ def _params_path(out: Path, epoch: int) -> Path:
 _SavedParams = dict[int, tuple[dict, dict]]
 
 
-def _save_params(model, path: Path, epoch: int, kept: _SavedParams) -> None:
+def _save_params(model: ResNetV2, path: Path, epoch: int, kept: _SavedParams) -> None:
     args, aux = mxnet_state_dict(model)
     arg_np = {k: v.numpy().copy() for k, v in args.items()}
     aux_np = {k: v.numpy().copy() for k, v in aux.items()}
@@ -284,7 +293,8 @@ def _save_params(model, path: Path, epoch: int, kept: _SavedParams) -> None:
     log.info('Saved checkpoint to "%s"', path)
 
 
-def _checkpoint_and_stop(hp, model, out: Path, epoch: int, record: dict, state: dict, kept: _SavedParams) -> bool:
+def _checkpoint_and_stop(hp: Hyperparameters, model: ResNetV2, out: Path, epoch: int, record: dict, state: dict,
+                         kept: _SavedParams) -> bool:
     acc = record.get("validation_accuracy")
     improved = acc is not None and (state["best_acc"] is None or acc > state["best_acc"])
     if hp.checkpoint_frequency:
@@ -360,7 +370,8 @@ def _claim_folder(out: Path, fingerprint: dict) -> None:
     atomic_write_text(marker, json.dumps(fingerprint, indent=1) + "\n")
 
 
-def _save_state(path: Path, model, optimizer, scaler, state: dict, fingerprint: dict) -> None:
+def _save_state(path: Path, model: ResNetV2, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                state: dict, fingerprint: dict) -> None:
     """Tensors and plain types only, so that :func:`_load_state` can refuse anything else (``weights_only``)."""
     payload = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(),
@@ -390,8 +401,9 @@ def _load_state(path: Path, device: torch.device, fingerprint: dict) -> dict:
     return ck
 
 
-def _finish(hp, model, out, state, validation, val_loader, device, amp_dtype, channels_last, stopped_early,
-            class_names, kept: _SavedParams) -> dict:
+def _finish(hp: Hyperparameters, model: ResNetV2, out: Path, state: dict[str, Any], validation: Dataset | None,
+            val_loader: DataLoader | None, device: torch.device, amp_dtype: torch.dtype | None, channels_last: bool,
+            stopped_early: bool, class_names: Sequence[str], kept: _SavedParams) -> dict:
     from ...model.params import load_params
 
     checkpoints = {}
@@ -418,6 +430,7 @@ def _finish(hp, model, out, state, validation, val_loader, device, amp_dtype, ch
         from ...metrics import tune_thresholds
 
         shipped_record: dict = next((r for r in state["history"] if r["epoch"] == shipped - 1), {})
+        assert validation is not None
         final = final_metrics(**evaluate(labels, scores, class_names=validation.class_names),
                               tuned_thresholds=tune_thresholds(labels, scores), epoch=shipped,
                               validation_accuracy=shipped_record.get("validation_accuracy"))
@@ -439,7 +452,7 @@ def _finish(hp, model, out, state, validation, val_loader, device, amp_dtype, ch
     return metrics
 
 
-def _json_default(o):
+def _json_default(o: Any):
     if isinstance(o, (np.floating, np.integer)):
         return o.item()
     if isinstance(o, np.ndarray):

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..._io import ensure_dir
 from ...exceptions import BackendError, TrainingError, UsageError, require
@@ -20,6 +21,12 @@ from ...preflight import check_training_request
 from . import request as rq
 from .cloudwatch import LogParser, stream_job_logs
 from .s3 import download_file, parse_s3_uri, sync_files
+
+if TYPE_CHECKING:
+    from ...backends.base import Model
+    from ...callbacks import Callback
+    from ...data.dataset import Dataset
+    from ...hyperparameters import Hyperparameters
 
 __all__ = ["SageMakerBackend", "INPUT_FORMATS"]
 
@@ -72,7 +79,7 @@ class SageMakerBackend:
         if session is not None and profile is not None:
             raise UsageError("pass either session= or profile=, not both")
         if max_wait is not None and not use_spot:
-            raise UsageError("max_wait applies to managed spot training only: set use_spot=True or drop max_wait.")
+            raise UsageError("max_wait applies to managed spot training only: set use_spot = True or drop max_wait.")
         if use_spot and max_wait is not None and max_wait < max_run:
             raise UsageError(f"max_wait ({max_wait} s) must be at least max_run ({max_run} s): SageMaker rejects a "
                              f"spot job that may wait less than it may run.")
@@ -84,7 +91,7 @@ class SageMakerBackend:
         self.session = session or boto3.Session(profile_name=profile, region_name=region)
         self.region = region or self.session.region_name
         if not self.region:
-            raise BackendError("no AWS region: pass region=..., set AWS_DEFAULT_REGION, or configure a profile.")
+            raise BackendError("no AWS region: pass region = ..., set AWS_DEFAULT_REGION, or configure a profile.")
         self.config = Config(region_name=self.region, retries={"max_attempts": max_attempts, "mode": "adaptive"},
                              user_agent_extra="multilabel-ic")
         self.role, self.bucket, self.prefix = role, bucket, prefix.strip("/")
@@ -138,10 +145,10 @@ class SageMakerBackend:
                                f"in {self.region} or pass another bucket=.") from exc
 
     # ----------------------------------------------------------------- upload
-    def upload(self, train, validation) -> list[dict]:
+    def upload(self, train: Dataset, validation: Dataset | None) -> list[dict]:
         """Upload the data in ``input_format`` and return the channel definitions."""
         if validation is None:
-            raise BackendError("the built-in algorithm needs a validation channel: pass validation=...")
+            raise BackendError("the built-in algorithm needs a validation channel: pass validation = ...")
         train.check_images(what="training data")
         validation.check_images(what="validation data")
         s3 = self.client("s3")
@@ -177,7 +184,8 @@ class SageMakerBackend:
             return rq.manifest_channels(*uris, label_format=self.manifest_label_format)
 
     # ----------------------------------------------------------------- training
-    def fit(self, hp, train, validation, *, output_dir: Path, callbacks=()):
+    def fit(self, hp: Hyperparameters, train: Dataset, validation: Dataset | None, *, output_dir: Path,
+            callbacks: Sequence[Callback] = ()):
         output_dir = Path(output_dir)
         image = self.check_request(hp, train, validation)
         if hp.num_training_samples != len(train):
@@ -200,7 +208,7 @@ class SageMakerBackend:
         log.info("started training job %s (%d x %s)", name, self.instance_count, self.instance_type)
         return self._model_of_job(name, hp, list(train.class_names), output_dir, validation, callbacks)
 
-    def _score_artifact(self, artifact: Path, hp, validation) -> dict:
+    def _score_artifact(self, artifact: Path, hp: Hyperparameters, validation: Dataset) -> dict:
         """The shipped model's metrics on the validation data, from a scoring pass of the downloaded artifact with
         the validation transform (what the local backend reports); empty without the ``local`` extra."""
         from ...exceptions import MissingDependencyError
@@ -236,10 +244,10 @@ class SageMakerBackend:
             log.warning("%s: %s", artifact, exc)
             return None
 
-    def check_request(self, hp, train, validation) -> str:
+    def check_request(self, hp: Hyperparameters, train: Dataset, validation: Dataset | None) -> str:
         """What would make the job fail, checked before anything is uploaded; returns the algorithm's image URI."""
         if validation is None:
-            raise BackendError("the built-in algorithm needs a validation channel: pass validation=...")
+            raise BackendError("the built-in algorithm needs a validation channel: pass validation = ...")
         check_training_request(hp, train, validation)
         if self.input_format == "manifest" and self.instance_count > 1:
             raise UsageError(f"input_format='manifest' (Pipe mode) with instance_count={self.instance_count}: the "
@@ -247,7 +255,8 @@ class SageMakerBackend:
                              f"input_format='recordio' or 'lst' for several instances, or instance_count=1.")
         return self.image()
 
-    def attach(self, job_name: str, *, output_dir: str | Path = "runs/attached", class_names=None, callbacks=()):
+    def attach(self, job_name: str, *, output_dir: str | Path = "runs/attached",
+               class_names: Sequence[str] | None = None, callbacks: Sequence[Callback] = ()):
         """The :class:`Model` of a training job started elsewhere (or by an earlier process): waits for it with log
         streaming, then downloads its artifact into ``output_dir``."""
         from ...hyperparameters import Hyperparameters
@@ -261,7 +270,8 @@ class SageMakerBackend:
         log.info("attached to training job %s (%s)", job_name, desc["TrainingJobStatus"])
         return self._model_of_job(job_name, hp, names, output_dir, callbacks=callbacks)
 
-    def _model_of_job(self, name: str, hp, class_names: list[str], output_dir: Path, validation=None, callbacks=()):
+    def _model_of_job(self, name: str, hp: Hyperparameters, class_names: list[str], output_dir: Path,
+                      validation: Dataset | None = None, callbacks: Sequence[Callback] = ()):
         import json
 
         from ..._io import atomic_write_text
@@ -341,7 +351,7 @@ class SageMakerBackend:
                                 job_name=name, status=desc["TrainingJobStatus"], failure_reason=reason)
         return desc, parser
 
-    def _drain_logs(self, name, seen, on_line) -> None:
+    def _drain_logs(self, name: str, seen: dict[str, Any], on_line: Callable[[str, str, int], None]) -> None:
         try:
             stream_job_logs(self.client("logs"), name, seen, on_line)
         except Exception as exc:  # logs are best effort; the job status decides success
@@ -357,13 +367,15 @@ class SageMakerBackend:
                       "--training-job-name %s", name, exc, name)
 
     # ----------------------------------------------------------------- inference
-    def predictor(self, model, **kwargs):
+    def predictor(self, model: Model, **kwargs: Any):
         """A local predictor over the downloaded artifact (no endpoint, no cost); use ``deploy`` for an endpoint."""
         from ...model.predictor import LocalPredictor
 
+        if model.local_artifact is None:
+            raise UsageError("this model has no downloaded artifact; use deploy() for an endpoint predictor")
         return LocalPredictor(model.local_artifact, class_names=model.class_names, **kwargs)
 
-    def deploy(self, model, *, instance_type: str = "ml.m5.xlarge", initial_instance_count: int = 1,
+    def deploy(self, model: Model | str, *, instance_type: str = "ml.m5.xlarge", initial_instance_count: int = 1,
                endpoint_name: str | None = None, wait: bool = True):
         """Create model, endpoint config and endpoint for ``model`` (or an ``s3://.../model.tar.gz``).
 
@@ -399,8 +411,9 @@ class SageMakerBackend:
             raise
         return pred
 
-    def batch_transform(self, model, data, *, instance_type: str = "ml.m5.xlarge", instance_count: int = 1,
-                        output_path: str | None = None, wait: bool = True) -> list[list[float]] | dict | str:
+    def batch_transform(self, model: Model | str, data: Dataset | str, *, instance_type: str = "ml.m5.xlarge",
+                        instance_count: int = 1, output_path: str | None = None,
+                        wait: bool = True) -> list[list[float]] | dict | str:
         """Batch transform with jsonlines output (``{"prediction": [...]}`` per image).
 
         ``data`` is a Dataset (uploaded; predictions come back as a list in the dataset's order) or an ``s3://``
@@ -418,7 +431,7 @@ class SageMakerBackend:
             if created_model and wait:
                 delete_quietly(self, "delete_model", ModelName=model_name)
 
-    def _transform(self, name: str, model_name: str, data, *, instance_type: str, instance_count: int,
+    def _transform(self, name: str, model_name: str, data: Dataset | str, *, instance_type: str, instance_count: int,
                    output_path: str | None, wait: bool):
         import json
 

@@ -7,9 +7,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ...exceptions import BackendError, UsageError
 from ..base import Predictor
+
+if TYPE_CHECKING:
+    from ...backends.base import Model
+    from ...backends.sagemaker import SageMakerBackend
 
 __all__ = ["SageMakerPredictor", "ensure_model", "delete_quietly", "CONTENT_TYPES"]
 
@@ -17,7 +22,7 @@ log = logging.getLogger("multilabel_ic.sagemaker")
 CONTENT_TYPES = ("application/x-image", "image/jpeg", "image/png")
 
 
-def ensure_model(backend, model, name: str) -> tuple[str, bool]:
+def ensure_model(backend: SageMakerBackend, model: Model | str, name: str) -> tuple[str, bool]:
     """A SageMaker model for ``model`` (a Model, an s3:// artifact, or the name of an existing SageMaker model), and
     whether this call created it (then the caller deletes it when done)."""
     if isinstance(model, str) and not model.startswith("s3://"):
@@ -28,7 +33,7 @@ def ensure_model(backend, model, name: str) -> tuple[str, bool]:
     return name, True
 
 
-def delete_quietly(backend, op: str, **kwargs) -> bool:
+def delete_quietly(backend: SageMakerBackend, op: str, **kwargs) -> bool:
     """Make a clean-up call; a failure is logged with the command that does it by hand, never raised."""
     try:
         backend._call("sagemaker", op, **kwargs)
@@ -43,7 +48,7 @@ def delete_quietly(backend, op: str, **kwargs) -> bool:
 class SageMakerPredictor(Predictor):
     """Invoke an endpoint of the built-in algorithm with JPEG/PNG bytes; the body is ``[p_0, ..., p_{C-1}]``."""
 
-    def __init__(self, backend, endpoint_name: str, *, class_names: Sequence[str] | None = None,
+    def __init__(self, backend: SageMakerBackend, endpoint_name: str, *, class_names: Sequence[str] | None = None,
                  owns_resources: bool = False, thresholds: Sequence[float] | None = None):
         self.backend, self.endpoint_name = backend, endpoint_name
         self.class_names = list(class_names) if class_names else []
