@@ -404,7 +404,7 @@ def _check_cross_fields(hp: Hyperparameters) -> None:
             f"Use resize >= {max(h, w)} or a smaller image_shape.", parameter="resize")
     if hp.use_weighted_loss == 1 and hp.multi_label != 1:
         raise HyperparameterError(
-            "The 'use_weighted_loss' parameter is only valid for multi-label training: set multi_label = 1 or "
+            "The 'use_weighted_loss' parameter is only valid for multi-label training: set multi_label=1 or "
             "use_weighted_loss=0. Got use_weighted_loss=1 with multi_label=0.", parameter="use_weighted_loss")
     if hp.checkpoint_frequency is not None and hp.checkpoint_frequency > hp.epochs:
         raise HyperparameterError(

@@ -134,7 +134,7 @@ def run_epoch(hp: Hyperparameters, model: nn.Module, optimizer: torch.optim.Opti
             speed = options.log_interval * bs / max(time.time() - tic, 1e-9)
             speeds.append(speed)
             extra = f"\ttop_k_accuracy_{hp.top_k}={topk_w / total_w:f}" if hp.top_k and not multi else ""
-            log.info("Epoch[%d] Batch [%d]\tSpeed: %.3f samples/sec\taccuracy = %f%s", epoch, nbatch, speed,
+            log.info("Epoch[%d] Batch [%d]\tSpeed: %.3f samples/sec\taccuracy=%f%s", epoch, nbatch, speed,
                      correct_w / total_w, extra)
             window.reset()
             tic = time.time()

@@ -213,7 +213,7 @@ def _train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset 
     sp = _state_path(out)
     if sp.exists():
         if not options.resume:
-            raise RunConflictError(f"{out} holds a run (checkpoints/last.pt) and resume=False: pass restart = True "
+            raise RunConflictError(f"{out} holds a run (checkpoints/last.pt) and resume=False: pass restart=True "
                                    f"(CLI: --restart) to replace it, or choose another output folder.")
         ck = _load_state(sp, device, fingerprint)
         model.load_state_dict(ck["model"])

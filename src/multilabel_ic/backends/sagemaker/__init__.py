@@ -79,7 +79,7 @@ class SageMakerBackend:
         if session is not None and profile is not None:
             raise UsageError("pass either session= or profile=, not both")
         if max_wait is not None and not use_spot:
-            raise UsageError("max_wait applies to managed spot training only: set use_spot = True or drop max_wait.")
+            raise UsageError("max_wait applies to managed spot training only: set use_spot=True or drop max_wait.")
         if use_spot and max_wait is not None and max_wait < max_run:
             raise UsageError(f"max_wait ({max_wait} s) must be at least max_run ({max_run} s): SageMaker rejects a "
                              f"spot job that may wait less than it may run.")
@@ -91,7 +91,7 @@ class SageMakerBackend:
         self.session = session or boto3.Session(profile_name=profile, region_name=region)
         self.region = region or self.session.region_name
         if not self.region:
-            raise BackendError("no AWS region: pass region = ..., set AWS_DEFAULT_REGION, or configure a profile.")
+            raise BackendError("no AWS region: pass region=..., set AWS_DEFAULT_REGION, or configure a profile.")
         self.config = Config(region_name=self.region, retries={"max_attempts": max_attempts, "mode": "adaptive"},
                              user_agent_extra="multilabel-ic")
         self.role, self.bucket, self.prefix = role, bucket, prefix.strip("/")
@@ -148,7 +148,7 @@ class SageMakerBackend:
     def upload(self, train: Dataset, validation: Dataset | None) -> list[dict]:
         """Upload the data in ``input_format`` and return the channel definitions."""
         if validation is None:
-            raise BackendError("the built-in algorithm needs a validation channel: pass validation = ...")
+            raise BackendError("the built-in algorithm needs a validation channel: pass validation=...")
         train.check_images(what="training data")
         validation.check_images(what="validation data")
         s3 = self.client("s3")
@@ -247,7 +247,7 @@ class SageMakerBackend:
     def check_request(self, hp: Hyperparameters, train: Dataset, validation: Dataset | None) -> str:
         """What would make the job fail, checked before anything is uploaded; returns the algorithm's image URI."""
         if validation is None:
-            raise BackendError("the built-in algorithm needs a validation channel: pass validation = ...")
+            raise BackendError("the built-in algorithm needs a validation channel: pass validation=...")
         check_training_request(hp, train, validation)
         if self.input_format == "manifest" and self.instance_count > 1:
             raise UsageError(f"input_format='manifest' (Pipe mode) with instance_count={self.instance_count}: the "
