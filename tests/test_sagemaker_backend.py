@@ -372,12 +372,16 @@ def test_deploy_deletes_what_it_created_on_every_failure(fault, setup, aws, mode
         _answer(sm, "DescribeEndpoint", {"EndpointName": "x", "EndpointStatus": "Failed",
                                          "FailureReason": "the primary container did not pass the ping check"})
     else:
-        _answer(sm, "DescribeEndpoint", {"EndpointName": "x", "EndpointStatus": "Creating"})
+        polls = []
 
-        def ctrl_c(_):
-            raise KeyboardInterrupt
+        def creating_then_ctrl_c(**kwargs):  # the user presses Ctrl-C during the second poll
+            polls.append(1)
+            if len(polls) == 2:
+                raise KeyboardInterrupt
+            return AWSResponse("https://sagemaker", 200, {}, _Raw(b"")), {
+                "EndpointName": "x", "EndpointStatus": "Creating", "ResponseMetadata": {"HTTPStatusCode": 200}}
 
-        backend.sleep = ctrl_c
+        sm.meta.events.register("before-call.sagemaker.DescribeEndpoint", creating_then_ctrl_c)
         expected = KeyboardInterrupt
     with pytest.raises(expected):
         backend.deploy(f"s3://{BUCKET}/models/model.tar.gz")
@@ -391,13 +395,17 @@ def test_batch_transform_deletes_its_model_and_stops_the_job_on_ctrl_c(setup, aw
     sm = backend.client("sagemaker")
     stops = []
     sm.meta.events.register("provide-client-params.sagemaker.StopTransformJob", lambda params, **kw: stops.append(params))
-    _answer(sm, "DescribeTransformJob", {"TransformJobName": "x", "TransformJobStatus": "InProgress"})
     _answer(sm, "StopTransformJob", {})  # the emulator does not implement it
+    polls = []
 
-    def ctrl_c(_):
-        raise KeyboardInterrupt
+    def in_progress_then_ctrl_c(**kwargs):  # Ctrl-C during the second poll of boto3's waiter
+        polls.append(1)
+        if len(polls) == 2:
+            raise KeyboardInterrupt
+        return AWSResponse("https://sagemaker", 200, {}, _Raw(b"")), {
+            "TransformJobName": "x", "TransformJobStatus": "InProgress", "ResponseMetadata": {"HTTPStatusCode": 200}}
 
-    backend.sleep = ctrl_c
+    sm.meta.events.register("before-call.sagemaker.DescribeTransformJob", in_progress_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         backend.batch_transform(f"s3://{BUCKET}/models/model.tar.gz", val.subset(range(2)))
     assert len(stops) == 1 and stops[0]["TransformJobName"].startswith("ic-multilabel-bt")

@@ -459,18 +459,21 @@ class SageMakerBackend:
         log.info("started transform job %s over %d images", name, len(keys))
         if not wait:
             return name
-        try:
-            while True:
-                desc = self._call("sagemaker", "describe_transform_job", TransformJobName=name)
-                if desc["TransformJobStatus"] in _TERMINAL:
-                    break
-                self.sleep(self.poll_interval)
+        from botocore.exceptions import WaiterError
+
+        waiter = self.client("sagemaker").get_waiter("transform_job_completed_or_stopped")
+        try:  # boto3's waiter; the job's own status below decides success
+            waiter.wait(TransformJobName=name, WaiterConfig={
+                "Delay": self.poll_interval, "MaxAttempts": max(1, int(7 * 24 * 3600 / max(self.poll_interval, 1e-3)))})
+        except WaiterError:
+            pass
         except BaseException:
             from .endpoint import delete_quietly
 
             log.warning("interrupted: stopping transform job %s", name)
             delete_quietly(self, "stop_transform_job", TransformJobName=name)
             raise
+        desc = self._call("sagemaker", "describe_transform_job", TransformJobName=name)
         if desc["TransformJobStatus"] != "Completed":
             raise TrainingError(f"transform job {name} ended with status {desc['TransformJobStatus']}: "
                                 f"{desc.get('FailureReason', 'no reason given')}", job_name=name,

@@ -57,18 +57,20 @@ class SageMakerPredictor(Predictor):
         self._closed = False
 
     def wait_in_service(self, *, delay: float | None = None, max_attempts: int = 120) -> None:
+        """Wait for ``InService`` with boto3's ``endpoint_in_service`` waiter; an endpoint that fails (or never
+        comes up) raises :class:`BackendError` with SageMaker's ``FailureReason``."""
+        from botocore.exceptions import WaiterError
+
         delay = self.backend.poll_interval if delay is None else delay
-        for _ in range(max_attempts):
-            desc = self.backend._call("sagemaker", "describe_endpoint", EndpointName=self.endpoint_name)
-            status = desc["EndpointStatus"]
-            if status == "InService":
-                log.info("endpoint %s is InService", self.endpoint_name)
-                return
-            if status in ("Failed", "OutOfService"):
-                raise BackendError(f"endpoint {self.endpoint_name} is {status}: "
-                                   f"{desc.get('FailureReason', 'no reason given')}")
-            self.backend.sleep(delay)
-        raise BackendError(f"endpoint {self.endpoint_name} not InService after {max_attempts} checks")
+        waiter = self.backend.client("sagemaker").get_waiter("endpoint_in_service")
+        try:
+            waiter.wait(EndpointName=self.endpoint_name, WaiterConfig={"Delay": delay, "MaxAttempts": max_attempts})
+        except WaiterError as exc:
+            last = exc.last_response or {}
+            status = last.get("EndpointStatus") or "not InService"
+            reason = last.get("FailureReason") or last.get("Error", {}).get("Message") or str(exc)
+            raise BackendError(f"endpoint {self.endpoint_name} is {status}: {reason}") from exc
+        log.info("endpoint %s is InService", self.endpoint_name)
 
     def predict(self, image: bytes, content_type: str = "application/x-image") -> list[float]:
         if content_type not in CONTENT_TYPES:
