@@ -56,7 +56,7 @@ class ArtifactContents:
 
 
 class _Graph:
-    def __init__(self):
+    def __init__(self) -> None:
         self.nodes: list[dict] = []
         self.arg_nodes: list[int] = []
         self.rows: list[int] = [0]
