@@ -157,3 +157,23 @@ def test_manifest_errors(tmp_path, line, fmt, message):
     p = _write(tmp_path, line + "\n", "m.manifest")
     with pytest.raises(DataError, match=message):
         read_manifest(p, num_classes=3, image_prefix="s3://b/", label_format=fmt)
+
+
+def test_recordio_ids_are_the_lst_indices_as_im2rec_writes_them(coco5, tmp_path):
+    """im2rec packs each image with its .lst index as the record id and .idx key; a shuffled .lst keeps its ids."""
+    from multilabel_ic import Dataset
+    from multilabel_ic.data import recordio
+
+    sub = coco5.subset(range(4))
+    lst = tmp_path / "shuffled.lst"
+    lines = [f"{idx}\t" + "\t".join(str(int(v)) for v in sub.labels[k]) + f"\t{sub.paths[k]}"
+             for k, idx in enumerate([7, 3, 11, 0])]
+    lst.write_text("\n".join(lines) + "\n")
+    data = Dataset.from_lst(lst, root=sub.root, class_names=sub.class_names)
+    rec, idx = data.to_recordio(tmp_path / "s.rec")
+    ids = [recordio.unpack(r)[0].id for r in recordio.read_recordio(rec)]
+    assert ids == [7, 3, 11, 0] and list(recordio.read_idx(idx)) == [7, 3, 11, 0]
+    back = Dataset.from_recordio(rec, extract_to=tmp_path / "x", class_names=sub.class_names)
+    assert list(back.indices) == [7, 3, 11, 0] and (back.labels == data.labels).all()
+    rec2, _ = data.to_recordio(tmp_path / "r.rec", renumber=True)
+    assert [recordio.unpack(r)[0].id for r in recordio.read_recordio(rec2)] == [0, 1, 2, 3]

@@ -96,3 +96,25 @@ def test_load_rejects_wrong_shapes_and_missing():
     with pytest.raises(ValueError, match="missing"):
         load_mxnet_state_dict(m, {**args, **aux})
     assert load_mxnet_state_dict(m, {**args, **aux}, skip_fc=True) == ["fc1_weight", "fc1_bias"]
+
+
+@pytest.mark.parametrize("height, stem_3x3, stages", [(28, True, 3), (29, True, 4), (32, True, 4), (33, False, 4),
+                                                       (224, False, 4)])
+def test_stem_and_stages_switch_at_mxnets_heights(height, stem_3x3, stages):
+    """MXNet resnet.py: ``resnet()`` uses the 3x3 stride-1 conv0 without bn0 and max-pool for height <= 32, while
+    ``get_symbol()`` chooses the 3-stage layout only for height <= 28; a 3,32,32 SageMaker model has both."""
+    from multilabel_ic.model.artifact import symbol_json
+
+    layers = 20 if stages == 3 else 18
+    model = ResNetV2(5, layers, (3, height, height)).eval()
+    assert model.num_stages == stages
+    assert model.conv0.kernel_size == ((3, 3) if stem_3x3 else (7, 7)) and hasattr(model, "bn0") is not stem_3x3
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, height, height) * 255).shape == (1, 5)
+    sym = symbol_json(num_classes=5, num_layers=layers, image_shape=(3, height, height), multi_label=True)
+    names = {n["name"] for n in sym["nodes"]}
+    conv0 = next(n for n in sym["nodes"] if n["name"] == "conv0")
+    assert conv0["attrs"]["kernel"] == ("(3, 3)" if stem_3x3 else "(7, 7)")
+    assert ("bn0" in names) is not stem_3x3 and ("pooling0" in names) is not stem_3x3
+    args, _ = mxnet_state_dict(model)  # an artifact of the algorithm at this size loads into the network
+    assert args["conv0_weight"].shape[2:] == ((3, 3) if stem_3x3 else (7, 7))

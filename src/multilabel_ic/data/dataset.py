@@ -182,8 +182,10 @@ class Dataset:
 
     # ------------------------------------------------------------------ RecordIO
     def to_recordio(self, rec_path: str | os.PathLike, *, pack_label: bool = True, resize: int | None = None,
-                    quality: int = 95, progress: bool = False) -> tuple[Path, Path]:
-        """Write an im2rec-style .rec/.idx: multi-hot label arrays (``--pack-label``), ids 0..N-1.
+                    quality: int = 95, progress: bool = False, renumber: bool = False) -> tuple[Path, Path]:
+        """Write an im2rec-style .rec/.idx: multi-hot label arrays (``--pack-label``). Each record's id and .idx key
+        is its .lst index, as im2rec writes them (so a record maps back to its .lst line); ``renumber`` uses 0..N-1,
+        matching ``to_lst(renumber=True)``.
 
         With ``resize`` the images are re-encoded with their shorter side scaled to it (im2rec ``--resize``);
         otherwise the original encoded bytes are stored unchanged.
@@ -195,7 +197,8 @@ class Dataset:
                 data = self.image_path(i).read_bytes() if resize is None else _reencode(self.image_path(i), resize,
                                                                                         quality)
                 label = self.labels[i].astype(np.float32) if pack_label else float(np.argmax(self.labels[i]))
-                yield i, recordio.pack(recordio.IRHeader(0, label, i, 0), data)
+                rid = i if renumber else int(self.indices[i])
+                yield rid, recordio.pack(recordio.IRHeader(0, label, rid, 0), data)
 
         return recordio.write_recordio(rec_path, gen())
 

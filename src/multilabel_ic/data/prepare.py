@@ -77,8 +77,11 @@ def prepare_dataset(output: str | Path, *, source: str = "synthetic", annotation
         files["train.lst"] = train.to_lst(out / "train.lst")
         files["validation.lst"] = val.to_lst(out / "validation.lst")
     if "recordio" in formats:
-        files["train.rec"], files["train.idx"] = train.to_recordio(out / "train.rec", progress=progress)
-        files["validation.rec"], files["validation.idx"] = val.to_recordio(out / "validation.rec", progress=progress)
+        # the same 0..N-1 indices as the .lst files written beside them
+        files["train.rec"], files["train.idx"] = train.to_recordio(out / "train.rec", progress=progress,
+                                                                   renumber=True)
+        files["validation.rec"], files["validation.idx"] = val.to_recordio(out / "validation.rec", progress=progress,
+                                                                           renumber=True)
     if "manifest" in formats:
         prefix = image_prefix or Path(images).resolve().as_uri() + "/"
         files["train.manifest"] = train.to_manifest(out / "train.manifest", image_prefix=prefix)

@@ -6,7 +6,14 @@ from __future__ import annotations
 
 from ..exceptions import ArtifactError
 
-__all__ = ["units_for"]
+__all__ = ["units_for", "small_stem"]
+
+
+def small_stem(height: int) -> bool:
+    """MXNet resnet.py's ``resnet()``: images up to 32 px (CIFAR-like) get a 3x3 stride-1 ``conv0`` with no ``bn0``
+    and no max-pool. The stage layout switches at another height (``units_for``: 28 px), so 29-32 px images have the
+    small stem *and* the ImageNet stages."""
+    return height <= 32
 
 _UNITS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3],
           200: [3, 24, 36, 3], 269: [3, 30, 48, 8]}

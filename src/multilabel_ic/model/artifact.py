@@ -23,7 +23,7 @@ import numpy as np
 
 from .._io import atomic_write
 from ..exceptions import ArtifactError
-from .architecture import units_for
+from .architecture import small_stem, units_for
 from .params import dumps_params, loads_params
 
 __all__ = ["ArtifactContents", "write_model_tar", "read_model_tar", "symbol_json", "PREFIX", "write_metadata",
@@ -95,7 +95,7 @@ def symbol_json(*, num_classes: int, num_layers: int, image_shape: tuple[int, in
     g = _Graph()
     x = g.var("data")
     x = g.bn(g.op("_copy", "id", [x]), "bn_data", fix_gamma=True)
-    if image_shape[1] <= 28:
+    if small_stem(image_shape[1]):
         x = g.conv(x, "conv0", filters[0], 3, 1, 1)
     else:
         x = g.conv(x, "conv0", filters[0], 7, 2, 3)

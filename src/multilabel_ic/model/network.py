@@ -16,7 +16,7 @@ require("torch", extra="local")  # a missing PyTorch names the pip line that ins
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from .architecture import units_for  # noqa: E402
+from .architecture import small_stem, units_for  # noqa: E402
 
 if TYPE_CHECKING:
     from ..hyperparameters import Hyperparameters
@@ -69,7 +69,7 @@ class ResNetV2(nn.Module):
         channels, height, _ = image_shape
         units, filters, bottle = units_for(num_layers, height)
         self.num_layers, self.image_shape, self.num_classes = num_layers, tuple(image_shape), num_classes
-        self.small = height <= 28
+        self.small = small_stem(height)  # the stem; the stages follow units_for (28 px)
         self.num_stages = len(units)
         self.bn_data = _bn(channels)
         self.bn_data.weight.requires_grad_(False)  # fix_gamma=True

@@ -166,7 +166,7 @@ class SageMakerBackend:
                 return rq.lst_channels(base)
             if self.input_format == "recordio":
                 for name, ds in (("train", train), ("validation", validation)):
-                    rec, _ = ds.to_recordio(tmp / f"{name}.rec", progress=self.progress)
+                    rec, _ = ds.to_recordio(tmp / f"{name}.rec", progress=self.progress, renumber=True)
                     sync_files(s3, [(rec, f"{self.prefix}/{name}/{name}.rec")], prefix=f"{self.prefix}/{name}/",
                                desc=f"{name}.rec", **sync)
                 return rq.recordio_channels(base)
