@@ -85,8 +85,8 @@ def test_a_file_of_another_depth_is_rejected(tmp_path):
 def test_training_with_use_pretrained_model(coco5, tmp_path, caplog):
     _zoo_file(tmp_path / "r18.params", seed=4)
     train, val = coco5.split(0.75, seed=0)
-    hp = Hyperparameters(num_classes=5, num_training_samples=len(train), num_layers=18, image_shape="3,32,32",
-                         resize=36, mini_batch_size=16, epochs=1, learning_rate=1e-9, multi_label=1,
+    hp = Hyperparameters(num_classes=5, num_training_samples=len(train), num_layers=18, image_shape="3,40,40",
+                         resize=44, mini_batch_size=16, epochs=1, learning_rate=1e-9, multi_label=1,
                          use_pretrained_model=1, optimizer="sgd", momentum=0.0)
     model = Trainer(hp, output_dir=tmp_path / "run",
                     options=LocalOptions(num_workers=0, progress=False, pretrained=str(tmp_path / "r18.params"))

@@ -66,8 +66,13 @@ def load_pretrained(model: ResNetV2, source: str | os.PathLike | None = None, *,
     try:
         missing = load_mxnet_state_dict(model, tensors, skip_fc=True, strict=False)
     except ValueError as exc:
+        hint = ""
+        if model.small and "conv0_weight" in str(exc):
+            hint = (" The ImageNet weights have the 7x7 stem of images over 32 px; at "
+                    f"{model.image_shape[1]} px the network has MXNet's 3x3 small-image stem. Use an image_shape "
+                    "over 32 px high with use_pretrained_model=1, or use_pretrained_model=0.")
         raise ArtifactError(f"{path}: does not fit ResNet-{model.num_layers} with image_shape "
-                            f"{model.image_shape}: {exc}") from exc
+                            f"{model.image_shape}: {exc}.{hint}") from exc
     missing = [m for m in missing if not m.startswith("fc1_")]
     from ...model.network import mxnet_state_dict
 
