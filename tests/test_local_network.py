@@ -118,3 +118,20 @@ def test_stem_and_stages_switch_at_mxnets_heights(height, stem_3x3, stages):
     assert ("bn0" in names) is not stem_3x3 and ("pooling0" in names) is not stem_3x3
     args, _ = mxnet_state_dict(model)  # an artifact of the algorithm at this size loads into the network
     assert args["conv0_weight"].shape[2:] == ((3, 3) if stem_3x3 else (7, 7))
+
+
+def test_bn_data_gamma_is_fixed_at_one_whatever_the_file_holds():
+    """MXNet's bn_data has fix_gamma=True: the stored gamma is ignored (a SageMaker-trained model's drifts from 1
+    under weight decay), so loading it must not change the predictions."""
+    torch.manual_seed(0)
+    model = ResNetV2(5, 18, (3, 64, 64)).eval()
+    args, aux = mxnet_state_dict(model)
+    x = torch.rand(2, 3, 64, 64) * 255
+    with torch.no_grad():
+        reference = model(x)
+    drifted = {**args, "bn_data_gamma": torch.full_like(args["bn_data_gamma"], 0.5), **aux}
+    other = ResNetV2(5, 18, (3, 64, 64)).eval()
+    load_mxnet_state_dict(other, drifted)
+    assert torch.equal(other.bn_data.weight, torch.ones(3))
+    with torch.no_grad():
+        assert torch.allclose(other(x), reference, atol=1e-6)

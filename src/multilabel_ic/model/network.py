@@ -180,6 +180,10 @@ def load_mxnet_state_dict(model: ResNetV2, params: dict[str, torch.Tensor], *, s
         if tuple(value.shape) != tuple(state[key].shape):
             raise ValueError(f"parameter {name}: shape {tuple(value.shape)} in the file, "
                              f"{tuple(state[key].shape)} in the network")
+        if name == "bn_data_gamma":
+            # MXNet builds bn_data with fix_gamma=True: the stored gamma (which weight decay lets drift from 1 in a
+            # SageMaker-trained model) is ignored and 1 is used, so an artifact predicts as the endpoint does
+            value = torch.ones_like(value)
         new_state[key] = value.to(state[key].dtype)
     if strict and missing and not skip_fc:
         raise ValueError(f"parameters missing from the file: {', '.join(missing[:8])}"
