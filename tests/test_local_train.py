@@ -282,3 +282,27 @@ def test_metadata_beside_the_artifact_restores_class_names_and_thresholds(traine
     assert pred.class_names == model.class_names and pred.thresholds == meta["tuned_thresholds"]
     with tarfile.open(model.local_artifact) as t:
         assert "model-metadata.json" not in t.getnames()  # the artifact stays the algorithm's
+
+
+def test_a_resumed_run_steps_the_learning_rate_at_the_same_updates(splits, tmp_path):
+    """The MultiFactor schedule counts absolute updates, restored from the checkpoint: interrupted after epoch 0 and
+    resumed, a run with lr_scheduler_step has the learning rates of an unbroken one."""
+    from multilabel_ic.callbacks import Callback
+
+    train, val = splits
+    hp = Hyperparameters(**{**TINY, "epochs": 3, "optimizer": "sgd", "learning_rate": 0.1},
+                         num_training_samples=len(train), lr_scheduler_step="1,2", lr_scheduler_factor=0.1)
+    ref = Trainer(hp, output_dir=tmp_path / "ref", options=_opts()).fit(train, validation=val)
+    expected = [r["learning_rate"] for r in ref.metrics["epochs"]]
+    assert expected == pytest.approx([0.1, 0.01, 0.001])
+
+    class CtrlCAfterFirstEpoch(Callback):
+        def on_epoch_end(self, record):
+            raise KeyboardInterrupt  # after the checkpoint of epoch 0 is saved
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(hp, output_dir=tmp_path / "run", options=_opts(), callbacks=[CtrlCAfterFirstEpoch()]).fit(train, val)
+    resumed = Trainer(hp, output_dir=tmp_path / "run", options=_opts()).fit(train, validation=val)
+    assert [r["learning_rate"] for r in resumed.metrics["epochs"]] == pytest.approx(expected)
+    assert [r["train_loss"] for r in resumed.metrics["epochs"]] == pytest.approx(
+        [r["train_loss"] for r in ref.metrics["epochs"]], rel=1e-5)

@@ -201,7 +201,9 @@ def _train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset 
         load_pretrained(model, pretrained, progress=options.progress)
     optimizer = create_optimizer(model, hp)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    schedule = MultiFactorSchedule.from_hyperparameters(hp)
+    # begin_epoch stays 0 on a resume: the schedule is a function of the absolute update count, which the checkpoint
+    # restores (state["num_update"]), so a resumed run steps the learning rate at the same updates as an unbroken one
+    schedule = MultiFactorSchedule.from_hyperparameters(hp, begin_epoch=0)
     w_pos = w_neg = None
     if hp.use_weighted_loss:
         wp, wn = class_weights(train_data.labels, options.weighted_loss)
