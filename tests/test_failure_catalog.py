@@ -711,7 +711,11 @@ def test_fuzz_lst_bytes(tmp_path_factory, data):
 
     p = tmp_path_factory.mktemp("lstb") / "f.lst"
     p.write_bytes(data)
-    _clear_or_correct(read_lst, p)
+    entries = _clear_or_correct(read_lst, p)
+    for e in entries or []:
+        assert set(np.unique(e.labels)) <= {0, 1} and not e.path.startswith("/") and ".." not in e.path.split("/")
+    if entries:
+        assert len({e.index for e in entries}) == len(entries) and len({len(e.labels) for e in entries}) == 1
 
 
 _json = st.recursive(st.none() | st.booleans() | st.integers(-3, 3) | st.floats(allow_nan=True) | st.text(max_size=6),
@@ -725,7 +729,10 @@ _json = st.recursive(st.none() | st.booleans() | st.integers(-3, 3) | st.floats(
 def test_fuzz_manifest(tmp_path_factory, objs, fmt):
     p = tmp_path_factory.mktemp("man") / "f.manifest"
     p.write_text("\n".join(json.dumps(o) for o in objs))
-    _clear_or_correct(Dataset.from_manifest, p, root=p.parent, class_names=["a", "b", "c"], label_format=fmt)
+    data = _clear_or_correct(Dataset.from_manifest, p, root=p.parent, class_names=["a", "b", "c"], label_format=fmt)
+    if data is not None:
+        assert data.labels.shape == (len(data), 3) and set(np.unique(data.labels)) <= {0, 1}
+        assert all(not q.startswith("/") and ".." not in q.split("/") for q in data.paths)
 
 
 @FUZZ
@@ -777,7 +784,10 @@ def test_fuzz_model_shapes_and_symbol(ws, tmp_path_factory, shapes, symbol):
 def test_fuzz_coco_json(tmp_path_factory, doc):
     p = tmp_path_factory.mktemp("coco") / "i.json"
     p.write_text(json.dumps(doc))
-    _clear_or_correct(Dataset.from_coco, p, images=p.parent, categories=["person"])
+    data = _clear_or_correct(Dataset.from_coco, p, images=p.parent, categories=["person"])
+    if data is not None:  # only images annotated with the category, each once, labelled 1
+        assert data.class_names == ["person"] and data.labels.shape == (len(data), 1) and data.labels.all()
+        assert len(data) <= len(doc["images"])
 
 
 @FUZZ

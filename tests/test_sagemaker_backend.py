@@ -352,6 +352,20 @@ def _answer(client, operation: str, body: dict):
     client.meta.events.register(f"before-call.sagemaker.{operation}", handler)
 
 
+def _ctrl_c_on_poll(client, operation: str, body: dict, poll: int = 2):
+    """``operation`` answers ``body`` until the user presses Ctrl-C during the ``poll``-th call."""
+    calls = []
+
+    def handler(**kwargs):
+        calls.append(1)
+        if len(calls) == poll:
+            raise KeyboardInterrupt
+        return AWSResponse("https://sagemaker", 200, {}, _Raw(b"")), {**body, "ResponseMetadata": {
+            "HTTPStatusCode": 200}}
+
+    client.meta.events.register(f"before-call.sagemaker.{operation}", handler)
+
+
 def _leftovers(sm) -> tuple[list, list, list]:
     return (sm.list_models()["Models"], sm.list_endpoint_configs()["EndpointConfigs"],
             sm.list_endpoints()["Endpoints"])
@@ -372,16 +386,7 @@ def test_deploy_deletes_what_it_created_on_every_failure(fault, setup, aws, mode
         _answer(sm, "DescribeEndpoint", {"EndpointName": "x", "EndpointStatus": "Failed",
                                          "FailureReason": "the primary container did not pass the ping check"})
     else:
-        polls = []
-
-        def creating_then_ctrl_c(**kwargs):  # the user presses Ctrl-C during the second poll
-            polls.append(1)
-            if len(polls) == 2:
-                raise KeyboardInterrupt
-            return AWSResponse("https://sagemaker", 200, {}, _Raw(b"")), {
-                "EndpointName": "x", "EndpointStatus": "Creating", "ResponseMetadata": {"HTTPStatusCode": 200}}
-
-        sm.meta.events.register("before-call.sagemaker.DescribeEndpoint", creating_then_ctrl_c)
+        _ctrl_c_on_poll(sm, "DescribeEndpoint", {"EndpointName": "x", "EndpointStatus": "Creating"})
         expected = KeyboardInterrupt
     with pytest.raises(expected):
         backend.deploy(f"s3://{BUCKET}/models/model.tar.gz")
@@ -396,16 +401,7 @@ def test_batch_transform_deletes_its_model_and_stops_the_job_on_ctrl_c(setup, aw
     stops = []
     sm.meta.events.register("provide-client-params.sagemaker.StopTransformJob", lambda params, **kw: stops.append(params))
     _answer(sm, "StopTransformJob", {})  # the emulator does not implement it
-    polls = []
-
-    def in_progress_then_ctrl_c(**kwargs):  # Ctrl-C during the second poll of boto3's waiter
-        polls.append(1)
-        if len(polls) == 2:
-            raise KeyboardInterrupt
-        return AWSResponse("https://sagemaker", 200, {}, _Raw(b"")), {
-            "TransformJobName": "x", "TransformJobStatus": "InProgress", "ResponseMetadata": {"HTTPStatusCode": 200}}
-
-    sm.meta.events.register("before-call.sagemaker.DescribeTransformJob", in_progress_then_ctrl_c)
+    _ctrl_c_on_poll(sm, "DescribeTransformJob", {"TransformJobName": "x", "TransformJobStatus": "InProgress"})
     with pytest.raises(KeyboardInterrupt):
         backend.batch_transform(f"s3://{BUCKET}/models/model.tar.gz", val.subset(range(2)))
     assert len(stops) == 1 and stops[0]["TransformJobName"].startswith("ic-multilabel-bt")

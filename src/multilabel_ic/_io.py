@@ -15,12 +15,12 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from .exceptions import OutputError
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "quiet_stdout", "remove_stale_temp_files",
-           "ensure_dir", "output_error", "TEMP_SUFFIX"]
+           "ensure_dir", "output_error", "json_default", "TEMP_SUFFIX"]
 
 TEMP_SUFFIX = ".tmp"
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
@@ -99,6 +99,23 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def json_default(o: Any) -> Any:
+    """``json.dumps(default=...)`` for what metrics and run files hold: numpy scalars and arrays, paths, dataclasses."""
+    import dataclasses
+
+    import numpy as np
+
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    if dataclasses.is_dataclass(o) and not isinstance(o, type):
+        return dataclasses.asdict(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

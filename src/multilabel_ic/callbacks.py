@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._io import atomic_write, atomic_write_text
+from ._io import atomic_write, atomic_write_text, json_default
 from .exceptions import require
 
 __all__ = ["RunInfo", "Callback", "ArgsJson", "MetricsJsonl", "MetricsPlot", "TensorBoard", "MLflow",
@@ -80,16 +80,6 @@ class CallbackList:
         self._call("on_train_end", metrics)
 
 
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "item"):  # numpy scalars
-        return o.item()
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(type(o).__name__)
-
-
 class ArgsJson(Callback):
     """``args.json``: the hyperparameters, class names, backend settings, command line and versions of the run."""
 
@@ -102,7 +92,7 @@ class ArgsJson(Callback):
         doc = {"backend": run.backend, "hyperparameters": run.hyperparameters, "class_names": run.class_names,
                "settings": run.settings, "argv": sys.argv, "multilabel_ic": __version__,
                "python": sys.version.split()[0]}
-        atomic_write_text(run.output_dir / self.name, json.dumps(doc, indent=2, default=_json_default) + "\n")
+        atomic_write_text(run.output_dir / self.name, json.dumps(doc, indent=2, default=json_default) + "\n")
 
 
 class MetricsJsonl(Callback):
@@ -116,12 +106,12 @@ class MetricsJsonl(Callback):
 
     def on_train_start(self, run: RunInfo) -> None:
         self.path = run.output_dir / self.name
-        atomic_write_text(self.path, "".join(json.dumps(r, default=_json_default) + "\n" for r in run.history))
+        atomic_write_text(self.path, "".join(json.dumps(r, default=json_default) + "\n" for r in run.history))
 
     def on_epoch_end(self, record: dict) -> None:
         assert self.path is not None, "on_train_start was not called"
         with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, default=_json_default) + "\n")
+            fh.write(json.dumps(record, default=json_default) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..._io import atomic_write, atomic_write_text, ensure_dir, remove_stale_temp_files
+from ..._io import atomic_write, atomic_write_text, ensure_dir, json_default, remove_stale_temp_files
 from ..._lock import FolderLock
 from ...callbacks import Callback, CallbackList, RunInfo, default_callbacks
 from ...data.dataset import Dataset
@@ -331,9 +331,13 @@ def _checkpoint_and_stop(hp: Hyperparameters, model: ResNetV2, out: Path, epoch:
     return False
 
 
+def _holds_model(out: Path) -> bool:
+    """Whether ``out`` holds model files of a run (the artifact, or saved parameters)."""
+    return (out / "model.tar.gz").exists() or any((out / "model").glob(f"{PREFIX}-*.params"))
+
+
 def _remove_if_only_the_marker(out: Path) -> None:
-    wrote = _state_path(out).exists() or (out / "model.tar.gz").exists() or any((out / "model").glob("*.params"))
-    if not wrote:
+    if not (_state_path(out).exists() or _holds_model(out)):
         _run_marker(out).unlink(missing_ok=True)
     for folder in (out / "checkpoints", out / "model", out):
         if folder.is_dir() and not any(folder.iterdir()):
@@ -348,7 +352,7 @@ def _claim_folder(out: Path, fingerprint: dict) -> None:
     """Before the first checkpoint: refuse a folder that holds another run's model, clear the files of an earlier
     attempt of this very run (killed before its first checkpoint), and record what this run trains on."""
     marker = _run_marker(out)
-    leftovers = (out / "model.tar.gz").exists() or any((out / "model").glob(f"{PREFIX}-*.params"))
+    leftovers = _holds_model(out)
     recorded = None
     if marker.exists():
         try:
@@ -377,7 +381,7 @@ def _save_state(path: Path, model: ResNetV2, optimizer: torch.optim.Optimizer, s
     """Tensors and plain types only, so that :func:`_load_state` can refuse anything else (``weights_only``)."""
     payload = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(),
-               "state": json.dumps(state, default=_json_default), "fingerprint": json.dumps(fingerprint)}
+               "state": json.dumps(state, default=json_default), "fingerprint": json.dumps(fingerprint)}
     with atomic_write(path, "wb") as fh:
         torch.save(payload, fh)
 
@@ -445,7 +449,7 @@ def _finish(hp: Hyperparameters, model: ResNetV2, out: Path, state: dict[str, An
                if state["history"] else None,
                "speedometer_median": float(np.median(speeds)) if speeds else None,
                "hyperparameters": hp.to_sagemaker(include_defaults=True), "artifact": str(tar)}
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=_json_default) + "\n")
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=json_default) + "\n")
     from ...model.artifact import write_metadata
 
     write_metadata(tar, class_names=class_names, hyperparameters=metrics["hyperparameters"],
@@ -453,12 +457,3 @@ def _finish(hp: Hyperparameters, model: ResNetV2, out: Path, state: dict[str, An
     log.info("model artifact: %s", tar)
     return metrics
 
-
-def _json_default(o: Any):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if hasattr(o, "__dataclass_fields__"):
-        return asdict(o)
-    raise TypeError(type(o))

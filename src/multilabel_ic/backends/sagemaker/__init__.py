@@ -274,7 +274,7 @@ class SageMakerBackend:
                       validation: Dataset | None = None, callbacks: Sequence[Callback] = ()):
         import json
 
-        from ..._io import atomic_write_text
+        from ..._io import atomic_write_text, json_default
         from ...callbacks import CallbackList, RunInfo, default_callbacks
         from ...model.artifact import write_metadata
         from ..base import Model, final_metrics
@@ -300,7 +300,7 @@ class SageMakerBackend:
         write_metadata(local, class_names=class_names, hyperparameters=hp.to_sagemaker(include_defaults=True),
                        thresholds=final.get("tuned_thresholds"),
                        extra={"backend": "sagemaker", "job_name": name, "artifact": artifact})
-        atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
+        atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2, default=json_default) + "\n")
         # the job's epochs, replayed through the same hooks as a local run (metrics.jsonl, plot, trackers)
         hooks = CallbackList([*default_callbacks(), *callbacks])
         hooks.on_train_start(RunInfo(output_dir=output_dir, backend="sagemaker",
@@ -420,7 +420,7 @@ class SageMakerBackend:
         prefix of images (predictions come back as ``{input s3 URI: probabilities}``). ``wait=False`` returns the
         transform job's name at once.
         """
-        from .endpoint import delete_quietly, ensure_model
+        from .endpoint import call_quietly, ensure_model
 
         name = rq.job_name(f"{self.base_job_name}-bt")
         model_name, created_model = ensure_model(self, model, name)
@@ -429,7 +429,7 @@ class SageMakerBackend:
                                    instance_count=instance_count, output_path=output_path, wait=wait)
         finally:
             if created_model and wait:
-                delete_quietly(self, "delete_model", ModelName=model_name)
+                call_quietly(self, "delete_model", ModelName=model_name)
 
     def _transform(self, name: str, model_name: str, data: Dataset | str, *, instance_type: str, instance_count: int,
                    output_path: str | None, wait: bool):
@@ -468,10 +468,10 @@ class SageMakerBackend:
         except WaiterError:
             pass
         except BaseException:
-            from .endpoint import delete_quietly
+            from .endpoint import call_quietly
 
             log.warning("interrupted: stopping transform job %s", name)
-            delete_quietly(self, "stop_transform_job", TransformJobName=name)
+            call_quietly(self, "stop_transform_job", TransformJobName=name)
             raise
         desc = self._call("sagemaker", "describe_transform_job", TransformJobName=name)
         if desc["TransformJobStatus"] != "Completed":

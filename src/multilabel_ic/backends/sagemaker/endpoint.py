@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from ...backends.base import Model
     from ...backends.sagemaker import SageMakerBackend
 
-__all__ = ["SageMakerPredictor", "ensure_model", "delete_quietly", "CONTENT_TYPES"]
+__all__ = ["SageMakerPredictor", "ensure_model", "call_quietly", "CONTENT_TYPES"]
 
 log = logging.getLogger("multilabel_ic.sagemaker")
 CONTENT_TYPES = ("application/x-image", "image/jpeg", "image/png")
@@ -33,8 +33,9 @@ def ensure_model(backend: SageMakerBackend, model: Model | str, name: str) -> tu
     return name, True
 
 
-def delete_quietly(backend: SageMakerBackend, op: str, **kwargs) -> bool:
-    """Make a clean-up call; a failure is logged with the command that does it by hand, never raised."""
+def call_quietly(backend: SageMakerBackend, op: str, **kwargs) -> bool:
+    """Make a clean-up call (a delete, a stop); a failure is logged with the CLI command that does it by hand, never
+    raised."""
     try:
         backend._call("sagemaker", op, **kwargs)
         return True
@@ -99,7 +100,7 @@ class SageMakerPredictor(Predictor):
                              ("endpoint_config", "delete_endpoint_config", {"EndpointConfigName": name}),
                              ("model", "delete_model", {"ModelName": name})):
             if kind in only:
-                delete_quietly(self.backend, op, **kw)
+                call_quietly(self.backend, op, **kw)
         log.info("deleted %s of endpoint %s", ", ".join(only) or "nothing", name)
         self._closed = True
 
