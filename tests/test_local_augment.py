@@ -41,6 +41,16 @@ def test_affine_matrix_identity_and_rotation():
     np.testing.assert_allclose(centre, [50, 50], atol=1e-4)
 
 
+def test_hls_jitter_default_is_mxnet_1_3s_approximate_gaussian():
+    assert A.AugmentOptions().hsl_jitter == "approx_gaussian"
+    rng = np.random.default_rng(1)
+    # u = (U1 + 4 U2) / 5: variance (1 + 16) / (12 * 25), so the offset's std is 2 * 50 * sqrt(17 / 300) ~ 23.8
+    draws = np.array([A._offset(rng, 50, "approx_gaussian") for _ in range(20000)])
+    assert abs(draws.std() - 100 * np.sqrt(17 / 300)) < 0.6
+    uniform = np.array([A._offset(rng, 50, "uniform") for _ in range(20000)])
+    assert abs(uniform.std() - 100 / np.sqrt(12)) < 0.6  # 28.9: clearly the other distribution
+
+
 def test_hls_offsets_are_bounded_and_uniform():
     rng = np.random.default_rng(0)
     hs = [A._offset(rng, 36, "uniform") for _ in range(5000)]

@@ -114,10 +114,29 @@ def test_weighted_bce_hand_computed():
     y = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     sig = torch.sigmoid(logits)
     w_pos, w_neg = torch.tensor([2.0, 3.0]), torch.tensor([1.0, 0.5])
-    expected = -(w_pos * y * torch.log(sig) + w_neg * (1 - y) * torch.log(1 - sig)).sum(1).mean()
-    assert weighted_bce(logits, y, w_pos, w_neg).item() == pytest.approx(expected.item(), rel=1e-5)
-    plain = -(y * torch.log(sig) + (1 - y) * torch.log(1 - sig)).sum(1).mean()
-    assert weighted_bce(logits, y).item() == pytest.approx(plain.item(), rel=1e-5)
+    weighted = -(w_pos * y * torch.log(sig) + w_neg * (1 - y) * torch.log(1 - sig))
+    plain = -(y * torch.log(sig) + (1 - y) * torch.log(1 - sig))
+    # default: the mean over classes and batch (MXNet's head); "sum": summed over classes, mean over the batch
+    assert weighted_bce(logits, y, w_pos, w_neg).item() == pytest.approx(weighted.mean().item(), rel=1e-5)
+    assert weighted_bce(logits, y).item() == pytest.approx(plain.mean().item(), rel=1e-5)
+    assert weighted_bce(logits, y, w_pos, w_neg, reduction="sum").item() == pytest.approx(
+        weighted.sum(1).mean().item(), rel=1e-5)
+    assert weighted_bce(logits, y, reduction="sum").item() == pytest.approx(plain.sum(1).mean().item(), rel=1e-5)
+
+
+def test_default_bce_gradient_is_the_logistic_regression_outputs():
+    """MXNet's LogisticRegressionOutput backward is (sigmoid(z) - y) / C per sample, and Module's rescale_grad divides
+    by the batch: the default loss must give exactly that gradient (the summed form gives C times more)."""
+    torch.manual_seed(0)
+    batch, classes = 4, 5
+    z = torch.randn(batch, classes, requires_grad=True)
+    y = (torch.rand(batch, classes) > 0.5).float()
+    weighted_bce(z, y).backward()
+    head = (torch.sigmoid(z.detach()) - y) / classes / batch
+    torch.testing.assert_close(z.grad, head, rtol=1e-6, atol=1e-7)
+    z.grad = None
+    weighted_bce(z, y, reduction="sum").backward()
+    torch.testing.assert_close(z.grad, head * classes, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("kind", ["sgd", "nag", "adam", "rmsprop"])
@@ -148,7 +167,7 @@ def test_sgd_without_momentum_matches_plain_gradient_descent():
 
 
 def test_padded_accuracy_counts_the_wrapped_samples():
-    from multilabel_ic.backends.local.epoch import padded_accuracy
+    from multilabel_ic.backends.local.epochlog import padded_accuracy
 
     labels = np.array([[1, 0], [0, 1], [1, 1]])
     scores = np.array([[0.9, 0.1], [0.2, 0.3], [0.8, 0.7]])  # row 1 gets one of two decisions wrong

@@ -15,7 +15,7 @@ import torch
 
 from multilabel_ic import DataError, Hyperparameters, Trainer, TrainingError, UsageError
 from multilabel_ic.backends.local import LocalOptions
-from multilabel_ic.backends.local.train import _checkpoint_and_stop
+from multilabel_ic.backends.local.train import checkpoint_and_stop, torch_params
 from multilabel_ic.model.network import ResNetV2
 
 TINY = dict(num_classes=5, num_layers=18, image_shape="3,32,32", resize=36, mini_batch_size=16, epochs=2,
@@ -129,12 +129,12 @@ def test_early_stopping_rule(tmp_path):
     (tmp_path / "model").mkdir()
     state = {"best_acc": None, "best_epoch": None, "es_bad": 0, "saved": []}
     # 0.5 -> 0.52 (+4%, below the 10% tolerance: no improvement) -> 0.53 (no) -> stop at epoch 2 (>= min 3 epochs)
-    decisions = [_checkpoint_and_stop(hp, model, tmp_path, e, {"validation_accuracy": a}, state, {})
+    decisions = [checkpoint_and_stop(hp, torch_params(model), tmp_path, e, {"validation_accuracy": a}, state, {})
                  for e, a in enumerate([0.5, 0.52, 0.53])]
     assert decisions == [False, False, True]
     assert state["best_acc"] == 0.53 and state["saved"] == [3]  # the best model is still kept
     state = {"best_acc": None, "best_epoch": None, "es_bad": 0, "saved": []}
-    decisions = [_checkpoint_and_stop(hp, model, tmp_path, e, {"validation_accuracy": a}, state, {})
+    decisions = [checkpoint_and_stop(hp, torch_params(model), tmp_path, e, {"validation_accuracy": a}, state, {})
                  for e, a in enumerate([0.5, 0.6, 0.7, 0.71, 0.72])]
     assert decisions == [False, False, False, False, True]
 

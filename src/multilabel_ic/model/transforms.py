@@ -38,13 +38,14 @@ class AugmentOptions:
     """Choices the spec leaves open, as named options with the most likely value as default.
 
     fill_value: border colour of the affine warp (MXNet data.py passes 127; ImageRecordIter's default is 255).
-    hsl_jitter: "uniform" (MXNet <= 1.2: int(U*2*max - max)) or "approx_gaussian" (MXNet >= 1.3: U=(U1+4*U2)/5).
+    hsl_jitter: "approx_gaussian" (MXNet >= 1.3, the algorithm's era: U=(U1+4*U2)/5) or "uniform" (MXNet <= 1.2:
+    int(U*2*max - max)).
     small_image: "error" (the algorithm's documented failure) or "upscale" (MXNet >= 1.3 behaviour).
     inference: "resize" (the endpoint: plain resize to H x W) or "centre_crop" (the validation transform).
     """
 
     fill_value: int = 127
-    hsl_jitter: str = "uniform"
+    hsl_jitter: str = "approx_gaussian"
     small_image: str = "error"
     inference: str = "resize"
 
@@ -120,7 +121,7 @@ def _offset(rng: np.random.Generator, maximum: int, mode: str) -> int:
     return int(u * maximum * 2 - maximum)  # int() truncates toward zero, as the C++ cast does
 
 
-def hls_jitter(img: np.ndarray, rng: np.random.Generator, mode: str = "uniform") -> np.ndarray:
+def hls_jitter(img: np.ndarray, rng: np.random.Generator, mode: str = "approx_gaussian") -> np.ndarray:
     """Add one random (H, L, S) offset to the whole image in OpenCV's 8-bit HLS space, clamped, and convert back."""
     dh, ds, dl = _offset(rng, MAX_H, mode), _offset(rng, MAX_S, mode), _offset(rng, MAX_L, mode)
     if img.shape[2] == 1:

@@ -7,7 +7,6 @@ them, so a CUDA step never waits for the host; a non-finite loss is therefore ca
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -15,8 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...exceptions import TrainingError
 from ...model.network import to_network_input
+from .epochlog import EpochLog, padded_accuracy, validation_record
 from .loss import weighted_bce
 from .pipeline import EpochSampler, ImageDataset, epoch_order
 
@@ -28,7 +27,7 @@ if TYPE_CHECKING:
     from ...hyperparameters import Hyperparameters
     from .optim import MultiFactorSchedule
 
-__all__ = ["train_step", "run_epoch", "predict_scores", "validate", "padded_accuracy"]
+__all__ = ["train_step", "run_epoch", "predict_scores", "validate"]
 
 log = logging.getLogger("multilabel_ic.train")
 
@@ -54,15 +53,10 @@ class _Sums:
         return self.values.tolist()
 
 
-def _check_finite(loss_sum: float, epoch: int, nbatch: int, lr: float) -> None:
-    if not np.isfinite(loss_sum):
-        raise TrainingError(f"epoch {epoch}, up to batch {nbatch}: the loss is {loss_sum}; lower learning_rate "
-                            f"(now {lr}) or use precision_dtype='float32'.")
-
-
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, x: torch.Tensor,
                y: torch.Tensor, *, amp_dtype: torch.dtype | None, multi_label: bool,
-               w_pos: torch.Tensor | None = None, w_neg: torch.Tensor | None = None, top_k: int | None = None):
+               w_pos: torch.Tensor | None = None, w_neg: torch.Tensor | None = None, top_k: int | None = None,
+               bce_reduction: str = "mean"):
     """One optimisation step on a device batch, as the algorithm takes it: forward (autocast when ``amp_dtype``),
     the head's loss (weighted sigmoid BCE, or softmax cross-entropy), backward through the loss scaler, the
     optimizer's MXNet rule. Returns ``(loss, correct decisions, decisions, top-k hits or None)`` as device tensors,
@@ -71,7 +65,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch
         logits = model(x)
     topk = None
     if multi_label:
-        loss = weighted_bce(logits, y, w_pos, w_neg)
+        loss = weighted_bce(logits, y, w_pos, w_neg, reduction=bce_reduction)
         correct = ((logits.detach().float() >= 0) == (y >= 0.5)).sum()
         total = y.numel()
     else:
@@ -95,24 +89,22 @@ def run_epoch(hp: Hyperparameters, model: nn.Module, optimizer: torch.optim.Opti
     """Train ``hp.batches_per_epoch`` batches; return the epoch's record (speeds, accuracies, loss, timing).
 
     ``loader`` is the run's one training DataLoader; its :class:`EpochSampler` gets this epoch's order here."""
-    from tqdm.auto import tqdm
-
     multi = hp.multi_label == 1
-    bs = hp.mini_batch_size
     sampler, dataset = loader.batch_sampler, loader.dataset
     assert isinstance(sampler, EpochSampler) and isinstance(dataset, ImageDataset), "a loader of make_loader()"
-    sampler.set_epoch(epoch_order(len(dataset), hp.batches_per_epoch, bs, options.seed, epoch), epoch)
+    sampler.set_epoch(epoch_order(len(dataset), hp.batches_per_epoch, hp.mini_batch_size, options.seed, epoch), epoch)
     window, whole = _Sums(device), _Sums(device)
-    speeds: list[float] = []
-    data_time = compute_time = 0.0
-    tic = epoch_start = t_wait = time.time()
     lr = optimizer.param_groups[0]["lr"]
-    bar = tqdm(total=hp.batches_per_epoch, desc=f"epoch {epoch + 1}/{hp.epochs}", unit="batch",
-               disable=not options.progress, leave=False)
+    epoch_log = EpochLog(hp, epoch, log_interval=options.log_interval, progress=options.progress)
+
+    def read_window() -> list[float]:  # the one host sync per log interval
+        values = window.read()
+        window.reset()
+        return values
+
     nbatch = -1
     for nbatch, (x, y) in enumerate(loader):
-        t0 = time.time()
-        data_time += t0 - t_wait
+        epoch_log.batch_start()
         state["num_update"] += 1
         lr = schedule(state["num_update"])
         for g in optimizer.param_groups:
@@ -120,42 +112,12 @@ def run_epoch(hp: Hyperparameters, model: nn.Module, optimizer: torch.optim.Opti
         x = to_network_input(x, device, channels_last=channels_last)
         y = y.to(device, non_blocking=True)
         loss, correct, total, topk = train_step(model, optimizer, scaler, x, y, amp_dtype=amp_dtype, multi_label=multi,
-                                                w_pos=w_pos, w_neg=w_neg, top_k=hp.top_k)
+                                                w_pos=w_pos, w_neg=w_neg, top_k=hp.top_k,
+                                                bce_reduction=options.bce_reduction)
         window.add(loss, correct, total, topk)
         whole.add(loss, correct, total, topk)
-        t_wait = time.time()
-        compute_time += t_wait - t0
-        bar.update(1)
-        if nbatch == 0:
-            tic = time.time()
-        elif nbatch % options.log_interval == 0:
-            loss_w, correct_w, total_w, topk_w = window.read()  # the one host sync per log interval
-            _check_finite(loss_w, epoch, nbatch, lr)
-            speed = options.log_interval * bs / max(time.time() - tic, 1e-9)
-            speeds.append(speed)
-            extra = f"\ttop_k_accuracy_{hp.top_k}={topk_w / total_w:f}" if hp.top_k and not multi else ""
-            log.info("Epoch[%d] Batch [%d]\tSpeed: %.3f samples/sec\taccuracy=%f%s", epoch, nbatch, speed,
-                     correct_w / total_w, extra)
-            window.reset()
-            tic = time.time()
-    bar.close()
-    elapsed = time.time() - epoch_start
-    loss_all, correct_all, total_all, topk_all = whole.read()
-    _check_finite(loss_all, epoch, nbatch, lr)
-    _, correct_w, total_w, topk_w = window.read()
-    # the tail window (what the algorithm logs), or the whole epoch when the last batch just closed a window
-    tail = correct_w / total_w if total_w else correct_all / max(total_all, 1)
-    log.info("Epoch[%d] Train-accuracy=%f", epoch, tail)
-    record = {"epoch": epoch, "train_accuracy": tail, "train_accuracy_epoch": correct_all / max(total_all, 1),
-              "train_loss": loss_all / max(hp.batches_per_epoch, 1), "time_cost": elapsed, "speed": speeds,
-              "images_per_sec": hp.batches_per_epoch * bs / max(elapsed, 1e-9), "data_time": data_time,
-              "compute_time": compute_time, "learning_rate": lr}
-    if hp.top_k and not multi:
-        topk_acc = topk_w / total_w if total_w else topk_all / max(total_all, 1)
-        log.info("Epoch[%d] Train-top_k_accuracy_%d=%f", epoch, hp.top_k, topk_acc)
-        record[f"train_top_k_accuracy_{hp.top_k}"] = topk_acc
-    log.info("Epoch[%d] Time cost=%.3f", epoch, elapsed)
-    return record
+        epoch_log.batch_done(nbatch, lr, read_window)
+    return epoch_log.finish(whole.read(), window.read(), nbatch, lr)
 
 
 def predict_scores(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None,
@@ -174,29 +136,8 @@ def predict_scores(model: nn.Module, loader: DataLoader, device: torch.device, a
     return np.concatenate(scores), np.concatenate(labels)
 
 
-def padded_accuracy(labels: np.ndarray, scores: np.ndarray, batch_size: int, multi_label: bool) -> float:
-    """The algorithm's Validation-accuracy: the last partial batch is filled by wrapping around to the first samples
-    (ImageRecordIter's round_batch), and those repeats count."""
-    from ...metrics import multilabel_accuracy
-
-    pad = (-len(labels)) % batch_size
-    y = np.concatenate([labels, labels[:pad]])
-    s = np.concatenate([scores, scores[:pad]])
-    return multilabel_accuracy(y, s) if multi_label else float((s.argmax(1) == y.argmax(1)).mean())
-
-
 def validate(hp: Hyperparameters, model: nn.Module, loader: DataLoader, class_names: Sequence[str], *,
              device: torch.device, amp_dtype: torch.dtype | None, channels_last: bool, epoch: int) -> dict:
     """Score the validation set after an epoch and log the algorithm's line plus mAP, per-class AP and F1."""
-    from ...metrics import evaluate
-
     scores, labels = predict_scores(model, loader, device, amp_dtype, channels_last)
-    acc = padded_accuracy(labels, scores, hp.mini_batch_size, hp.multi_label == 1)
-    ev = evaluate(labels, scores, class_names=class_names)
-    log.info("Epoch[%d] Validation-accuracy=%f", epoch, acc)
-    log.info("Epoch[%d] Validation-mAP=%f", epoch, ev["mAP"] or 0.0)
-    log.info("Epoch[%d] Validation-per-class-AP=%s", epoch,
-             {k: round(v, 4) if v is not None else None for k, v in ev["per_class_AP"].items()})
-    log.info("Epoch[%d] Validation-F1-macro=%f", epoch, ev["f1_macro"])
-    return {"validation_accuracy": acc, "validation_mAP": ev["mAP"], "validation_per_class_AP": ev["per_class_AP"],
-            "validation_f1_macro": ev["f1_macro"]}
+    return validation_record(hp, labels, scores, class_names, epoch)

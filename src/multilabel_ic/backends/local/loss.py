@@ -34,8 +34,14 @@ def class_weights(labels: np.ndarray, mode: str = "neg_pos_ratio") -> tuple[np.n
 
 
 def weighted_bce(logits: torch.Tensor, targets: torch.Tensor, w_pos: torch.Tensor | None = None,
-                 w_neg: torch.Tensor | None = None) -> torch.Tensor:
-    """Sigmoid BCE, summed over classes and averaged over the batch; optional per-class positive/negative weights."""
+                 w_neg: torch.Tensor | None = None, *, reduction: str = "mean") -> torch.Tensor:
+    """Sigmoid BCE averaged over the batch; optional per-class positive/negative weights.
+
+    ``reduction="mean"`` averages over the classes too: the gradient of the algorithm's ``LogisticRegressionOutput``
+    head, ``(sigmoid(z) - y) / C`` per sample (the op divides by its number of outputs; the batch mean comes from
+    ``rescale_grad``). ``"sum"`` sums over the classes, giving C times larger gradients (this project's rule before
+    0.2). The weighted form is normalised the same way: per-class weights multiply each class's term before the mean.
+    """
     logits = logits.float()
     if w_pos is None or w_neg is None:
         per = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
@@ -43,4 +49,6 @@ def weighted_bce(logits: torch.Tensor, targets: torch.Tensor, w_pos: torch.Tenso
         log_p = F.logsigmoid(logits)
         log_not_p = F.logsigmoid(-logits)
         per = -(w_pos * targets * log_p + w_neg * (1 - targets) * log_not_p)
-    return per.sum(dim=1).mean()
+    if reduction == "sum":
+        return per.sum(dim=1).mean()
+    return per.mean()

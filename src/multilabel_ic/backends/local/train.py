@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,7 +52,8 @@ CHECKPOINT_FORMAT = "multilabel-ic/checkpoint-v2"  # tensors and plain types onl
 # One rule per setting, in the rule table's terms (the same mechanism and message shape as Hyperparameters).
 OPTION_RULES = {
     "seed": Rule("int", low=0), "num_workers": Rule("int", low=0, nullable=True),
-    "weighted_loss": Rule("choice", choices=("neg_pos_ratio", "balanced")), "preload": Rule("bool", nullable=True),
+    "weighted_loss": Rule("choice", choices=("neg_pos_ratio", "balanced")),
+    "bce_reduction": Rule("choice", choices=("mean", "sum")), "preload": Rule("bool", nullable=True),
     "log_interval": Rule("int", low=1), "progress": Rule("bool"),
     "cpu_float16": Rule("choice", choices=("bfloat16", "float32")),
     "cuda_half": Rule("choice", choices=("float16", "bfloat16")), "pretrained": Rule("str", nullable=True),
@@ -69,6 +70,7 @@ class LocalOptions:
     device: str | None = None  # "cuda", "cpu", "cuda:1"; None = CUDA when available
     num_workers: int | None = None  # None = min(8, cores - 1)
     weighted_loss: str = "neg_pos_ratio"  # or "balanced"; see docs/local-backend.md
+    bce_reduction: str = "mean"  # multi-label loss over classes: "mean" (MXNet's head) or "sum" (C times the step)
     augment: AugmentOptions = field(default_factory=AugmentOptions)
     preload: bool | None = None  # keep decoded, resized images in memory; None = when they fit in 2 GiB
     log_interval: int = 20
@@ -131,7 +133,8 @@ def run_fingerprint(hp: Hyperparameters, train_data: Dataset, validation: Datase
     fingerprint = {
         "training data": data_fingerprint(train_data), "validation data": data_fingerprint(validation),
         "class names": list(train_data.class_names), "seed": options.seed, "hyperparameters": hp.to_dict(),
-        "weighted_loss": options.weighted_loss, "augment": asdict(options.augment),
+        "weighted_loss": options.weighted_loss,
+        "bce_reduction": options.bce_reduction, "augment": asdict(options.augment),
         "cpu_float16": options.cpu_float16, "cuda_half": options.cuda_half,
         "pretrained": None if not hp.use_pretrained_model else [options.pretrained, options.pretrained_sha256]}
     return json.loads(json.dumps(fingerprint))  # the form it has when read back from a checkpoint
@@ -262,7 +265,7 @@ def _train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset 
                 record.update(validate(hp, model, val_loader, validation.class_names, device=device,
                                        amp_dtype=amp_dtype, channels_last=channels_last, epoch=epoch))
             state["history"].append(record)
-            stopped_early = _checkpoint_and_stop(hp, model, out, epoch, record, state, kept)
+            stopped_early = checkpoint_and_stop(hp, torch_params(model), out, epoch, record, state, kept)
             state["epoch"] = epoch + 1
             _save_state(sp, model, optimizer, scaler, state, fingerprint)
             callbacks.on_epoch_end(record)
@@ -286,22 +289,33 @@ def _params_path(out: Path, epoch: int) -> Path:
 _SavedParams = dict[int, tuple[dict, dict]]
 
 
-def _save_params(model: ResNetV2, path: Path, epoch: int, kept: _SavedParams) -> None:
-    args, aux = mxnet_state_dict(model)
-    arg_np = {k: v.numpy().copy() for k, v in args.items()}
-    aux_np = {k: v.numpy().copy() for k, v in aux.items()}
+# the current parameters as MXNet (arg, aux) numpy dicts: each engine gives its own
+CurrentParams = Callable[[], tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]
+
+
+def torch_params(model: ResNetV2) -> CurrentParams:
+    def current():
+        args, aux = mxnet_state_dict(model)
+        return ({k: v.numpy().copy() for k, v in args.items()}, {k: v.numpy().copy() for k, v in aux.items()})
+    return current
+
+
+def _save_params(current: CurrentParams, path: Path, epoch: int, kept: _SavedParams) -> None:
+    arg_np, aux_np = current()
     save_params(path, {**{f"arg:{k}": v for k, v in arg_np.items()}, **{f"aux:{k}": v for k, v in aux_np.items()}})
     kept[epoch + 1] = (arg_np, aux_np)
     log.info('Saved checkpoint to "%s"', path)
 
 
-def _checkpoint_and_stop(hp: Hyperparameters, model: ResNetV2, out: Path, epoch: int, record: dict, state: dict,
-                         kept: _SavedParams) -> bool:
+def checkpoint_and_stop(hp: Hyperparameters, current: CurrentParams, out: Path, epoch: int, record: dict,
+                        state: dict, kept: _SavedParams) -> bool:
+    """Save the epoch's parameters as the algorithm does (the best validation epoch, or every
+    ``checkpoint_frequency``) and apply early stopping; True when training stops here."""
     acc = record.get("validation_accuracy")
     improved = acc is not None and (state["best_acc"] is None or acc > state["best_acc"])
     if hp.checkpoint_frequency:
         if (epoch + 1) % hp.checkpoint_frequency == 0:
-            _save_params(model, _params_path(out, epoch), epoch, kept)
+            _save_params(current, _params_path(out, epoch), epoch, kept)
             state["saved"].append(epoch + 1)
     elif acc is None or improved:
         if acc is not None:
@@ -309,7 +323,7 @@ def _checkpoint_and_stop(hp: Hyperparameters, model: ResNetV2, out: Path, epoch:
         for old in state["saved"]:
             _params_path(out, old - 1).unlink(missing_ok=True)
             kept.pop(old, None)
-        _save_params(model, _params_path(out, epoch), epoch, kept)
+        _save_params(current, _params_path(out, epoch), epoch, kept)
         state["saved"] = [epoch + 1]
     if not hp.early_stopping or acc is None:
         if improved:
@@ -407,9 +421,8 @@ def _load_state(path: Path, device: torch.device, fingerprint: dict) -> dict:
     return ck
 
 
-def _finish(hp: Hyperparameters, model: ResNetV2, out: Path, state: dict[str, Any], validation: Dataset | None,
-            val_loader: DataLoader | None, device: torch.device, amp_dtype: torch.dtype | None, channels_last: bool,
-            stopped_early: bool, class_names: Sequence[str], kept: _SavedParams) -> dict:
+def saved_checkpoints(out: Path, state: dict[str, Any], kept: _SavedParams) -> _SavedParams:
+    """The saved epochs' parameters: kept in memory by this process, or read back (saved before a resume)."""
     from ...model.params import load_params
 
     checkpoints = {}
@@ -417,32 +430,35 @@ def _finish(hp: Hyperparameters, model: ResNetV2, out: Path, state: dict[str, An
         if ep in kept:
             checkpoints[ep] = kept[ep]
             continue
-        raw = load_params(_params_path(out, ep - 1))  # saved before a resume: only on disk
+        raw = load_params(_params_path(out, ep - 1))
         args = {k[4:]: v for k, v in raw.items() if k.startswith("arg:")}
         aux = {k[4:]: v for k, v in raw.items() if k.startswith("aux:")}
         checkpoints[ep] = (args, aux)
-    tar = write_model_tar(out / "model.tar.gz", checkpoints, num_classes=hp.num_classes, num_layers=hp.num_layers,
-                          image_shape=(hp.channels, hp.height, hp.width), multi_label=hp.multi_label == 1,
-                          batch_size=hp.mini_batch_size)
-    final = final_metrics()
-    if val_loader is not None and state["saved"]:
-        # evaluate the model that ships (the best / last saved epoch), not the last one trained
-        from ...model.network import load_mxnet_state_dict
+    return checkpoints
 
-        shipped = max(checkpoints)
-        args, aux = checkpoints[shipped]
-        load_mxnet_state_dict(model, {k: torch.from_numpy(v) for k, v in {**args, **aux}.items()})
-        scores, labels = predict_scores(model, val_loader, device, amp_dtype, channels_last)
-        from ...metrics import tune_thresholds
 
-        shipped_record: dict = next((r for r in state["history"] if r["epoch"] == shipped - 1), {})
-        assert validation is not None
-        final = final_metrics(**evaluate(labels, scores, class_names=validation.class_names),
-                              tuned_thresholds=tune_thresholds(labels, scores), epoch=shipped,
-                              validation_accuracy=shipped_record.get("validation_accuracy"))
+def write_artifact(hp: Hyperparameters, out: Path, checkpoints: _SavedParams) -> Path:
+    return write_model_tar(out / "model.tar.gz", checkpoints, num_classes=hp.num_classes, num_layers=hp.num_layers,
+                           image_shape=(hp.channels, hp.height, hp.width), multi_label=hp.multi_label == 1,
+                           batch_size=hp.mini_batch_size)
+
+
+def shipped_final(state: dict[str, Any], shipped: int, labels: np.ndarray, scores: np.ndarray,
+                  class_names: Sequence[str]) -> dict:
+    """The final metrics of the model that ships (epoch ``shipped``, 1-based) from its validation scores."""
+    from ...metrics import tune_thresholds
+
+    shipped_record: dict = next((r for r in state["history"] if r["epoch"] == shipped - 1), {})
+    return final_metrics(**evaluate(labels, scores, class_names=class_names),
+                         tuned_thresholds=tune_thresholds(labels, scores), epoch=shipped,
+                         validation_accuracy=shipped_record.get("validation_accuracy"))
+
+
+def write_results(hp: Hyperparameters, out: Path, tar: Path, state: dict[str, Any], final: dict, *, engine: str,
+                  device: str, device_name: str, stopped_early: bool, class_names: Sequence[str]) -> dict:
+    """metrics.json and model-metadata.json of a finished run; returns the metrics."""
     speeds = [s for r in state["history"] for s in r["speed"]]
-    metrics = {"backend": "local", "device": str(device),
-               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+    metrics = {"backend": "local", "engine": engine, "device": device, "device_name": device_name,
                "epochs": state["history"], "final": final, "best_epoch": state["best_epoch"],
                "saved_epochs": state["saved"], "stopped_early": stopped_early,
                "images_per_sec_median": float(np.median([r["images_per_sec"] for r in state["history"]]))
@@ -453,7 +469,27 @@ def _finish(hp: Hyperparameters, model: ResNetV2, out: Path, state: dict[str, An
     from ...model.artifact import write_metadata
 
     write_metadata(tar, class_names=class_names, hyperparameters=metrics["hyperparameters"],
-                   thresholds=final.get("tuned_thresholds"), extra={"backend": "local"})
+                   thresholds=final.get("tuned_thresholds"), extra={"backend": "local", "engine": engine})
     log.info("model artifact: %s", tar)
     return metrics
 
+
+def _finish(hp: Hyperparameters, model: ResNetV2, out: Path, state: dict[str, Any], validation: Dataset | None,
+            val_loader: DataLoader | None, device: torch.device, amp_dtype: torch.dtype | None, channels_last: bool,
+            stopped_early: bool, class_names: Sequence[str], kept: _SavedParams) -> dict:
+    checkpoints = saved_checkpoints(out, state, kept)
+    tar = write_artifact(hp, out, checkpoints)
+    final = final_metrics()
+    if val_loader is not None and state["saved"]:
+        # evaluate the model that ships (the best / last saved epoch), not the last one trained
+        from ...model.network import load_mxnet_state_dict
+
+        shipped = max(checkpoints)
+        args, aux = checkpoints[shipped]
+        load_mxnet_state_dict(model, {k: torch.from_numpy(v) for k, v in {**args, **aux}.items()})
+        scores, labels = predict_scores(model, val_loader, device, amp_dtype, channels_last)
+        assert validation is not None
+        final = shipped_final(state, shipped, labels, scores, validation.class_names)
+    return write_results(hp, out, tar, state, final, engine="pytorch", device=str(device),
+                         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                         stopped_early=stopped_early, class_names=class_names)
