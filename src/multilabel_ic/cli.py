@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--classes", required=True, help="comma-separated class names, in label order")
     t.add_argument("--output", type=Path, default=Path("runs/train"))
     t.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
+    t.add_argument("--engine", choices=["pytorch", "gluon"], default="pytorch",
+                   help="pytorch (default), or gluon: MXNet itself trains (needs the gluon extra; docs/gluon.md)")
     t.add_argument("--workers", type=int, default=None)
     t.add_argument("--pretrained", default=None, help="file or URL of ImageNet .params for use_pretrained_model=1")
     t.add_argument("--seed", type=int, default=0)
@@ -97,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     add_hp_args(d)
 
+    pa = sub.add_parser("parity", help="train both local engines (PyTorch, MXNet Gluon) on the same data with "
+                        "several seeds; report the spread and the cross-loaded artifacts (docs/parity.md)")
+    pa.add_argument("--seeds", type=int, default=3, help="seeds per engine (0..N-1)")
+    pa.add_argument("--num-images", type=int, default=400, help="synthetic COCO-5 images (75%% train)")
+    pa.add_argument("--output", type=Path, default=Path("parity-output"))
+    pa.add_argument("--workers", type=int, default=1,
+                    help="data workers; 1 makes both engines bit-reproducible per seed")
+    add_hp_args(pa)
     b = sub.add_parser("bench", help="throughput benchmarks (local training, input pipeline, SageMaker logs)")
     b.add_argument("--quick", action="store_true", help="small sizes that finish in minutes on a CPU")
     b.add_argument("--output", type=Path, default=Path("bench-output"))
@@ -166,7 +176,7 @@ def cmd_train(args) -> int:
             raise UsageError("train needs --train-lst with --images, or --train-rec")
         hp = hyperparameters_from_args(args, num_classes=len(classes), num_training_samples=len(train))
         options = LocalOptions(seed=args.seed, num_workers=args.workers, progress=not args.quiet,
-                               pretrained=args.pretrained, restart=args.restart)
+                               pretrained=args.pretrained, restart=args.restart, engine=args.engine)
         model = Trainer(hp, backend="local", output_dir=args.output, device=args.device, options=options,
                         callbacks=_trackers(args)).fit(train, validation=val)
     except MultilabelICError:
@@ -277,6 +287,24 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_parity(args) -> int:
+    from .backends.local import LocalOptions
+    from .data.prepare import prepare_dataset
+    from .parity import PARITY_HP, run_parity
+
+    if args.seeds < 2:
+        raise UsageError(f"--seeds {args.seeds}: at least 2 seeds per engine are needed for a seed-to-seed spread.")
+    hp_values(args)
+    prepared = prepare_dataset(args.output / "data", source="synthetic", num_images=args.num_images, seed=0,
+                               train_size=0.75, progress=not args.quiet)
+    hp = hyperparameters_from_args(args, num_classes=5, num_training_samples=len(prepared.train), defaults=PARITY_HP)
+    report = run_parity(prepared.train, prepared.validation, hp, seeds=range(args.seeds), output=args.output,
+                        options=LocalOptions(progress=not args.quiet, num_workers=args.workers))
+    print((args.output / "parity.md").read_text(encoding="utf-8"))
+    print(f"report: {args.output / 'parity.json'}, {args.output / 'parity.png'}")
+    return 0 if report["cross_load_within_1e-4"] else 1
+
+
 def cmd_bench(args) -> int:
     from .bench.run import run_bench
 
@@ -296,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(pre + [a for a in argv if a not in ("--quiet", "--debug")])
     _setup_logging(args.quiet)
     handlers = {"prepare": cmd_prepare, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-                "demo": cmd_demo, "bench": cmd_bench}
+                "demo": cmd_demo, "bench": cmd_bench, "parity": cmd_parity}
     try:
         return handlers[args.command](args)
     except MultilabelICError as exc:

@@ -33,10 +33,15 @@ class LocalBackend:
     name = "local"
     capabilities: frozenset[str] = frozenset()
 
-    def __init__(self, device: str | None = None, options: LocalOptions | None = None):
+    def __init__(self, device: str | None = None, options: LocalOptions | None = None, *, engine: str | None = None):
+        """``engine``: "pytorch" (the default) or "gluon" (MXNet itself; the ``gluon`` extra, docs/gluon.md)."""
         options = options or LocalOptions()
         if device is not None:
             options = dataclasses.replace(options, device=device)
+        if engine is not None:
+            options = dataclasses.replace(options, engine=engine)
+        if options.engine == "gluon":
+            require("mxnet", extra="gluon")  # fail here, with the install line, not after the data is read
         self.options = options
 
     def fit(self, hp: Hyperparameters, train: Dataset, validation: Dataset | None, *, output_dir: Path,

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ...model.network import to_network_input
-from .epochlog import EpochLog, padded_accuracy, validation_record
+from .epochlog import EpochLog, validation_record
 from .loss import weighted_bce
 from .pipeline import EpochSampler, ImageDataset, epoch_order
 

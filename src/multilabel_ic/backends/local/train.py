@@ -59,6 +59,7 @@ OPTION_RULES = {
     "cuda_half": Rule("choice", choices=("float16", "bfloat16")), "pretrained": Rule("str", nullable=True),
     "pretrained_sha256": Rule("str", nullable=True), "channels_last": Rule("bool"), "resume": Rule("bool"),
     "restart": Rule("bool"), "device": Rule("str", nullable=True),
+    "engine": Rule("choice", choices=("pytorch", "gluon")),
 }
 
 
@@ -82,6 +83,7 @@ class LocalOptions:
     channels_last: bool = True
     resume: bool = True  # continue a run of the same data and settings found in the output folder (False: refuse)
     restart: bool = False  # remove the previous run's checkpoint, parameters and artifact, and start afresh
+    engine: str = "pytorch"  # or "gluon": MXNet itself trains (the gluon extra; docs/gluon.md)
 
     def __post_init__(self):
         checked = check_options({f.name: getattr(self, f.name) for f in fields(self)}, OPTION_RULES,
@@ -135,13 +137,15 @@ def run_fingerprint(hp: Hyperparameters, train_data: Dataset, validation: Datase
         "class names": list(train_data.class_names), "seed": options.seed, "hyperparameters": hp.to_dict(),
         "weighted_loss": options.weighted_loss,
         "bce_reduction": options.bce_reduction, "augment": asdict(options.augment),
-        "cpu_float16": options.cpu_float16, "cuda_half": options.cuda_half,
+        "engine": options.engine, "cpu_float16": options.cpu_float16, "cuda_half": options.cuda_half,
         "pretrained": None if not hp.use_pretrained_model else [options.pretrained, options.pretrained_sha256]}
     return json.loads(json.dumps(fingerprint))  # the form it has when read back from a checkpoint
 
 
 # Files a run writes into its output folder; --restart removes exactly these (and nothing the user put there).
-RUN_FILES = ("checkpoints/last.pt", "checkpoints/run.json", "model.tar.gz", "metrics.json", "metrics.png", METADATA_NAME)
+RUN_FILES = ("checkpoints/last.pt", "checkpoints/last-gluon.params", "checkpoints/run.json", "model.tar.gz",
+             "metrics.json", "metrics.png", METADATA_NAME, "recordio/train.rec", "recordio/train.idx",
+             "recordio/validation.rec", "recordio/validation.idx")
 
 
 def _clear_previous_run(out: Path) -> None:
@@ -162,7 +166,12 @@ def train(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None, 
     """
     out = Path(output_dir)
     check_training_request(hp, train_data, validation)
-    device = select_device(options.device)
+    if options.engine == "gluon":
+        from . import gluon
+
+        device, run = gluon.select_context(options.device), gluon.train_locked
+    else:
+        device, run = select_device(options.device), _train_locked
     if hp.num_training_samples != len(train_data):
         log.warning("num_training_samples=%d but the training data has %d images: each epoch runs %d batches "
                     "(num_training_samples // mini_batch_size) and the LR schedule counts from it",
@@ -180,8 +189,8 @@ def train(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None, 
                 log.info("removed %s, left by an interrupted run", stale)
             if options.restart:
                 _clear_previous_run(out)
-            return _train_locked(hp, train_data, validation, out, options, device, fingerprint, pretrained,
-                                 CallbackList([*default_callbacks(), *callbacks]))
+            return run(hp, train_data, validation, out, options, device, fingerprint, pretrained,
+                       CallbackList([*default_callbacks(), *callbacks]))
     except Exception:
         if created:
             _remove_if_only_the_marker(out)  # a run that failed before its first checkpoint leaves no folder
@@ -351,9 +360,9 @@ def _holds_model(out: Path) -> bool:
 
 
 def _remove_if_only_the_marker(out: Path) -> None:
-    if not (_state_path(out).exists() or _holds_model(out)):
+    if not (_state_path(out).exists() or (out / "checkpoints" / "last-gluon.params").exists() or _holds_model(out)):
         _run_marker(out).unlink(missing_ok=True)
-    for folder in (out / "checkpoints", out / "model", out):
+    for folder in (out / "checkpoints", out / "model", out / "recordio", out):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
 
