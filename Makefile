@@ -1,12 +1,15 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   - creates .venv, installs the package, trains on synthetic COCO-format data, predicts
-#   make test   - creates .venv, installs the package with its test extras, runs the test suite
+#   make test   - creates .venv, installs the package with its test extras, runs the test suite; then the MXNet lane:
+#                 creates .venv-gluon (mxnet 1.9.1 needs numpy < 1.24) and runs tests/gluon there
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+GLUON_VENV ?= .venv-gluon
+GLUON_BIN := $(GLUON_VENV)/bin
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv gluon-venv demo test test-main test-gluon lint bench parity clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -19,11 +22,25 @@ $(VENV)/.installed: $(BIN)/activate pyproject.toml
 
 venv: $(VENV)/.installed
 
+$(GLUON_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(GLUON_VENV)
+	$(GLUON_BIN)/pip install -q --upgrade pip
+	$(GLUON_BIN)/pip install -q $(TORCH_PIN) || $(GLUON_BIN)/pip install -q torch torchvision
+	$(GLUON_BIN)/pip install -q -e ".[local,gluon,dev]"
+	touch $@
+
+gluon-venv: $(GLUON_VENV)/.installed
+
 demo: venv
 	$(BIN)/multilabel-ic demo --output demo-output
 
-test: venv
+test: test-main test-gluon
+
+test-main: venv
 	$(BIN)/python -m pytest -q
+
+test-gluon: gluon-venv
+	$(GLUON_BIN)/python -m pytest -q tests/gluon
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks examples
@@ -32,5 +49,8 @@ lint: venv
 bench: venv
 	$(BIN)/multilabel-ic bench --quick --output bench-output
 
+parity: venv gluon-venv
+	$(GLUON_BIN)/multilabel-ic parity --seeds 3 --output parity-output
+
 clean:
-	rm -rf $(VENV) demo-output bench-output
+	rm -rf $(VENV) $(GLUON_VENV) demo-output bench-output parity-output

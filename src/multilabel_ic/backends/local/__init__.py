@@ -41,7 +41,7 @@ class LocalBackend:
         if engine is not None:
             options = dataclasses.replace(options, engine=engine)
         if options.engine == "gluon":
-            require("mxnet", extra="gluon")  # fail here, with the install line, not after the data is read
+            from . import gluon  # noqa: F401  (fails here, with the install line, not after the data is read)
         self.options = options
 
     def fit(self, hp: Hyperparameters, train: Dataset, validation: Dataset | None, *, output_dir: Path,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..._io import atomic_write_bytes, ensure_dir, json_default
-from ...exceptions import ArtifactError, RunConflictError, UsageError, require
+from ...exceptions import ArtifactError, MissingDependencyError, RunConflictError, UsageError
 from ...model.artifact import read_model_tar, symbol_json
 from ...model.params import dumps_params, load_params, loads_params
 from ...model.transforms import AUG_LEVELS, MAX_ASPECT, MAX_H, MAX_L, MAX_ROTATE, MAX_S, MAX_SHEAR
@@ -35,7 +35,13 @@ if TYPE_CHECKING:
     from ...hyperparameters import Hyperparameters
     from .train import LocalOptions
 
-mx = require("mxnet", extra="gluon")
+GLUON_INSTALL = ("python -m venv .venv-gluon && .venv-gluon/bin/pip install 'multilabel-ic[local,gluon]' (MXNet 1.9.1 "
+                 "needs numpy < 1.24, hence a virtualenv of its own; docs/gluon.md)")
+try:
+    import mxnet as mx
+except ImportError as exc:
+    raise MissingDependencyError(f"the Gluon engine needs MXNet 1.9.1, which is not installed here. Install it with: "
+                                 f"{GLUON_INSTALL}") from exc
 
 __all__ = ["select_context", "train_locked", "GLUON_STATE", "network", "record_iter", "predict_artifact",
            "mxnet_version"]

@@ -166,6 +166,8 @@ def train(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None, 
     """
     out = Path(output_dir)
     check_training_request(hp, train_data, validation)
+    run: Callable[..., dict]
+    device: Any
     if options.engine == "gluon":
         from . import gluon
 
