@@ -25,6 +25,7 @@ _CHILD = textwrap.dedent("""
     import multilabel_ic.model.artifact as artifacts_mod
     import multilabel_ic.backends.local.epoch as epoch_mod
     import multilabel_ic.backends.local.train as train_mod
+    import multilabel_ic.backends.local.runfolder as runfolder_mod
     import multilabel_ic.model.params as params_mod
 
     ann, images, out = sys.argv[1:4]
@@ -58,7 +59,7 @@ _CHILD = textwrap.dedent("""
 
         for mod in (train_mod, artifacts_mod):
             mod.atomic_write = killing_write
-        train_mod.atomic_write_text = killing_text
+        runfolder_mod.atomic_write_text = killing_text
         params_mod.atomic_write_bytes = killing_bytes
     elif kill_at.startswith("batch:"):
         n = int(kill_at.split(":")[1])

@@ -15,7 +15,8 @@ import torch
 
 from multilabel_ic import DataError, Hyperparameters, Trainer, TrainingError, UsageError
 from multilabel_ic.backends.local import LocalOptions
-from multilabel_ic.backends.local.train import checkpoint_and_stop, torch_params
+from multilabel_ic.backends.local.runfolder import checkpoint_and_stop
+from multilabel_ic.backends.local.train import torch_params
 from multilabel_ic.model.network import ResNetV2
 
 TINY = dict(num_classes=5, num_layers=18, image_shape="3,32,32", resize=36, mini_batch_size=16, epochs=2,

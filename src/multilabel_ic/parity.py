@@ -138,6 +138,7 @@ def _plot(r: dict, path: Path) -> None:
             ax.fill_between(epochs, np.nanmin(curves, axis=0), np.nanmax(curves, axis=0), color=colours[engine],
                             alpha=0.2, label=f"{engine} seed range")
         ax.set_title(title)
+        ax.set_xticks(epochs)
         ax.set_xlabel("epoch")
         ax.set_ylabel(key.replace("_", " "))
         ax.legend()

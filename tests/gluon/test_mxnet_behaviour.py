@@ -106,3 +106,43 @@ def test_mxnet_binds_our_artifact_and_agrees(num_layers, size, tmp_path):
     ours = torch.sigmoid(LocalPredictor(tar, device="cpu").model(torch.from_numpy(x))).detach().numpy()
     theirs = predict_artifact(tar, x)
     assert np.abs(ours - theirs).max() <= 1e-4
+
+
+@pytest.mark.parametrize("kind,extra", [("sgd", dict(momentum=0.9)), ("nag", dict(momentum=0.9)),
+                                        ("adam", dict(beta1=0.9, beta2=0.999, epsilon=1e-8)),
+                                        ("rmsprop", dict(gamma1=0.9, epsilon=1e-8))])
+def test_optimizer_rules_step_like_mx_optimizer(kind, extra):
+    """Five steps of each rule with weight decay and MultiFactorScheduler (a step after update 3), against
+    mx.optimizer itself. NAG is compared where MXNet <= 1.4 (the algorithm's era, our rule) and 1.9.1 agree: a
+    constant learning rate and no weight decay (1.9.1's kernel, run in place, recomputes the stored momentum's
+    decay term from the updated weight; docs/parity.md)."""
+    from multilabel_ic.backends.local.optim import MultiFactorSchedule, MXNetOptimizer
+
+    rng = np.random.default_rng(2)
+    w0 = rng.normal(size=(4, 3)).astype(np.float32)
+    grads = [rng.normal(size=(4, 3)).astype(np.float32) for _ in range(5)]
+    steps = [] if kind == "nag" else [3]
+    wd = 0.0 if kind == "nag" else 1e-2
+    sched_mx = mx.lr_scheduler.MultiFactorScheduler(step=steps, factor=0.1, base_lr=0.05) if steps else None
+    opt = mx.optimizer.create(kind, learning_rate=0.05, wd=wd, lr_scheduler=sched_mx, **extra)
+    w_mx = mx.nd.array(w0)
+    state = opt.create_state(0, w_mx)
+    p = torch.nn.Parameter(torch.tensor(w0))
+    ours = MXNetOptimizer([{"params": [p], "wd": wd}], kind=kind, lr=0.05, **extra)
+    schedule = MultiFactorSchedule(0.05, steps, 0.1)
+    for update, g in enumerate(grads, start=1):
+        opt.update(0, w_mx, mx.nd.array(g), state)
+        for group in ours.param_groups:
+            group["lr"] = schedule(update)
+        p.grad = torch.tensor(g)
+        ours.step()
+        np.testing.assert_allclose(p.detach().numpy(), w_mx.asnumpy(), rtol=2e-5, atol=2e-6)
+
+
+def test_nag_differences_from_mxnet_1_9_are_the_documented_ones():
+    """What docs/parity.md says of NAG, measured: with weight decay, 1.9.1's in-place kernel stores the momentum's
+    decay term from the updated weight (one step: mom = -lr * wd * w_new, not -lr * wd * w)."""
+    w, g, mom = mx.nd.array([1.0]), mx.nd.array([0.0]), mx.nd.array([0.0])
+    mx.nd.nag_mom_update(w, g, mom, out=w, lr=0.1, momentum=0.9, wd=0.5)
+    assert w.asscalar() == pytest.approx(1 - 0.1 * 0.5 * 1.9)  # the weight step is the <= 1.4 rule's
+    assert mom.asscalar() == pytest.approx(-0.1 * 0.5 * w.asscalar())  # the stored momentum is not

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +30,15 @@ from ...model.transforms import AUG_LEVELS, MAX_ASPECT, MAX_H, MAX_L, MAX_ROTATE
 from ...preflight import describe_differences
 from .epochlog import EpochLog, validation_record
 from .loss import class_weights
+from .runfolder import (
+    STATE_FILES,
+    checkpoint_and_stop,
+    claim_folder,
+    saved_checkpoints,
+    shipped_final,
+    write_artifact,
+    write_results,
+)
 
 if TYPE_CHECKING:
     from ...callbacks import CallbackList
@@ -37,6 +48,11 @@ if TYPE_CHECKING:
 
 GLUON_INSTALL = ("python -m venv .venv-gluon && .venv-gluon/bin/pip install 'multilabel-ic[local,gluon]' (MXNet 1.9.1 "
                  "needs numpy < 1.24, hence a virtualenv of its own; docs/gluon.md)")
+# MXNet's default threaded engine runs independent ops (the CPU random draws, gradient sums) in its workers' order,
+# so two runs of one seed differ; the synchronous NaiveEngine makes a run bit-reproducible and costs nothing
+# measurable on the CPU (docs/gluon.md). It applies only if MXNet is not imported yet and the user has not chosen.
+MXNET_ENGINE = (os.environ.setdefault("MXNET_ENGINE_TYPE", "NaiveEngine") if "mxnet" not in sys.modules
+                else os.environ.get("MXNET_ENGINE_TYPE", "ThreadedEnginePerDevice (MXNet was imported first)"))
 try:
     import mxnet as mx
 except ImportError as exc:
@@ -48,7 +64,7 @@ __all__ = ["select_context", "train_locked", "GLUON_STATE", "network", "record_i
 
 log = logging.getLogger("multilabel_ic.train")
 
-GLUON_STATE = "checkpoints/last-gluon.params"  # parameters, optimizer states and loop state, in NDArray format
+GLUON_STATE = STATE_FILES[1]  # parameters, optimizer states and loop state, in NDArray format
 STATE_FORMAT = "multilabel-ic/gluon-checkpoint-v1"
 INSTALL_GPU = ("pip install mxnet-cu112==1.9.1 'numpy<1.24' (needs a driver that supports CUDA 11.2; MXNet has "
                "no build for newer CUDA)")
@@ -78,9 +94,14 @@ def _device_name(ctx) -> str:
     return "cpu" if ctx.device_type == "cpu" else f"mxnet gpu({ctx.device_id})"
 
 
-def network(hp: Hyperparameters, ctx, *, symbol: dict | None = None):
+def network(hp: Hyperparameters, ctx, *, seed: int = 0, symbol: dict | None = None):
     """A Gluon ``SymbolBlock`` of the artifact's symbol up to ``fc1`` (the head's loss is applied outside), with
-    MXNet's initialisation: Xavier(gaussian, in, 2) weights, zero biases/betas/means, unit gammas/variances."""
+    MXNet's initialisation: ``Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)`` weights, i.e.
+    N(0, sqrt(2 / fan_in)); zero biases, betas and means; unit gammas and variances.
+
+    The draws come from a NumPy generator seeded with ``seed``: MXNet's threaded engine runs the per-parameter
+    random ops in whatever order its workers take them, so ``mx.random.seed`` alone does not fix which parameter gets
+    which draw."""
     sym_json = symbol or symbol_json(num_classes=hp.num_classes, num_layers=hp.num_layers,
                                      image_shape=(hp.channels, hp.height, hp.width), multi_label=hp.multi_label == 1)
     sym_json = {**sym_json, "attrs": {**sym_json.get("attrs", {}), "mxnet_version": ["int", 10901]}}
@@ -88,14 +109,23 @@ def network(hp: Hyperparameters, ctx, *, symbol: dict | None = None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # SymbolBlock's "data: None" type-inference notice
         net = mx.gluon.SymbolBlock(sym.get_internals()["fc1_output"], mx.sym.var("data"))
-    xavier = mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
-    for name, param in net.collect_params().items():
-        init = (xavier if name.endswith("_weight") else
-                mx.init.One() if name.endswith(("_gamma", "_moving_var")) else mx.init.Zero())
-        param.initialize(init=init, ctx=ctx)
+    params = net.collect_params()
+    for name, param in params.items():
+        param.initialize(init=mx.init.Zero(), ctx=ctx)
         if not name.endswith(("_weight", "_gamma")):
             param.wd_mult = 0.0  # Module's set_wd_mult: weight decay on *_weight and *_gamma only
-    net(mx.nd.zeros((1, hp.channels, hp.height, hp.width), ctx=ctx))  # finish the deferred initialisation
+    net(mx.nd.zeros((1, hp.channels, hp.height, hp.width), ctx=ctx))  # finish the deferred initialisation (shapes)
+    rng = np.random.default_rng(seed)
+    for name, param in params.items():
+        shape = tuple(param.shape)
+        if name.endswith("_weight"):
+            fan_in = int(np.prod(shape[1:]))
+            value = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape)
+        elif name.endswith(("_gamma", "_moving_var")):
+            value = np.ones(shape)
+        else:
+            value = np.zeros(shape)
+        param.set_data(mx.nd.array(value, ctx=ctx, dtype="float32"))
     return net
 
 
@@ -298,14 +328,6 @@ def train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset |
     from ..base import final_metrics
     from .optim import epoch_size
     from .pipeline import default_workers
-    from .train import (
-        _claim_folder,
-        checkpoint_and_stop,
-        saved_checkpoints,
-        shipped_final,
-        write_artifact,
-        write_results,
-    )
 
     if options.augment.hsl_jitter != "approx_gaussian":
         raise UsageError("the Gluon engine draws HLS jitter as MXNet 1.9.1 does (approx_gaussian): "
@@ -320,7 +342,7 @@ def train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset |
             log.info("precision_dtype=float16: float16 network with float32 master weights (multi_precision)")
         else:
             log.info("precision_dtype=float16 on CPU: training in float32 (MXNet's CPU float16 is unsupported)")
-    net = network(hp, ctx)
+    net = network(hp, ctx, seed=options.seed)
     if pretrained is not None:
         _load_pretrained(net, pretrained, hp.num_layers)
     if dtype == "float16":
@@ -344,12 +366,12 @@ def train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset |
         state = _load_state(sp, net, trainer, fingerprint, ctx)
         log.info("resuming from %s: %d of %d epochs done", sp, state["epoch"], hp.epochs)
     else:
-        _claim_folder(out, fingerprint)
+        claim_folder(out, fingerprint)
 
     train_rec = _write_recordio(train_data, out / "recordio" / "train.rec")
     val_rec = _write_recordio(validation, out / "recordio" / "validation.rec") if validation is not None else None
-    log.info("Gluon engine (MXNet %s): ImageRecordIter %s, resize=%s -> %s crop %dx%d, augmentation_type=%s, "
-             "%d batches of %d per epoch, context=%s, threads=%d", mxnet_version(), train_rec, hp.resize,
+    log.info("Gluon engine (MXNet %s, %s): ImageRecordIter %s, resize=%s -> %s crop %dx%d, augmentation_type=%s, "
+             "%d batches of %d per epoch, context=%s, threads=%d", mxnet_version(), MXNET_ENGINE, train_rec, hp.resize,
              "random" if hp.augmentation_type else "centre", hp.width, hp.height, hp.augmentation_type,
              hp.batches_per_epoch, hp.mini_batch_size, ctx, threads)
 

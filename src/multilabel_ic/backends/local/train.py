@@ -17,16 +17,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..._io import atomic_write, atomic_write_text, ensure_dir, json_default, remove_stale_temp_files
+from ..._io import atomic_write, ensure_dir, json_default, remove_stale_temp_files
 from ..._lock import FolderLock
 from ...callbacks import Callback, CallbackList, RunInfo, default_callbacks
 from ...data.dataset import Dataset
 from ...exceptions import RunConflictError, UsageError
 from ...hyperparameters import Rule, check_options
-from ...metrics import evaluate
-from ...model.artifact import METADATA_NAME, PREFIX, write_model_tar
 from ...model.network import ResNetV2, create_network, mxnet_state_dict
-from ...model.params import save_params
 from ...model.transforms import AugmentOptions
 from ...preflight import check_training_request, data_fingerprint, describe_differences
 from ..base import final_metrics
@@ -35,6 +32,18 @@ from .loss import class_weights, weighted_bce
 from .optim import MultiFactorSchedule, create_optimizer
 from .pipeline import EpochSampler, ImageDataset, default_workers, make_loader, preload_images
 from .pretrained import load_pretrained, resolve_pretrained
+from .runfolder import (
+    CurrentParams,
+    SavedParams,
+    checkpoint_and_stop,
+    claim_folder,
+    clear_previous_run,
+    remove_if_only_the_marker,
+    saved_checkpoints,
+    shipped_final,
+    write_artifact,
+    write_results,
+)
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader
@@ -142,20 +151,6 @@ def run_fingerprint(hp: Hyperparameters, train_data: Dataset, validation: Datase
     return json.loads(json.dumps(fingerprint))  # the form it has when read back from a checkpoint
 
 
-# Files a run writes into its output folder; --restart removes exactly these (and nothing the user put there).
-RUN_FILES = ("checkpoints/last.pt", "checkpoints/last-gluon.params", "checkpoints/run.json", "model.tar.gz",
-             "metrics.json", "metrics.png", METADATA_NAME, "recordio/train.rec", "recordio/train.idx",
-             "recordio/validation.rec", "recordio/validation.idx")
-
-
-def _clear_previous_run(out: Path) -> None:
-    for rel in RUN_FILES:
-        (out / rel).unlink(missing_ok=True)
-    for params in (out / "model").glob(f"{PREFIX}-[0-9][0-9][0-9][0-9].params"):
-        params.unlink()
-    log.info("restart: removed the previous run's checkpoint, parameters and artifact from %s", out)
-
-
 def train(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None, output_dir: str | os.PathLike,
           options: LocalOptions = LocalOptions(), callbacks: Sequence[Callback] = ()) -> dict:
     """Train as the built-in algorithm does; return the metrics dict (also written to ``metrics.json``).
@@ -190,12 +185,12 @@ def train(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None, 
             for stale in remove_stale_temp_files(out, out / "model", out / "checkpoints"):
                 log.info("removed %s, left by an interrupted run", stale)
             if options.restart:
-                _clear_previous_run(out)
+                clear_previous_run(out)
             return run(hp, train_data, validation, out, options, device, fingerprint, pretrained,
                        CallbackList([*default_callbacks(), *callbacks]))
     except Exception:
         if created:
-            _remove_if_only_the_marker(out)  # a run that failed before its first checkpoint leaves no folder
+            remove_if_only_the_marker(out)  # a run that failed before its first checkpoint leaves no folder
         raise
 
 
@@ -239,7 +234,7 @@ def _train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset 
         state = json.loads(ck["state"])
         log.info("resuming from %s: %d of %d epochs done", sp, state["epoch"], hp.epochs)
     else:
-        _claim_folder(out, fingerprint)
+        claim_folder(out, fingerprint)
 
     log.info("resize=%s -> %s crop %dx%d, augmentation_type=%s, %d batches of %d per epoch, device=%s, workers=%d",
              hp.resize, "random" if hp.augmentation_type else "centre", hp.width, hp.height, hp.augmentation_type,
@@ -261,7 +256,7 @@ def _train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset 
                                  persistent=True)
     model.train()
     stopped_early = False
-    kept: _SavedParams = {}
+    kept: SavedParams = {}
     settings = {k: v for k, v in fingerprint.items() if k not in ("training data", "validation data", "hyperparameters")}
     callbacks.on_train_start(RunInfo(output_dir=out, backend="local", hyperparameters=hp.to_sagemaker(
         include_defaults=True), class_names=list(train_data.class_names), history=list(state["history"]),
@@ -292,113 +287,11 @@ def _train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset 
     return metrics
 
 
-def _params_path(out: Path, epoch: int) -> Path:
-    return out / "model" / f"{PREFIX}-{epoch + 1:04d}.params"
-
-
-# parameters saved by this process, by 1-based epoch: the artifact is built from these, not read back from disk
-_SavedParams = dict[int, tuple[dict, dict]]
-
-
-# the current parameters as MXNet (arg, aux) numpy dicts: each engine gives its own
-CurrentParams = Callable[[], tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]
-
-
 def torch_params(model: ResNetV2) -> CurrentParams:
     def current():
         args, aux = mxnet_state_dict(model)
         return ({k: v.numpy().copy() for k, v in args.items()}, {k: v.numpy().copy() for k, v in aux.items()})
     return current
-
-
-def _save_params(current: CurrentParams, path: Path, epoch: int, kept: _SavedParams) -> None:
-    arg_np, aux_np = current()
-    save_params(path, {**{f"arg:{k}": v for k, v in arg_np.items()}, **{f"aux:{k}": v for k, v in aux_np.items()}})
-    kept[epoch + 1] = (arg_np, aux_np)
-    log.info('Saved checkpoint to "%s"', path)
-
-
-def checkpoint_and_stop(hp: Hyperparameters, current: CurrentParams, out: Path, epoch: int, record: dict,
-                        state: dict, kept: _SavedParams) -> bool:
-    """Save the epoch's parameters as the algorithm does (the best validation epoch, or every
-    ``checkpoint_frequency``) and apply early stopping; True when training stops here."""
-    acc = record.get("validation_accuracy")
-    improved = acc is not None and (state["best_acc"] is None or acc > state["best_acc"])
-    if hp.checkpoint_frequency:
-        if (epoch + 1) % hp.checkpoint_frequency == 0:
-            _save_params(current, _params_path(out, epoch), epoch, kept)
-            state["saved"].append(epoch + 1)
-    elif acc is None or improved:
-        if acc is not None:
-            log.info("Storing the best model with validation accuracy: %f", acc)
-        for old in state["saved"]:
-            _params_path(out, old - 1).unlink(missing_ok=True)
-            kept.pop(old, None)
-        _save_params(current, _params_path(out, epoch), epoch, kept)
-        state["saved"] = [epoch + 1]
-    if not hp.early_stopping or acc is None:
-        if improved:
-            state["best_acc"], state["best_epoch"] = acc, epoch
-        return False
-    best = state["best_acc"]
-    if best is None or (best > 0 and (acc - best) / best >= hp.early_stopping_tolerance and acc > best) or \
-            (best == 0 and acc > 0):
-        state["es_bad"] = 0
-    else:
-        state["es_bad"] += 1
-    if improved:
-        state["best_acc"], state["best_epoch"] = acc, epoch
-    if epoch + 1 >= hp.early_stopping_min_epochs and state["es_bad"] >= hp.early_stopping_patience:
-        log.info("Early stopping at epoch %d: validation accuracy did not improve by more than %g (relative) for "
-                 "%d epochs; best %f at epoch %d", epoch, hp.early_stopping_tolerance, state["es_bad"],
-                 state["best_acc"], state["best_epoch"])
-        return True
-    return False
-
-
-def _holds_model(out: Path) -> bool:
-    """Whether ``out`` holds model files of a run (the artifact, or saved parameters)."""
-    return (out / "model.tar.gz").exists() or any((out / "model").glob(f"{PREFIX}-*.params"))
-
-
-def _remove_if_only_the_marker(out: Path) -> None:
-    if not (_state_path(out).exists() or (out / "checkpoints" / "last-gluon.params").exists() or _holds_model(out)):
-        _run_marker(out).unlink(missing_ok=True)
-    for folder in (out / "checkpoints", out / "model", out / "recordio", out):
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-
-
-def _run_marker(out: Path) -> Path:
-    return out / "checkpoints" / "run.json"
-
-
-def _claim_folder(out: Path, fingerprint: dict) -> None:
-    """Before the first checkpoint: refuse a folder that holds another run's model, clear the files of an earlier
-    attempt of this very run (killed before its first checkpoint), and record what this run trains on."""
-    marker = _run_marker(out)
-    leftovers = _holds_model(out)
-    recorded = None
-    if marker.exists():
-        try:
-            recorded = json.loads(marker.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            recorded = {}
-    if recorded is not None:
-        differ = describe_differences(recorded, fingerprint)
-        if differ:
-            raise RunConflictError(
-                f"{out} holds an unfinished run trained with other {', '.join(differ)}. Start afresh with --restart "
-                f"(LocalOptions(restart=True)), or choose another output folder.")
-        if leftovers:
-            log.info("an earlier attempt of this run stopped before its first checkpoint; starting it again")
-            _clear_previous_run(out)
-    elif leftovers:
-        raise RunConflictError(
-            f"{out} holds a model of another run (model.tar.gz or model/*.params) but no checkpoint to resume from: "
-            f"training would replace it. Start afresh with --restart (LocalOptions(restart=True)), or choose another "
-            f"output folder.")
-    atomic_write_text(marker, json.dumps(fingerprint, indent=1) + "\n")
 
 
 def _save_state(path: Path, model: ResNetV2, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
@@ -432,62 +325,9 @@ def _load_state(path: Path, device: torch.device, fingerprint: dict) -> dict:
     return ck
 
 
-def saved_checkpoints(out: Path, state: dict[str, Any], kept: _SavedParams) -> _SavedParams:
-    """The saved epochs' parameters: kept in memory by this process, or read back (saved before a resume)."""
-    from ...model.params import load_params
-
-    checkpoints = {}
-    for ep in state["saved"]:
-        if ep in kept:
-            checkpoints[ep] = kept[ep]
-            continue
-        raw = load_params(_params_path(out, ep - 1))
-        args = {k[4:]: v for k, v in raw.items() if k.startswith("arg:")}
-        aux = {k[4:]: v for k, v in raw.items() if k.startswith("aux:")}
-        checkpoints[ep] = (args, aux)
-    return checkpoints
-
-
-def write_artifact(hp: Hyperparameters, out: Path, checkpoints: _SavedParams) -> Path:
-    return write_model_tar(out / "model.tar.gz", checkpoints, num_classes=hp.num_classes, num_layers=hp.num_layers,
-                           image_shape=(hp.channels, hp.height, hp.width), multi_label=hp.multi_label == 1,
-                           batch_size=hp.mini_batch_size)
-
-
-def shipped_final(state: dict[str, Any], shipped: int, labels: np.ndarray, scores: np.ndarray,
-                  class_names: Sequence[str]) -> dict:
-    """The final metrics of the model that ships (epoch ``shipped``, 1-based) from its validation scores."""
-    from ...metrics import tune_thresholds
-
-    shipped_record: dict = next((r for r in state["history"] if r["epoch"] == shipped - 1), {})
-    return final_metrics(**evaluate(labels, scores, class_names=class_names),
-                         tuned_thresholds=tune_thresholds(labels, scores), epoch=shipped,
-                         validation_accuracy=shipped_record.get("validation_accuracy"))
-
-
-def write_results(hp: Hyperparameters, out: Path, tar: Path, state: dict[str, Any], final: dict, *, engine: str,
-                  device: str, device_name: str, stopped_early: bool, class_names: Sequence[str]) -> dict:
-    """metrics.json and model-metadata.json of a finished run; returns the metrics."""
-    speeds = [s for r in state["history"] for s in r["speed"]]
-    metrics = {"backend": "local", "engine": engine, "device": device, "device_name": device_name,
-               "epochs": state["history"], "final": final, "best_epoch": state["best_epoch"],
-               "saved_epochs": state["saved"], "stopped_early": stopped_early,
-               "images_per_sec_median": float(np.median([r["images_per_sec"] for r in state["history"]]))
-               if state["history"] else None,
-               "speedometer_median": float(np.median(speeds)) if speeds else None,
-               "hyperparameters": hp.to_sagemaker(include_defaults=True), "artifact": str(tar)}
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=json_default) + "\n")
-    from ...model.artifact import write_metadata
-
-    write_metadata(tar, class_names=class_names, hyperparameters=metrics["hyperparameters"],
-                   thresholds=final.get("tuned_thresholds"), extra={"backend": "local", "engine": engine})
-    log.info("model artifact: %s", tar)
-    return metrics
-
-
 def _finish(hp: Hyperparameters, model: ResNetV2, out: Path, state: dict[str, Any], validation: Dataset | None,
             val_loader: DataLoader | None, device: torch.device, amp_dtype: torch.dtype | None, channels_last: bool,
-            stopped_early: bool, class_names: Sequence[str], kept: _SavedParams) -> dict:
+            stopped_early: bool, class_names: Sequence[str], kept: SavedParams) -> dict:
     checkpoints = saved_checkpoints(out, state, kept)
     tar = write_artifact(hp, out, checkpoints)
     final = final_metrics()
