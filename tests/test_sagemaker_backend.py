@@ -523,3 +523,65 @@ def test_both_backends_report_the_same_metric_keys(setup, aws, coco5_200, model_
         assert [json.loads(line)["epoch"] for line in lines] == [r["epoch"] for r in model.metrics["epochs"]]
         assert (folder / "args.json").exists() and (folder / "metrics.png").exists()
         assert json.loads((folder / "metrics.json").read_text())["final"]["mAP"] == model.metrics["final"]["mAP"]
+
+
+COMPANY = dict(subnets=["subnet-0a1b2c3d", "subnet-4e5f6a7b"], security_group_ids=["sg-0123abcd"],
+               volume_kms_key="arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+               output_kms_key="alias/ml-output", enable_network_isolation=True,
+               encrypt_inter_container_traffic=True, environment={"TEAM": "vision", "COST_CENTRE": "42"},
+               tags={"team": "vision", "project": "coco5"})
+
+
+def test_company_settings_reach_every_resource_as_the_api_documents_them(setup, aws, coco5_200, model_tar_bytes,
+                                                                         tmp_path):
+    """VPC, KMS keys, network isolation, traffic encryption, tags and environment on the training job, the models,
+    the endpoint config, the endpoint and the transform job: each request as botocore sends it (its own shape
+    validation passed), recorded on the moto server's way in."""
+    train, val = _coco5_splits(coco5_200)
+    sim = JobSimulator(setup, aws, model_tar_bytes)
+    seen: dict[str, list[dict]] = {}
+    for op in ("CreateModel", "CreateEndpointConfig", "CreateEndpoint", "CreateTransformJob"):
+        setup.events.register(f"provide-client-params.sagemaker.{op}",
+                              lambda params, _op=op, **kw: seen.setdefault(_op, []).append(dict(params)))
+    backend = _backend(setup, instance_count=2, **COMPANY)
+    model = Trainer(Hyperparameters(**COCO_HP, num_training_samples=2500), backend=backend,
+                    output_dir=tmp_path).fit(train, validation=val)
+    tags = [{"Key": "team", "Value": "vision"}, {"Key": "project", "Value": "coco5"}]
+    vpc = {"SecurityGroupIds": ["sg-0123abcd"], "Subnets": ["subnet-0a1b2c3d", "subnet-4e5f6a7b"]}
+    job = sim.requests[0]
+    assert job["VpcConfig"] == vpc and job["Tags"] == tags
+    assert job["ResourceConfig"]["VolumeKmsKeyId"] == COMPANY["volume_kms_key"]
+    assert job["OutputDataConfig"] == {"S3OutputPath": f"s3://{BUCKET}/ic-multilabel/output",
+                                       "KmsKeyId": "alias/ml-output"}
+    assert job["EnableNetworkIsolation"] is True and job["EnableInterContainerTrafficEncryption"] is True
+    assert job["Environment"] == {"TEAM": "vision", "COST_CENTRE": "42"}
+
+    with model.deploy(instance_type="ml.m5.xlarge", initial_instance_count=1):
+        pass
+    backend.batch_transform(model, val.subset(range(2)), wait=False)
+    assert len(seen["CreateModel"]) == 2  # the endpoint's and the transform job's
+    for req in seen["CreateModel"]:
+        assert req["VpcConfig"] == vpc and req["Tags"] == tags and req["EnableNetworkIsolation"] is True
+        assert req["PrimaryContainer"]["Environment"] == {"TEAM": "vision", "COST_CENTRE": "42"}
+    (config,) = seen["CreateEndpointConfig"]
+    assert config["KmsKeyId"] == COMPANY["volume_kms_key"] and config["Tags"] == tags
+    (endpoint,) = seen["CreateEndpoint"]
+    assert endpoint["Tags"] == tags
+    (transform,) = seen["CreateTransformJob"]
+    assert transform["Tags"] == tags and transform["Environment"] == {"TEAM": "vision", "COST_CENTRE": "42"}
+    assert transform["TransformOutput"]["KmsKeyId"] == "alias/ml-output"
+    assert transform["TransformResources"]["VolumeKmsKeyId"] == COMPANY["volume_kms_key"]
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(security_group_ids=None), "needs both 'subnets' and 'security_group_ids'"),
+    (dict(subnets=["vpc-123"]), "ids like 'subnet-0123abcd'"),
+    (dict(volume_kms_key="my key"), "'volume_kms_key' option of SageMakerBackend takes a KMS key"),
+    (dict(tags={"aws:owner": "x"}), "must not start with 'aws:'"),
+    (dict(environment={"1BAD": "x"}), "is not a variable name"),
+    (dict(enable_network_isolation="yes"), "must be True or False"),
+])
+def test_invalid_company_settings_fail_before_any_upload(change, message, setup):
+    with pytest.raises(UsageError, match=message):
+        _backend(setup, **{**COMPANY, **change})
+    assert "Contents" not in setup.client("s3").list_objects_v2(Bucket=BUCKET)

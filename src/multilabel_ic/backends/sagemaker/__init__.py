@@ -64,7 +64,10 @@ class SageMakerBackend:
                  base_job_name: str = "ic-multilabel", model_uri: str | None = None,
                  manifest_label_format: str = "multi-hot", poll_interval: float = 30.0, logs: bool = True,
                  progress: bool = True, max_attempts: int = 10, profile: str | None = None,
-                 score_validation: bool = True):
+                 score_validation: bool = True, subnets: Sequence[str] | None = None,
+                 security_group_ids: Sequence[str] | None = None, volume_kms_key: str | None = None,
+                 output_kms_key: str | None = None, enable_network_isolation: bool = False,
+                 encrypt_inter_container_traffic: bool = False, environment: dict[str, str] | None = None):
         boto3 = require("boto3", extra="sagemaker")
         from botocore.config import Config
 
@@ -76,6 +79,16 @@ class SageMakerBackend:
             role=role, bucket=bucket), BACKEND_RULES, owner="SageMakerBackend")
         instance_count, volume_size, max_run = checked["instance_count"], checked["volume_size"], checked["max_run"]
         max_wait, poll_interval, max_attempts = checked["max_wait"], checked["poll_interval"], checked["max_attempts"]
+        from .security import ResourceSettings
+
+        # VPC, KMS, isolation, encryption, tags and environment for every resource created (docs/sagemaker.md)
+        self.resources = ResourceSettings.build(
+            subnets=subnets, security_group_ids=security_group_ids, volume_kms_key=volume_kms_key,
+            output_kms_key=output_kms_key, enable_network_isolation=enable_network_isolation,
+            encrypt_inter_container_traffic=encrypt_inter_container_traffic, environment=environment, tags=tags)
+        if encrypt_inter_container_traffic and instance_count == 1:
+            log.info("encrypt_inter_container_traffic=True with instance_count=1: a single instance sends nothing "
+                     "between containers; it takes effect with instance_count > 1")
         if session is not None and profile is not None:
             raise UsageError("pass either session= or profile=, not both")
         if max_wait is not None and not use_spot:
@@ -201,8 +214,8 @@ class SageMakerBackend:
             output_path=f"{self.base_uri}/output", instance_type=self.instance_type,
             instance_count=self.instance_count, volume_size=self.volume_size, max_run=self.max_run,
             input_mode="Pipe" if self.input_format == "manifest" else "File", use_spot=self.use_spot,
-            max_wait=self.max_wait, checkpoint_s3_uri=self.checkpoint_s3_uri, model_uri=self.model_uri,
-            tags=self.tags)
+            max_wait=self.max_wait, checkpoint_s3_uri=self.checkpoint_s3_uri, model_uri=self.model_uri)
+        req = self.resources.apply_to_training_job(req)
         self.last_request = req
         self._call("sagemaker", "create_training_job", **req)
         log.info("started training job %s (%d x %s)", name, self.instance_count, self.instance_type)
@@ -393,14 +406,14 @@ class SageMakerBackend:
         pred = SageMakerPredictor(self, name, class_names=class_names, owns_resources=True, thresholds=thresholds)
         created: list[str] = []
         try:
-            self._call("sagemaker", "create_model", ModelName=name, ExecutionRoleArn=role,
-                       PrimaryContainer={"Image": image, "ModelDataUrl": artifact})
+            self._call("sagemaker", "create_model", **self.resources.model(name=name, role=role, image=image,
+                                                                            artifact=artifact))
             created.append("model")
-            self._call("sagemaker", "create_endpoint_config", EndpointConfigName=name, ProductionVariants=[
+            self._call("sagemaker", "create_endpoint_config", **self.resources.endpoint_config(name=name, variants=[
                 {"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": initial_instance_count,
-                 "InstanceType": instance_type}])
+                 "InstanceType": instance_type}]))
             created.append("endpoint_config")
-            self._call("sagemaker", "create_endpoint", EndpointName=name, EndpointConfigName=name)
+            self._call("sagemaker", "create_endpoint", **self.resources.endpoint(name=name, config=name))
             created.append("endpoint")
             log.info("creating endpoint %s (%d x %s)", name, initial_instance_count, instance_type)
             if wait:
@@ -451,11 +464,12 @@ class SageMakerBackend:
                        prefix=in_prefix, progress=self.progress, desc="transform images")
             input_uri = f"s3://{self.bucket}/{in_prefix}"
         out = output_path or f"{self.base_uri}/transform/{name}/output"
-        self._call("sagemaker", "create_transform_job", TransformJobName=name, ModelName=model_name,
-                   TransformInput={"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": input_uri}},
-                                   "ContentType": "application/x-image"},
-                   TransformOutput={"S3OutputPath": out, "Accept": "application/jsonlines"},
-                   TransformResources={"InstanceType": instance_type, "InstanceCount": instance_count})
+        self._call("sagemaker", "create_transform_job", **self.resources.apply_to_transform_job(dict(
+            TransformJobName=name, ModelName=model_name,
+            TransformInput={"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": input_uri}},
+                            "ContentType": "application/x-image"},
+            TransformOutput={"S3OutputPath": out, "Accept": "application/jsonlines"},
+            TransformResources={"InstanceType": instance_type, "InstanceCount": instance_count})))
         log.info("started transform job %s over %d images", name, len(keys))
         if not wait:
             return name

@@ -28,8 +28,8 @@ def ensure_model(backend: SageMakerBackend, model: Model | str, name: str) -> tu
     if isinstance(model, str) and not model.startswith("s3://"):
         return model, False
     artifact = model if isinstance(model, str) else model.artifact
-    backend._call("sagemaker", "create_model", ModelName=name, ExecutionRoleArn=backend.role_arn(),
-                  PrimaryContainer={"Image": backend.image(), "ModelDataUrl": artifact})
+    backend._call("sagemaker", "create_model", **backend.resources.model(name=name, role=backend.role_arn(),
+                                                                        image=backend.image(), artifact=artifact))
     return name, True
 
 

@@ -76,8 +76,9 @@ def training_job_request(*, name: str, role_arn: str, image: str, hyperparameter
                          channels: list[dict], output_path: str, instance_type: str, instance_count: int,
                          volume_size: int, max_run: int, input_mode: str = "File", use_spot: bool = False,
                          max_wait: int | None = None, checkpoint_s3_uri: str | None = None,
-                         model_uri: str | None = None, tags: dict[str, str] | None = None) -> dict:
-    """The keyword arguments of ``sagemaker.create_training_job`` for the built-in algorithm."""
+                         model_uri: str | None = None) -> dict:
+    """The keyword arguments of ``sagemaker.create_training_job`` for the built-in algorithm (VPC, KMS, tags and
+    the other company settings are added by :class:`~.security.ResourceSettings`)."""
     channels = list(channels)
     req: dict[str, Any]
     if model_uri:  # incremental training from an earlier model.tar.gz
@@ -98,6 +99,4 @@ def training_job_request(*, name: str, role_arn: str, image: str, hyperparameter
         req["StoppingCondition"]["MaxWaitTimeInSeconds"] = int(max_wait or max_run)
         if checkpoint_s3_uri:
             req["CheckpointConfig"] = {"S3Uri": checkpoint_s3_uri}
-    if tags:
-        req["Tags"] = [{"Key": k, "Value": v} for k, v in tags.items()]
     return req
