@@ -273,6 +273,13 @@ def test_missing_bucket_and_role(setup, coco5_200, tmp_path):
         ":role/SageMakerRole")
     with pytest.raises(BackendError, match="validation channel"):
         _backend(setup).upload(train, None)
+    # neither is needed to build a backend (endpoints, attach), but training says which option is missing
+    with pytest.raises(UsageError, match=r"pass bucket= \(CLI: --bucket\)"):
+        Trainer(hp, backend=SageMakerBackend(role=ROLE, region=REGION, session=setup), output_dir=tmp_path).fit(
+            train, validation=val)
+    with pytest.raises(UsageError, match=r"pass role= .*CLI: --role"):
+        Trainer(hp, backend=SageMakerBackend(bucket=BUCKET, region=REGION, session=setup), output_dir=tmp_path).fit(
+            train, validation=val)
 
 
 def test_throttling_is_answered_with_retries(setup):

@@ -1,4 +1,5 @@
-"""Command line: ``multilabel-ic prepare | train | evaluate | predict | demo | bench``.
+"""Command line: multilabel-ic prepare | train | evaluate | predict | demo | parity | bench, and the SageMaker verbs
+deploy | transform | attach | delete-endpoint.
 
 Every subcommand is a thin wrapper over the library; ``--quiet`` drops progress bars and INFO logs. An error is printed
 in one line (``--debug`` adds the traceback); the exit code is 0 on success, 1 for a runtime error, 2 for a usage
@@ -14,7 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from .cli_args import add_hp_args, class_list, hp_values, hyperparameters_from_args
+from .cli_args import add_hp_args, class_list, hp_values, hyperparameters_from_args, print_prediction
+from .cli_sagemaker import HANDLERS as SAGEMAKER_HANDLERS
+from .cli_sagemaker import LOCAL_ONLY_TRAIN_FLAGS, add_commands, add_sagemaker_args, backend_from_args
 from .exceptions import HyperparameterError, MultilabelICError, UsageError
 
 __all__ = ["main", "build_parser"]
@@ -33,8 +36,26 @@ def _setup_logging(quiet: bool) -> None:
     setup_logging(logging.WARNING if quiet else logging.INFO)
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help with each option's default where it has a meaningful one (not None, False or an empty list)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default not in (None, False, [], argparse.SUPPRESS) and "default" not in text and \
+                action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
+DESCRIPTION = ("Multi-label image classification with the SageMaker built-in Image Classification algorithm, on "
+               "SageMaker or on this machine. Exit codes: 0 success, 1 runtime error, 2 usage error, 130 interrupted.")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="multilabel-ic", description=__doc__.splitlines()[0])
+    from ._version import __version__
+
+    ap = argparse.ArgumentParser(prog="multilabel-ic", description=DESCRIPTION, formatter_class=_HelpFormatter)
+    ap.add_argument("--version", action="version", version=f"multilabel-ic {__version__}")
     ap.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
     ap.add_argument("--debug", action="store_true", help="print the traceback of an error")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -53,20 +74,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-stratify", action="store_true", help="plain random split instead of iterative stratification")
     p.add_argument("--formats", default="lst,recordio,manifest")
 
-    t = sub.add_parser("train", help="train with the local backend on .lst (+ images) or RecordIO files")
+    t = sub.add_parser("train", help="train on .lst (+ images) or RecordIO files, locally or on SageMaker")
+    t.add_argument("--backend", choices=["local", "sagemaker"], default="local",
+                   help="local: this machine's GPU/CPU; sagemaker: the built-in algorithm (the SageMaker options)")
     t.add_argument("--train-lst", type=Path, help="training .lst (with --images)")
-    t.add_argument("--validation-lst", type=Path)
+    t.add_argument("--validation-lst", type=Path, help="validation .lst (with --images)")
     t.add_argument("--images", type=Path, help="image root the .lst paths are relative to")
     t.add_argument("--train-rec", type=Path, help="training RecordIO file (instead of --train-lst/--images)")
-    t.add_argument("--validation-rec", type=Path)
+    t.add_argument("--validation-rec", type=Path, help="validation RecordIO file")
     t.add_argument("--classes", required=True, help="comma-separated class names, in label order")
-    t.add_argument("--output", type=Path, default=Path("runs/train"))
+    t.add_argument("--output", type=Path, default=Path("runs/train"), help="the run folder")
     t.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
     t.add_argument("--engine", choices=["pytorch", "gluon"], default="pytorch",
                    help="pytorch (default), or gluon: MXNet itself trains (needs the gluon extra; docs/gluon.md)")
-    t.add_argument("--workers", type=int, default=None)
+    t.add_argument("--workers", type=int, default=None, help="data loading workers (default: min(8, cores - 1))")
     t.add_argument("--pretrained", default=None, help="file or URL of ImageNet .params for use_pretrained_model=1")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="seed of initialisation, sampling and augmentation")
     t.add_argument("--tensorboard", nargs="?", const="", default=None, metavar="DIR",
                    help="write TensorBoard events (to DIR, default <output>/tensorboard); needs the tracking extra")
     t.add_argument("--mlflow", default=None, metavar="TRACKING_URI",
@@ -76,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="remove the previous run's checkpoint, parameters and artifact from --output and start afresh "
                         "(without it, a run of the same data and settings is resumed, and another run is refused)")
     add_hp_args(t)
+    add_sagemaker_args(t, training=True, resources=True)
 
     e = sub.add_parser("evaluate", help="score a model.tar.gz on a .lst file (mAP, per-class AP, F1, accuracy)")
     e.add_argument("--model", type=Path, required=True)
@@ -85,12 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--preprocess", choices=["resize", "centre_crop"], default="resize")
     e.add_argument("--output", type=Path, help="write the metrics JSON here")
 
-    r = sub.add_parser("predict", help="per-class probabilities for image files, as the endpoint returns them")
-    r.add_argument("--model", type=Path, required=True)
+    r = sub.add_parser("predict", help="per-class probabilities for image files, from a model.tar.gz on this "
+                       "machine or a SageMaker endpoint")
+    r.add_argument("--model", type=Path, default=None, help="a model.tar.gz to run locally")
+    r.add_argument("--endpoint", default=None, help="a SageMaker endpoint to invoke instead (the SageMaker options)")
     r.add_argument("images", nargs="+", type=Path)
     r.add_argument("--classes", default=None, help="class names in label order (default: model-metadata.json)")
     r.add_argument("--threshold", type=float, default=None, help="also print the labels at this threshold")
     r.add_argument("--jsonlines", action="store_true", help="batch transform output: {\"prediction\": [...]} lines")
+    add_sagemaker_args(r)
 
     d = sub.add_parser("demo", help="synthetic data -> train on this machine -> evaluate -> predict")
     d.add_argument("--output", type=Path, default=Path("demo-output"))
@@ -107,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--workers", type=int, default=1,
                     help="data workers; 1 makes both engines bit-reproducible per seed")
     add_hp_args(pa)
+    add_commands(sub)
     b = sub.add_parser("bench", help="throughput benchmarks (local training, input pipeline, SageMaker logs)")
     b.add_argument("--quick", action="store_true", help="small sizes that finish in minutes on a CPU")
     b.add_argument("--output", type=Path, default=Path("bench-output"))
@@ -118,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--region", default="us-east-1")
     b.add_argument("--prices", type=Path, default=None, help="a price table JSON to use instead of the packaged one")
     add_hp_args(b)
+    for command in sub.choices.values():
+        command.formatter_class = _HelpFormatter
     return ap
 
 
@@ -148,6 +178,12 @@ def cmd_train(args) -> int:
 
     classes = class_list(args.classes)
     hp_values(args)
+    if args.backend == "sagemaker":
+        given = [f"--{k.replace('_', '-')}" for k, default in LOCAL_ONLY_TRAIN_FLAGS.items()
+                 if getattr(args, k) != default]
+        if given:
+            raise UsageError(f"{', '.join(given)} apply to --backend local only; SageMaker trains on its own "
+                             f"instances (see --instance-type, --instance-count).")
     if args.output.exists() and not args.output.is_dir():
         raise UsageError(f"--output {args.output} is a file; choose a folder for the run.")
     created_output = not args.output.exists()
@@ -175,10 +211,13 @@ def cmd_train(args) -> int:
         else:
             raise UsageError("train needs --train-lst with --images, or --train-rec")
         hp = hyperparameters_from_args(args, num_classes=len(classes), num_training_samples=len(train))
-        options = LocalOptions(seed=args.seed, num_workers=args.workers, progress=not args.quiet,
-                               pretrained=args.pretrained, restart=args.restart, engine=args.engine)
-        model = Trainer(hp, backend="local", output_dir=args.output, device=args.device, options=options,
-                        callbacks=_trackers(args)).fit(train, validation=val)
+        if args.backend == "sagemaker":
+            model = Trainer(hp, backend=backend_from_args(args), output_dir=args.output).fit(train, validation=val)
+        else:
+            options = LocalOptions(seed=args.seed, num_workers=args.workers, progress=not args.quiet,
+                                   pretrained=args.pretrained, restart=args.restart, engine=args.engine)
+            model = Trainer(hp, backend="local", output_dir=args.output, device=args.device, options=options,
+                            callbacks=_trackers(args)).fit(train, validation=val)
     except MultilabelICError:
         # a refused run leaves the output folder as it found it (extracted records are re-made on the next run)
         import shutil
@@ -243,17 +282,19 @@ def cmd_predict(args) -> int:
     from .images import read_bytes
     from .model.predictor import LocalPredictor
 
+    if (args.model is None) == (args.endpoint is None):
+        raise UsageError("predict needs either --model (a model.tar.gz run here) or --endpoint (a SageMaker "
+                         "endpoint), not both.")
+    if args.endpoint is not None:
+        from .cli_sagemaker import predict_endpoint
+
+        return predict_endpoint(args)
     classes = class_list(args.classes) if args.classes else None
     pred = LocalPredictor(args.model, class_names=classes)
     blobs = [read_bytes(p) for p in args.images]
     sources = [str(p) for p in args.images]
-    if args.jsonlines:
-        sys.stdout.write(pred.predict_batch(blobs, output="jsonlines", sources=sources))
-        return 0
-    for path, probs in zip(args.images, pred.predict_batch(blobs, sources=sources)):
-        print(f"{path}: {json.dumps([round(p, 6) for p in probs])}")
-        if args.threshold is not None:
-            print("  labels:", [n for n, p in zip(pred.class_names, probs) if p >= args.threshold])
+    for path, probs in zip(sources, pred.predict_batch(blobs, sources=sources)):
+        print_prediction(path, probs, pred.class_names, threshold=args.threshold, jsonlines=args.jsonlines)
     return 0
 
 
@@ -324,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(pre + [a for a in argv if a not in ("--quiet", "--debug")])
     _setup_logging(args.quiet)
     handlers = {"prepare": cmd_prepare, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-                "demo": cmd_demo, "bench": cmd_bench, "parity": cmd_parity}
+                "demo": cmd_demo, "bench": cmd_bench, "parity": cmd_parity, **SAGEMAKER_HANDLERS}
     try:
         return handlers[args.command](args)
     except MultilabelICError as exc:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from .exceptions import UsageError
 
-__all__ = ["add_hp_args", "hp_values", "hyperparameters_from_args", "read_hp_file", "class_list"]
+__all__ = ["add_hp_args", "hp_values", "hyperparameters_from_args", "read_hp_file", "class_list",
+           "print_prediction"]
 
 
 def add_hp_args(p: argparse.ArgumentParser) -> None:
@@ -67,3 +68,14 @@ def class_list(text: str, option: str = "--classes") -> list[str]:
     if dupes:
         raise UsageError(f"{option} {text!r}: {', '.join(dupes)} appear more than once; class names must be unique.")
     return names
+
+
+def print_prediction(source: str, probs: list[float], class_names: list[str], *, threshold: float | None,
+                     jsonlines: bool) -> None:
+    """One image's prediction as ``predict`` prints it (the endpoint's JSON, or a batch transform line)."""
+    if jsonlines:
+        print(json.dumps({"prediction": probs}))
+        return
+    print(f"{source}: {json.dumps([round(p, 6) for p in probs])}")
+    if threshold is not None:
+        print("  labels:", [n for n, p in zip(class_names, probs) if p >= threshold])

@@ -43,7 +43,8 @@ BACKEND_RULES = {
     "manifest_label_format": Rule("choice", choices=("multi-hot", "class-id")),
     "poll_interval": Rule("float", low=0), "max_attempts": Rule("int", low=1), "use_spot": Rule("bool"),
     "logs": Rule("bool"), "progress": Rule("bool"), "score_validation": Rule("bool"),
-    "instance_type": Rule("str"), "base_job_name": Rule("str"), "role": Rule("str"), "bucket": Rule("str"),
+    "instance_type": Rule("str"), "base_job_name": Rule("str"), "role": Rule("str", nullable=True),
+    "bucket": Rule("str", nullable=True),
 }
 
 
@@ -57,7 +58,7 @@ class SageMakerBackend:
     name = "sagemaker"
     capabilities = frozenset({"deploy", "batch_transform"})
 
-    def __init__(self, *, role: str, bucket: str, prefix: str = "multilabel-ic", region: str | None = None,
+    def __init__(self, *, role: str | None = None, bucket: str | None = None, prefix: str = "multilabel-ic", region: str | None = None,
                  instance_type: str = "ml.p3.2xlarge", instance_count: int = 1, volume_size: int = 50,
                  max_run: int = 360000, input_format: str = "lst", session: Any = None, use_spot: bool = False,
                  max_wait: int | None = None, checkpoint_s3_uri: str | None = None, tags: dict | None = None,
@@ -137,12 +138,21 @@ class SageMakerBackend:
 
     @property
     def base_uri(self) -> str:
+        self._need_bucket()
         return f"s3://{self.bucket}/{self.prefix}"
+
+    def _need_bucket(self) -> str:
+        if not self.bucket:
+            raise UsageError("this needs an S3 bucket for the data and outputs: pass bucket= (CLI: --bucket).")
+        return self.bucket
 
     def image(self) -> str:
         return rq.image_uri(self.region)
 
     def role_arn(self) -> str:
+        if not self.role:
+            raise UsageError("this needs an IAM role that SageMaker can assume: pass role= (a role name or ARN; "
+                             "CLI: --role).")
         if self.role.startswith("arn:"):
             return self.role
         return self._call("iam", "get_role", RoleName=self.role)["Role"]["Arn"]
@@ -150,6 +160,7 @@ class SageMakerBackend:
     def _check_bucket(self) -> None:
         from botocore.exceptions import ClientError
 
+        self._need_bucket()
         try:
             self.client("s3").head_bucket(Bucket=self.bucket)
         except ClientError as exc:
@@ -458,11 +469,11 @@ class SageMakerBackend:
                 raise BackendError(f"no objects under {data}; nothing to transform")
             input_uri = data
         else:
-            in_bucket, in_prefix = self.bucket, f"{self.prefix}/transform/{name}/input/"
+            in_bucket, in_prefix = self._need_bucket(), f"{self.prefix}/transform/{name}/input/"
             keys = [f"{in_prefix}{p}" for p in data.paths]
-            sync_files(s3, [(data.image_path(i), k) for i, k in enumerate(keys)], bucket=self.bucket,
+            sync_files(s3, [(data.image_path(i), k) for i, k in enumerate(keys)], bucket=in_bucket,
                        prefix=in_prefix, progress=self.progress, desc="transform images")
-            input_uri = f"s3://{self.bucket}/{in_prefix}"
+            input_uri = f"s3://{in_bucket}/{in_prefix}"
         out = output_path or f"{self.base_uri}/transform/{name}/output"
         self._call("sagemaker", "create_transform_job", **self.resources.apply_to_transform_job(dict(
             TransformJobName=name, ModelName=model_name,

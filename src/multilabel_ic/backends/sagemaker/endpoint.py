@@ -91,18 +91,21 @@ class SageMakerPredictor(Predictor):
             self.class_names = [f"class_{i}" for i in range(len(probs))]
         return [float(p) for p in probs]
 
-    def delete(self, *, only: Sequence[str] = ("endpoint", "endpoint_config", "model")) -> None:
-        """Delete the endpoint, its endpoint config and its model (``only`` those named)."""
+    def delete(self, *, only: Sequence[str] = ("endpoint", "endpoint_config", "model")) -> list[str]:
+        """Delete the endpoint, its endpoint config and its model (``only`` those named); returns the kinds that
+        could not be deleted (each logged with the command that does it by hand)."""
         if self._closed:
-            return
+            return []
         name = self.endpoint_name
+        failed = []
         for kind, op, kw in (("endpoint", "delete_endpoint", {"EndpointName": name}),
                              ("endpoint_config", "delete_endpoint_config", {"EndpointConfigName": name}),
                              ("model", "delete_model", {"ModelName": name})):
-            if kind in only:
-                call_quietly(self.backend, op, **kw)
-        log.info("deleted %s of endpoint %s", ", ".join(only) or "nothing", name)
+            if kind in only and not call_quietly(self.backend, op, **kw):
+                failed.append(kind)
+        log.info("deleted %s of endpoint %s", ", ".join(k for k in only if k not in failed) or "nothing", name)
         self._closed = True
+        return failed
 
     def close(self) -> None:
         if self.owns_resources:
