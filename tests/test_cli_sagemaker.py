@@ -134,3 +134,37 @@ def test_local_only_flags_with_the_sagemaker_backend(session, lst_files, capsys)
     assert "--device, --engine apply to --backend local only" in err
     assert not (folder / "run").exists()
     assert "Contents" not in session.client("s3").list_objects_v2(Bucket=BUCKET)
+
+
+def test_train_on_sagemaker_from_a_config_file(session, aws, lst_files, model_tar_bytes, capsys):
+    train, _, folder = lst_files
+    sim = JobSimulator(session, aws, model_tar_bytes)
+    hp = "\n".join(f"{k} = {json.dumps(v)}" for k, v in {**COCO_HP, "num_training_samples": 2500}.items())
+    (folder / "run.toml").write_text(f"""
+backend = "sagemaker"
+output = "run"
+classes = {json.dumps(train.class_names)}
+[data]
+train_lst = "train.lst"
+validation_lst = "validation.lst"
+images = "{train.root}"
+[hyperparameters]
+{hp}
+[sagemaker]
+region = "{REGION}"
+role = "{ROLE}"
+bucket = "{BUCKET}"
+instance_type = "ml.g5.2xlarge"
+subnets = ["subnet-0a1b2c3d"]
+security_group_ids = ["sg-0123abcd"]
+tags = {{ team = "vision" }}
+""")
+    assert main(["--quiet", "train", "--config", str(folder / "run.toml"), "--instance-count", "2"]) == 0
+    req = sim.requests[0]
+    assert req["ResourceConfig"]["InstanceType"] == "ml.g5.2xlarge" and req["ResourceConfig"]["InstanceCount"] == 2
+    assert req["Tags"] == [{"Key": "team", "Value": "vision"}] and req["VpcConfig"]["Subnets"] == ["subnet-0a1b2c3d"]
+    assert req["HyperParameters"]["use_weighted_loss"] == "1"
+    resolved = json.loads((folder / "run" / "run-config.json").read_text())
+    assert resolved["sagemaker"]["instance_count"] == 2 and resolved["sagemaker"]["tags"] == {"team": "vision"}
+    assert "local" not in resolved
+    capsys.readouterr()

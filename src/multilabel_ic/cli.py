@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--formats", default="lst,recordio,manifest")
 
     t = sub.add_parser("train", help="train on .lst (+ images) or RecordIO files, locally or on SageMaker")
+    t.add_argument("--config", type=Path, default=None,
+                   help="a run configuration (.toml, .yaml or .json: data, hyperparameters, local and SageMaker "
+                        "options; docs/cli.md); flags given here override it")
     t.add_argument("--backend", choices=["local", "sagemaker"], default="local",
                    help="local: this machine's GPU/CPU; sagemaker: the built-in algorithm (the SageMaker options)")
     t.add_argument("--train-lst", type=Path, help="training .lst (with --images)")
@@ -82,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--images", type=Path, help="image root the .lst paths are relative to")
     t.add_argument("--train-rec", type=Path, help="training RecordIO file (instead of --train-lst/--images)")
     t.add_argument("--validation-rec", type=Path, help="validation RecordIO file")
-    t.add_argument("--classes", required=True, help="comma-separated class names, in label order")
+    t.add_argument("--classes", default=None, help="comma-separated class names, in label order (required, here "
+                   "or in --config)")
     t.add_argument("--output", type=Path, default=Path("runs/train"), help="the run folder")
     t.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
     t.add_argument("--engine", choices=["pytorch", "gluon"], default="pytorch",
@@ -176,8 +180,12 @@ def cmd_train(args) -> int:
     from .backends.local import LocalOptions
     from .data.dataset import Dataset
 
+    if not args.classes:
+        raise UsageError("train needs --classes (comma-separated class names in label order), or classes = [...] in "
+                         "--config.")
     classes = class_list(args.classes)
-    hp_values(args)
+    config_hp = getattr(args, "config_hyperparameters", {})
+    hp_values(args, config_hp)
     if args.backend == "sagemaker":
         given = [f"--{k.replace('_', '-')}" for k, default in LOCAL_ONLY_TRAIN_FLAGS.items()
                  if getattr(args, k) != default]
@@ -210,7 +218,8 @@ def cmd_train(args) -> int:
                    if args.validation_lst else None)
         else:
             raise UsageError("train needs --train-lst with --images, or --train-rec")
-        hp = hyperparameters_from_args(args, num_classes=len(classes), num_training_samples=len(train))
+        hp = hyperparameters_from_args(args, num_classes=len(classes), num_training_samples=len(train),
+                                       defaults=config_hp)
         if args.backend == "sagemaker":
             model = Trainer(hp, backend=backend_from_args(args), output_dir=args.output).fit(train, validation=val)
         else:
@@ -229,6 +238,12 @@ def cmd_train(args) -> int:
         if created_output and args.output.is_dir() and not any(args.output.iterdir()):
             args.output.rmdir()
         raise
+    from ._io import atomic_write_text
+    from .run_config import resolved_config
+
+    # what this run used, flags and --config merged: itself a valid --config
+    atomic_write_text(args.output / "run-config.json",
+                      json.dumps(resolved_config(args, hp.to_sagemaker()), indent=2) + "\n")
     _print_final(model.metrics)
     print(f"model artifact: {model.artifact}")
     return 0
@@ -353,6 +368,18 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _with_config(parser: argparse.ArgumentParser, argv: list[str], path: Path) -> argparse.Namespace:
+    """Parse ``argv`` again with the run configuration's values as the train command's defaults (flags win)."""
+    from .run_config import load_run_config, train_defaults
+
+    defaults, hyperparameters = train_defaults(load_run_config(path), path)
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    subparsers.choices["train"].set_defaults(**defaults)
+    args = parser.parse_args(argv)
+    args.config_hyperparameters = hyperparameters
+    return args
+
+
 def _exit_code(exc: BaseException) -> int:
     return 2 if isinstance(exc, (UsageError, HyperparameterError)) else 1
 
@@ -362,8 +389,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # global flags are accepted after the subcommand too
     pre = [a for a in argv if a in ("--quiet", "--debug")]
-    args = parser.parse_args(pre + [a for a in argv if a not in ("--quiet", "--debug")])
+    argv = pre + [a for a in argv if a not in ("--quiet", "--debug")]
+    args = parser.parse_args(argv)
     _setup_logging(args.quiet)
+    if getattr(args, "config", None) is not None:
+        try:
+            args = _with_config(parser, argv, args.config)
+        except MultilabelICError as exc:
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
+            return _exit_code(exc)
     handlers = {"prepare": cmd_prepare, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
                 "demo": cmd_demo, "bench": cmd_bench, "parity": cmd_parity, **SAGEMAKER_HANDLERS}
     try:
