@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--jsonlines", action="store_true", help="batch transform output: {\"prediction\": [...]} lines")
     add_sagemaker_args(r)
 
+    x = sub.add_parser("export", help="a model.tar.gz as ONNX or TorchScript, checked against the predictor (1e-4)")
+    x.add_argument("model", type=Path, help="the model.tar.gz")
+    x.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    x.add_argument("--output", type=Path, default=None, help="(default: model.onnx / model.pt beside the artifact)")
+    x.add_argument("--epoch", type=int, default=None, help="which saved epoch (default: the last in the artifact)")
+
     d = sub.add_parser("demo", help="synthetic data -> train on this machine -> evaluate -> predict")
     d.add_argument("--output", type=Path, default=Path("demo-output"))
     d.add_argument("--num-images", type=int, default=1000)
@@ -313,6 +319,16 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .model.export import export_model
+
+    output = args.output or args.model.with_name("model.onnx" if args.format == "onnx" else "model.pt")
+    info = export_model(args.model, output, format=args.format, epoch=args.epoch)
+    print(f"{info['model']} (max |diff| vs the predictor {info['max_abs_diff_vs_predictor']:.1e}); class names, "
+          f"thresholds and preprocessing: {info['metadata']}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .api import Trainer
     from .backends.local import LocalOptions
@@ -399,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {_one_line(exc)}", file=sys.stderr)
             return _exit_code(exc)
     handlers = {"prepare": cmd_prepare, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-                "demo": cmd_demo, "bench": cmd_bench, "parity": cmd_parity, **SAGEMAKER_HANDLERS}
+                "demo": cmd_demo, "export": cmd_export, "bench": cmd_bench, "parity": cmd_parity, **SAGEMAKER_HANDLERS}
     try:
         return handlers[args.command](args)
     except MultilabelICError as exc:

@@ -88,6 +88,15 @@ class Model:
     def thresholds(self) -> list[float] | None:
         return (self.metrics.get("final") or {}).get("tuned_thresholds")
 
+    def export(self, path: str | Path, *, format: str = "onnx") -> dict:
+        """Export the model to ONNX or TorchScript (checked against the predictor to 1e-4), with a ``.json`` beside
+        it that holds the class names, thresholds and preprocessing; see docs/export.md."""
+        if self.local_artifact is None:
+            raise UsageError("this Model has no local model.tar.gz to export")
+        from ..model.export import export_model
+
+        return export_model(self.local_artifact, path, format=format, class_names=self.class_names)
+
 
 class Predictor:
     """Per-class probabilities for encoded images, in the SageMaker endpoint's response format.

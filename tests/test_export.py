@@ -1,0 +1,83 @@
+"""Export: the ONNX (run by onnxruntime) and TorchScript (torch.jit) files give the predictor's probabilities to
+1e-4 on the synthetic images, at any batch size, and the preprocessing written beside them is all a server needs."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from multilabel_ic.cli import main
+from multilabel_ic.exceptions import UsageError
+from multilabel_ic.model.artifact import write_model_tar
+from multilabel_ic.model.export import export_model
+from multilabel_ic.model.network import ResNetV2, mxnet_state_dict
+from multilabel_ic.model.predictor import LocalPredictor
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    """A ResNet-18 at 48 px with non-trivial BatchNorm statistics (so probabilities are not all 0 or 1)."""
+    torch.manual_seed(0)
+    net = ResNetV2(5, 18, (3, 48, 48))
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(5.0, 50.0)
+    args, aux = mxnet_state_dict(net)
+    path = tmp_path_factory.mktemp("export") / "model.tar.gz"
+    write_model_tar(path, {2: ({k: v.numpy() for k, v in args.items()}, {k: v.numpy() for k, v in aux.items()})},
+                    num_classes=5, num_layers=18, image_shape=(3, 48, 48), multi_label=True)
+    return path
+
+
+def _served(image_bytes: bytes, pre: dict) -> np.ndarray:
+    """What a server does from the sidecar's description alone, without this library."""
+    _, c, h, w = pre["shape"]
+    img = cv2.cvtColor(cv2.imdecode(np.frombuffer(image_bytes, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+    return img.transpose(2, 0, 1)[None].astype(np.float32)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_matches_the_predictor_on_the_synthetic_images(fmt, artifact, coco5, tmp_path):
+    out = tmp_path / ("model.onnx" if fmt == "onnx" else "model.pt")
+    info = export_model(artifact, out, format=fmt, class_names=list(coco5.class_names))
+    assert info["max_abs_diff_vs_predictor"] <= 1e-4
+    meta = json.loads(out.with_name(out.name + ".json").read_text())
+    assert meta["class_names"] == list(coco5.class_names) and meta["activation"] == "sigmoid"
+    predictor = LocalPredictor(artifact, device="cpu")
+    images = [coco5.image_path(i).read_bytes() for i in range(10)]
+    expected = np.asarray(predictor.predict_batch(images))
+    assert 0.01 < expected.mean() < 0.99 and expected.std() > 1e-3  # informative probabilities
+    batch = np.concatenate([_served(b, meta["preprocessing"]) for b in images])  # batch of 10 (exported with 2)
+    if fmt == "onnx":
+        got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"data": batch})[0]
+    else:
+        with torch.no_grad():
+            got = torch.jit.load(str(out)).eval()(torch.from_numpy(batch)).numpy()
+    assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_cli_export_and_model_export(artifact, coco5, tmp_path, capsys):
+    target = tmp_path / "cli" / "m.onnx"
+    assert main(["--quiet", "export", str(artifact), "--format", "onnx", "--output", str(target)]) == 0
+    assert target.is_file() and "max |diff| vs the predictor" in capsys.readouterr().out
+    assert main(["--quiet", "export", str(tmp_path / "missing.tar.gz")]) == 1
+    assert "error:" in capsys.readouterr().err
+    from multilabel_ic import Hyperparameters
+    from multilabel_ic.backends.base import Model
+
+    hp = Hyperparameters(num_classes=5, num_training_samples=100, image_shape="3,48,48")
+    model = Model(hyperparameters=hp, class_names=list(coco5.class_names), metrics={}, artifact=str(artifact),
+                  local_artifact=artifact)
+    info = model.export(tmp_path / "api.pt", format="torchscript")
+    assert info["class_names"] == list(coco5.class_names) and (tmp_path / "api.pt").is_file()
+    with pytest.raises(UsageError, match="not one of onnx, torchscript"):
+        model.export(tmp_path / "x.bin", format="tflite")
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.rglob("*"))  # no temporary file left behind
