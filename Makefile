@@ -9,7 +9,7 @@ GLUON_VENV ?= .venv-gluon
 GLUON_BIN := $(GLUON_VENV)/bin
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv gluon-venv demo test test-main test-gluon lint bench parity clean
+.PHONY: venv gluon-venv browser demo test test-main test-gluon lint bench parity clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,15 @@ demo: venv
 
 test: test-main test-gluon
 
-test-main: venv
+# Chromium for the report's browser test (tests/test_report.py), from the distribution's packages
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      echo "installing chromium (apt-get) for the report's browser test"; \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    else echo "chromium is missing: install it (apt-get install chromium) or set CHROMIUM=/path/to/chrome"; fi; }
+
+test-main: venv browser
 	$(BIN)/python -m pytest -q
 
 test-gluon: gluon-venv

@@ -59,6 +59,8 @@ def test_the_sagemaker_workflow_from_the_shell(session, aws, lst_files, model_ta
     assert req["Environment"] == {"TEAM": "vision"}
     artifact = f"s3://{BUCKET}/multilabel-ic/output/{job}/output/model.tar.gz"
     assert f"model artifact: {artifact}" in out
+    report = (folder / "run" / "report.html").read_text()  # from the job's logs and a scoring pass of its artifact
+    assert "Precision-recall" in report and "0.8100" in report  # the job's last Validation-accuracy, from its logs
 
     # attach to the (finished) job from another process: its metrics and artifact
     assert main(["--quiet", "attach", job, "--region", REGION, "--output", str(folder / "attached"),

@@ -116,6 +116,41 @@ class MetricsJsonl(Callback):
             os.fsync(fh.fileno())
 
 
+def metrics_figure(metrics: dict):
+    """Training loss, and train/validation accuracy and validation mAP per epoch, with titles, axis labels and the
+    shipped epoch marked (a matplotlib Figure; needs the ``local`` extra)."""
+    require("matplotlib", extra="local")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    hist = metrics.get("epochs") or []
+    epochs = [r["epoch"] + 1 for r in hist]
+    shipped = (metrics.get("final") or {}).get("epoch")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    loss = [r.get("train_loss") for r in hist]
+    if any(v is not None for v in loss):
+        axes[0].plot(epochs, loss, marker="o", label="training loss")
+    axes[0].set(title="Training loss", xlabel="epoch", ylabel="loss")
+    train_key = "train_accuracy_epoch" if any("train_accuracy_epoch" in r for r in hist) else "train_accuracy"
+    for key, label in ((train_key, "train accuracy"), ("validation_accuracy", "validation accuracy"),
+                       ("validation_mAP", "validation mAP")):
+        values = [r.get(key) for r in hist]
+        if any(v is not None for v in values):
+            axes[1].plot(epochs, [math.nan if v is None else v for v in values], marker="o", label=label)
+    axes[1].set(title="Accuracy and mAP", xlabel="epoch", ylabel="score", ylim=(0, 1.02))
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if shipped is not None:
+            ax.axvline(shipped, color="grey", linestyle="--", label=f"shipped (epoch {shipped})")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best")
+    fig.tight_layout()
+    return fig
+
+
 class MetricsPlot(Callback):
     """``metrics.png``: training loss, and train/validation accuracy and validation mAP per epoch, with titles, axis
     labels and the shipped epoch marked (needs matplotlib, from the ``local`` extra)."""
@@ -129,36 +164,9 @@ class MetricsPlot(Callback):
 
     def on_train_end(self, metrics: dict) -> None:
         assert self.output_dir is not None, "on_train_start was not called"
-        require("matplotlib", extra="local")
-        import matplotlib
-
-        matplotlib.use("Agg")
+        fig = metrics_figure(metrics)
         import matplotlib.pyplot as plt
 
-        hist = metrics.get("epochs") or []
-        epochs = [r["epoch"] + 1 for r in hist]
-        shipped = (metrics.get("final") or {}).get("epoch")
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        loss = [r.get("train_loss") for r in hist]
-        if any(v is not None for v in loss):
-            axes[0].plot(epochs, loss, marker="o", label="training loss")
-        axes[0].set(title="Training loss", xlabel="epoch", ylabel="loss")
-        train_key = "train_accuracy_epoch" if any("train_accuracy_epoch" in r for r in hist) else "train_accuracy"
-        for key, label in ((train_key, "train accuracy"), ("validation_accuracy", "validation accuracy"),
-                           ("validation_mAP", "validation mAP")):
-            values = [r.get(key) for r in hist]
-            if any(v is not None for v in values):
-                axes[1].plot(epochs, [math.nan if v is None else v for v in values], marker="o", label=label)
-        axes[1].set(title="Accuracy and mAP", xlabel="epoch", ylabel="score", ylim=(0, 1.02))
-        from matplotlib.ticker import MaxNLocator
-
-        for ax in axes:
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            if shipped is not None:
-                ax.axvline(shipped, color="grey", linestyle="--", label=f"shipped (epoch {shipped})")
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(loc="best")
-        fig.tight_layout()
         with atomic_write(self.output_dir / self.name, "wb") as fh:
             fig.savefig(fh, format="png", dpi=100)
         plt.close(fig)

@@ -123,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--jsonlines", action="store_true", help="batch transform output: {\"prediction\": [...]} lines")
     add_sagemaker_args(r)
 
+    rp = sub.add_parser("report", help="a self-contained HTML report of a finished run (curves, per-class AP, PR "
+                        "curves, co-occurrence, validation images)")
+    rp.add_argument("run", type=Path, help="the run folder (metrics.json, model.tar.gz)")
+    rp.add_argument("--validation-lst", type=Path, default=None, help="validation .lst for the scoring pass")
+    rp.add_argument("--images", type=Path, default=None, help="image root of --validation-lst")
+    rp.add_argument("--classes", default=None, help="class names in label order (default: model-metadata.json)")
+    rp.add_argument("--output", type=Path, default=None, help="(default: RUN/report.html)")
+
     x = sub.add_parser("export", help="a model.tar.gz as ONNX or TorchScript, checked against the predictor (1e-4)")
     x.add_argument("model", type=Path, help="the model.tar.gz")
     x.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
@@ -252,6 +260,9 @@ def cmd_train(args) -> int:
                       json.dumps(resolved_config(args, hp.to_sagemaker()), indent=2) + "\n")
     _print_final(model.metrics)
     print(f"model artifact: {model.artifact}")
+    from .report import write_report
+
+    print(f"report: {write_report(args.output, validation=val)}")
     return 0
 
 
@@ -316,6 +327,22 @@ def cmd_predict(args) -> int:
     sources = [str(p) for p in args.images]
     for path, probs in zip(sources, pred.predict_batch(blobs, sources=sources)):
         print_prediction(path, probs, pred.class_names, threshold=args.threshold, jsonlines=args.jsonlines)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .data.dataset import Dataset
+    from .report import write_report
+
+    validation = None
+    if args.validation_lst is not None:
+        if args.images is None:
+            raise UsageError("--validation-lst needs --images (the folder its paths are relative to).")
+        names = class_list(args.classes) if args.classes else None
+        if names is None and (args.run / "model-metadata.json").is_file():
+            names = json.loads((args.run / "model-metadata.json").read_text(encoding="utf-8")).get("class_names")
+        validation = Dataset.from_lst(args.validation_lst, root=args.images, class_names=names)
+    print(write_report(args.run, validation=validation, output=args.output))
     return 0
 
 
@@ -415,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {_one_line(exc)}", file=sys.stderr)
             return _exit_code(exc)
     handlers = {"prepare": cmd_prepare, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-                "demo": cmd_demo, "export": cmd_export, "bench": cmd_bench, "parity": cmd_parity, **SAGEMAKER_HANDLERS}
+                "demo": cmd_demo, "export": cmd_export, "report": cmd_report, "bench": cmd_bench, "parity": cmd_parity, **SAGEMAKER_HANDLERS}
     try:
         return handlers[args.command](args)
     except MultilabelICError as exc:

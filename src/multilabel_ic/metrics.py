@@ -28,8 +28,10 @@ def _check(y_true, scores):
     return y_true.astype(bool), scores
 
 
-def average_precision(y_true: np.ndarray, scores: np.ndarray) -> float | None:
-    """AP of one binary problem; ``None`` when there are no positives."""
+def precision_recall_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                              np.ndarray] | None:
+    """(precision, recall, threshold) of one binary problem at each distinct score, highest score first (tied
+    scores are one point); ``None`` when there are no positives."""
     y, s = _check(y_true, scores)
     y, s = y.ravel(), s.ravel()
     n_pos = int(y.sum())
@@ -37,12 +39,18 @@ def average_precision(y_true: np.ndarray, scores: np.ndarray) -> float | None:
         return None
     order = np.argsort(-s, kind="mergesort")
     s, y = s[order], y[order]
-    # group tied scores: precision/recall are evaluated at the last index of each distinct score
     distinct = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
     tp = np.cumsum(y)[distinct]
     fp = (distinct + 1) - tp
-    precision = tp / (tp + fp)
-    recall = tp / n_pos
+    return tp / (tp + fp), tp / n_pos, s[distinct]
+
+
+def average_precision(y_true: np.ndarray, scores: np.ndarray) -> float | None:
+    """AP of one binary problem (the sum of precision over recall steps); ``None`` when there are no positives."""
+    curve = precision_recall_curve(y_true, scores)
+    if curve is None:
+        return None
+    precision, recall, _ = curve
     recall_prev = np.r_[0.0, recall[:-1]]
     return float(np.sum((recall - recall_prev) * precision))
 

@@ -72,6 +72,10 @@ def run_parity(train: Dataset, validation: Dataset, hp: Hyperparameters, *, seed
             model = Trainer(hp, backend=LocalBackend(options=opts), output_dir=out / f"{engine}-seed{seed}").fit(
                 train, validation=validation)
             m = model.metrics
+            from .report import write_report
+
+            write_report(out / f"{engine}-seed{seed}", validation=validation,
+                         title=f"Parity run: {engine} engine, seed {seed}")
             runs[engine].append({"seed": seed, "artifact": m["artifact"], "final_mAP": m["final"]["mAP"],
                                  "per_class_AP": m["final"]["per_class_AP"],
                                  "train_loss": [e["train_loss"] for e in m["epochs"]],
