@@ -156,6 +156,12 @@ def _cooccurrence(data: Dataset) -> str:
             "<p class='sub'>Images of the validation data with both labels (the diagonal: images with the label).</p>")
 
 
+def _artifact_label(metrics: dict, run: Path) -> str:
+    """The artifact as the page names it: the S3 URI of a SageMaker job, else the run folder as it was given."""
+    artifact = str(metrics.get("artifact") or "")
+    return artifact if artifact.startswith("s3://") else str(run / "model.tar.gz")
+
+
 def write_report(run_dir: str | Path, *, validation: Dataset | None = None, output: str | Path | None = None,
                  max_images: int = 24, title: str | None = None) -> Path:
     """Write ``report.html`` for the run in ``run_dir`` (its ``metrics.json``, ``model-metadata.json`` and
@@ -210,15 +216,19 @@ def write_report(run_dir: str | Path, *, validation: Dataset | None = None, outp
 
     if validation is not None and metrics.get("artifact") and (run / "model.tar.gz").is_file():
         from .model.predictor import LocalPredictor
+        from .model.transforms import AugmentOptions
 
-        predictor = LocalPredictor(run / "model.tar.gz", class_names=class_names or None)
+        # the validation transform (resize, centre crop), so the curves match the per-class AP above
+        resize = int(hp["resize"]) if str(hp.get("resize") or "").isdigit() else None
+        predictor = LocalPredictor(run / "model.tar.gz", class_names=class_names or None, resize=resize,
+                                   augment=AugmentOptions(inference="centre_crop"))
         images = [validation.image_path(i).read_bytes() for i in range(len(validation))]
         scores = np.asarray(predictor.predict_batch(images, sources=[str(p) for p in validation.paths]))
         labels = np.asarray(validation.labels)
         sections.append("<h2>Precision-recall</h2>"
                         f'<img class="fig" alt="precision-recall curves" src="{_png(_pr_figure(labels, scores, class_names))}">'
                         "<p class='sub'>From a scoring pass of the shipped artifact over the validation images "
-                        "(the endpoint's preprocessing).</p>")
+                        "(the validation transform: resize, centre crop).</p>")
         sections.append("<h2>Label co-occurrence</h2>" + _cooccurrence(validation))
         sections.append("<h2>Validation images</h2><p class='sub'>Predicted at the tuned thresholds: "
                         "<span class='ok'>correct</span>, <span class='miss'>missed</span>, "
@@ -238,7 +248,7 @@ def write_report(run_dir: str | Path, *, validation: Dataset | None = None, outp
     heading = title or f"Run report: {run.resolve().name}"
     page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(heading)}</title>"
             f"<style>{_CSS}</style></head><body><h1>{html.escape(heading)}</h1>"
-            f"<p class='sub'>{html.escape(str(metrics.get('artifact', '')))}</p>{''.join(sections)}</body></html>\n")
+            f"<p class='sub'>{html.escape(_artifact_label(metrics, run))}</p>{''.join(sections)}</body></html>\n")
     out = Path(output) if output else run / REPORT_NAME
     atomic_write_text(out, page)
     log.info("report: %s", out)
