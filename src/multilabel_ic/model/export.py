@@ -4,8 +4,8 @@ The exported graph is the network plus its output activation. The input is ``dat
 mean or std: ``bn_data`` normalises), any batch size, at the artifact's height and width. The output is
 ``probabilities``: sigmoid for a multi-label model, softmax for a single-label one. Beside the file goes
 ``<file>.json``, with the class names, the tuned thresholds and the preprocessing written out. Each export is checked
-before it is kept: the exported model and the predictor must give the same probabilities (max |diff| <= 1e-4) on a
-test batch; otherwise nothing is written.
+before it is kept: the exported model and the PyTorch network that ``LocalPredictor`` runs must give the same
+probabilities (max |diff| <= 1e-4) on a test batch; otherwise nothing is written.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def preprocessing(image_shape: tuple[int, int, int]) -> dict[str, Any]:
             "shape": ["batch", c, h, w], "output": "probabilities"}
 
 
-def _wrapped(predictor):
+def _wrapped(net, softmax: bool):
     import torch
 
     class WithActivation(torch.nn.Module):
@@ -52,7 +52,7 @@ def _wrapped(predictor):
             logits = self.net(data).float()
             return torch.softmax(logits, dim=1) if self.softmax else torch.sigmoid(logits)
 
-    return WithActivation(predictor.model.cpu().float(), predictor.output == "softmax").eval()
+    return WithActivation(net.cpu().float(), softmax).eval()
 
 
 def _test_batch(image_shape: tuple[int, int, int], count: int = 4) -> np.ndarray:
@@ -104,16 +104,26 @@ def export_model(artifact: str | os.PathLike, output: str | os.PathLike, *, form
     Returns what was written: the paths, the max |difference| measured, the input/output names and shapes."""
     import torch
 
-    from .predictor import LocalPredictor
+    from .artifact import read_metadata, read_model_tar
+    from .network import ResNetV2, load_mxnet_state_dict
 
     if format not in FORMATS:
         raise UsageError(f"export format {format!r} is not one of {', '.join(FORMATS)}.")
+    contents = read_model_tar(artifact, epoch=epoch)
+    if contents.image_shape is None:
+        raise ArtifactError(f"{artifact}: no model-shapes.json, so the input size is unknown; it cannot be exported.")
+    meta = read_metadata(artifact) or {}
+    names = list(class_names or meta.get("class_names") or [f"class_{i}" for i in range(contents.num_classes)])
+    c, h, w = contents.image_shape
+    shape = (int(c), int(h), int(w))
+    net = ResNetV2(contents.num_classes, contents.num_layers, shape)  # the network LocalPredictor runs
+    try:
+        load_mxnet_state_dict(net, {k: torch.from_numpy(v) for k, v in contents.params.items()})
+    except ValueError as exc:
+        raise ArtifactError(f"{artifact}: {exc}") from exc
+    module = _wrapped(net, contents.output == "softmax")
     out = Path(output)
     ensure_dir(out.parent)
-    predictor = LocalPredictor(artifact, device="cpu", epoch=epoch, class_names=class_names)
-    module = _wrapped(predictor)
-    c, h, w = predictor.image_shape
-    shape = (int(c), int(h), int(w))
     example = torch.from_numpy(_test_batch(shape, 2))
     batch = _test_batch(shape, 4)  # another batch size than the example: the batch axis must be free
     with torch.no_grad():
@@ -133,9 +143,9 @@ def export_model(artifact: str | os.PathLike, output: str | os.PathLike, *, form
     finally:
         tmp.unlink(missing_ok=True)
     sidecar = out.with_name(out.name + ".json")
-    info = {"format": format, "model": str(out), "source_artifact": str(artifact), "epoch": predictor.epoch,
-            "class_names": predictor.class_names, "thresholds": predictor.thresholds,
-            "activation": predictor.output, "preprocessing": preprocessing(shape),
+    info = {"format": format, "model": str(out), "source_artifact": str(artifact), "epoch": contents.epoch,
+            "class_names": names, "thresholds": meta.get("tuned_thresholds"),
+            "activation": contents.output, "preprocessing": preprocessing(shape),
             "max_abs_diff_vs_predictor": diff}
     atomic_write_text(sidecar, json.dumps(info, indent=2) + "\n")
     log.info("exported %s to %s (max |diff| vs the predictor %.2e); preprocessing in %s", artifact, out, diff,

@@ -139,7 +139,7 @@ def mxnet_name(torch_key: str, model: nn.Module) -> str | None:
         return None
     module = model.get_submodule(module_path)
     base = module_path.replace(".", "_")
-    if isinstance(module, nn.BatchNorm2d):
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):  # BatchNorm2d, or SyncBatchNorm after conversion
         return f"{base}_{_BN_SUFFIX[attr]}"
     return f"{base}_{attr}"
 

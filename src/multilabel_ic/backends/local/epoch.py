@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ...model.network import to_network_input
+from .distributed import Distributed
 from .epochlog import EpochLog, validation_record
 from .loss import weighted_bce
 from .pipeline import EpochSampler, ImageDataset, epoch_order
@@ -85,22 +86,26 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch
 def run_epoch(hp: Hyperparameters, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
               schedule: MultiFactorSchedule, loader: DataLoader, *, device: torch.device,
               amp_dtype: torch.dtype | None, channels_last: bool, w_pos: torch.Tensor | None,
-              w_neg: torch.Tensor | None, epoch: int, state: dict[str, Any], options: LocalOptions) -> dict:
-    """Train ``hp.batches_per_epoch`` batches; return the epoch's record (speeds, accuracies, loss, timing).
+              w_neg: torch.Tensor | None, epoch: int, state: dict[str, Any], options: LocalOptions,
+              dist: Distributed = Distributed()) -> dict:
+    """Train one epoch (``hp.batches_per_epoch`` steps; fewer across hosts); return its record (speeds,
+    accuracies, loss, timing). With several processes, the loss and accuracy sums are added over them.
 
     ``loader`` is the run's one training DataLoader; its :class:`EpochSampler` gets this epoch's order here."""
     multi = hp.multi_label == 1
     sampler, dataset = loader.batch_sampler, loader.dataset
     assert isinstance(sampler, EpochSampler) and isinstance(dataset, ImageDataset), "a loader of make_loader()"
-    sampler.set_epoch(epoch_order(len(dataset), hp.batches_per_epoch, hp.mini_batch_size, options.seed, epoch), epoch)
+    batches = dist.batches_per_epoch(hp)
+    sampler.set_epoch(epoch_order(len(dataset), batches, dist.global_batch(hp), options.seed, epoch), epoch)
     window, whole = _Sums(device), _Sums(device)
     lr = optimizer.param_groups[0]["lr"]
-    epoch_log = EpochLog(hp, epoch, log_interval=options.log_interval, progress=options.progress)
+    epoch_log = EpochLog(hp, epoch, log_interval=options.log_interval, progress=options.progress and dist.is_main,
+                         batches=batches)
 
     def read_window() -> list[float]:  # the one host sync per log interval
         values = window.read()
         window.reset()
-        return values
+        return dist.sum(values)
 
     nbatch = -1
     for nbatch, (x, y) in enumerate(loader):
@@ -117,7 +122,7 @@ def run_epoch(hp: Hyperparameters, model: nn.Module, optimizer: torch.optim.Opti
         window.add(loss, correct, total, topk)
         whole.add(loss, correct, total, topk)
         epoch_log.batch_done(nbatch, lr, read_window)
-    return epoch_log.finish(whole.read(), window.read(), nbatch, lr)
+    return epoch_log.finish(dist.sum(whole.read()), dist.sum(window.read()), nbatch, lr)
 
 
 def predict_scores(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None,

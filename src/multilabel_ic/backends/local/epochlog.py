@@ -36,16 +36,19 @@ class EpochLog:
     """Speedometer lines every ``log_interval`` batches (the first at batch ``log_interval``), then the epoch's
     Train-accuracy (the tail window, as the algorithm logs it) and Time cost lines."""
 
-    def __init__(self, hp: Hyperparameters, epoch: int, *, log_interval: int, progress: bool):
+    def __init__(self, hp: Hyperparameters, epoch: int, *, log_interval: int, progress: bool,
+                 batches: int | None = None):
+        """``batches``: the epoch's steps (default ``hp.batches_per_epoch``; fewer across several hosts)."""
         from tqdm.auto import tqdm
 
         self.hp, self.epoch, self.log_interval = hp, epoch, log_interval
+        self.batches = hp.batches_per_epoch if batches is None else batches
         self.multi = hp.multi_label == 1
         self.speeds: list[float] = []
         self.data_time = self.compute_time = 0.0
         self.tic = self.start = self.t_wait = time.time()
         self.t0 = self.start
-        self.bar = tqdm(total=hp.batches_per_epoch, desc=f"epoch {epoch + 1}/{hp.epochs}", unit="batch",
+        self.bar = tqdm(total=self.batches, desc=f"epoch {epoch + 1}/{hp.epochs}", unit="batch",
                         disable=not progress, leave=False)
 
     def batch_start(self) -> None:
@@ -82,8 +85,8 @@ class EpochLog:
         tail = correct_w / total_w if total_w else correct_all / max(total_all, 1)
         log.info("Epoch[%d] Train-accuracy=%f", epoch, tail)
         record = {"epoch": epoch, "train_accuracy": tail, "train_accuracy_epoch": correct_all / max(total_all, 1),
-                  "train_loss": loss_all / max(hp.batches_per_epoch, 1), "time_cost": elapsed, "speed": self.speeds,
-                  "images_per_sec": hp.batches_per_epoch * hp.mini_batch_size / max(elapsed, 1e-9),
+                  "train_loss": loss_all / max(self.batches, 1), "time_cost": elapsed, "speed": self.speeds,
+                  "images_per_sec": self.batches * hp.mini_batch_size / max(elapsed, 1e-9),
                   "data_time": self.data_time, "compute_time": self.compute_time, "learning_rate": lr}
         if hp.top_k and not self.multi:
             topk_acc = topk_w / total_w if total_w else topk_all / max(total_all, 1)

@@ -97,21 +97,27 @@ class EpochSampler(Sampler):
     """Yields batches of (epoch, position, index) keys for one epoch, starting at a given batch (for resume).
 
     One sampler serves a whole run: :meth:`set_epoch` gives it the next epoch's order, so the DataLoader (and its
-    persistent workers) is made once."""
+    persistent workers) is made once. With ``shard=(rank, world)`` each global batch of ``batch_size x world``
+    positions is split: this process takes slice ``rank`` (positions stay global, so the augmentation draws are
+    those of a one-process run)."""
 
-    def __init__(self, order: np.ndarray, batch_size: int, epoch: int, start_batch: int = 0):
+    def __init__(self, order: np.ndarray, batch_size: int, epoch: int, start_batch: int = 0,
+                 shard: tuple[int, int] = (0, 1)):
         self.order, self.batch_size, self.epoch, self.start_batch = order, batch_size, epoch, start_batch
+        self.rank, self.world = shard
 
     def set_epoch(self, order: np.ndarray, epoch: int, start_batch: int = 0) -> None:
         self.order, self.epoch, self.start_batch = order, epoch, start_batch
 
     def __len__(self) -> int:
-        return len(self.order) // self.batch_size - self.start_batch
+        return len(self.order) // (self.batch_size * self.world) - self.start_batch
 
     def __iter__(self):
         bs = self.batch_size
-        for b in range(self.start_batch, len(self.order) // bs):
-            yield [(self.epoch, b * bs + k, int(self.order[b * bs + k])) for k in range(bs)]
+        step = bs * self.world
+        for b in range(self.start_batch, len(self.order) // step):
+            first = b * step + self.rank * bs
+            yield [(self.epoch, first + k, int(self.order[first + k])) for k in range(bs)]
 
 
 def _collate(batch):

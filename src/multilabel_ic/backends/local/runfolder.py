@@ -61,30 +61,34 @@ CurrentParams = Callable[[], tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
 
 
 
-def _save_params(current: CurrentParams, path: Path, epoch: int, kept: SavedParams) -> None:
+def _save_params(current: CurrentParams, path: Path, epoch: int, kept: SavedParams, write: bool) -> None:
     arg_np, aux_np = current()
-    save_params(path, {**{f"arg:{k}": v for k, v in arg_np.items()}, **{f"aux:{k}": v for k, v in aux_np.items()}})
     kept[epoch + 1] = (arg_np, aux_np)
-    log.info('Saved checkpoint to "%s"', path)
+    if write:
+        save_params(path, {**{f"arg:{k}": v for k, v in arg_np.items()},
+                           **{f"aux:{k}": v for k, v in aux_np.items()}})
+        log.info('Saved checkpoint to "%s"', path)
 
 
 def checkpoint_and_stop(hp: Hyperparameters, current: CurrentParams, out: Path, epoch: int, record: dict,
-                        state: dict, kept: SavedParams) -> bool:
+                        state: dict, kept: SavedParams, *, write: bool = True) -> bool:
     """Save the epoch's parameters as the algorithm does (the best validation epoch, or every
-    ``checkpoint_frequency``) and apply early stopping; True when training stops here."""
+    ``checkpoint_frequency``) and apply early stopping; True when training stops here. ``write=False`` (the other
+    processes of a distributed run) keeps the parameters and the state without touching the folder."""
     acc = record.get("validation_accuracy")
     improved = acc is not None and (state["best_acc"] is None or acc > state["best_acc"])
     if hp.checkpoint_frequency:
         if (epoch + 1) % hp.checkpoint_frequency == 0:
-            _save_params(current, _params_path(out, epoch), epoch, kept)
+            _save_params(current, _params_path(out, epoch), epoch, kept, write)
             state["saved"].append(epoch + 1)
     elif acc is None or improved:
         if acc is not None:
             log.info("Storing the best model with validation accuracy: %f", acc)
         for old in state["saved"]:
-            _params_path(out, old - 1).unlink(missing_ok=True)
+            if write:
+                _params_path(out, old - 1).unlink(missing_ok=True)
             kept.pop(old, None)
-        _save_params(current, _params_path(out, epoch), epoch, kept)
+        _save_params(current, _params_path(out, epoch), epoch, kept, write)
         state["saved"] = [epoch + 1]
     if not hp.early_stopping or acc is None:
         if improved:
