@@ -18,7 +18,7 @@ from pathlib import Path
 from .cli_args import add_hp_args, class_list, hp_values, hyperparameters_from_args, print_prediction
 from .cli_sagemaker import HANDLERS as SAGEMAKER_HANDLERS
 from .cli_sagemaker import LOCAL_ONLY_TRAIN_FLAGS, add_commands, add_sagemaker_args, backend_from_args
-from .exceptions import HyperparameterError, MultilabelICError, UsageError
+from .exceptions import HyperparameterError, MultilabelICError, TrainingError, UsageError
 
 __all__ = ["main", "build_parser"]
 
@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
     t.add_argument("--engine", choices=["pytorch", "gluon"], default="pytorch",
                    help="pytorch (default), or gluon: MXNet itself trains (needs the gluon extra; docs/gluon.md)")
+    t.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
+                   help="train with N processes on this machine (one per GPU) under torchrun; mini_batch_size is "
+                        "split across them (docs/local-backend.md, many GPUs)")
+    t.add_argument("--sync-batchnorm", action="store_true",
+                   help="with --nproc-per-node on GPUs: SyncBatchNorm instead of per-device statistics")
     t.add_argument("--workers", type=int, default=None, help="data loading workers (default: min(8, cores - 1))")
     t.add_argument("--pretrained", default=None, help="file or URL of ImageNet .params for use_pretrained_model=1")
     t.add_argument("--seed", type=int, default=0, help="seed of initialisation, sampling and augmentation")
@@ -189,6 +194,37 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+def _torchrun(args, argv: list[str]) -> int:
+    """``train --nproc-per-node N``: the same command under torchrun (PyTorch's elastic launcher), N processes."""
+    import os
+    import subprocess
+
+    if args.nproc_per_node < 1:
+        raise UsageError(f"--nproc-per-node {args.nproc_per_node}: give at least 1 process.")
+    batch = hp_values(args, getattr(args, "config_hyperparameters", {})).get("mini_batch_size", 32)
+    if str(batch).isdigit() and int(batch) % args.nproc_per_node:
+        raise UsageError(f"mini_batch_size={batch} is split across the {args.nproc_per_node} processes of a host: make "
+                         f"it a multiple of {args.nproc_per_node} (or change --nproc-per-node).")
+    rest, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc-per-node":
+            skip = True
+            continue
+        if not a.startswith("--nproc-per-node="):
+            rest.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc_per_node}",
+           "--max-restarts=0", "-m", "multilabel_ic", *rest]
+    log.info("starting %d processes: %s", args.nproc_per_node, " ".join(cmd[1:]))
+    code = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}).returncode
+    if code != 0:
+        raise TrainingError(f"the distributed run stopped: a process exited with status {code} (its error is above). "
+                            f"Run the same command again to resume from the last finished epoch.")
+    return 0
+
+
 def cmd_train(args) -> int:
     from .api import Trainer
     from .backends.local import LocalOptions
@@ -200,6 +236,10 @@ def cmd_train(args) -> int:
     classes = class_list(args.classes)
     config_hp = getattr(args, "config_hyperparameters", {})
     hp_values(args, config_hp)
+    if args.nproc_per_node is not None and "WORLD_SIZE" not in __import__("os").environ:
+        if args.backend == "sagemaker":
+            raise UsageError("--nproc-per-node applies to --backend local; on SageMaker use --instance-count.")
+        return _torchrun(args, args.argv)
     if args.backend == "sagemaker":
         given = [f"--{k.replace('_', '-')}" for k, default in LOCAL_ONLY_TRAIN_FLAGS.items()
                  if getattr(args, k) != default]
@@ -238,7 +278,8 @@ def cmd_train(args) -> int:
             model = Trainer(hp, backend=backend_from_args(args), output_dir=args.output).fit(train, validation=val)
         else:
             options = LocalOptions(seed=args.seed, num_workers=args.workers, progress=not args.quiet,
-                                   pretrained=args.pretrained, restart=args.restart, engine=args.engine)
+                                   pretrained=args.pretrained, restart=args.restart, engine=args.engine,
+                                   sync_batchnorm=args.sync_batchnorm)
             model = Trainer(hp, backend="local", output_dir=args.output, device=args.device, options=options,
                             callbacks=_trackers(args)).fit(train, validation=val)
     except MultilabelICError:
@@ -252,6 +293,8 @@ def cmd_train(args) -> int:
         if created_output and args.output.is_dir() and not any(args.output.iterdir()):
             args.output.rmdir()
         raise
+    if __import__("os").environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, process 0 reports for the run
     from ._io import atomic_write_text
     from .run_config import resolved_config
 
@@ -419,6 +462,7 @@ def _with_config(parser: argparse.ArgumentParser, argv: list[str], path: Path) -
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     subparsers.choices["train"].set_defaults(**defaults)
     args = parser.parse_args(argv)
+    args.argv = argv
     args.config_hyperparameters = hyperparameters
     return args
 
@@ -434,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     pre = [a for a in argv if a in ("--quiet", "--debug")]
     argv = pre + [a for a in argv if a not in ("--quiet", "--debug")]
     args = parser.parse_args(argv)
+    args.argv = argv
     _setup_logging(args.quiet)
     if getattr(args, "config", None) is not None:
         try:

@@ -322,8 +322,9 @@ def _batches(it, count: int):
 
 def train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None, out: Path,
                  options: LocalOptions, ctx, fingerprint: dict, pretrained: Path | None,
-                 callbacks: CallbackList) -> dict:
-    """The run inside its locked output folder (see :func:`multilabel_ic.backends.local.train.train`)."""
+                 callbacks: CallbackList, dist: Any = None) -> dict:
+    """The run inside its locked output folder (see :func:`multilabel_ic.backends.local.train.train`); one process
+    (``dist`` is the one-process :class:`~.distributed.Distributed`)."""
     from ...callbacks import RunInfo
     from ..base import final_metrics
     from .optim import epoch_size

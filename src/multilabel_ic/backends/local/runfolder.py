@@ -190,10 +190,12 @@ def shipped_final(state: dict[str, Any], shipped: int, labels: np.ndarray, score
 
 
 def write_results(hp: Hyperparameters, out: Path, tar: Path, state: dict[str, Any], final: dict, *, engine: str,
-                  device: str, device_name: str, stopped_early: bool, class_names: Sequence[str]) -> dict:
+                  device: str, device_name: str, stopped_early: bool, class_names: Sequence[str],
+                  processes: int = 1) -> dict:
     """metrics.json and model-metadata.json of a finished run; returns the metrics."""
     speeds = [s for r in state["history"] for s in r["speed"]]
     metrics = {"backend": "local", "engine": engine, "device": device, "device_name": device_name,
+               "processes": processes,
                "epochs": state["history"], "final": final, "best_epoch": state["best_epoch"],
                "saved_epochs": state["saved"], "stopped_early": stopped_early,
                "images_per_sec_median": float(np.median([r["images_per_sec"] for r in state["history"]]))

@@ -6,6 +6,7 @@ last finished epoch. Parameters in the algorithm's format go to ``<output>/model
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -21,13 +22,15 @@ from ..._io import atomic_write, ensure_dir, json_default, remove_stale_temp_fil
 from ..._lock import FolderLock
 from ...callbacks import Callback, CallbackList, RunInfo, default_callbacks
 from ...data.dataset import Dataset
-from ...exceptions import RunConflictError, UsageError
+from ...exceptions import RunConflictError, TrainingError, UsageError
 from ...hyperparameters import Rule, check_options
 from ...model.network import ResNetV2, create_network, mxnet_state_dict
 from ...model.transforms import AugmentOptions
 from ...preflight import check_training_request, data_fingerprint, describe_differences
 from ..base import final_metrics
-from .epoch import predict_scores, run_epoch, validate
+from .distributed import Distributed
+from .epoch import predict_scores, run_epoch
+from .epochlog import validation_record
 from .loss import class_weights, weighted_bce
 from .optim import MultiFactorSchedule, create_optimizer
 from .pipeline import EpochSampler, ImageDataset, default_workers, make_loader, preload_images
@@ -68,7 +71,7 @@ OPTION_RULES = {
     "cuda_half": Rule("choice", choices=("float16", "bfloat16")), "pretrained": Rule("str", nullable=True),
     "pretrained_sha256": Rule("str", nullable=True), "channels_last": Rule("bool"), "resume": Rule("bool"),
     "restart": Rule("bool"), "device": Rule("str", nullable=True),
-    "engine": Rule("choice", choices=("pytorch", "gluon")),
+    "engine": Rule("choice", choices=("pytorch", "gluon")), "sync_batchnorm": Rule("bool"),
 }
 
 
@@ -93,6 +96,7 @@ class LocalOptions:
     resume: bool = True  # continue a run of the same data and settings found in the output folder (False: refuse)
     restart: bool = False  # remove the previous run's checkpoint, parameters and artifact, and start afresh
     engine: str = "pytorch"  # or "gluon": MXNet itself trains (the gluon extra; docs/gluon.md)
+    sync_batchnorm: bool = False  # under torchrun: SyncBatchNorm (CUDA) instead of per-process statistics
 
     def __post_init__(self):
         checked = check_options({f.name: getattr(self, f.name) for f in fields(self)}, OPTION_RULES,
@@ -139,14 +143,15 @@ def precision_for(hp: Hyperparameters, device: torch.device, options: LocalOptio
 
 
 def run_fingerprint(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None,
-                    options: LocalOptions) -> dict:
+                    options: LocalOptions, dist: Distributed = Distributed()) -> dict:
     """What a run is trained on and with: a resume must find every field equal, or it would ship another model."""
     fingerprint = {
         "training data": data_fingerprint(train_data), "validation data": data_fingerprint(validation),
         "class names": list(train_data.class_names), "seed": options.seed, "hyperparameters": hp.to_dict(),
         "weighted_loss": options.weighted_loss,
         "bce_reduction": options.bce_reduction, "augment": asdict(options.augment),
-        "engine": options.engine, "cpu_float16": options.cpu_float16, "cuda_half": options.cuda_half,
+        "engine": options.engine, "processes": [dist.hosts, dist.local_world_size],
+        "sync_batchnorm": options.sync_batchnorm, "cpu_float16": options.cpu_float16, "cuda_half": options.cuda_half,
         "pretrained": None if not hp.use_pretrained_model else [options.pretrained, options.pretrained_sha256]}
     return json.loads(json.dumps(fingerprint))  # the form it has when read back from a checkpoint
 
@@ -161,42 +166,82 @@ def train(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None, 
     """
     out = Path(output_dir)
     check_training_request(hp, train_data, validation)
+    dist = Distributed.from_environment()
     run: Callable[..., dict]
     device: Any
     if options.engine == "gluon":
+        if dist.enabled:
+            raise UsageError("the Gluon engine trains in one process: run it without torchrun (--nproc-per-node).")
         from . import gluon
 
         device, run = gluon.select_context(options.device), gluon.train_locked
     else:
-        device, run = select_device(options.device), _train_locked
+        device, run = dist.local_device(select_device(options.device)), _train_locked
+    if options.sync_batchnorm and (not dist.enabled or device.type != "cuda"):
+        raise UsageError("sync_batchnorm=True applies to a distributed run on CUDA devices (PyTorch's SyncBatchNorm "
+                         "is GPU-only): launch with --nproc-per-node N on a GPU machine, or drop it.")
+    if dist.enabled:
+        dist.batch_per_process(hp), dist.batches_per_epoch(hp)  # refuse a batch that does not split, first
+        dist.start(device)
+        if not dist.is_main:
+            logging.getLogger("multilabel_ic").setLevel(logging.WARNING)  # one process speaks for the run
+            options = dataclasses.replace(options, progress=False)
+        log.info("distributed: %d processes on %d host(s), %d images per process per step, %d steps per epoch",
+                 dist.world_size, dist.hosts, dist.batch_per_process(hp), dist.batches_per_epoch(hp))
     if hp.num_training_samples != len(train_data):
         log.warning("num_training_samples=%d but the training data has %d images: each epoch runs %d batches "
                     "(num_training_samples // mini_batch_size) and the LR schedule counts from it",
                     hp.num_training_samples, len(train_data), hp.batches_per_epoch)
-    if hp.kv_store:
+    if hp.kv_store and not dist.enabled:
         log.warning("kv_store=%s has no effect on a single machine", hp.kv_store)
-    fingerprint = run_fingerprint(hp, train_data, validation, options)
-    pretrained = (resolve_pretrained(hp.num_layers, options.pretrained, sha256=options.pretrained_sha256,
-                                     progress=options.progress) if hp.use_pretrained_model else None)
+    fingerprint = run_fingerprint(hp, train_data, validation, options, dist)
+    if not dist.is_main:  # process 0 prepares the folder; the others learn how that went
+        status = dist.broadcast(None)
+        if not status["ok"]:
+            raise TrainingError(f"process 0 stopped before training: {status['error']}")
+        pretrained = Path(status["pretrained"]) if status["pretrained"] else None
+        return run(hp, train_data, validation, out, options, device, fingerprint, pretrained, CallbackList([]),
+                   dist)
     created = not out.exists()
     ensure_dir(out)
     try:
         with FolderLock(out):
-            for stale in remove_stale_temp_files(out, out / "model", out / "checkpoints"):
-                log.info("removed %s, left by an interrupted run", stale)
-            if options.restart:
-                clear_previous_run(out)
+            try:
+                pretrained = (resolve_pretrained(hp.num_layers, options.pretrained, sha256=options.pretrained_sha256,
+                                                 progress=options.progress) if hp.use_pretrained_model else None)
+                for stale in remove_stale_temp_files(out, out / "model", out / "checkpoints"):
+                    log.info("removed %s, left by an interrupted run", stale)
+                if options.restart:
+                    clear_previous_run(out)
+                if options.engine == "pytorch":
+                    _check_or_claim(out, options, fingerprint)
+            except BaseException as exc:
+                dist.broadcast({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+                raise
+            dist.broadcast({"ok": True, "pretrained": str(pretrained) if pretrained else None})
             return run(hp, train_data, validation, out, options, device, fingerprint, pretrained,
-                       CallbackList([*default_callbacks(), *callbacks]))
+                       CallbackList([*default_callbacks(), *callbacks]), dist)
     except Exception:
         if created:
             remove_if_only_the_marker(out)  # a run that failed before its first checkpoint leaves no folder
         raise
 
 
+def _check_or_claim(out: Path, options: LocalOptions, fingerprint: dict) -> None:
+    """Before any process trains: a run in ``out`` must be this one (then it resumes), or the folder is claimed."""
+    sp = _state_path(out)
+    if sp.exists():
+        if not options.resume:
+            raise RunConflictError(f"{out} holds a run (checkpoints/last.pt) and resume=False: pass restart=True "
+                                   f"(CLI: --restart) to replace it, or choose another output folder.")
+        _load_state(sp, torch.device("cpu"), fingerprint)  # refuses a run of other data or settings
+    else:
+        claim_folder(out, fingerprint)
+
+
 def _train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None, out: Path,
                   options: LocalOptions, device: torch.device, fingerprint: dict, pretrained: Path | None,
-                  callbacks: CallbackList) -> dict:
+                  callbacks: CallbackList, dist: Distributed = Distributed()) -> dict:
     torch.manual_seed(options.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # cuDNN autotuning, as the algorithm's MXNet build does
@@ -208,11 +253,13 @@ def _train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset 
         model = model.to(memory_format=torch.channels_last)
     if pretrained is not None:
         load_pretrained(model, pretrained, progress=options.progress)
+    if options.sync_batchnorm:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = create_optimizer(model, hp)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     # begin_epoch stays 0 on a resume: the schedule is a function of the absolute update count, which the checkpoint
     # restores (state["num_update"]), so a resumed run steps the learning rate at the same updates as an unbroken one
-    schedule = MultiFactorSchedule.from_hyperparameters(hp, begin_epoch=0)
+    schedule = MultiFactorSchedule.from_hyperparameters(hp, begin_epoch=0, num_workers=dist.hosts)
     w_pos = w_neg = None
     if hp.use_weighted_loss:
         wp, wn = class_weights(train_data.labels, options.weighted_loss)
@@ -222,10 +269,7 @@ def _train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset 
     state: dict[str, Any] = {"epoch": 0, "num_update": 0, "history": [], "best_acc": None, "best_epoch": None, "es_bad": 0,
              "saved": []}
     sp = _state_path(out)
-    if sp.exists():
-        if not options.resume:
-            raise RunConflictError(f"{out} holds a run (checkpoints/last.pt) and resume=False: pass restart=True "
-                                   f"(CLI: --restart) to replace it, or choose another output folder.")
+    if sp.exists():  # checked (and the folder claimed otherwise) by _check_or_claim before training
         ck = _load_state(sp, device, fingerprint)
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
@@ -233,27 +277,33 @@ def _train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset 
         torch.set_rng_state(ck["torch_rng"])
         state = json.loads(ck["state"])
         log.info("resuming from %s: %d of %d epochs done", sp, state["epoch"], hp.epochs)
-    else:
-        claim_folder(out, fingerprint)
 
     log.info("resize=%s -> %s crop %dx%d, augmentation_type=%s, %d batches of %d per epoch, device=%s, workers=%d",
              hp.resize, "random" if hp.augmentation_type else "centre", hp.width, hp.height, hp.augmentation_type,
-             hp.batches_per_epoch, hp.mini_batch_size, device, workers)
+             dist.batches_per_epoch(hp), hp.mini_batch_size, device, workers)
     est = len(train_data) * (hp.resize or 480) ** 2 * 1.5 * hp.channels
     preload = options.preload if options.preload is not None else est < 2 * 1024 ** 3
     train_cache = preload_images(train_data, channels=hp.channels, resize=hp.resize,
                                  progress=options.progress) if preload else None
-    val_cache = (preload_images(validation, channels=hp.channels, resize=hp.resize, progress=options.progress)
-                 if preload and validation is not None else None)
+    # each process scores its share of the validation images (rows rank, rank + world, ...); the scores are gathered
+    val_rows = np.arange(dist.rank, len(validation), dist.world_size) if validation is not None else None
+    val_part = validation.subset(val_rows) if validation is not None and val_rows is not None and dist.enabled \
+        else validation
+    val_cache = (preload_images(val_part, channels=hp.channels, resize=hp.resize, progress=options.progress)
+                 if preload and val_part is not None else None)
     train_ds = ImageDataset(train_data, hp, train=True, seed=options.seed, options=options.augment, cache=train_cache)
     pin = device.type == "cuda"
-    train_loader = make_loader(train_ds, batch_sampler=EpochSampler(np.zeros(0, np.int64), hp.mini_batch_size, 0),
-                               num_workers=workers, pin_memory=pin, persistent=True)
+    sampler = EpochSampler(np.zeros(0, np.int64), dist.batch_per_process(hp), 0, shard=(dist.rank, dist.world_size))
+    train_loader = make_loader(train_ds, batch_sampler=sampler, num_workers=workers, pin_memory=pin, persistent=True)
     val_loader = None
-    if validation is not None:
-        val_ds = ImageDataset(validation, hp, train=False, options=options.augment, cache=val_cache)
+    if val_part is not None:
+        val_ds = ImageDataset(val_part, hp, train=False, options=options.augment, cache=val_cache)
         val_loader = make_loader(val_ds, batch_size=hp.mini_batch_size, num_workers=workers, pin_memory=pin,
                                  persistent=True)
+    # per-process BatchNorm statistics during an epoch, as MXNet's devices keep them (averaged at its end)
+    train_model = (torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
+        if dist.enabled else model)
     model.train()
     stopped_early = False
     kept: SavedParams = {}
@@ -263,17 +313,22 @@ def _train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset 
         settings={**settings, "device": str(device), "num_workers": workers}))
     try:
         for epoch in range(state["epoch"], hp.epochs):
-            record = run_epoch(hp, model, optimizer, scaler, schedule, train_loader, device=device,
+            record = run_epoch(hp, train_model, optimizer, scaler, schedule, train_loader, device=device,
                                amp_dtype=amp_dtype, channels_last=channels_last, w_pos=w_pos, w_neg=w_neg,
-                               epoch=epoch, state=state, options=options)
+                               epoch=epoch, state=state, options=options, dist=dist)
+            dist.average_buffers(model)  # MXNet's fit syncs the devices' aux params after every epoch
             if val_loader is not None:
-                assert validation is not None
-                record.update(validate(hp, model, val_loader, validation.class_names, device=device,
-                                       amp_dtype=amp_dtype, channels_last=channels_last, epoch=epoch))
+                assert validation is not None and val_rows is not None
+                labels, scores = _validation_scores(model, val_loader, val_rows, dist, device, amp_dtype,
+                                                    channels_last)
+                record.update(validation_record(hp, labels, scores, validation.class_names, epoch))
             state["history"].append(record)
-            stopped_early = checkpoint_and_stop(hp, torch_params(model), out, epoch, record, state, kept)
+            stopped_early = checkpoint_and_stop(hp, torch_params(model), out, epoch, record, state, kept,
+                                                write=dist.is_main)
             state["epoch"] = epoch + 1
-            _save_state(sp, model, optimizer, scaler, state, fingerprint)
+            if dist.is_main:
+                _save_state(sp, model, optimizer, scaler, state, fingerprint)
+            dist.barrier()  # the epoch's checkpoint is on disk before any process goes on
             callbacks.on_epoch_end(record)
             if stopped_early:
                 break
@@ -281,10 +336,18 @@ def _train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset 
         log.warning("interrupted: %d of %d epochs are saved in %s; run the same command again to resume",
                     state["epoch"], hp.epochs, sp)
         raise
-    metrics = _finish(hp, model, out, state, validation, val_loader, device, amp_dtype, channels_last,
-                      stopped_early, train_data.class_names, kept)
+    metrics = _finish(hp, model, out, state, validation, val_loader, val_rows, device, amp_dtype, channels_last,
+                      stopped_early, train_data.class_names, kept, dist)
     callbacks.on_train_end(metrics)
     return metrics
+
+
+def _validation_scores(model: ResNetV2, loader: DataLoader, rows: np.ndarray, dist: Distributed,
+                       device: torch.device, amp_dtype: torch.dtype | None,
+                       channels_last: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, scores) of the whole validation set in its order: this process's share, gathered from all."""
+    scores, labels = predict_scores(model, loader, device, amp_dtype, channels_last)
+    return dist.gather_rows(rows, labels), dist.gather_rows(rows, scores)
 
 
 def torch_params(model: ResNetV2) -> CurrentParams:
@@ -326,21 +389,26 @@ def _load_state(path: Path, device: torch.device, fingerprint: dict) -> dict:
 
 
 def _finish(hp: Hyperparameters, model: ResNetV2, out: Path, state: dict[str, Any], validation: Dataset | None,
-            val_loader: DataLoader | None, device: torch.device, amp_dtype: torch.dtype | None, channels_last: bool,
-            stopped_early: bool, class_names: Sequence[str], kept: SavedParams) -> dict:
+            val_loader: DataLoader | None, val_rows: np.ndarray | None, device: torch.device,
+            amp_dtype: torch.dtype | None, channels_last: bool, stopped_early: bool, class_names: Sequence[str],
+            kept: SavedParams, dist: Distributed) -> dict:
     checkpoints = saved_checkpoints(out, state, kept)
-    tar = write_artifact(hp, out, checkpoints)
     final = final_metrics()
-    if val_loader is not None and state["saved"]:
+    if val_loader is not None and val_rows is not None and state["saved"]:
         # evaluate the model that ships (the best / last saved epoch), not the last one trained
         from ...model.network import load_mxnet_state_dict
 
         shipped = max(checkpoints)
         args, aux = checkpoints[shipped]
         load_mxnet_state_dict(model, {k: torch.from_numpy(v) for k, v in {**args, **aux}.items()})
-        scores, labels = predict_scores(model, val_loader, device, amp_dtype, channels_last)
+        labels, scores = _validation_scores(model, val_loader, val_rows, dist, device, amp_dtype, channels_last)
         assert validation is not None
         final = shipped_final(state, shipped, labels, scores, validation.class_names)
-    return write_results(hp, out, tar, state, final, engine="pytorch", device=str(device),
-                         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                         stopped_early=stopped_early, class_names=class_names)
+    metrics = None
+    if dist.is_main:
+        tar = write_artifact(hp, out, checkpoints)
+        metrics = write_results(hp, out, tar, state, final, engine="pytorch", device=str(device),
+                                device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                                stopped_early=stopped_early, class_names=class_names,
+                                processes=dist.world_size)
+    return dist.broadcast(metrics)  # every process returns the run's metrics (and the artifact exists by then)
