@@ -160,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub)
     b = sub.add_parser("bench", help="throughput benchmarks (local training, input pipeline, SageMaker logs)")
     b.add_argument("--quick", action="store_true", help="small sizes that finish in minutes on a CPU")
+    b.add_argument("--scaling", type=int, default=None, metavar="N",
+                   help="instead: training images/s with 1 and N processes (DDP under torchrun), and the efficiency")
     b.add_argument("--output", type=Path, default=Path("bench-output"))
     b.add_argument("--device", default=None)
     b.add_argument("--sagemaker-log", type=Path, action="append", default=[],
@@ -448,6 +450,13 @@ def cmd_parity(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.scaling is not None:
+        from .bench.scaling import run_scaling
+
+        if args.scaling < 2:
+            raise UsageError(f"--scaling {args.scaling}: compare at least 2 processes with 1.")
+        run_scaling(args.output, processes=(1, args.scaling), device=args.device)
+        return 0
     from .bench.run import run_bench
 
     run_bench(args)
