@@ -146,3 +146,28 @@ def test_parity_report(split, tmp_path):
     assert written["final_mAP"] == report["final_mAP"]
     assert (tmp_path / "parity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| pytorch |" in (tmp_path / "parity.md").read_text()
+
+
+def test_gluon_engine_starts_from_the_pretrained_params(split, tmp_path):
+    """The same ImageNet .params file as the PyTorch engine: every layer but fc1 starts from it (here with a
+    learning rate of 1e-12 and no weight decay, so the saved parameters are the file's; bn_data's gamma fixed at 1)."""
+    import torch
+
+    from multilabel_ic.model.network import ResNetV2, mxnet_state_dict
+    from multilabel_ic.model.params import save_params
+
+    train, val = split
+    torch.manual_seed(5)
+    args, aux = mxnet_state_dict(ResNetV2(1000, 18, (3, 40, 40)))
+    zoo = {f"arg:{k}": v.numpy() for k, v in args.items()} | {f"aux:{k}": v.numpy() for k, v in aux.items()}
+    zoo["arg:bn_data_gamma"][:] = 0.5  # a stored gamma that MXNet ignores
+    save_params(tmp_path / "resnet-18-0000.params", zoo)
+    hp = Hyperparameters(**{**TINY, "image_shape": "3,40,40", "resize": 44, "epochs": 1, "learning_rate": 1e-12, "weight_decay": 0.0,
+                            "use_pretrained_model": 1}, num_training_samples=len(train))
+    options = LocalOptions(num_workers=1, progress=False, engine="gluon", pretrained=str(tmp_path / "resnet-18-0000.params"))
+    model = Trainer(hp, backend=LocalBackend(options=options), output_dir=tmp_path / "run").fit(train, validation=val)
+    saved = read_model_tar(model.local_artifact).params
+    for name in ("conv0_weight", "stage1_unit1_conv1_weight", "stage4_unit2_conv2_weight", "bn1_beta"):
+        np.testing.assert_allclose(saved[name], zoo[f"arg:{name}"], rtol=0, atol=1e-8)
+    np.testing.assert_array_equal(saved["bn_data_gamma"], np.ones(3, np.float32))
+    assert saved["fc1_weight"].shape == (5, 512)  # a new head for the 5 classes
