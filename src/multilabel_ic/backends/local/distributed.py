@@ -93,11 +93,21 @@ class Distributed:
         return device
 
     def start(self, device: torch.device) -> None:
-        """Join the process group (NCCL on CUDA, gloo on the CPU), with a timeout so a lost peer ends the run."""
+        """Join the process group (NCCL on CUDA, gloo on the CPU), with a timeout so a lost peer ends the run. A group
+        the caller already made is used as it is (and left to the caller)."""
         import torch.distributed as dist
 
         if self.enabled and not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
+            _STARTED.append(True)
+
+    def stop(self) -> None:
+        """Leave the process group that :meth:`start` made: every process, when its part of the run is over."""
+        import torch.distributed as dist
+
+        if _STARTED and dist.is_initialized():
+            _STARTED.clear()
+            dist.destroy_process_group()
 
     # -- collectives (no-ops in one process); each is called by every process at the same point --
     def barrier(self) -> None:
@@ -138,6 +148,9 @@ class Distributed:
             if buf.is_floating_point() and ("running_mean" in name or "running_var" in name):
                 _collective(lambda d, b=buf: d.all_reduce(b, op=d.ReduceOp.SUM))
                 buf.div_(self.world_size)
+
+
+_STARTED: list[bool] = []  # whether this process's group was made by start() (then stop() ends it)
 
 
 def _on_backend(t: torch.Tensor) -> torch.Tensor:

@@ -164,9 +164,16 @@ def train(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None, 
     run (a second run into it is refused), and a run already in it is resumed only when it was trained on the same
     data, classes, seed, hyperparameters and options (``options.restart`` starts afresh instead).
     """
-    out = Path(output_dir)
-    check_training_request(hp, train_data, validation)
     dist = Distributed.from_environment()
+    try:
+        return _train(hp, train_data, validation, Path(output_dir), options, callbacks, dist)
+    finally:
+        dist.stop()  # a process that leaves with its group still open aborts (and so ends its peers' run)
+
+
+def _train(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None, out: Path, options: LocalOptions,
+           callbacks: Sequence[Callback], dist: Distributed) -> dict:
+    check_training_request(hp, train_data, validation)
     run: Callable[..., dict]
     device: Any
     if options.engine == "gluon":
