@@ -91,7 +91,8 @@ def _pr_figure(labels: np.ndarray, scores: np.ndarray, class_names: Sequence[str
         ax.step(np.r_[0.0, recall], np.r_[precision[0], precision], where="post", label=f"{name} (AP {ap:.3f})")
     ax.set(title="Precision-recall per class (validation, shipped model)", xlabel="recall", ylabel="precision",
            xlim=(0, 1.01), ylim=(0, 1.02))
-    ax.legend(loc="lower left")
+    if ax.get_legend_handles_labels()[0]:  # no curve where no class has a positive
+        ax.legend(loc="lower left")
     fig.tight_layout()
     return fig
 
