@@ -88,6 +88,8 @@ def test_demo_reaches_the_required_map(tmp_path, capsys):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["final"]["mAP"] >= 0.90, metrics["final"]
     assert "[4/4] prediction" in out and "truth=" in out
+    assert f"report:   {tmp_path / 'run' / 'report.html'}" in out and "Precision-recall" in (
+        tmp_path / "run" / "report.html").read_text()
 
 
 def test_evaluate_and_predict_read_class_names_from_the_metadata(tmp_path, capsys):

@@ -426,8 +426,11 @@ def cmd_demo(args) -> int:
     print(f"  {path.name}: {json.dumps([round(p, 4) for p in probs])}")
     for name, p, y in zip(predictor.class_names, probs, labels):
         print(f"    {name:<11} p={p:.3f}  truth={int(y)}")
+    from .report import write_report
+
+    report = write_report(args.output / "run", validation=prepared.validation, title="Demo run report")
     print(f"\nartifact: {model.artifact}\nmetrics:  {args.output / 'run' / 'metrics.json'} (+ metrics.png)\n"
-          f"done in {time.time() - started:.0f} s")
+          f"report:   {report} (open it in a browser)\ndone in {time.time() - started:.0f} s")
     return 0
 
 
