@@ -131,7 +131,7 @@ def test_a_killed_process_ends_the_run_and_the_rerun_resumes_to_the_same_result(
     ref = json.loads((tmp_path / "reference" / "metrics.json").read_text())
     assert ref["processes"] == 2 and len(ref["epochs"]) == 3
     assert sorted(p.name for p in (tmp_path / "reference").iterdir()) == sorted(
-        ["args.json", "checkpoints", "metrics.json", "metrics.jsonl", "metrics.png", "model", "model-metadata.json",
+        ["args.json", "cache", "checkpoints", "metrics.json", "metrics.jsonl", "metrics.png", "model", "model-metadata.json",
          "model.tar.gz", "report.html", "run-config.json"])
     assert reference.stdout.count("model artifact:") == 1  # process 0 reports for the run
 

@@ -1,8 +1,11 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
 
 from multilabel_ic.hyperparameters import LARGE_DEPTHS, SMALL_DEPTHS
+from multilabel_ic.model import network
 from multilabel_ic.model.network import ResNetV2, load_mxnet_state_dict, mxnet_state_dict, units_for
 
 
@@ -135,3 +138,51 @@ def test_bn_data_gamma_is_fixed_at_one_whatever_the_file_holds():
     assert torch.equal(other.bn_data.weight, torch.ones(3))
     with torch.no_grad():
         assert torch.allclose(other(x), reference, atol=1e-6)
+
+
+def _stem_pair(height: int):
+    torch.manual_seed(0)
+    fast = ResNetV2(5, 18, (3, height, height))
+    with torch.no_grad():
+        fast.bn_data.bias.normal_()
+        fast.bn_data.running_mean.fill_(3.0)
+    slow = copy.deepcopy(fast)
+    return fast, slow
+
+
+@pytest.mark.parametrize("height", [224, 32])
+@pytest.mark.parametrize("training", [True, False])
+def test_data_stem_shortcut_equals_bn_data_then_conv0(height, training):
+    """The training step's stem (one var_mean pass, dL/dbeta from the batch-summed gradient) gives the values,
+    gradients and moving statistics of bn_data followed by conv0."""
+    fast, slow = _stem_pair(height)
+    fast.train(training), slow.train(training)
+    x = torch.rand(6, 3, height, height) * 255
+    assert network._stem_shortcut_applies(fast, x)
+    out = network._DataStem.apply(x, fast.bn_data.weight, fast.bn_data.bias, fast.conv0.weight,
+                                  network._StemSpec(fast.bn_data, fast.conv0))
+    ref = slow.conv0(slow.bn_data(x))
+    weights = torch.randn_like(ref)
+    (out * weights).sum().backward()
+    (ref * weights).sum().backward()
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    for name in ("bn_data.bias", "conv0.weight"):
+        got, want = dict(fast.named_parameters())[name].grad, dict(slow.named_parameters())[name].grad
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+    assert fast.bn_data.weight.grad is None
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(fast.bn_data, name), getattr(slow.bn_data, name), rtol=1e-6, atol=0)
+
+
+def test_data_stem_shortcut_under_bfloat16_autocast_and_where_it_does_not_apply():
+    fast, slow = _stem_pair(64)
+    x = torch.rand(4, 3, 64, 64) * 255
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, ref = fast(x), slow.conv0(slow.bn_data(x))
+        assert fast.features(x).dtype == ref.dtype == torch.bfloat16
+    out.float().sum().backward()
+    assert fast.conv0.weight.grad.dtype == torch.float32 and torch.isfinite(fast.conv0.weight.grad).all()
+    # an input that wants its own gradient (saliency) or inference take the two-module path
+    assert not network._stem_shortcut_applies(fast, x.requires_grad_())
+    with torch.no_grad():
+        assert not network._stem_shortcut_applies(fast, x)

@@ -14,6 +14,7 @@ from ..exceptions import require
 require("torch", extra="local")  # a missing PyTorch names the pip line that installs it
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from .architecture import small_stem, units_for  # noqa: E402
@@ -52,13 +53,16 @@ class _Unit(nn.Module):
         self.sc = None if dim_match else nn.Conv2d(cin, cout, 1, stride, 0, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        act1 = torch.relu(self.bn1(x))
+        # in-place ReLU and add: BatchNorm's and conv's backward need their inputs, not their outputs, so this
+        # changes no value and saves two fresh activations per unit (allocation is a large part of a CPU step)
+        act1 = F.relu(self.bn1(x), inplace=True)
         out = self.conv1(act1)
-        out = self.conv2(torch.relu(self.bn2(out)))
+        out = self.conv2(F.relu(self.bn2(out), inplace=True))
         if self.bottle_neck:
-            out = self.conv3(torch.relu(self.bn3(out)))
+            out = self.conv3(F.relu(self.bn3(out), inplace=True))
         shortcut = x if self.sc is None else self.sc(act1)
-        return out + shortcut
+        out += shortcut
+        return out
 
 
 class ResNetV2(nn.Module):
@@ -111,17 +115,86 @@ class ResNetV2(nn.Module):
         self.num_classes = n
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv0(self.bn_data(x))
+        if _stem_shortcut_applies(self, x):
+            x = _DataStem.apply(x, self.bn_data.weight, self.bn_data.bias, self.conv0.weight,
+                                _StemSpec(self.bn_data, self.conv0))
+        else:
+            x = self.conv0(self.bn_data(x))
         if not self.small:
-            x = self.pool0(torch.relu(self.bn0(x)))
+            x = self.pool0(F.relu(self.bn0(x), inplace=True))
         for name in self.stage_names:
             x = getattr(self, name)(x)
-        x = torch.relu(self.bn1(x))
+        x = F.relu(self.bn1(x), inplace=True)
         return torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.features(x)
         return self.fc1(feats.to(self.fc1.weight.dtype))  # float16: fc1 runs in float32 as in MXNet
+
+
+class _StemSpec:
+    """What :class:`_DataStem` needs of ``bn_data`` and ``conv0`` besides their parameters."""
+
+    def __init__(self, bn: nn.BatchNorm2d, conv: nn.Conv2d):
+        self.bn, self.stride, self.padding = bn, conv.stride, conv.padding
+
+
+def _stem_shortcut_applies(model: ResNetV2, x: torch.Tensor) -> bool:
+    """The stem's shortcut serves a training step on data (no gradient wanted for the images themselves)."""
+    return (torch.is_grad_enabled() and not x.requires_grad and type(model.bn_data) is nn.BatchNorm2d
+            and model.bn_data.bias.requires_grad and not model.bn_data.weight.requires_grad
+            and model.conv0.bias is None)
+
+
+class _DataStem(torch.autograd.Function):
+    """``conv0(bn_data(x))`` for a batch of images, with the gradients a training step needs and no more.
+
+    ``bn_data`` normalises the raw images; only its beta learns (gamma is fixed). dL/dbeta is the sum of conv0's
+    input gradient over the batch and the pixels, and that gradient is linear in conv0's output gradient, so it is
+    taken for the batch-summed output gradient (one image, not N): the full-resolution input gradient that autograd
+    would compute for N images is never formed. The forward normalises with one ``var_mean`` pass and updates the
+    moving statistics as BatchNorm does. Values equal the two-module path to float rounding (tests/test_local_network.py).
+    """
+
+    @staticmethod
+    def forward(ctx, x, gamma, beta, weight, spec: _StemSpec):
+        bn = spec.bn
+        assert bn.running_mean is not None and bn.running_var is not None and bn.num_batches_tracked is not None
+        if bn.training:
+            var, mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
+            with torch.no_grad():
+                n = x.numel() // x.shape[1]
+                bn.num_batches_tracked.add_(1)
+                momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+                bn.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+                bn.running_var.mul_(1 - momentum).add_(var * (n / max(n - 1, 1)), alpha=momentum)
+        else:
+            mean, var = bn.running_mean, bn.running_var
+        scale = gamma * torch.rsqrt(var + bn.eps)
+        shape = (1, -1, 1, 1)
+        z = torch.addcmul((beta - mean * scale).view(shape), x, scale.view(shape))
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else z.dtype
+        zc, wc = z.to(dtype), weight.to(dtype)
+        with torch.autocast(x.device.type, enabled=False):
+            out = F.conv2d(zc, wc, None, spec.stride, spec.padding)
+        ctx.save_for_backward(zc, wc)
+        ctx.spec, ctx.weight_dtype = spec, weight.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        zc, wc = ctx.saved_tensors
+        spec = ctx.spec
+        grad_out = grad_out.to(wc.dtype)
+        conv = dict(bias_sizes=None, stride=list(spec.stride), padding=list(spec.padding), dilation=[1, 1],
+                    transposed=False, output_padding=[0, 0], groups=1)
+        _, grad_w, _ = torch.ops.aten.convolution_backward(grad_out, zc, wc, output_mask=[False, True, False],
+                                                           **conv)
+        summed = grad_out.sum(0, keepdim=True)
+        grad_z, _, _ = torch.ops.aten.convolution_backward(summed, zc[:1], wc, output_mask=[True, False, False],
+                                                           **conv)
+        grad_beta = grad_z.float().sum(dim=(0, 2, 3))
+        return None, None, grad_beta, grad_w.to(ctx.weight_dtype), None
 
 
 def create_network(hp: Hyperparameters) -> ResNetV2:

@@ -18,8 +18,8 @@ from ..exceptions import DataError
 from ..hyperparameters import Rule, check_options
 from ..images import resize_shorter
 
-__all__ = ["AugmentOptions", "resize_shorter", "affine_params", "random_affine", "crop", "hls_jitter",
-           "train_transform", "eval_transform", "inference_transform", "AUG_LEVELS"]
+__all__ = ["AugmentOptions", "SampleDraws", "resize_shorter", "affine_params", "affine_matrix", "random_affine", "crop",
+           "hls_jitter", "apply_hls_offsets", "draw_train", "warp_and_fit", "apply_train_draws", "train_transform", "eval_transform", "inference_transform", "AUG_LEVELS"]
 
 # MXNet data.set_data_aug_level: level 1 crop+mirror, 2 adds HSL, 3 adds rotate/shear/aspect.
 AUG_LEVELS = {None: 0, "crop": 1, "crop_color": 2, "crop_color_transform": 3}
@@ -124,6 +124,63 @@ def _offset(rng: np.random.Generator, maximum: int, mode: str) -> int:
 def hls_jitter(img: np.ndarray, rng: np.random.Generator, mode: str = "approx_gaussian") -> np.ndarray:
     """Add one random (H, L, S) offset to the whole image in OpenCV's 8-bit HLS space, clamped, and convert back."""
     dh, ds, dl = _offset(rng, MAX_H, mode), _offset(rng, MAX_S, mode), _offset(rng, MAX_L, mode)
+    return apply_hls_offsets(img, dh, dl, ds)
+
+
+@dataclass(frozen=True)
+class SampleDraws:
+    """One training sample's random draws, taken in ImageRecordIter's order: affine, crop, colour, mirror.
+
+    ``size`` is the (rows, cols) of the image the crop is cut from (after the affine warp and the small-image
+    policy); ``y``/``x`` its top-left corner. Both pipelines apply the same draws: :func:`apply_train_draws` with
+    OpenCV (the reference), and the batched device augmentation.
+    """
+
+    size: tuple[int, int]
+    affine: tuple[float, int, float, float] | None = None  # (shear, angle, scale, ratio) at level 3
+    y: int = 0
+    x: int = 0
+    hls: tuple[int, int, int] | None = None  # (dh, dl, ds) offsets at level 2 and up
+    mirror: bool = False
+
+
+def _size_after(rows: int, cols: int, height: int, width: int, policy: str, source: str) -> tuple[int, int]:
+    """The size :func:`_ensure_size` gives an image of (rows, cols)."""
+    if rows >= height and cols >= width:
+        return rows, cols
+    if policy == "error":
+        _ensure_size(np.zeros((rows, cols, 1), np.uint8), height, width, policy, source)  # raises its message
+    scale = max(height / rows, width / cols)
+    return max(height, math.ceil(rows * scale)), max(width, math.ceil(cols * scale))
+
+
+def draw_train(rng: np.random.Generator, rows: int, cols: int, *, height: int, width: int,
+               augmentation_type: str | None, options: AugmentOptions = AugmentOptions(),
+               source: str = "<image>") -> SampleDraws:
+    """The draws for one (already resized) image of ``rows`` x ``cols``, from ``rng``, in the reference's order."""
+    level = AUG_LEVELS[augmentation_type]
+    affine = None
+    if level >= 3:
+        affine = affine_params(rng)
+        scale = affine[2]
+        rows, cols = int(scale * rows), int(scale * cols)
+    rows, cols = _size_after(rows, cols, height, width, options.small_image, source)
+    if level >= 1:
+        y = int(rng.integers(0, rows - height + 1))
+        x = int(rng.integers(0, cols - width + 1))
+    else:
+        y, x = (rows - height) // 2, (cols - width) // 2
+    hls = None
+    if level >= 2:
+        dh, ds, dl = (_offset(rng, MAX_H, options.hsl_jitter), _offset(rng, MAX_S, options.hsl_jitter),
+                      _offset(rng, MAX_L, options.hsl_jitter))
+        hls = (dh, dl, ds)
+    mirror = bool(level >= 1 and rng.random() < 0.5)
+    return SampleDraws(size=(rows, cols), affine=affine, y=y, x=x, hls=hls, mirror=mirror)
+
+
+def apply_hls_offsets(img: np.ndarray, dh: int, dl: int, ds: int) -> np.ndarray:
+    """Add (dh, dl, ds) to every pixel in OpenCV's 8-bit HLS space, clamped, and convert back to RGB."""
     if img.shape[2] == 1:
         return np.clip(img.astype(np.int16) + dl, 0, 255).astype(np.uint8)
     hls = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2HLS).astype(np.int16)
@@ -133,22 +190,40 @@ def hls_jitter(img: np.ndarray, rng: np.random.Generator, mode: str = "approx_ga
     return cv2.cvtColor(hls.astype(np.uint8), cv2.COLOR_HLS2RGB)
 
 
+def warp_and_fit(img: np.ndarray, draws: SampleDraws, *, height: int, width: int,
+                 options: AugmentOptions = AugmentOptions(), source: str = "<image>") -> np.ndarray:
+    """The reference's first steps: the affine warp (if drawn), then the small-image policy."""
+    if draws.affine is not None:
+        h, w = img.shape[:2]
+        shear, angle, scale, ratio = draws.affine
+        m = affine_matrix(shear, angle, scale, ratio, w, h)
+        img = cv2.warpAffine(img, m, (int(scale * w), int(scale * h)), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=(options.fill_value,) * 3)
+        img = img[:, :, None] if img.ndim == 2 else img
+    return _ensure_size(img, height, width, options.small_image, source)
+
+
+def apply_train_draws(img: np.ndarray, draws: SampleDraws, *, height: int, width: int,
+                      options: AugmentOptions = AugmentOptions(), source: str = "<image>") -> np.ndarray:
+    """The reference augmentation of one resized image with OpenCV: warp, size policy, crop, colour, mirror."""
+    img = warp_and_fit(img, draws, height=height, width=width, options=options, source=source)
+    img = img[draws.y:draws.y + height, draws.x:draws.x + width]
+    if draws.hls is not None:
+        img = apply_hls_offsets(img, *draws.hls)
+    if draws.mirror:
+        img = img[:, ::-1]
+    return np.ascontiguousarray(img)
+
+
 def train_transform(img: np.ndarray, *, height: int, width: int, resize: int | None, augmentation_type: str | None,
                     rng: np.random.Generator, options: AugmentOptions = AugmentOptions(), source: str = "<image>",
                     resized: bool = False) -> np.ndarray:
     """One training sample. ``resized=True`` means ``img`` already went through :func:`resize_shorter`."""
-    level = AUG_LEVELS[augmentation_type]
     if resize and not resized:
         img = resize_shorter(img, resize)
-    if level >= 3:
-        img = random_affine(img, rng, options.fill_value)
-    img = _ensure_size(img, height, width, options.small_image, source)
-    img = crop(img, height, width, rng if level >= 1 else None)
-    if level >= 2:
-        img = hls_jitter(img, rng, options.hsl_jitter)
-    if level >= 1 and rng.random() < 0.5:
-        img = img[:, ::-1]
-    return np.ascontiguousarray(img)
+    draws = draw_train(rng, img.shape[0], img.shape[1], height=height, width=width,
+                       augmentation_type=augmentation_type, options=options, source=source)
+    return apply_train_draws(img, draws, height=height, width=width, options=options, source=source)
 
 
 def eval_transform(img: np.ndarray, *, height: int, width: int, resize: int | None,

@@ -18,7 +18,7 @@ from ...model.network import to_network_input
 from .distributed import Distributed
 from .epochlog import EpochLog, validation_record
 from .loss import weighted_bce
-from .pipeline import EpochSampler, ImageDataset, epoch_order
+from .pipeline import DeviceFeeder, EpochSampler, ImageDataset, epoch_order
 
 if TYPE_CHECKING:
     from torch import nn
@@ -84,16 +84,17 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch
 
 
 def run_epoch(hp: Hyperparameters, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-              schedule: MultiFactorSchedule, loader: DataLoader, *, device: torch.device,
+              schedule: MultiFactorSchedule, feeder: DeviceFeeder, *, device: torch.device,
               amp_dtype: torch.dtype | None, channels_last: bool, w_pos: torch.Tensor | None,
               w_neg: torch.Tensor | None, epoch: int, state: dict[str, Any], options: LocalOptions,
               dist: Distributed = Distributed()) -> dict:
     """Train one epoch (``hp.batches_per_epoch`` steps; fewer across hosts); return its record (speeds,
     accuracies, loss, timing). With several processes, the loss and accuracy sums are added over them.
 
-    ``loader`` is the run's one training DataLoader; its :class:`EpochSampler` gets this epoch's order here."""
+    ``feeder`` serves the run's one training DataLoader on the device; its :class:`EpochSampler` gets this epoch's
+    order here."""
     multi = hp.multi_label == 1
-    sampler, dataset = loader.batch_sampler, loader.dataset
+    sampler, dataset = feeder.loader.batch_sampler, feeder.loader.dataset
     assert isinstance(sampler, EpochSampler) and isinstance(dataset, ImageDataset), "a loader of make_loader()"
     batches = dist.batches_per_epoch(hp)
     sampler.set_epoch(epoch_order(len(dataset), batches, dist.global_batch(hp), options.seed, epoch), epoch)
@@ -108,14 +109,12 @@ def run_epoch(hp: Hyperparameters, model: nn.Module, optimizer: torch.optim.Opti
         return dist.sum(values)
 
     nbatch = -1
-    for nbatch, (x, y) in enumerate(loader):
+    for nbatch, (x, y) in enumerate(feeder):
         epoch_log.batch_start()
         state["num_update"] += 1
         lr = schedule(state["num_update"])
         for g in optimizer.param_groups:
             g["lr"] = lr
-        x = to_network_input(x, device, channels_last=channels_last)
-        y = y.to(device, non_blocking=True)
         loss, correct, total, topk = train_step(model, optimizer, scaler, x, y, amp_dtype=amp_dtype, multi_label=multi,
                                                 w_pos=w_pos, w_neg=w_neg, top_k=hp.top_k,
                                                 bce_reduction=options.bce_reduction)
