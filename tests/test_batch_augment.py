@@ -18,7 +18,13 @@ import torch
 from multilabel_ic import Hyperparameters
 from multilabel_ic.backends.local import batch_augment as B
 from multilabel_ic.backends.local.imagestore import ImageStore, store_key
-from multilabel_ic.backends.local.pipeline import DeviceFeeder, EpochSampler, ImageDataset, epoch_order, make_loader
+from multilabel_ic.backends.local.pipeline import (
+    DeviceFeeder,
+    EpochSampler,
+    ImageDataset,
+    epoch_order,
+    make_loader,
+)
 from multilabel_ic.data.dataset import Dataset
 from multilabel_ic.exceptions import DataError
 from multilabel_ic.images import encode_jpeg, read_image, resize_shorter

@@ -81,3 +81,30 @@ def test_cli_export_and_model_export(artifact, coco5, tmp_path, capsys):
     with pytest.raises(UsageError, match="not one of onnx, torchscript"):
         model.export(tmp_path / "x.bin", format="tflite")
     assert not any(p.name.endswith(".tmp") for p in tmp_path.rglob("*"))  # no temporary file left behind
+
+
+def test_predictor_runtimes_give_the_same_probabilities(artifact, coco5):
+    """The first version's predictor (serial decode, NCHW eager), the default (threaded decode, channels-last,
+    inference mode) and the onnxruntime runtime answer the same batch, in order, to 1e-4."""
+    images = [coco5.image_path(i).read_bytes() for i in range(12)]
+    first = LocalPredictor(artifact, device="cpu", decode_threads=1, channels_last=False, batch_size=5)
+    want = np.asarray(first.predict_batch(images))
+    default = LocalPredictor(artifact, device="cpu", decode_threads=3, batch_size=5)
+    assert default.decode_threads == 3 and default.channels_last
+    ort_predictor = LocalPredictor(artifact, device="cpu", runtime="onnxruntime", batch_size=5)
+    for predictor in (default, ort_predictor):
+        got = np.asarray(predictor.predict_batch(images))
+        assert got.shape == want.shape and np.abs(got - want).max() <= 1e-4
+        assert np.abs(np.asarray(predictor.predict(images[7])) - want[7]).max() <= 1e-4
+        predictor.close()
+    with pytest.raises(UsageError, match="runtime 'tensorrt' is not one of torch, onnxruntime"):
+        LocalPredictor(artifact, device="cpu", runtime="tensorrt")
+
+
+def test_a_bad_image_in_a_threaded_batch_is_named(artifact, coco5):
+    from multilabel_ic.exceptions import ImageDecodeError
+
+    predictor = LocalPredictor(artifact, device="cpu", decode_threads=2)
+    images = [coco5.image_path(0).read_bytes(), b"not an image", coco5.image_path(1).read_bytes()]
+    with pytest.raises(ImageDecodeError, match="holiday.jpg: not a decodable image"):
+        predictor.predict_batch(images, sources=["a.jpg", "holiday.jpg", "c.jpg"])

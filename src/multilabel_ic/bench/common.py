@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import resource
 import statistics
 import time
+
+from .._parallel import usable_cores
 
 __all__ = ["stats", "machine_info", "peak_host_mb", "Timer"]
 
@@ -33,7 +34,7 @@ def machine_info(device=None) -> dict:
     import torchvision
 
     info = {"hostname": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
-            "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "cpu_count": usable_cores(),
             "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "numpy": numpy.__version__,
             "cuda_available": torch.cuda.is_available(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

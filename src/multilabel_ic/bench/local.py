@@ -1,5 +1,6 @@
 """Local throughput: end-to-end training steps through the real input pipeline, the model-only ceiling on device
-tensors, the input pipeline alone against a plain PIL + torchvision loader, and predictor latency.
+tensors, a plain PyTorch loop as a user would write it, the host's CPU cost per image, the device-side augmentation,
+the input pipeline alone against a plain PIL + torchvision loader, and predictor throughput.
 """
 
 from __future__ import annotations
@@ -11,11 +12,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..backends.local.batch_augment import augment_batch
 from ..backends.local.epoch import train_step
+from ..backends.local.imagestore import ImageStore
 from ..backends.local.optim import create_optimizer
-from ..backends.local.pipeline import EpochSampler, ImageDataset, epoch_order, make_loader
+from ..backends.local.pipeline import (
+    BatchAssembler,
+    DeviceFeeder,
+    EpochSampler,
+    ImageDataset,
+    epoch_order,
+    make_loader,
+)
 from ..backends.local.train import LocalOptions, precision_for, select_device
-from ..model.network import create_network, to_network_input
+from ..model.network import create_network
 from ..model.transforms import AugmentOptions
 from .common import peak_host_mb, stats
 
@@ -23,7 +33,8 @@ if TYPE_CHECKING:
     from ..data.dataset import Dataset
     from ..hyperparameters import Hyperparameters
 
-__all__ = ["bench_training", "bench_ceiling", "bench_pipeline", "bench_inference"]
+__all__ = ["bench_training", "bench_ceiling", "bench_plain_loop", "bench_host", "bench_device_augment",
+           "bench_pipeline", "bench_inference", "image_store"]
 
 log = logging.getLogger("multilabel_ic.bench")
 
@@ -35,7 +46,7 @@ def _sync(device: torch.device):
 
 def _setup(hp: Hyperparameters, device: torch.device):
     amp_dtype, use_scaler = precision_for(hp, device, LocalOptions())
-    channels_last = device.type == "cuda"
+    channels_last = LocalOptions().channels_last
     model = create_network(hp).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -52,30 +63,24 @@ def _windows(step_times: list[float], batch: int, window: int) -> list[float]:
     return out
 
 
-def bench_training(hp: Hyperparameters, data: Dataset, *, device: str | None = None, steps: int = 30,
-                   warmup: int = 5, workers: int = 4, window: int = 5, seed: int = 0) -> dict:
-    """Steady-state training images/s through decode -> augment -> device -> fwd/bwd/step, with data/compute split."""
-    started = time.perf_counter()  # for the time to first step: model build, loader start-up, first batch
-    dev = select_device(device)
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    model, optimizer, scaler, amp_dtype, channels_last = _setup(hp, dev)
-    bs = hp.mini_batch_size
-    ds = ImageDataset(data, hp, train=True, seed=seed, options=AugmentOptions(small_image="upscale"))
-    order = epoch_order(len(data), warmup + steps, bs, seed, 0)
-    loader = make_loader(ds, batch_sampler=EpochSampler(order, bs, 0), num_workers=workers,
-                         pin_memory=dev.type == "cuda")
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
+def image_store(hp: Hyperparameters, data: Dataset, folder) -> tuple[ImageStore, float]:
+    """The decode cache of ``data`` for ``hp`` (built once, reused by later calls) and the seconds it took here."""
+    t0 = time.perf_counter()
+    store = ImageStore.build(data, folder, resize=hp.resize, channels=hp.channels, what="benchmark images")
+    if store is None:
+        raise RuntimeError(f"no room for the benchmark's decode cache in {folder}")
+    return store, time.perf_counter() - t0
+
+
+def _timed_steps(batches, step, device: torch.device, warmup: int, started: float):
+    """Run ``step(x, y)`` over ``batches``; (step seconds, seconds waiting for the batch, compute seconds, first)."""
     step_times, data_times, compute_times = [], [], []
     first_step = None
     t_prev = time.perf_counter()
-    for i, (x, y) in enumerate(loader):
+    for i, (x, y) in enumerate(batches):
         t0 = time.perf_counter()
-        x = to_network_input(x, dev, channels_last=channels_last)
-        y = y.to(dev, non_blocking=True)
-        train_step(model, optimizer, scaler, x, y, amp_dtype=amp_dtype, multi_label=True)
-        _sync(dev)
+        step(x, y)
+        _sync(device)
         t1 = time.perf_counter()
         if first_step is None:
             first_step = t1 - started
@@ -84,10 +89,43 @@ def bench_training(hp: Hyperparameters, data: Dataset, *, device: str | None = N
             compute_times.append(t1 - t0)
             step_times.append(t1 - t_prev)
         t_prev = t1
+    return step_times, data_times, compute_times, first_step
+
+
+def bench_training(hp: Hyperparameters, data: Dataset, *, device: str | None = None, steps: int = 30,
+                   warmup: int = 5, workers: int = 4, window: int = 5, seed: int = 0, pipeline: str = "batched",
+                   store: ImageStore | None = None) -> dict:
+    """Steady-state training images/s through the engine's input pipeline and fwd/bwd/step, with the time the step
+    loop waited for its next batch (on a CPU that includes the augmentation, which runs there)."""
+    started = time.perf_counter()  # for the time to first step: model build, loader start-up, first batch
+    dev = select_device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model, optimizer, scaler, amp_dtype, channels_last = _setup(hp, dev)
+    bs = hp.mini_batch_size
+    options = AugmentOptions(small_image="upscale")
+    batched = pipeline == "batched"
+    ds = ImageDataset(data, hp, train=True, seed=seed, options=options, cache=store if batched else None,
+                      batched=batched)
+    order = epoch_order(len(data), warmup + steps, bs, seed, 0)
+    loader = make_loader(ds, batch_sampler=EpochSampler(order, bs, 0), num_workers=workers,
+                         pin_memory=dev.type == "cuda")
+    feeder = DeviceFeeder(loader, dev, height=hp.height, width=hp.width, fill_value=options.fill_value,
+                          channels_last=channels_last)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+
+    def step(x, y):
+        train_step(model, optimizer, scaler, x, y, amp_dtype=amp_dtype, multi_label=True)
+
+    step_times, data_times, compute_times, first_step = _timed_steps(feeder, step, dev, warmup, started)
     per_window = _windows(step_times, bs, window)
     median_step = float(np.median(step_times)) if step_times else None
     return {
-        "what": "end-to-end training step (OpenCV decode + augmentation on loader workers + fwd/bwd/step)",
+        "what": ("end-to-end training step: decode cache -> host draws + canvas on loader workers -> augmentation "
+                 f"on {dev.type} -> fwd/bwd/step" if batched else
+                 "end-to-end training step: OpenCV decode + augmentation per image on loader workers -> fwd/bwd/step"),
+        "pipeline": pipeline,
         "precision": hp.precision_dtype if dev.type == "cuda" or hp.precision_dtype == "float32"
         else "bfloat16 (float16 requested on CPU)",
         "device": str(dev), "batch_size": bs, "steps": len(step_times), "warmup_steps": warmup, "workers": workers,
@@ -99,8 +137,141 @@ def bench_training(hp: Hyperparameters, data: Dataset, *, device: str | None = N
         "batches_per_epoch": hp.batches_per_epoch,
         "epoch_seconds_from_median_step": median_step * hp.batches_per_epoch if median_step else None,
         "peak_gpu_mb": torch.cuda.max_memory_allocated(dev) / 2 ** 20 if dev.type == "cuda" else None,
+        "gpu_utilization_percent": _gpu_utilization(dev),
         "peak_host_mb": peak_host_mb(),
     }
+
+
+def _gpu_utilization(dev: torch.device) -> float | None:
+    """The GPU's utilisation now (NVML through torch), or None off CUDA or without NVML."""
+    if dev.type != "cuda":
+        return None
+    try:
+        return float(torch.cuda.utilization(dev))
+    except Exception:  # pynvml missing or NVML unavailable: report nothing rather than a guess
+        return None
+
+
+class _PlainDataset(torch.utils.data.Dataset):
+    """What a user would write: torchvision's decoder and v2 transforms doing the algorithm's operations."""
+
+    def __init__(self, data: Dataset, hp: Hyperparameters):
+        from torchvision.transforms import v2
+
+        self.data = data
+        ops: list = []
+        if hp.resize:
+            ops.append(v2.Resize(hp.resize, antialias=True))
+        level = {None: 0, "crop": 1, "crop_color": 2, "crop_color_transform": 3}[hp.augmentation_type]
+        if level >= 3:
+            ops.append(v2.RandomAffine(degrees=10, shear=(-5.71, 5.71), scale=(0.875, 1.125), fill=127))
+        ops.append(v2.RandomCrop((hp.height, hp.width), pad_if_needed=True) if level >= 1
+                   else v2.CenterCrop((hp.height, hp.width)))
+        if level >= 2:
+            ops.append(v2.ColorJitter(brightness=0.2, saturation=0.2, hue=0.1))
+        if level >= 1:
+            ops.append(v2.RandomHorizontalFlip())
+        ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]
+        self.transform = v2.Compose(ops)
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        from torchvision.io import ImageReadMode, decode_image, read_file
+
+        img = decode_image(read_file(str(self.data.image_path(i))), mode=ImageReadMode.RGB)
+        return self.transform(img), torch.from_numpy(self.data.labels[i].astype(np.float32))
+
+
+def bench_plain_loop(hp: Hyperparameters, data: Dataset, *, device: str | None = None, steps: int = 30,
+                     warmup: int = 5, workers: int = 4, window: int = 5, seed: int = 0) -> dict:
+    """The peer: torchvision's resnet, a DataLoader over torchvision's decoder and v2 transforms, BCEWithLogitsLoss,
+    torch.optim.SGD, float32 NCHW, as a user would write it without this library."""
+    import torchvision
+
+    started = time.perf_counter()
+    dev = select_device(device)
+    torch.manual_seed(seed)
+    model = getattr(torchvision.models, f"resnet{hp.num_layers}")(num_classes=hp.num_classes).to(dev).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=hp.learning_rate, momentum=0.9, weight_decay=1e-4)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    bs = hp.mini_batch_size
+    ds = _PlainDataset(data, hp)
+    idx = [i % len(ds) for i in range((warmup + steps) * bs)]
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, idx), batch_size=bs, shuffle=True,
+                                         num_workers=workers, pin_memory=dev.type == "cuda", drop_last=True,
+                                         generator=torch.Generator().manual_seed(seed))
+
+    def batches():
+        for x, y in loader:
+            yield x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+
+    def step(x, y):
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        optimizer.step()
+
+    step_times, data_times, _, first_step = _timed_steps(batches(), step, dev, warmup, started)
+    per_window = _windows(step_times, bs, window)
+    return {"what": f"plain PyTorch loop: torchvision resnet{hp.num_layers}, torchvision.io + v2 transforms on "
+                    f"loader workers, BCEWithLogitsLoss, SGD", "device": str(dev), "batch_size": bs,
+            "workers": workers, "steps": len(step_times), "images_per_sec": stats(per_window),
+            "images_per_sec_windows": per_window, "time_to_first_step_s": first_step,
+            "data_wait_fraction": float(sum(data_times) / max(sum(step_times), 1e-12))}
+
+
+def bench_host(hp: Hyperparameters, data: Dataset, store: ImageStore, *, n_images: int = 256,
+               batch: int | None = None) -> dict:
+    """CPU milliseconds per training image on the host, one thread (``time.thread_time``), in the steady state (a
+    second pass): reading an image from the decode cache; the whole host side of the batched pipeline (read + draws +
+    canvas); and the reference pipeline's per-image decode + resize + augmentation, on the same images."""
+    batch = batch or min(hp.mini_batch_size, 32)
+    options = AugmentOptions(small_image="upscale")
+    n_images = max(batch, n_images // batch * batch)
+    keys = [(0, k, k % len(data)) for k in range(n_images)]
+
+    def per_image_ms(fn) -> float:
+        fn()  # the steady state: this process has the cache's pages mapped, as a worker has after its first epoch
+        t0 = time.thread_time()
+        fn()
+        return (time.thread_time() - t0) * 1000 / n_images
+
+    batched = ImageDataset(data, hp, train=True, cache=store, options=options, batched=True)
+    reference = ImageDataset(data, hp, train=True, options=options)
+    assemble = BatchAssembler(hp.height, hp.width, options.fill_value)
+    read_ms = per_image_ms(lambda: [np.array(store[i]) for _, _, i in keys])
+    host_ms = per_image_ms(lambda: [assemble([batched[k] for k in keys[s:s + batch]])
+                                    for s in range(0, n_images, batch)])
+    reference_ms = per_image_ms(lambda: [reference[k] for k in keys])
+    return {"what": "CPU ms per training image on the host (one thread)", "images": n_images, "batch_size": batch,
+            "cache_read_ms": read_ms, "batched_host_ms": host_ms, "reference_host_ms": reference_ms,
+            "reference_over_batched": reference_ms / host_ms if host_ms else None,
+            "cache_bytes_per_image": store.nbytes / max(len(store), 1)}
+
+
+def bench_device_augment(hp: Hyperparameters, data: Dataset, store: ImageStore, *, device: str | None = None,
+                         batches: int = 8, warmup: int = 2) -> dict:
+    """Images/s of the batched augmentation alone on the device (copy of the canvas included), from canvases the
+    host assembled beforehand."""
+    dev = select_device(device)
+    bs = hp.mini_batch_size
+    options = AugmentOptions(small_image="upscale")
+    ds = ImageDataset(data, hp, train=True, cache=store, options=options, batched=True)
+    assemble = BatchAssembler(hp.height, hp.width, options.fill_value)
+    prepared = [assemble([ds[(0, b * bs + k, (b * bs + k) % len(data))] for k in range(bs)])
+                for b in range(min(batches, 4))]
+    times = []
+    for i in range(warmup + batches):
+        t0 = time.perf_counter()
+        augment_batch(prepared[i % len(prepared)], dev, height=hp.height, width=hp.width,
+                      fill_value=options.fill_value, channels_last=True)
+        _sync(dev)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    rates = [bs / t for t in times]
+    return {"what": f"batched augmentation on {dev.type} (canvas copy, warp, HLS jitter, mirror)",
+            "device": str(dev), "batch_size": bs, "images_per_sec": stats(rates)}
 
 
 def bench_ceiling(hp: Hyperparameters, *, device: str | None = None, steps: int = 30, warmup: int = 5,
@@ -196,22 +367,48 @@ def bench_pipeline(hp: Hyperparameters, data: Dataset, *, n_images: int = 256, w
 
 
 def bench_inference(hp: Hyperparameters, data: Dataset, *, artifact, device: str | None = None, n_single: int = 30,
-                    batch: int = 32) -> dict:
-    """Single-image latency (p50/p95) and batch throughput of the local predictor."""
+                    batch: int = 32, rounds: int = 3) -> dict:
+    """Single-image latency (p50/p95) and batch throughput of the local predictor: the first version's way
+    (serial decode, NCHW, float32 eager) against this version's default (threaded decode, channels-last,
+    inference mode) and, on a CPU, the onnxruntime runtime; with the largest probability difference to the first."""
     from ..model.predictor import LocalPredictor
 
-    pred = LocalPredictor(artifact, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     blobs = [data.image_path(i % len(data)).read_bytes() for i in range(max(n_single, batch))]
-    for b in blobs[:3]:
-        pred.predict(b)
-    lat = []
-    for b in blobs[:n_single]:
-        t0 = time.perf_counter()
-        pred.predict(b)
-        lat.append((time.perf_counter() - t0) * 1000)
-    t0 = time.perf_counter()
-    pred.predict_batch(blobs[:batch])
-    seconds = time.perf_counter() - t0
-    return {"device": str(pred.device), "single_image_ms": {"p50": float(np.percentile(lat, 50)),
-                                                            "p95": float(np.percentile(lat, 95)), "n": len(lat)},
-            "batch_size": batch, "batch_images_per_sec": batch / seconds}
+    variants: dict[str, dict[str, Any]] = {"serial decode, NCHW eager (first version)":
+                                           dict(decode_threads=1, channels_last=False),
+                                           "default (threaded decode, channels-last)": {}}
+    if dev == "cpu":
+        variants["runtime='onnxruntime'"] = dict(runtime="onnxruntime")
+    out: dict[str, Any] = {"device": dev, "batch_size": batch, "variants": {}}
+    baseline = None
+    for name, kwargs in variants.items():
+        try:
+            pred = LocalPredictor(artifact, device=dev, **kwargs)
+        except Exception as exc:  # a runtime that is not installed: say so in the report
+            out["variants"][name] = {"error": f"{type(exc).__name__}: {exc}"}
+            continue
+        first = np.asarray(pred.predict_batch(blobs[:batch]))
+        timings = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            pred.predict_batch(blobs[:batch])
+            timings.append(batch / (time.perf_counter() - t0))
+        lat = []
+        for b in blobs[:n_single]:
+            t0 = time.perf_counter()
+            pred.predict(b)
+            lat.append((time.perf_counter() - t0) * 1000)
+        pred.close()
+        baseline = first if baseline is None else baseline
+        out["variants"][name] = {"batch_images_per_sec": stats(timings)["median"],
+                                 "single_image_ms": {"p50": float(np.percentile(lat, 50)),
+                                                     "p95": float(np.percentile(lat, 95)), "n": len(lat)},
+                                 "max_abs_diff_vs_first": float(np.abs(np.asarray(first) - baseline).max())}
+    rates = {k: v["batch_images_per_sec"] for k, v in out["variants"].items() if "batch_images_per_sec" in v}
+    first_rate = next(iter(rates.values()), None)
+    out["speedup_over_first"] = {k: v / first_rate for k, v in rates.items()} if first_rate else {}
+    default = out["variants"].get("default (threaded decode, channels-last)", {})
+    out["single_image_ms"] = default.get("single_image_ms")
+    out["batch_images_per_sec"] = max(rates.values()) if rates else None
+    return out

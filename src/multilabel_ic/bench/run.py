@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write, atomic_write_text
-from .common import machine_info
+from .common import machine_info, stats
 
 __all__ = ["run_bench", "side_by_side", "write_report", "COCO5_BENCH_HP"]
 
@@ -19,8 +19,10 @@ COCO5_BENCH_HP = dict(num_layers=18, image_shape="3,224,224", num_classes=5, min
                       epochs=5, learning_rate=0.001, num_training_samples=2500, use_weighted_loss=1,
                       augmentation_type="crop_color_transform", precision_dtype="float32", multi_label=1)
 
-QUICK: dict[str, Any] = dict(num_images=48, batch=16, steps=6, warmup=2, window=2, pipeline_images=64, single=20)
-FULL: dict[str, Any] = dict(num_images=400, batch=None, steps=30, warmup=5, window=5, pipeline_images=512, single=100)
+QUICK: dict[str, Any] = dict(num_images=48, batch=16, steps=6, warmup=2, window=2, pipeline_images=64, single=20,
+                             pairs=2)
+FULL: dict[str, Any] = dict(num_images=400, batch=None, steps=30, warmup=5, window=5, pipeline_images=512, single=100,
+                            pairs=2)
 
 
 def side_by_side(local: list[dict], sagemaker: list[dict]) -> list[dict]:
@@ -81,6 +83,11 @@ def write_report(report: dict, out_dir: Path) -> tuple[Path, Path]:
     return json_path, png_path
 
 
+def _ratio(a: dict, b: dict) -> float | None:
+    x, y = a["images_per_sec"]["median"], b["images_per_sec"]["median"]
+    return x / y if x and y else None
+
+
 def run_bench(args) -> dict:
     import torch
 
@@ -109,25 +116,51 @@ def run_bench(args) -> dict:
     print(f"benchmarking on {machine['device_name']} ({report['mode']}): ResNet-{hp.num_layers} "
           f"{hp.image_shape}, batch {hp.mini_batch_size}, {hp.augmentation_type}, {workers} loader workers",
           flush=True)
+    store, cache_seconds = L.image_store(hp, data, out / "cache")
+    report["decode_cache"] = {"images": len(store), "bytes": store.nbytes, "build_seconds": cache_seconds,
+                              "path": str(store.path)}
+    host = report["host"] = L.bench_host(hp, data, store, n_images=cfg["pipeline_images"])
+    print(f"  host CPU per training image: {host['batched_host_ms']:.3f} ms batched (cache read "
+          f"{host['cache_read_ms']:.3f} ms), {host['reference_host_ms']:.3f} ms reference (decode + augment); "
+          f"{host['reference_over_batched']:.1f}x less", flush=True)
+    aug = report["device_augment"] = L.bench_device_augment(hp, data, store, device=device)
+    print(f"  batched augmentation on {device}: {aug['images_per_sec']['median']:.0f} img/s", flush=True)
     for precision in ("float32", "float16"):
         h = hp.replace(precision_dtype=precision)
         log.info("training throughput, %s ...", precision)
-        e2e = L.bench_training(h, data, device=device, steps=cfg["steps"], warmup=cfg["warmup"], workers=workers,
-                               window=cfg["window"])
+        timing = dict(device=device, steps=cfg["steps"], warmup=cfg["warmup"], workers=workers, window=cfg["window"])
+        e2e = L.bench_training(h, data, store=store, **timing)
         ceiling = L.bench_ceiling(h, device=device, steps=cfg["steps"], warmup=cfg["warmup"], window=cfg["window"])
-        ratio = (e2e["images_per_sec"]["median"] / ceiling["images_per_sec"]["median"]
-                 if e2e["images_per_sec"]["median"] and ceiling["images_per_sec"]["median"] else None)
+        ratio = _ratio(e2e, ceiling)
         label = f"{precision if precision == 'float32' or device.startswith('cuda') else 'float16->bf16 (CPU)'}" \
                 f" b{h.mini_batch_size}"
-        report["local"].append({"label": label, "precision": precision, "device_name": machine["device_name"],
-                                "machine": machine["hostname"], "end_to_end": e2e, "ceiling": ceiling,
-                                "end_to_end_over_ceiling": ratio,
-                                "images_per_sec": e2e["images_per_sec"]["median"],
-                                "seconds_per_epoch": e2e["epoch_seconds_from_median_step"],
-                                "time_to_first_step_s": e2e["time_to_first_step_s"]})
+        entry: dict[str, Any] = {"label": label, "precision": precision, "device_name": machine["device_name"],
+                                 "machine": machine["hostname"], "end_to_end": e2e, "ceiling": ceiling,
+                                 "end_to_end_over_ceiling": ratio,
+                                 "images_per_sec": e2e["images_per_sec"]["median"],
+                                 "seconds_per_epoch": e2e["epoch_seconds_from_median_step"],
+                                 "time_to_first_step_s": e2e["time_to_first_step_s"]}
         print(f"  {label}: end-to-end {e2e['images_per_sec']['median']:.1f} img/s, model-only ceiling "
-              f"{ceiling['images_per_sec']['median']:.1f} img/s, ratio {ratio:.2f}, data wait "
+              f"{ceiling['images_per_sec']['median']:.1f} img/s, ratio {ratio:.2f}, waiting for batches "
               f"{e2e['data_wait_fraction']:.0%} of step time", flush=True)
+        if precision == "float32":
+            # the peers, paired: this engine's run and the plain loop's alternate, so drift hits both alike
+            pairs: list[dict[str, Any]] = []
+            for _ in range(cfg["pairs"]):
+                ours = e2e if not pairs else L.bench_training(h, data, store=store, **timing)
+                plain = L.bench_plain_loop(h, data, **timing)
+                pairs.append({"multilabel_ic": ours["images_per_sec"]["median"],
+                              "plain_pytorch": plain["images_per_sec"]["median"],
+                              "ratio": _ratio(ours, plain), "plain_detail": plain})
+            reference = L.bench_training(h, data, pipeline="reference", **timing)
+            entry["plain_pytorch_pairs"] = pairs
+            entry["over_plain_pytorch"] = stats([p["ratio"] for p in pairs if p["ratio"]])
+            entry["reference_pipeline"] = reference
+            entry["batched_over_reference"] = _ratio(e2e, reference)
+            per_pair = ", ".join(f"{p['ratio']:.2f}" for p in pairs if p["ratio"])
+            print(f"  float32 peers: plain PyTorch loop {pairs[0]['plain_pytorch']:.1f} img/s, ratio per pair "
+                  f"{per_pair}; reference pipeline {reference['images_per_sec']['median']:.1f} img/s", flush=True)
+        report["local"].append(entry)
     log.info("input pipeline ...")
     report["pipeline"] = L.bench_pipeline(hp, data, n_images=cfg["pipeline_images"], workers=workers,
                                           batch=min(hp.mini_batch_size, 32))
@@ -144,9 +177,13 @@ def run_bench(args) -> dict:
                           image_shape=(hp.channels, hp.height, hp.width), multi_label=True)
     report["inference"] = L.bench_inference(hp, data, artifact=art, device=device, n_single=cfg["single"])
     inf = report["inference"]
-    print(f"  inference: single image p50 {inf['single_image_ms']['p50']:.1f} ms, p95 "
-          f"{inf['single_image_ms']['p95']:.1f} ms; batch of {inf['batch_size']}: "
-          f"{inf['batch_images_per_sec']:.1f} img/s", flush=True)
+    for name, v in inf["variants"].items():
+        if "error" in v:
+            print(f"  inference {name}: not run ({v['error']})", flush=True)
+            continue
+        print(f"  inference {name}: batch of {inf['batch_size']} {v['batch_images_per_sec']:.1f} img/s "
+              f"({inf['speedup_over_first'][name]:.2f}x the first version), single image p50 "
+              f"{v['single_image_ms']['p50']:.1f} ms, max |p - first| {v['max_abs_diff_vs_first']:.1e}", flush=True)
     prices = load_prices(getattr(args, "prices", None))
     for path in args.sagemaker_log:
         report["sagemaker"].append(figures_from_log_file(path, instance_type=args.instance_type, prices=prices))

@@ -182,20 +182,28 @@ class Dataset:
 
     # ------------------------------------------------------------------ RecordIO
     def to_recordio(self, rec_path: str | os.PathLike, *, pack_label: bool = True, resize: int | None = None,
-                    quality: int = 95, progress: bool = False, renumber: bool = False) -> tuple[Path, Path]:
+                    quality: int = 95, progress: bool = False, renumber: bool = False,
+                    threads: int | None = None) -> tuple[Path, Path]:
         """Write an im2rec-style .rec/.idx: multi-hot label arrays (``--pack-label``). Each record's id and .idx key
         is its .lst index, as im2rec writes them (so a record maps back to its .lst line); ``renumber`` uses 0..N-1,
         matching ``to_lst(renumber=True)``.
 
         With ``resize`` the images are re-encoded with their shorter side scaled to it (im2rec ``--resize``);
-        otherwise the original encoded bytes are stored unchanged.
+        otherwise the original encoded bytes are stored unchanged. ``threads`` read and re-encode images in
+        parallel (default: all cores); the records are written in order.
         """
         from tqdm.auto import tqdm
 
+        from .._parallel import ordered_map
+
+        def payload(i: int) -> bytes:
+            return (self.image_path(i).read_bytes() if resize is None
+                    else _reencode(self.image_path(i), resize, quality))
+
         def gen():
-            for i in tqdm(range(len(self)), desc="recordio", disable=not progress, unit="img"):
-                data = self.image_path(i).read_bytes() if resize is None else _reencode(self.image_path(i), resize,
-                                                                                        quality)
+            payloads = ordered_map(payload, len(self), threads=threads)
+            for i, data in enumerate(tqdm(payloads, total=len(self), desc="recordio", disable=not progress,
+                                          unit="img")):
                 label = self.labels[i].astype(np.float32) if pack_label else float(np.argmax(self.labels[i]))
                 rid = i if renumber else int(self.indices[i])
                 yield rid, recordio.pack(recordio.IRHeader(0, label, rid, 0), data)

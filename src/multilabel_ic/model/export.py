@@ -23,7 +23,7 @@ import numpy as np
 from .._io import atomic_write_text, ensure_dir
 from ..exceptions import ArtifactError, UsageError, require
 
-__all__ = ["export_model", "FORMATS", "TOLERANCE", "preprocessing"]
+__all__ = ["export_model", "onnx_session", "FORMATS", "TOLERANCE", "preprocessing"]
 
 log = logging.getLogger("multilabel_ic")
 
@@ -76,6 +76,29 @@ def _run_onnx(path: Path, batch: np.ndarray) -> np.ndarray:
     ort = require("onnxruntime", extra="export")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return np.asarray(session.run(["probabilities"], {"data": batch})[0])
+
+
+def onnx_session(net, *, softmax: bool, image_shape: tuple[int, int, int]):
+    """An onnxruntime session (CPU) of ``net`` plus its activation, checked against ``net`` to :data:`TOLERANCE`;
+    returns ``(session, max |diff|)``. The ONNX file lives in a temporary folder only while it is loaded."""
+    import torch
+
+    ort = require("onnxruntime", extra="export")
+    module = _wrapped(net, softmax)
+    batch = _test_batch(image_shape, 3)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(batch)).numpy()
+    with tempfile.TemporaryDirectory(prefix="multilabel-ic-onnx-") as folder:
+        path = Path(folder) / "model.onnx"
+        _export_onnx(module, torch.from_numpy(_test_batch(image_shape, 2)), path)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    diff = float(np.abs(session.run(["probabilities"], {"data": batch})[0] - expected).max())
+    if not diff <= TOLERANCE:
+        raise ArtifactError(f"the onnxruntime graph differs from the PyTorch network by {diff:.3g} (> {TOLERANCE}); "
+                            f"use runtime='torch'.")
+    return session, diff
 
 
 def _export_torchscript(module, example, path: Path) -> None:

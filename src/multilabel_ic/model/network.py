@@ -140,7 +140,11 @@ class _StemSpec:
 
 
 def _stem_shortcut_applies(model: ResNetV2, x: torch.Tensor) -> bool:
-    """The stem's shortcut serves a training step on data (no gradient wanted for the images themselves)."""
+    """The stem's shortcut serves an eager training step on data (no gradient wanted for the images themselves);
+    tracing, export and compilation see the two plain modules."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling() \
+            or torch.onnx.is_in_onnx_export():
+        return False
     return (torch.is_grad_enabled() and not x.requires_grad and type(model.bn_data) is nn.BatchNorm2d
             and model.bn_data.bias.requires_grad and not model.bn_data.weight.requires_grad
             and model.conv0.bias is None)

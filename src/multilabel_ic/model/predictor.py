@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from .._parallel import usable_cores
 from ..backends.base import Predictor
 from ..exceptions import ArtifactError, UsageError, require
 from ..images import decode_image
@@ -19,9 +21,12 @@ require("torch", extra="local")
 
 import torch  # noqa: E402
 
-__all__ = ["LocalPredictor", "CONTENT_TYPES"]
+__all__ = ["LocalPredictor", "CONTENT_TYPES", "RUNTIMES"]
 
 CONTENT_TYPES = ("application/x-image", "image/jpeg", "image/png")
+
+
+RUNTIMES = ("torch", "onnxruntime")
 
 
 class LocalPredictor(Predictor):
@@ -30,13 +35,22 @@ class LocalPredictor(Predictor):
     ``output`` overrides the activation read from the artifact's symbol ("sigmoid" for multi-label, "softmax");
     ``image_shape`` is needed only for artifacts without model-shapes.json. Class names and tuned thresholds come
     from the ``model-metadata.json`` written beside the artifact when they are not given.
+
+    Speed: batches decode on a thread pool (``decode_threads``, default: the cores, at most 8) and run under
+    ``torch.inference_mode`` in channels-last layout. ``runtime="onnxruntime"`` (the ``export`` extra) runs the
+    network as an ONNX graph on the CPU, usually the fastest there; it is checked against the PyTorch network to
+    1e-4 when the predictor is made. ``compile=True`` runs the PyTorch network through ``torch.compile`` (the first
+    batches are slow while it compiles). docs/inference.md has the measured figures.
     """
 
     def __init__(self, artifact: str | os.PathLike, *, class_names: Sequence[str] | None = None,
                  device: str | None = None, epoch: int | None = None, output: str | None = None,
                  image_shape: tuple[int, int, int] | None = None, resize: int | None = None,
                  augment: AugmentOptions = AugmentOptions(), thresholds: Sequence[float] | None = None,
-                 batch_size: int = 32):
+                 batch_size: int = 32, runtime: str = "torch", compile: bool = False,
+                 decode_threads: int | None = None, channels_last: bool = True):
+        if runtime not in RUNTIMES:
+            raise UsageError(f"runtime {runtime!r} is not one of {', '.join(RUNTIMES)}.")
         art = read_model_tar(artifact, epoch=epoch)
         meta = read_metadata(artifact) or {}
         if class_names is None and meta.get("class_names"):
@@ -66,18 +80,56 @@ class LocalPredictor(Predictor):
         self.epoch, self.resize, self.augment = art.epoch, resize, augment
         self.thresholds = list(thresholds) if thresholds is not None else None
         self.batch_size = batch_size
+        self.runtime, self.session = runtime, None
+        self.channels_last = channels_last
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self._network: Callable[[torch.Tensor], torch.Tensor] = self.model
+        if runtime == "onnxruntime":
+            if self.device.type != "cpu":
+                raise UsageError(f"runtime='onnxruntime' runs on the CPU; use runtime='torch' on {self.device}.")
+            from .export import onnx_session
+
+            self.session, _ = onnx_session(self.model, softmax=self.output == "softmax", image_shape=(c, h, w))
+        elif compile:
+            self._network = torch.compile(self.model)
+        self.decode_threads = decode_threads or min(8, usable_cores())
+        self._pool: ThreadPoolExecutor | None = None
 
     def _preprocess(self, image: bytes, source: str) -> np.ndarray:
         c, h, w = self.image_shape
         img = decode_image(image, channels=c, source=source)
         return inference_transform(img, height=h, width=w, resize=self.resize, options=self.augment)
 
-    @torch.no_grad()
+    def _preprocess_many(self, images: Sequence[bytes], names: Sequence[str]) -> list[np.ndarray]:
+        """Decode and resize a batch, on the thread pool (OpenCV releases the GIL)."""
+        if len(images) == 1 or self.decode_threads <= 1:
+            return [self._preprocess(img, name) for img, name in zip(images, names)]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.decode_threads, thread_name_prefix="decode")
+        return list(self._pool.map(self._preprocess, images, names))
+
     def _run(self, arrays: list[np.ndarray]) -> list[list[float]]:
-        x = to_network_input(torch.from_numpy(np.stack(arrays)), self.device)
-        logits = self.model(x).float()
-        probs = torch.sigmoid(logits) if self.output == "sigmoid" else torch.softmax(logits, dim=1)
-        return probs.cpu().numpy().astype(float).tolist()
+        batch = np.stack(arrays)
+        if self.session is not None:
+            data = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
+            probs = self.session.run(["probabilities"], {"data": data})[0]
+            return np.asarray(probs, dtype=float).tolist()
+        with torch.inference_mode():
+            x = to_network_input(torch.from_numpy(batch), self.device, channels_last=self.channels_last)
+            logits = self._network(x).float()
+            out = torch.sigmoid(logits) if self.output == "sigmoid" else torch.softmax(logits, dim=1)
+            return out.cpu().numpy().astype(float).tolist()
+
+    def close(self) -> None:
+        """Stop the decode threads (also done when the predictor is garbage-collected)."""
+        pool = getattr(self, "_pool", None)  # absent when __init__ failed
+        if pool is not None:
+            pool.shutdown(wait=False)
+            self._pool = None
+
+    def __del__(self):
+        self.close()
 
     def predict(self, image: bytes, content_type: str = "application/x-image") -> list[float]:
         if content_type not in CONTENT_TYPES:
@@ -92,7 +144,7 @@ class LocalPredictor(Predictor):
         preds: list[list[float]] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]
-            preds += self._run([self._preprocess(img, names[start + k]) for k, img in enumerate(chunk)])
+            preds += self._run(self._preprocess_many(chunk, names[start:start + len(chunk)]))
         return self._format(output, preds)
 
     @classmethod

@@ -158,12 +158,12 @@ def rgb_to_hls8(rgb: torch.Tensor) -> torch.Tensor:
     return torch.stack([hue * 0.5, light * 255, sat * 255], dim=1).round_().clamp_(0, 255)
 
 
-# OpenCV's HLS2RGB sector table: which of (p2, p1, falling, rising) feeds (b, g, r) in each 60-degree sector
-_SECTORS = torch.tensor([[1, 3, 0], [1, 0, 2], [3, 0, 1], [0, 2, 1], [0, 1, 3], [2, 1, 0]])
-
-
 def hls8_to_rgb(hls: torch.Tensor) -> torch.Tensor:
-    """OpenCV ``COLOR_HLS2RGB`` for 8-bit images, on float (N, 3, H, W) integer-valued HLS: RGB 0..255, rounded."""
+    """OpenCV ``COLOR_HLS2RGB`` for 8-bit images, on float (N, 3, H, W) integer-valued HLS: RGB 0..255, rounded.
+
+    OpenCV picks each channel from (p2, p1, falling, rising) by the hue's 60-degree sector; red reads the sector
+    two ahead, blue two behind, green its own. The same sector and fraction give the same float values.
+    """
     hue, light, sat = hls.unbind(1)
     light, sat = light * (1 / 255), sat * (1 / 255)
     p2 = torch.where(light <= 0.5, light * (1 + sat), light + sat - light * sat)
@@ -172,10 +172,15 @@ def hls8_to_rgb(hls: torch.Tensor) -> torch.Tensor:
     h = torch.where(h >= 6, h - 6, h)
     sector = torch.floor(h)
     frac = h - sector
-    tab = torch.stack([p2, p1, p1 + (p2 - p1) * (1 - frac), p1 + (p2 - p1) * frac], dim=1)  # (N, 4, H, W)
-    pick = _SECTORS.to(hls.device)[sector.long().clamp_(0, 5)]  # (N, H, W, 3): indices for b, g, r
-    bgr = torch.gather(tab, 1, pick.permute(0, 3, 1, 2))
-    rgb = torch.where((sat == 0).unsqueeze(1), light.unsqueeze(1).expand(-1, 3, -1, -1), bgr.flip(1))
+    rising = p1 + (p2 - p1) * frac
+    falling = p1 + (p2 - p1) * (1 - frac)
+
+    def channel(shift: int) -> torch.Tensor:
+        t = torch.remainder(sector + shift, 6)
+        return torch.where(t == 0, rising, torch.where(t < 3, p2, torch.where(t == 3, falling, p1)))
+
+    rgb = torch.stack([channel(2), channel(0), channel(4)], dim=1)
+    rgb = torch.where((sat == 0).unsqueeze(1), light.unsqueeze(1), rgb)
     return (rgb * 255).round_().clamp_(0, 255)
 
 

@@ -16,31 +16,25 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..._io import atomic_write, atomic_write_text, ensure_dir, output_error
+from ..._parallel import ordered_map, usable_cores
 from ...images import read_image, resize_shorter
 from ...preflight import data_fingerprint
 
 if TYPE_CHECKING:
     from ...data.dataset import Dataset
 
-__all__ = ["ImageStore", "store_key", "usable_cores"]
+__all__ = ["ImageStore", "store_key"]
 
 log = logging.getLogger("multilabel_ic.train")
 FORMAT = "multilabel-ic/image-store-v1"
-_CHUNK = 256  # images decoded per round: bounds the memory the thread pool holds
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def store_key(data: Dataset, *, resize: int | None, channels: int) -> str:
@@ -130,7 +124,7 @@ class ImageStore(Sequence):
 
         with atomic_write(blob, "wb") as fh, tqdm(total=len(data), desc=f"caching {what}", unit="img",
                                                    disable=not progress, leave=False) as bar:
-            for img in _decoded(data, resize, channels, threads):
+            for img in ordered_map(lambda i: _decode(data, i, resize, channels), len(data), threads=threads):
                 try:
                     fh.write(img.tobytes())
                 except OSError as exc:
@@ -144,10 +138,3 @@ class ImageStore(Sequence):
                                                               "offsets": offsets}) + "\n")
         return cls(blob, np.asarray(shapes, np.int64).reshape(-1, 3), np.asarray(offsets, np.int64))
 
-
-def _decoded(data: Dataset, resize: int | None, channels: int, threads: int) -> Iterator[np.ndarray]:
-    """The images of ``data`` in order, decoded and resized ``threads`` at a time."""
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for start in range(0, len(data), _CHUNK):
-            rows = range(start, min(start + _CHUNK, len(data)))
-            yield from pool.map(lambda i: _decode(data, i, resize, channels), rows)

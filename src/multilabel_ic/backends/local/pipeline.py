@@ -17,7 +17,6 @@ what the network's ``bn_data`` layer expects.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from ..._parallel import usable_cores
 from ...data.dataset import Dataset
 from ...images import read_image, resize_shorter
 from ...model.network import to_network_input
@@ -41,8 +41,7 @@ log = logging.getLogger("multilabel_ic.train")
 
 
 def default_workers() -> int:
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(8, n - 1))
+    return max(0, min(8, usable_cores() - 1))
 
 
 def preload_images(data: Dataset, *, channels: int, resize: int | None, progress: bool = False) -> list[np.ndarray]:
