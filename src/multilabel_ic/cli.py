@@ -97,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--sync-batchnorm", action="store_true",
                    help="with --nproc-per-node on GPUs: SyncBatchNorm instead of per-device statistics")
     t.add_argument("--workers", type=int, default=None, help="data loading workers (default: min(8, cores - 1))")
+    t.add_argument("--input-pipeline", choices=["batched", "reference"], default="batched",
+                   help="batched: decode cache + the batch's augmentation on the device; reference: OpenCV per image "
+                        "on the workers (docs/local-backend.md, input pipeline)")
+    t.add_argument("--cache-dir", type=Path, default=None,
+                   help="folder of the decode cache (default <output>/cache); share one between runs of the same data")
     t.add_argument("--pretrained", default=None, help="file or URL of ImageNet .params for use_pretrained_model=1")
     t.add_argument("--seed", type=int, default=0, help="seed of initialisation, sampling and augmentation")
     t.add_argument("--tensorboard", nargs="?", const="", default=None, metavar="DIR",
@@ -126,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--classes", default=None, help="class names in label order (default: model-metadata.json)")
     r.add_argument("--threshold", type=float, default=None, help="also print the labels at this threshold")
     r.add_argument("--jsonlines", action="store_true", help="batch transform output: {\"prediction\": [...]} lines")
+    r.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
+                   help="run the network with PyTorch, or as an ONNX graph on onnxruntime (CPU; the export extra)")
     add_sagemaker_args(r)
 
     rp = sub.add_parser("report", help="a self-contained HTML report of a finished run (curves, per-class AP, PR "
@@ -281,7 +288,8 @@ def cmd_train(args) -> int:
         else:
             options = LocalOptions(seed=args.seed, num_workers=args.workers, progress=not args.quiet,
                                    pretrained=args.pretrained, restart=args.restart, engine=args.engine,
-                                   sync_batchnorm=args.sync_batchnorm)
+                                   sync_batchnorm=args.sync_batchnorm, input_pipeline=args.input_pipeline,
+                                   cache_dir=str(args.cache_dir) if args.cache_dir else None)
             model = Trainer(hp, backend="local", output_dir=args.output, device=args.device, options=options,
                             callbacks=_trackers(args)).fit(train, validation=val)
     except MultilabelICError:
@@ -367,7 +375,7 @@ def cmd_predict(args) -> int:
 
         return predict_endpoint(args)
     classes = class_list(args.classes) if args.classes else None
-    pred = LocalPredictor(args.model, class_names=classes)
+    pred = LocalPredictor(args.model, class_names=classes, runtime=args.runtime)
     blobs = [read_bytes(p) for p in args.images]
     sources = [str(p) for p in args.images]
     for path, probs in zip(sources, pred.predict_batch(blobs, sources=sources)):
