@@ -9,7 +9,8 @@ from pathlib import Path
 from _common import setup, write
 
 from multilabel_ic.backends.local.pipeline import default_workers
-from multilabel_ic.bench.local import bench_ceiling, bench_training
+from multilabel_ic.backends.local.train import select_device
+from multilabel_ic.bench.local import bench_ceiling, bench_training, image_store
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("--batch", type=int, default=128)
@@ -19,13 +20,17 @@ ap.add_argument("--images", type=int, default=400)
 ap.add_argument("--device", default=None)
 ap.add_argument("--workers", type=int, default=None)
 ap.add_argument("--output", type=Path, default=Path("bench-output"))
+ap.add_argument("--pipeline", choices=["batched", "reference"], default="batched")
 args = ap.parse_args()
 hp, data = setup(args.output, args.images, args.batch)
+store = image_store(hp, data, args.output / "cache")[0] if args.pipeline == "batched" else None
 results = {}
 for precision in ("float32", "float16"):
     h = hp.replace(precision_dtype=precision)
     e2e = bench_training(h, data, device=args.device, steps=args.steps, warmup=args.warmup,
-                         workers=args.workers if args.workers is not None else default_workers())
+                         workers=args.workers if args.workers is not None
+                         else default_workers(select_device(args.device), args.pipeline == "batched"),
+                         pipeline=args.pipeline, store=store)
     ceiling = bench_ceiling(h, device=args.device, steps=args.steps, warmup=args.warmup)
     ratio = e2e["images_per_sec"]["median"] / ceiling["images_per_sec"]["median"]
     results[precision] = {"end_to_end": e2e, "ceiling": ceiling, "end_to_end_over_ceiling": ratio}

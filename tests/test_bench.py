@@ -105,7 +105,7 @@ def test_side_by_side_report_is_written(tmp_path):
     assert p.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_bench_measurement_functions_report_consistent_figures(coco5):
+def test_bench_measurement_functions_report_consistent_figures(coco5, tmp_path):
     """Tiny runs of each measurement: the arithmetic between the figures holds (no speed is asserted)."""
     from multilabel_ic.bench import local as L
 
@@ -113,8 +113,11 @@ def test_bench_measurement_functions_report_consistent_figures(coco5):
                          mini_batch_size=4, multi_label=1, augmentation_type="crop_color_transform")
     import time
 
+    store, _ = L.image_store(hp, coco5, tmp_path / "cache")
+    with pytest.raises(ValueError, match="reads the decode cache"):
+        L.bench_training(hp, coco5, device="cpu", steps=4, warmup=1, workers=0, window=2)
     t0 = time.perf_counter()
-    e2e = L.bench_training(hp, coco5, device="cpu", steps=4, warmup=1, workers=0, window=2)
+    e2e = L.bench_training(hp, coco5, device="cpu", steps=4, warmup=1, workers=0, window=2, store=store)
     wall = time.perf_counter() - t0
     assert e2e["steps"] == 4 and len(e2e["images_per_sec_windows"]) == 2
     assert e2e["images_per_sec"]["median"] == pytest.approx(sum(e2e["images_per_sec_windows"]) / 2)
@@ -127,3 +130,12 @@ def test_bench_measurement_functions_report_consistent_figures(coco5):
     for r in pipe["results"].values():
         assert r["multilabel_ic"]["images"] == 4 and r["pil_torchvision"]["images"] == 4  # first batch excluded
         assert r["ratio"] == pytest.approx(r["multilabel_ic"]["images_per_sec"] / r["pil_torchvision"]["images_per_sec"])
+    reference = L.bench_training(hp, coco5, device="cpu", steps=2, warmup=1, workers=0, window=1, pipeline="reference")
+    assert reference["pipeline"] == "reference" and reference["steps"] == 2
+    plain = L.bench_plain_loop(hp, coco5, device="cpu", steps=2, warmup=1, workers=0, window=1)
+    assert plain["steps"] == 2 and plain["images_per_sec"]["n"] == 2 and "torchvision resnet18" in plain["what"]
+    host = L.bench_host(hp, coco5, store, n_images=10, batch=4)
+    assert host["images"] == 8 and host["cache_bytes_per_image"] == pytest.approx(store.nbytes / len(store))
+    assert host["reference_over_batched"] == pytest.approx(host["reference_host_ms"] / host["batched_host_ms"])
+    aug = L.bench_device_augment(hp, coco5, store, device="cpu", batches=3, warmup=1)
+    assert aug["images_per_sec"]["n"] == 3 and aug["batch_size"] == 4

@@ -105,6 +105,8 @@ def bench_training(hp: Hyperparameters, data: Dataset, *, device: str | None = N
     bs = hp.mini_batch_size
     options = AugmentOptions(small_image="upscale")
     batched = pipeline == "batched"
+    if batched and store is None:
+        raise ValueError("the batched pipeline reads the decode cache: pass store=image_store(hp, data, folder)[0]")
     ds = ImageDataset(data, hp, train=True, seed=seed, options=options, cache=store if batched else None,
                       batched=batched)
     order = epoch_order(len(data), warmup + steps, bs, seed, 0)
@@ -153,13 +155,13 @@ def _gpu_utilization(dev: torch.device) -> float | None:
 
 
 class _PlainDataset(torch.utils.data.Dataset):
-    """What a user would write: torchvision's decoder and v2 transforms doing the algorithm's operations."""
+    """What a user would write: PIL decoding and torchvision's v2 transforms doing the algorithm's operations."""
 
     def __init__(self, data: Dataset, hp: Hyperparameters):
         from torchvision.transforms import v2
 
         self.data = data
-        ops: list = []
+        ops: list = [v2.ToImage()]
         if hp.resize:
             ops.append(v2.Resize(hp.resize, antialias=True))
         level = {None: 0, "crop": 1, "crop_color": 2, "crop_color_transform": 3}[hp.augmentation_type]
@@ -178,15 +180,16 @@ class _PlainDataset(torch.utils.data.Dataset):
         return len(self.data)
 
     def __getitem__(self, i):
-        from torchvision.io import ImageReadMode, decode_image, read_file
+        from PIL import Image
 
-        img = decode_image(read_file(str(self.data.image_path(i))), mode=ImageReadMode.RGB)
+        with Image.open(self.data.image_path(i)) as im:
+            img = im.convert("RGB")
         return self.transform(img), torch.from_numpy(self.data.labels[i].astype(np.float32))
 
 
 def bench_plain_loop(hp: Hyperparameters, data: Dataset, *, device: str | None = None, steps: int = 30,
                      warmup: int = 5, workers: int = 4, window: int = 5, seed: int = 0) -> dict:
-    """The peer: torchvision's resnet, a DataLoader over torchvision's decoder and v2 transforms, BCEWithLogitsLoss,
+    """The peer: torchvision's resnet, a DataLoader over PIL decoding and v2 transforms, BCEWithLogitsLoss,
     torch.optim.SGD, float32 NCHW, as a user would write it without this library."""
     import torchvision
 
@@ -214,7 +217,7 @@ def bench_plain_loop(hp: Hyperparameters, data: Dataset, *, device: str | None =
 
     step_times, data_times, _, first_step = _timed_steps(batches(), step, dev, warmup, started)
     per_window = _windows(step_times, bs, window)
-    return {"what": f"plain PyTorch loop: torchvision resnet{hp.num_layers}, torchvision.io + v2 transforms on "
+    return {"what": f"plain PyTorch loop: torchvision resnet{hp.num_layers}, PIL + torchvision v2 transforms on "
                     f"loader workers, BCEWithLogitsLoss, SGD", "device": str(dev), "batch_size": bs,
             "workers": workers, "steps": len(step_times), "images_per_sec": stats(per_window),
             "images_per_sec_windows": per_window, "time_to_first_step_s": first_step,

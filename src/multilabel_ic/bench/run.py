@@ -109,12 +109,14 @@ def run_bench(args) -> dict:
     hp = hyperparameters_from_args(args, num_classes=5, num_training_samples=2500, defaults=base)
     ann, images = generate_coco(out / "data", num_images=cfg["num_images"], seed=0)
     data = Dataset.from_coco(ann, images=images, categories=COCO5)
-    workers = max(1, min(default_workers(), 8))
+    workers = max(1, default_workers())  # the reference pipeline's and the plain loop's
+    batched_workers = default_workers(torch.device(device), batched=True)
     machine = machine_info(device)
     report = {"machine": machine, "mode": "quick" if args.quick else "full", "config": hp.to_sagemaker(),
               "settings": cfg, "local": [], "sagemaker": []}
     print(f"benchmarking on {machine['device_name']} ({report['mode']}): ResNet-{hp.num_layers} "
-          f"{hp.image_shape}, batch {hp.mini_batch_size}, {hp.augmentation_type}, {workers} loader workers",
+          f"{hp.image_shape}, batch {hp.mini_batch_size}, {hp.augmentation_type}, loader workers: "
+          f"{batched_workers} batched, {workers} reference and plain loop",
           flush=True)
     store, cache_seconds = L.image_store(hp, data, out / "cache")
     report["decode_cache"] = {"images": len(store), "bytes": store.nbytes, "build_seconds": cache_seconds,
@@ -129,7 +131,7 @@ def run_bench(args) -> dict:
         h = hp.replace(precision_dtype=precision)
         log.info("training throughput, %s ...", precision)
         timing = dict(device=device, steps=cfg["steps"], warmup=cfg["warmup"], workers=workers, window=cfg["window"])
-        e2e = L.bench_training(h, data, store=store, **timing)
+        e2e = L.bench_training(h, data, store=store, **{**timing, "workers": batched_workers})
         ceiling = L.bench_ceiling(h, device=device, steps=cfg["steps"], warmup=cfg["warmup"], window=cfg["window"])
         ratio = _ratio(e2e, ceiling)
         label = f"{precision if precision == 'float32' or device.startswith('cuda') else 'float16->bf16 (CPU)'}" \
@@ -147,7 +149,8 @@ def run_bench(args) -> dict:
             # the peers, paired: this engine's run and the plain loop's alternate, so drift hits both alike
             pairs: list[dict[str, Any]] = []
             for _ in range(cfg["pairs"]):
-                ours = e2e if not pairs else L.bench_training(h, data, store=store, **timing)
+                ours = e2e if not pairs else L.bench_training(h, data, store=store,
+                                                              **{**timing, "workers": batched_workers})
                 plain = L.bench_plain_loop(h, data, **timing)
                 pairs.append({"multilabel_ic": ours["images_per_sec"]["median"],
                               "plain_pytorch": plain["images_per_sec"]["median"],

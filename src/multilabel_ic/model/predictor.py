@@ -40,7 +40,7 @@ class LocalPredictor(Predictor):
     ``torch.inference_mode`` in channels-last layout. ``runtime="onnxruntime"`` (the ``export`` extra) runs the
     network as an ONNX graph on the CPU, usually the fastest there; it is checked against the PyTorch network to
     1e-4 when the predictor is made. ``compile=True`` runs the PyTorch network through ``torch.compile`` (the first
-    batches are slow while it compiles). docs/inference.md has the measured figures.
+    batches are slow while it compiles). docs/benchmarks.md has the measured figures.
     """
 
     def __init__(self, artifact: str | os.PathLike, *, class_names: Sequence[str] | None = None,

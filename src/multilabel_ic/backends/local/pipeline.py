@@ -40,7 +40,12 @@ __all__ = ["ImageDataset", "EpochSampler", "BatchAssembler", "DeviceFeeder", "ma
 log = logging.getLogger("multilabel_ic.train")
 
 
-def default_workers() -> int:
+def default_workers(device: torch.device | None = None, batched: bool = False) -> int:
+    """Loader workers when the user sets none: min(8, cores - 1); none for the batched pipeline on a CPU device,
+    where the host work is a memory copy (~0.1 ms per image) and a worker process would only take cycles from the
+    model's threads (measured in docs/benchmarks.md)."""
+    if batched and device is not None and device.type == "cpu":
+        return 0
     return max(0, min(8, usable_cores() - 1))
 
 

@@ -261,7 +261,6 @@ def _train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset 
     torch.manual_seed(options.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # cuDNN autotuning, as the algorithm's MXNet build does
-    workers = default_workers() if options.num_workers is None else options.num_workers
     amp_dtype, use_scaler = precision_for(hp, device, options)
     channels_last = options.channels_last  # on the CPU too: oneDNN convolutions are ~10% faster in NHWC
     model = create_network(hp).to(device)
@@ -294,10 +293,10 @@ def _train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset 
         state = json.loads(ck["state"])
         log.info("resuming from %s: %d of %d epochs done", sp, state["epoch"], hp.epochs)
 
-    log.info("resize=%s -> %s crop %dx%d, augmentation_type=%s, %d batches of %d per epoch, device=%s, workers=%d",
+    log.info("resize=%s -> %s crop %dx%d, augmentation_type=%s, %d batches of %d per epoch, device=%s",
              hp.resize, "random" if hp.augmentation_type else "centre", hp.width, hp.height, hp.augmentation_type,
-             dist.batches_per_epoch(hp), hp.mini_batch_size, device, workers)
-    train_loader, val_loader, val_rows = _loaders(hp, train_data, validation, out, options, device, workers, dist)
+             dist.batches_per_epoch(hp), hp.mini_batch_size, device)
+    train_loader, val_loader, val_rows, workers = _loaders(hp, train_data, validation, out, options, device, dist)
     feeder = DeviceFeeder(train_loader, device, height=hp.height, width=hp.width,
                           fill_value=options.augment.fill_value, channels_last=channels_last)
     # per-process BatchNorm statistics during an epoch, as MXNet's devices keep them (averaged at its end)
@@ -343,10 +342,10 @@ def _train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset 
 
 
 def _loaders(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None, out: Path, options: LocalOptions,
-             device: torch.device, workers: int, dist: Distributed
-             ) -> tuple[DataLoader, DataLoader | None, np.ndarray | None]:
-    """The run's training loader (batched or reference pipeline), its validation loader and this process's share of
-    the validation rows (rank, rank + world, ...; the scores are gathered)."""
+             device: torch.device, dist: Distributed
+             ) -> tuple[DataLoader, DataLoader | None, np.ndarray | None, int]:
+    """The run's training loader (batched or reference pipeline), its validation loader, this process's share of
+    the validation rows (rank, rank + world, ...; the scores are gathered) and the number of loader workers."""
     val_rows = np.arange(dist.rank, len(validation), dist.world_size) if validation is not None else None
     val_part = validation.subset(val_rows) if validation is not None and val_rows is not None and dist.enabled \
         else validation
@@ -378,8 +377,9 @@ def _loaders(hp: Hyperparameters, train_data: Dataset, validation: Dataset | Non
                                           progress=options.progress)
             val_images = (preload_images(val_part, channels=hp.channels, resize=hp.resize, progress=options.progress)
                           if val_part is not None else None)
-    log.info("input pipeline: %s", "decode cache -> batched augmentation on " + device.type if batched
-             else "reference (OpenCV decode + augmentation per image on the loader workers)")
+    workers = default_workers(device, batched) if options.num_workers is None else options.num_workers
+    log.info("input pipeline: %s, %d loader workers", "decode cache -> batched augmentation on " + device.type
+             if batched else "reference (OpenCV decode + augmentation per image on the loader workers)", workers)
     train_ds = ImageDataset(train_data, hp, train=True, seed=options.seed, options=options.augment,
                             cache=train_images, batched=batched)
     pin = device.type == "cuda"
@@ -390,7 +390,7 @@ def _loaders(hp: Hyperparameters, train_data: Dataset, validation: Dataset | Non
         val_ds = ImageDataset(val_part, hp, train=False, options=options.augment, cache=val_images)
         val_loader = make_loader(val_ds, batch_size=hp.mini_batch_size, num_workers=workers, pin_memory=pin,
                                  persistent=True)
-    return train_loader, val_loader, val_rows
+    return train_loader, val_loader, val_rows, workers
 
 
 def _validation_scores(model: ResNetV2, loader: DataLoader, rows: np.ndarray, dist: Distributed,
