@@ -10,6 +10,7 @@ from multilabel_ic import DataError, Dataset
 from multilabel_ic.data import recordio
 from multilabel_ic.data.lst import read_lst, write_lst
 from multilabel_ic.data.manifest import read_manifest, write_manifest
+from multilabel_ic.exceptions import ImageDecodeError
 
 
 def _write(tmp_path, text, name="x.lst"):
@@ -177,3 +178,20 @@ def test_recordio_ids_are_the_lst_indices_as_im2rec_writes_them(coco5, tmp_path)
     assert list(back.indices) == [7, 3, 11, 0] and (back.labels == data.labels).all()
     rec2, _ = data.to_recordio(tmp_path / "r.rec", renumber=True)
     assert [recordio.unpack(r)[0].id for r in recordio.read_recordio(rec2)] == [0, 1, 2, 3]
+
+
+def test_recordio_written_on_several_threads_is_the_one_written_on_one(coco5, tmp_path):
+    """Images are re-encoded in parallel and written in order: the file does not depend on the thread count, and
+    a failing image is reported by name whatever thread met it."""
+    subset = coco5.subset(range(24))
+    one, one_idx = subset.to_recordio(tmp_path / "one.rec", resize=40, threads=1)
+    many, many_idx = subset.to_recordio(tmp_path / "many.rec", resize=40, threads=4)
+    assert one.read_bytes() == many.read_bytes() and one_idx.read_text() == many_idx.read_text()
+    broken = tmp_path / "img"
+    broken.mkdir()
+    for i in range(6):
+        (broken / f"{i}.jpg").write_bytes(subset.image_path(i).read_bytes() if i != 4 else b"not a jpeg")
+    bad = Dataset([f"{i}.jpg" for i in range(6)], subset.labels[:6], subset.class_names, root=broken)
+    with pytest.raises(ImageDecodeError, match="4.jpg: not a decodable image"):
+        bad.to_recordio(tmp_path / "bad.rec", resize=40, threads=3)
+    assert not (tmp_path / "bad.rec").exists()
