@@ -108,3 +108,16 @@ def test_a_bad_image_in_a_threaded_batch_is_named(artifact, coco5):
     images = [coco5.image_path(0).read_bytes(), b"not an image", coco5.image_path(1).read_bytes()]
     with pytest.raises(ImageDecodeError, match="holiday.jpg: not a decodable image"):
         predictor.predict_batch(images, sources=["a.jpg", "holiday.jpg", "c.jpg"])
+
+
+def test_compiled_predictor_gives_the_same_probabilities(artifact, coco5):
+    """LocalPredictor(compile=True) runs the network through torch.compile (a compile error raises)."""
+    import torch._dynamo
+
+    images = [coco5.image_path(i).read_bytes() for i in range(6)]
+    want = np.asarray(LocalPredictor(artifact, device="cpu").predict_batch(images))
+    compiled = LocalPredictor(artifact, device="cpu", compile=True)
+    torch._dynamo.reset()
+    got = np.asarray(compiled.predict_batch(images))
+    assert np.abs(got - want).max() <= 1e-4
+    assert compiled._network is not compiled.model  # the compiled module ran, not the eager one
