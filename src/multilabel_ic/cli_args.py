@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .exceptions import UsageError
 
-__all__ = ["add_hp_args", "hp_values", "hyperparameters_from_args", "read_hp_file", "class_list",
+__all__ = ["add_hp_args", "hp_values", "hyperparameters_from_args", "read_option_text", "read_hp_file", "class_list",
            "print_prediction"]
 
 
@@ -42,13 +42,18 @@ def hyperparameters_from_args(args, *, num_classes: int, num_training_samples: i
     return Hyperparameters(**values)
 
 
-def read_hp_file(path: Path) -> dict:
+def read_option_text(path: Path, option: str) -> str:
+    """The text of the file a command-line option names, or a :class:`UsageError` that names the option and file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UsageError(f"--hp-file {path}: file not found.") from None
+        raise UsageError(f"{option} {path}: file not found.") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--hp-file {path}: cannot read it as text ({exc}).") from exc
+        raise UsageError(f"{option} {path}: cannot read it as text ({exc}).") from exc
+
+
+def read_hp_file(path: Path) -> dict:
+    text = read_option_text(path, "--hp-file")
     try:
         values = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .cli_args import read_option_text
 from .exceptions import UsageError
 
 __all__ = ["load_run_config", "train_defaults", "resolved_config", "SECTIONS"]
@@ -61,12 +62,7 @@ _PATHS = {"output", "train_lst", "validation_lst", "images", "train_rec", "valid
 def load_run_config(path: str | Path) -> dict[str, Any]:
     """Read a run configuration (by its extension: .toml, .yaml/.yml, .json) into a dict, checked for unknown keys."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"--config {p}: file not found.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--config {p}: cannot read it as text ({exc}).") from exc
+    text = read_option_text(p, "--config")
     suffix = p.suffix.lower()
     if suffix == ".toml":
         if sys.version_info >= (3, 11):

@@ -32,8 +32,8 @@ from .epochlog import EpochLog, validation_record
 from .loss import class_weights
 from .runfolder import (
     STATE_FILES,
-    checkpoint_and_stop,
     claim_folder,
+    run_epochs,
     saved_checkpoints,
     shipped_final,
     write_artifact,
@@ -381,31 +381,26 @@ def train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset |
         return record_iter(hp, val_rec, train=False, options=options, seed=options.seed, threads=threads)
 
     kept: dict = {}
-    stopped_early = False
     settings = {k: v for k, v in fingerprint.items() if k not in ("training data", "validation data", "hyperparameters")}
     callbacks.on_train_start(RunInfo(output_dir=out, backend="local", hyperparameters=hp.to_sagemaker(
         include_defaults=True), class_names=list(train_data.class_names), history=list(state["history"]),
         settings={**settings, "device": str(ctx), "num_workers": threads}))
     multi = hp.multi_label == 1
-    try:
-        for epoch in range(state["epoch"], hp.epochs):
-            it = record_iter(hp, train_rec, train=True, options=options, seed=options.seed * 10007 + epoch,
-                             threads=threads)
-            record = _epoch(hp, net, trainer, it, ctx, dtype, multi, w_pos, w_neg, epoch, state, options)
-            if validation is not None:
-                scores, labels = _scores(net, val_it(), ctx, dtype)
-                record.update(validation_record(hp, labels, scores, validation.class_names, epoch))
-            state["history"].append(record)
-            stopped_early = checkpoint_and_stop(hp, _current_params(net), out, epoch, record, state, kept)
-            state["epoch"] = epoch + 1
-            _save_state(sp, net, trainer, state, fingerprint)
-            callbacks.on_epoch_end(record)
-            if stopped_early:
-                break
-    except KeyboardInterrupt:
-        log.warning("interrupted: %d of %d epochs are saved in %s; run the same command again to resume",
-                    state["epoch"], hp.epochs, sp)
-        raise
+
+    def train_epoch(epoch: int) -> dict:
+        it = record_iter(hp, train_rec, train=True, options=options, seed=options.seed * 10007 + epoch,
+                         threads=threads)
+        return _epoch(hp, net, trainer, it, ctx, dtype, multi, w_pos, w_neg, epoch, state, options)
+
+    def validate(epoch: int) -> dict:
+        assert validation is not None
+        scores, labels = _scores(net, val_it(), ctx, dtype)
+        return validation_record(hp, labels, scores, validation.class_names, epoch)
+
+    stopped_early = run_epochs(hp, out, state, kept, state_path=sp, train_epoch=train_epoch,
+                               validate=validate if validation is not None else None, current=_current_params(net),
+                               save_state=lambda: _save_state(sp, net, trainer, state, fingerprint),
+                               callbacks=callbacks)
     checkpoints = saved_checkpoints(out, state, kept)
     tar = write_artifact(hp, out, checkpoints)
     final = final_metrics()

@@ -21,9 +21,10 @@ from ...preflight import describe_differences
 from ..base import final_metrics
 
 if TYPE_CHECKING:
+    from ...callbacks import CallbackList
     from ...hyperparameters import Hyperparameters
 
-__all__ = ["RUN_FILES", "STATE_FILES", "CurrentParams", "SavedParams", "checkpoint_and_stop", "claim_folder", "clear_previous_run",
+__all__ = ["RUN_FILES", "STATE_FILES", "CurrentParams", "SavedParams", "checkpoint_and_stop", "run_epochs", "claim_folder", "clear_previous_run",
            "holds_model", "remove_if_only_the_marker", "saved_checkpoints", "write_artifact", "shipped_final",
            "write_results"]
 
@@ -108,6 +109,38 @@ def checkpoint_and_stop(hp: Hyperparameters, current: CurrentParams, out: Path, 
                  state["best_acc"], state["best_epoch"])
         return True
     return False
+
+
+
+def run_epochs(hp: Hyperparameters, out: Path, state: dict, kept: SavedParams, *, state_path: Path,
+               train_epoch: Callable[[int], dict], validate: Callable[[int], dict] | None, current: CurrentParams,
+               save_state: Callable[[], None], callbacks: CallbackList, write: bool = True,
+               barrier: Callable[[], None] = lambda: None) -> bool:
+    """The epoch loop both engines run: train, validate, save as the algorithm does, keep the resume state, report;
+    True when early stopping ended it. An interrupt names the epochs that are saved and how to resume.
+
+    ``train_epoch(epoch)`` returns the epoch's record; ``validate(epoch)`` its validation fields. ``write=False``
+    (the other processes of a distributed run) saves nothing; ``barrier`` runs once the epoch is on disk."""
+    stopped_early = False
+    try:
+        for epoch in range(state["epoch"], hp.epochs):
+            record = train_epoch(epoch)
+            if validate is not None:
+                record.update(validate(epoch))
+            state["history"].append(record)
+            stopped_early = checkpoint_and_stop(hp, current, out, epoch, record, state, kept, write=write)
+            state["epoch"] = epoch + 1
+            if write:
+                save_state()
+            barrier()  # the epoch's checkpoint is on disk before any process goes on
+            callbacks.on_epoch_end(record)
+            if stopped_early:
+                break
+    except KeyboardInterrupt:
+        log.warning("interrupted: %d of %d epochs are saved in %s; run the same command again to resume",
+                    state["epoch"], hp.epochs, state_path)
+        raise
+    return stopped_early
 
 
 def holds_model(out: Path) -> bool:

@@ -39,10 +39,10 @@ from .pretrained import load_pretrained, resolve_pretrained
 from .runfolder import (
     CurrentParams,
     SavedParams,
-    checkpoint_and_stop,
     claim_folder,
     clear_previous_run,
     remove_if_only_the_marker,
+    run_epochs,
     saved_checkpoints,
     shipped_final,
     write_artifact,
@@ -304,37 +304,27 @@ def _train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset 
         model, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
         if dist.enabled else model)
     model.train()
-    stopped_early = False
     kept: SavedParams = {}
     settings = {k: v for k, v in fingerprint.items() if k not in ("training data", "validation data", "hyperparameters")}
     callbacks.on_train_start(RunInfo(output_dir=out, backend="local", hyperparameters=hp.to_sagemaker(
         include_defaults=True), class_names=list(train_data.class_names), history=list(state["history"]),
         settings={**settings, "device": str(device), "num_workers": workers}))
-    try:
-        for epoch in range(state["epoch"], hp.epochs):
-            record = run_epoch(hp, train_model, optimizer, scaler, schedule, feeder, device=device,
-                               amp_dtype=amp_dtype, channels_last=channels_last, w_pos=w_pos, w_neg=w_neg,
-                               epoch=epoch, state=state, options=options, dist=dist)
-            dist.average_buffers(model)  # MXNet's fit syncs the devices' aux params after every epoch
-            if val_loader is not None:
-                assert validation is not None and val_rows is not None
-                labels, scores = _validation_scores(model, val_loader, val_rows, dist, device, amp_dtype,
-                                                    channels_last)
-                record.update(validation_record(hp, labels, scores, validation.class_names, epoch))
-            state["history"].append(record)
-            stopped_early = checkpoint_and_stop(hp, torch_params(model), out, epoch, record, state, kept,
-                                                write=dist.is_main)
-            state["epoch"] = epoch + 1
-            if dist.is_main:
-                _save_state(sp, model, optimizer, scaler, state, fingerprint)
-            dist.barrier()  # the epoch's checkpoint is on disk before any process goes on
-            callbacks.on_epoch_end(record)
-            if stopped_early:
-                break
-    except KeyboardInterrupt:
-        log.warning("interrupted: %d of %d epochs are saved in %s; run the same command again to resume",
-                    state["epoch"], hp.epochs, sp)
-        raise
+    def train_epoch(epoch: int) -> dict:
+        record = run_epoch(hp, train_model, optimizer, scaler, schedule, feeder, device=device, amp_dtype=amp_dtype,
+                           channels_last=channels_last, w_pos=w_pos, w_neg=w_neg, epoch=epoch, state=state,
+                           options=options, dist=dist)
+        dist.average_buffers(model)  # MXNet's fit syncs the devices' aux params after every epoch
+        return record
+
+    def validate(epoch: int) -> dict:
+        assert validation is not None and val_loader is not None and val_rows is not None
+        labels, scores = _validation_scores(model, val_loader, val_rows, dist, device, amp_dtype, channels_last)
+        return validation_record(hp, labels, scores, validation.class_names, epoch)
+
+    stopped_early = run_epochs(hp, out, state, kept, state_path=sp, train_epoch=train_epoch,
+                               validate=validate if val_loader is not None else None, current=torch_params(model),
+                               save_state=lambda: _save_state(sp, model, optimizer, scaler, state, fingerprint),
+                               callbacks=callbacks, write=dist.is_main, barrier=dist.barrier)
     metrics = _finish(hp, model, out, state, validation, val_loader, val_rows, device, amp_dtype, channels_last,
                       stopped_early, train_data.class_names, kept, dist)
     callbacks.on_train_end(metrics)
