@@ -306,8 +306,11 @@ def _scores(net, it, ctx, dtype: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _batches(it, count: int):
-    """``count`` batches, starting the iterator over when it runs out (num_training_samples > the data)."""
-    it.reset()
+    """``count`` batches of a fresh iterator, starting it over when it runs out (num_training_samples > the data).
+
+    A fresh iterator is not reset first: its prefetch thread has already started the first pass, and a reset
+    reshuffles, so whether the first pass is the construction's shuffle or the reset's would depend on that thread's
+    timing (one run in four differed)."""
     produced = 0
     while produced < count:
         for batch in it:
