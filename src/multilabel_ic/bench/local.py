@@ -26,7 +26,7 @@ from ..backends.local.pipeline import (
 )
 from ..backends.local.train import LocalOptions, precision_for, select_device
 from ..model.network import create_network
-from ..model.transforms import AugmentOptions
+from ..model.transforms import AUG_LEVELS, AugmentOptions
 from .common import peak_host_mb, stats
 
 if TYPE_CHECKING:
@@ -155,25 +155,29 @@ def _gpu_utilization(dev: torch.device) -> float | None:
 
 
 class _PlainDataset(torch.utils.data.Dataset):
-    """What a user would write: PIL decoding and torchvision's v2 transforms doing the algorithm's operations."""
+    """What a user would write: PIL decoding and torchvision's v2 transforms doing the algorithm's operations.
 
-    def __init__(self, data: Dataset, hp: Hyperparameters):
+    ``normalise`` ends with float conversion and ImageNet normalisation (the plain training loop's input); without
+    it the samples stay uint8 (the input-pipeline comparison)."""
+
+    def __init__(self, data: Dataset, hp: Hyperparameters, *, normalise: bool = True):
         from torchvision.transforms import v2
 
         self.data = data
         ops: list = [v2.ToImage()]
         if hp.resize:
             ops.append(v2.Resize(hp.resize, antialias=True))
-        level = {None: 0, "crop": 1, "crop_color": 2, "crop_color_transform": 3}[hp.augmentation_type]
+        level = AUG_LEVELS[hp.augmentation_type]
         if level >= 3:
             ops.append(v2.RandomAffine(degrees=10, shear=(-5.71, 5.71), scale=(0.875, 1.125), fill=127))
         ops.append(v2.RandomCrop((hp.height, hp.width), pad_if_needed=True) if level >= 1
                    else v2.CenterCrop((hp.height, hp.width)))
         if level >= 2:
-            ops.append(v2.ColorJitter(brightness=0.2, saturation=0.2, hue=0.1))
+            ops.append(v2.ColorJitter(brightness=0.2, saturation=0.2, hue=0.2))
         if level >= 1:
             ops.append(v2.RandomHorizontalFlip())
-        ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]
+        if normalise:
+            ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]
         self.transform = v2.Compose(ops)
 
     def __len__(self):
@@ -301,39 +305,6 @@ def bench_ceiling(hp: Hyperparameters, *, device: str | None = None, steps: int 
             "images_per_sec_windows": per_window}
 
 
-class _PILDataset(torch.utils.data.Dataset):
-    """What a user would otherwise write: PIL decoding and torchvision transforms doing the same operations."""
-
-    def __init__(self, data: Dataset, hp: Hyperparameters):
-        from torchvision import transforms as T
-
-        self.data = data
-        ops = []
-        if hp.resize:
-            ops.append(T.Resize(hp.resize))
-        level = {None: 0, "crop": 1, "crop_color": 2, "crop_color_transform": 3}[hp.augmentation_type]
-        if level >= 3:
-            ops.append(T.RandomAffine(degrees=10, shear=(-5.71, 5.71), scale=(0.875, 1.125), fill=127))
-        ops.append(T.RandomCrop((hp.height, hp.width), pad_if_needed=True) if level >= 1
-                   else T.CenterCrop((hp.height, hp.width)))
-        if level >= 2:
-            ops.append(T.ColorJitter(brightness=0.2, saturation=0.2, hue=0.2))
-        if level >= 1:
-            ops.append(T.RandomHorizontalFlip())
-        ops.append(T.PILToTensor())
-        self.transform = T.Compose(ops)
-
-    def __len__(self):
-        return len(self.data)
-
-    def __getitem__(self, i):
-        from PIL import Image
-
-        with Image.open(self.data.image_path(i)) as im:
-            img = im.convert("RGB")
-        return self.transform(img), torch.from_numpy(self.data.labels[i].astype(np.float32))
-
-
 def _loader_rate(ds, n_images: int, batch: int, workers: int, sampler=None) -> dict:
     if sampler is None:
         idx = [i % len(ds) for i in range(n_images)]
@@ -361,7 +332,7 @@ def bench_pipeline(hp: Hyperparameters, data: Dataset, *, n_images: int = 256, w
         ours_ds = ImageDataset(data, h, train=True, options=AugmentOptions(small_image="upscale"))
         order = epoch_order(len(data), n_images // batch, batch, 0, 0)
         ours = _loader_rate(ours_ds, n_images, batch, workers, sampler=EpochSampler(order, batch, 0))
-        base = _loader_rate(_PILDataset(data, h), n_images, batch, workers)
+        base = _loader_rate(_PlainDataset(data, h, normalise=False), n_images, batch, workers)
         ratio = ours["images_per_sec"] / base["images_per_sec"] if base["images_per_sec"] else None
         out["results"][aug] = {"multilabel_ic": ours, "pil_torchvision": base, "ratio": ratio}
         log.info("pipeline %-22s ours %.1f img/s, PIL+torchvision %.1f img/s, ratio %.2f", aug,

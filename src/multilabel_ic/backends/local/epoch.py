@@ -85,8 +85,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch
 
 def run_epoch(hp: Hyperparameters, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
               schedule: MultiFactorSchedule, feeder: DeviceFeeder, *, device: torch.device,
-              amp_dtype: torch.dtype | None, channels_last: bool, w_pos: torch.Tensor | None,
-              w_neg: torch.Tensor | None, epoch: int, state: dict[str, Any], options: LocalOptions,
+              amp_dtype: torch.dtype | None, w_pos: torch.Tensor | None, w_neg: torch.Tensor | None, epoch: int, state: dict[str, Any], options: LocalOptions,
               dist: Distributed = Distributed()) -> dict:
     """Train one epoch (``hp.batches_per_epoch`` steps; fewer across hosts); return its record (speeds,
     accuracies, loss, timing). With several processes, the loss and accuracy sums are added over them.

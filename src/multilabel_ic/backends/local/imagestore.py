@@ -31,7 +31,7 @@ from ...preflight import data_fingerprint
 if TYPE_CHECKING:
     from ...data.dataset import Dataset
 
-__all__ = ["ImageStore", "store_key"]
+__all__ = ["ImageStore", "store_key", "decode_resized"]
 
 log = logging.getLogger("multilabel_ic.train")
 FORMAT = "multilabel-ic/image-store-v1"
@@ -42,7 +42,8 @@ def store_key(data: Dataset, *, resize: int | None, channels: int) -> str:
     return hashlib.sha256(spec.encode()).hexdigest()[:24]
 
 
-def _decode(data: Dataset, i: int, resize: int | None, channels: int) -> np.ndarray:
+def decode_resized(data: Dataset, i: int, resize: int | None, channels: int) -> np.ndarray:
+    """Image ``i`` of ``data`` decoded and resized to the shorter side ``resize``: the pipeline's deterministic start."""
     img = read_image(data.image_path(i), channels=channels)
     return np.ascontiguousarray(resize_shorter(img, resize) if resize else img)
 
@@ -108,7 +109,7 @@ class ImageStore(Sequence):
         if not len(data):
             return None
         threads = threads or usable_cores()
-        sample = [_decode(data, i, resize, channels) for i in range(min(len(data), 16))]
+        sample = [decode_resized(data, i, resize, channels) for i in range(min(len(data), 16))]
         estimate = int(np.mean([s.nbytes for s in sample]) * len(data) * 1.1)
         ensure_dir(folder, what="cache folder")
         free = shutil.disk_usage(folder).free
@@ -124,7 +125,9 @@ class ImageStore(Sequence):
 
         with atomic_write(blob, "wb") as fh, tqdm(total=len(data), desc=f"caching {what}", unit="img",
                                                    disable=not progress, leave=False) as bar:
-            for img in ordered_map(lambda i: _decode(data, i, resize, channels), len(data), threads=threads):
+            decoded = ordered_map(lambda i: sample[i] if i < len(sample) else decode_resized(data, i, resize, channels),
+                                  len(data), threads=threads)  # the size estimate's images are not decoded twice
+            for img in decoded:
                 try:
                     fh.write(img.tobytes())
                 except OSError as exc:

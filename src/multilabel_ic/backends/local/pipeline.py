@@ -24,12 +24,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from ..._parallel import usable_cores
+from ..._parallel import ordered_map, usable_cores
 from ...data.dataset import Dataset
 from ...images import read_image, resize_shorter
 from ...model.network import to_network_input
 from ...model.transforms import AugmentOptions, draw_train, eval_transform, train_transform
 from .batch_augment import AugmentedBatch, assemble_batch, augment_batch
+from .imagestore import decode_resized
 
 if TYPE_CHECKING:
     from ...hyperparameters import Hyperparameters
@@ -50,13 +51,11 @@ def default_workers(device: torch.device | None = None, batched: bool = False) -
 
 
 def preload_images(data: Dataset, *, channels: int, resize: int | None, progress: bool = False) -> list[np.ndarray]:
+    """The reference pipeline's ``preload``: every image decoded and resized, in memory (decoded on all cores)."""
     from tqdm.auto import tqdm
 
-    out = []
-    for i in tqdm(range(len(data)), desc="decoding", unit="img", disable=not progress, leave=False):
-        img = read_image(data.image_path(i), channels=channels)
-        out.append(resize_shorter(img, resize) if resize else img)
-    return out
+    images = ordered_map(lambda i: decode_resized(data, i, resize, channels), len(data))
+    return list(tqdm(images, total=len(data), desc="decoding", unit="img", disable=not progress, leave=False))
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -88,15 +87,14 @@ class ImageDataset(torch.utils.data.Dataset):
         else:
             img, resized = read_image(self.data.image_path(i), channels=hp.channels), False
         src = str(self.data.image_path(i))
-        if self.batched:
-            if not resized and hp.resize:
-                img = resize_shorter(img, hp.resize)
-            draws = draw_train(np.random.default_rng([self.seed, epoch, position]), img.shape[0], img.shape[1],
-                               height=hp.height, width=hp.width, augmentation_type=hp.augmentation_type,
-                               options=self.options, source=src)
-            return img, draws, self.data.labels[i]
         if self.train:
             rng = np.random.default_rng([self.seed, epoch, position])
+            if self.batched:
+                if not resized and hp.resize:
+                    img = resize_shorter(img, hp.resize)
+                draws = draw_train(rng, img.shape[0], img.shape[1], height=hp.height, width=hp.width,
+                                   augmentation_type=hp.augmentation_type, options=self.options, source=src)
+                return img, draws, self.data.labels[i]
             img = train_transform(img, height=hp.height, width=hp.width, resize=hp.resize,
                                   augmentation_type=hp.augmentation_type, rng=rng, options=self.options,
                                   source=src, resized=resized)
@@ -209,17 +207,17 @@ class DeviceFeeder:
             ready = launch(next(batches))
         except StopIteration:
             return
-        for batch in batches:
+        def hand_over(tensors):
             main.wait_stream(side)
-            current = ready
-            for t in current:
+            for t in tensors:
                 t.record_stream(main)  # the caching allocator must not reuse it before the step is done
+            return tensors
+
+        for batch in batches:
+            current = hand_over(ready)
             ready = launch(batch)  # queued on the side stream before the caller queues its step
             yield current
-        main.wait_stream(side)
-        for t in ready:
-            t.record_stream(main)
-        yield ready
+        yield hand_over(ready)
 
 
 def make_loader(ds: ImageDataset, *, batch_sampler=None, batch_size: int | None = None, num_workers: int,

@@ -311,8 +311,7 @@ def _train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset 
         settings={**settings, "device": str(device), "num_workers": workers}))
     def train_epoch(epoch: int) -> dict:
         record = run_epoch(hp, train_model, optimizer, scaler, schedule, feeder, device=device, amp_dtype=amp_dtype,
-                           channels_last=channels_last, w_pos=w_pos, w_neg=w_neg, epoch=epoch, state=state,
-                           options=options, dist=dist)
+                           w_pos=w_pos, w_neg=w_neg, epoch=epoch, state=state, options=options, dist=dist)
         dist.average_buffers(model)  # MXNet's fit syncs the devices' aux params after every epoch
         return record
 
