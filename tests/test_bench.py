@@ -139,3 +139,38 @@ def test_bench_measurement_functions_report_consistent_figures(coco5, tmp_path):
     assert host["reference_over_batched"] == pytest.approx(host["reference_host_ms"] / host["batched_host_ms"])
     aug = L.bench_device_augment(hp, coco5, store, device="cpu", batches=3, warmup=1)
     assert aug["images_per_sec"]["n"] == 3 and aug["batch_size"] == 4
+
+
+def test_bench_inference_compares_the_runtimes_on_one_batch(coco5, tmp_path):
+    """Every predictor variant answers the same batch (to 1e-4), and each speed-up is its rate over the first's."""
+    import torch
+
+    from multilabel_ic.bench import local as L
+    from multilabel_ic.model.artifact import write_model_tar
+    from multilabel_ic.model.network import create_network, mxnet_state_dict
+
+    hp = Hyperparameters(num_classes=5, num_training_samples=64, num_layers=18, image_shape="3,32,32", resize=36,
+                         mini_batch_size=4, multi_label=1)
+    torch.manual_seed(0)
+    args, aux = mxnet_state_dict(create_network(hp))
+    art = write_model_tar(tmp_path / "m.tar.gz", {1: ({k: v.numpy() for k, v in args.items()},
+                                                      {k: v.numpy() for k, v in aux.items()})},
+                          num_classes=5, num_layers=18, image_shape=(3, 32, 32), multi_label=True)
+    out = L.bench_inference(hp, coco5, artifact=art, device="cpu", n_single=3, batch=6, rounds=2)
+    names = list(out["variants"])
+    assert len(names) == 4 and names[2:] == ["runtime='onnxruntime'", "runtime='openvino'"]
+    first = out["variants"][names[0]]["batch_images_per_sec"]
+    for name, v in out["variants"].items():
+        assert v["max_abs_diff_vs_first"] <= 1e-4 and v["single_image_ms"]["n"] == 3
+        assert out["speedup_over_first"][name] == pytest.approx(v["batch_images_per_sec"] / first)
+    assert out["batch_images_per_sec"] == max(v["batch_images_per_sec"] for v in out["variants"].values())
+
+
+def test_bench_measures_the_compiled_step(coco5):
+    """bench --compile: the ceiling and the end-to-end step with the network through torch.compile."""
+    from multilabel_ic.bench import local as L
+
+    hp = Hyperparameters(num_classes=5, num_training_samples=64, num_layers=18, image_shape="3,32,32", resize=36,
+                         mini_batch_size=4, multi_label=1)
+    ceiling = L.bench_ceiling(hp, device="cpu", steps=2, warmup=1, window=1, compile=True)
+    assert ceiling["compiled"] is True and ceiling["steps"] == 2 and ceiling["images_per_sec"]["median"] > 0

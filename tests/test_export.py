@@ -85,20 +85,49 @@ def test_cli_export_and_model_export(artifact, coco5, tmp_path, capsys):
 
 def test_predictor_runtimes_give_the_same_probabilities(artifact, coco5):
     """The first version's predictor (serial decode, NCHW eager), the default (threaded decode, channels-last,
-    inference mode) and the onnxruntime runtime answer the same batch, in order, to 1e-4."""
+    inference mode), the onnxruntime runtime and the OpenVINO runtime answer the same batch, in order, to 1e-4."""
     images = [coco5.image_path(i).read_bytes() for i in range(12)]
     first = LocalPredictor(artifact, device="cpu", decode_threads=1, channels_last=False, batch_size=5)
     want = np.asarray(first.predict_batch(images))
     default = LocalPredictor(artifact, device="cpu", decode_threads=3, batch_size=5)
     assert default.decode_threads == 3 and default.channels_last
     ort_predictor = LocalPredictor(artifact, device="cpu", runtime="onnxruntime", batch_size=5)
-    for predictor in (default, ort_predictor):
+    ov_predictor = LocalPredictor(artifact, device="cpu", runtime="openvino", batch_size=5)
+    assert ov_predictor._openvino is not None and ov_predictor.session is None
+    for predictor in (default, ort_predictor, ov_predictor):
         got = np.asarray(predictor.predict_batch(images))
         assert got.shape == want.shape and np.abs(got - want).max() <= 1e-4
         assert np.abs(np.asarray(predictor.predict(images[7])) - want[7]).max() <= 1e-4
         predictor.close()
-    with pytest.raises(UsageError, match="runtime 'tensorrt' is not one of torch, onnxruntime"):
+    with pytest.raises(UsageError, match="runtime 'tensorrt' is not one of torch, onnxruntime, openvino"):
         LocalPredictor(artifact, device="cpu", runtime="tensorrt")
+
+
+def test_openvino_runtime_takes_the_decoded_images_and_is_checked(artifact, monkeypatch):
+    """The OpenVINO model is fed uint8 N x H x W x C as decoded, runs in float32, and a model that drifts from the
+    PyTorch network is refused; without the package the error names the extra; it runs on the CPU only."""
+    import sys
+
+    from multilabel_ic.exceptions import ArtifactError, MissingDependencyError
+    from multilabel_ic.model import openvino_runtime
+
+    torch_predictor = LocalPredictor(artifact, device="cpu")
+    run, diff = openvino_runtime.openvino_runner(torch_predictor.model, softmax=False, image_shape=(3, 48, 48))
+    assert 0 <= diff <= 1e-4
+    images = np.random.default_rng(3).integers(0, 256, (4, 48, 48, 3), dtype=np.uint8)
+    with torch.inference_mode():
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+        want = torch.sigmoid(torch_predictor.model(x)).numpy()
+    got = run(images)
+    assert got.dtype == np.float32 and got.shape == (4, 5) and np.abs(got - want).max() <= 1e-4
+    monkeypatch.setattr(openvino_runtime, "TOLERANCE", 0.0)
+    with pytest.raises(ArtifactError, match="OpenVINO model differs .* use runtime='torch'"):
+        openvino_runtime.openvino_runner(torch_predictor.model, softmax=False, image_shape=(3, 48, 48))
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'multilabel-ic\[openvino\]'"):
+        LocalPredictor(artifact, device="cpu", runtime="openvino")
+    with pytest.raises(UsageError, match="runs on the CPU"):
+        LocalPredictor(artifact, device="meta", runtime="openvino")
 
 
 def test_a_bad_image_in_a_threaded_batch_is_named(artifact, coco5):

@@ -17,6 +17,7 @@ from multilabel_ic import DataError, Hyperparameters, Trainer, TrainingError, Us
 from multilabel_ic.backends.local import LocalOptions
 from multilabel_ic.backends.local.runfolder import checkpoint_and_stop
 from multilabel_ic.backends.local.train import torch_params
+from multilabel_ic.model.artifact import read_model_tar
 from multilabel_ic.model.network import ResNetV2
 
 TINY = dict(num_classes=5, num_layers=18, image_shape="3,32,32", resize=36, mini_batch_size=16, epochs=2,
@@ -334,3 +335,46 @@ def test_reference_pipeline_and_the_fallback_when_no_cache_fits(splits, tmp_path
     assert "decoding" not in caplog.text and "decoded-image cache" in caplog.text
     # the two pipelines differ by interpolation rounding only: the same run to within the spread of seeds
     assert abs(batched.metrics["final"]["mAP"] - ref.metrics["final"]["mAP"]) < 0.15
+
+
+def test_compile_trains_the_same_run_through_torch_compile(splits, tmp_path, caplog, monkeypatch):
+    """compile=True compiles the network (training and validation) and trains the eager run's model, to float
+    rounding: the same losses, validation AP and parameters. (SGD: Adam's division by the gradients' running
+    magnitude would amplify rounding in near-zero gradients.)"""
+    train, val = splits
+    hp = Hyperparameters(**{**TINY, "epochs": 1, "optimizer": "sgd"}, num_training_samples=len(train))
+    eager = Trainer(hp, output_dir=tmp_path / "eager", options=_opts()).fit(train, validation=val)
+    compiled_modules = []
+    original = ResNetV2.compile
+
+    def spy(self, *args, **kwargs):
+        compiled_modules.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ResNetV2, "compile", spy)
+    caplog.set_level("INFO", logger="multilabel_ic")
+    compiled = Trainer(hp, output_dir=tmp_path / "compiled", options=_opts(compile=True)).fit(train, validation=val)
+    assert len(compiled_modules) == 1 and compiled_modules[0]._compiled_call_impl is not None
+    assert "torch.compile compiles the network" in caplog.text
+    assert compiled.metrics["epochs"][0]["train_loss"] == pytest.approx(eager.metrics["epochs"][0]["train_loss"],
+                                                                       rel=1e-3)
+    assert compiled.metrics["final"]["per_class_AP"] == pytest.approx(eager.metrics["final"]["per_class_AP"],
+                                                                      abs=0.02)
+    a, b = read_model_tar(eager.local_artifact).params, read_model_tar(compiled.local_artifact).params
+    assert a.keys() == b.keys()
+    for k in a:  # parameters near 0 (betas) to 1e-4 absolute, larger ones (bn_data's variance) relative
+        assert np.abs(a[k] - b[k]).max() <= 1e-4 * max(1.0, np.abs(a[k]).max()), k
+
+
+def test_compile_is_refused_where_it_cannot_run(splits, tmp_path, monkeypatch):
+    train, val = splits
+    hp = Hyperparameters(**{**TINY, "epochs": 1}, num_training_samples=len(train))
+    with pytest.raises(UsageError, match="PyTorch-engine option"):
+        _opts(compile=True, engine="gluon")
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(UsageError, match="needs a C\\+\\+ compiler"):
+        Trainer(hp, output_dir=tmp_path / "c", options=_opts(compile=True)).fit(train, validation=val)
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(UsageError, match="compile"):
+        LocalOptions(compile="yes")

@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--input-pipeline", choices=["batched", "reference"], default="batched",
                    help="batched: decode cache + the batch's augmentation on the device; reference: OpenCV per image "
                         "on the workers (docs/local-backend.md, input pipeline)")
+    t.add_argument("--compile", action="store_true",
+                   help="torch.compile the network (the first steps wait while it compiles; docs/local-backend.md)")
     t.add_argument("--cache-dir", type=Path, default=None,
                    help="folder of the decode cache (default <output>/cache); share one between runs of the same data")
     t.add_argument("--pretrained", default=None, help="file or URL of ImageNet .params for use_pretrained_model=1")
@@ -131,8 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--classes", default=None, help="class names in label order (default: model-metadata.json)")
     r.add_argument("--threshold", type=float, default=None, help="also print the labels at this threshold")
     r.add_argument("--jsonlines", action="store_true", help="batch transform output: {\"prediction\": [...]} lines")
-    r.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
-                   help="run the network with PyTorch, or as an ONNX graph on onnxruntime (CPU; the export extra)")
+    r.add_argument("--runtime", choices=["torch", "onnxruntime", "openvino"], default="torch",
+                   help="run the network with PyTorch, or on the CPU with OpenVINO (the openvino extra; the fastest "
+                        "measured there) or as an ONNX graph on onnxruntime (the export extra)")
     add_sagemaker_args(r)
 
     rp = sub.add_parser("report", help="a self-contained HTML report of a finished run (curves, per-class AP, PR "
@@ -171,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead: training images/s with 1 and N processes (DDP under torchrun), and the efficiency")
     b.add_argument("--output", type=Path, default=Path("bench-output"))
     b.add_argument("--device", default=None)
+    b.add_argument("--compile", action="store_true",
+                   help="also the float32 training step with torch.compile (end-to-end and ceiling; compiles first)")
     b.add_argument("--sagemaker-log", type=Path, action="append", default=[],
                    help="a CloudWatch log export of a training job to compare against (repeatable)")
     b.add_argument("--sagemaker-job", action="append", default=[], help="a training job name (needs AWS access)")
@@ -289,7 +294,7 @@ def cmd_train(args) -> int:
             options = LocalOptions(seed=args.seed, num_workers=args.workers, progress=not args.quiet,
                                    pretrained=args.pretrained, restart=args.restart, engine=args.engine,
                                    sync_batchnorm=args.sync_batchnorm, input_pipeline=args.input_pipeline,
-                                   cache_dir=str(args.cache_dir) if args.cache_dir else None)
+                                   cache_dir=str(args.cache_dir) if args.cache_dir else None, compile=args.compile)
             model = Trainer(hp, backend="local", output_dir=args.output, device=args.device, options=options,
                             callbacks=_trackers(args)).fit(train, validation=val)
     except MultilabelICError:

@@ -24,7 +24,7 @@ from ..backends.local.pipeline import (
     epoch_order,
     make_loader,
 )
-from ..backends.local.train import LocalOptions, precision_for, select_device
+from ..backends.local.train import LocalOptions, check_compiler, precision_for, select_device
 from ..model.network import create_network
 from ..model.transforms import AUG_LEVELS, AugmentOptions
 from .common import peak_host_mb, stats
@@ -44,12 +44,15 @@ def _sync(device: torch.device):
         torch.cuda.synchronize(device)
 
 
-def _setup(hp: Hyperparameters, device: torch.device):
+def _setup(hp: Hyperparameters, device: torch.device, compile: bool = False):
     amp_dtype, use_scaler = precision_for(hp, device, LocalOptions())
     channels_last = LocalOptions().channels_last
     model = create_network(hp).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if compile:  # as LocalOptions(compile=True) does; it compiles in the first (warm-up) step
+        check_compiler(device)
+        model.compile()
     model.train()
     return model, create_optimizer(model, hp), torch.amp.GradScaler(device.type, enabled=use_scaler), amp_dtype, \
         channels_last
@@ -94,14 +97,15 @@ def _timed_steps(batches, step, device: torch.device, warmup: int, started: floa
 
 def bench_training(hp: Hyperparameters, data: Dataset, *, device: str | None = None, steps: int = 30,
                    warmup: int = 5, workers: int = 4, window: int = 5, seed: int = 0, pipeline: str = "batched",
-                   store: ImageStore | None = None) -> dict:
+                   store: ImageStore | None = None, compile: bool = False) -> dict:
     """Steady-state training images/s through the engine's input pipeline and fwd/bwd/step, with the time the step
-    loop waited for its next batch (on a CPU that includes the augmentation, which runs there)."""
+    loop waited for its next batch (on a CPU that includes the augmentation, which runs there). ``compile``: the
+    network through torch.compile (its compile time is in the time to the first step)."""
     started = time.perf_counter()  # for the time to first step: model build, loader start-up, first batch
     dev = select_device(device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    model, optimizer, scaler, amp_dtype, channels_last = _setup(hp, dev)
+    model, optimizer, scaler, amp_dtype, channels_last = _setup(hp, dev, compile)
     bs = hp.mini_batch_size
     options = AugmentOptions(small_image="upscale")
     batched = pipeline == "batched"
@@ -127,7 +131,7 @@ def bench_training(hp: Hyperparameters, data: Dataset, *, device: str | None = N
         "what": ("end-to-end training step: decode cache -> host draws + canvas on loader workers -> augmentation "
                  f"on {dev.type} -> fwd/bwd/step" if batched else
                  "end-to-end training step: OpenCV decode + augmentation per image on loader workers -> fwd/bwd/step"),
-        "pipeline": pipeline,
+        "pipeline": pipeline, "compiled": compile,
         "precision": hp.precision_dtype if dev.type == "cuda" or hp.precision_dtype == "float32"
         else "bfloat16 (float16 requested on CPU)",
         "device": str(dev), "batch_size": bs, "steps": len(step_times), "warmup_steps": warmup, "workers": workers,
@@ -282,10 +286,10 @@ def bench_device_augment(hp: Hyperparameters, data: Dataset, store: ImageStore, 
 
 
 def bench_ceiling(hp: Hyperparameters, *, device: str | None = None, steps: int = 30, warmup: int = 5,
-                  window: int = 5) -> dict:
+                  window: int = 5, compile: bool = False) -> dict:
     """The model-only ceiling: fwd + bwd + optimizer step on uint8 batches already on the device."""
     dev = select_device(device)
-    model, optimizer, scaler, amp_dtype, channels_last = _setup(hp, dev)
+    model, optimizer, scaler, amp_dtype, channels_last = _setup(hp, dev, compile)
     bs = hp.mini_batch_size
     g = torch.Generator(device="cpu").manual_seed(0)
     xs = torch.randint(0, 256, (bs, hp.height, hp.width, hp.channels), dtype=torch.uint8, generator=g).to(dev)
@@ -301,7 +305,7 @@ def bench_ceiling(hp: Hyperparameters, *, device: str | None = None, steps: int 
             times.append(time.perf_counter() - t0)
     per_window = _windows(times, bs, window)
     return {"what": "model only: fwd + bwd + optimizer step on tensors already on the device", "device": str(dev),
-            "batch_size": bs, "steps": len(times), "images_per_sec": stats(per_window),
+            "compiled": compile, "batch_size": bs, "steps": len(times), "images_per_sec": stats(per_window),
             "images_per_sec_windows": per_window}
 
 
@@ -344,7 +348,8 @@ def bench_inference(hp: Hyperparameters, data: Dataset, *, artifact, device: str
                     batch: int = 32, rounds: int = 3) -> dict:
     """Single-image latency (p50/p95) and batch throughput of the local predictor: the first version's way
     (serial decode, NCHW, float32 eager) against this version's default (threaded decode, channels-last,
-    inference mode) and, on a CPU, the onnxruntime runtime; with the largest probability difference to the first."""
+    inference mode) and, on a CPU, the onnxruntime and OpenVINO runtimes; with the largest probability difference to
+    the first."""
     from ..model.predictor import LocalPredictor
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -354,6 +359,7 @@ def bench_inference(hp: Hyperparameters, data: Dataset, *, artifact, device: str
                                            "default (threaded decode, channels-last)": {}}
     if dev == "cpu":
         variants["runtime='onnxruntime'"] = dict(runtime="onnxruntime")
+        variants["runtime='openvino'"] = dict(runtime="openvino")
     out: dict[str, Any] = {"device": dev, "batch_size": batch, "variants": {}}
     baseline = None
     for name, kwargs in variants.items():

@@ -156,6 +156,20 @@ def run_bench(args) -> dict:
                               "plain_pytorch": plain["images_per_sec"]["median"],
                               "ratio": _ratio(ours, plain), "plain_detail": plain})
             reference = L.bench_training(h, data, pipeline="reference", **timing)
+            if getattr(args, "compile", False):
+                # the same step with the network through torch.compile, measured right after the eager one
+                compiled = L.bench_training(h, data, store=store, compile=True,
+                                            **{**timing, "workers": batched_workers})
+                compiled_ceiling = L.bench_ceiling(h, device=device, steps=cfg["steps"], warmup=cfg["warmup"],
+                                                   window=cfg["window"], compile=True)
+                entry["compiled"] = {"end_to_end": compiled, "ceiling": compiled_ceiling,
+                                     "end_to_end_over_eager": _ratio(compiled, e2e),
+                                     "ceiling_over_eager": _ratio(compiled_ceiling, ceiling)}
+                print(f"  float32 with torch.compile: end-to-end {compiled['images_per_sec']['median']:.1f} img/s "
+                      f"({entry['compiled']['end_to_end_over_eager']:.2f}x eager), ceiling "
+                      f"{compiled_ceiling['images_per_sec']['median']:.1f} img/s "
+                      f"({entry['compiled']['ceiling_over_eager']:.2f}x eager); first step after "
+                      f"{compiled['time_to_first_step_s']:.0f} s (compiling)", flush=True)
             entry["plain_pytorch_pairs"] = pairs
             entry["over_plain_pytorch"] = stats([p["ratio"] for p in pairs if p["ratio"]])
             entry["reference_pipeline"] = reference

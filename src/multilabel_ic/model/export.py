@@ -23,7 +23,7 @@ import numpy as np
 from .._io import atomic_write_text, ensure_dir
 from ..exceptions import ArtifactError, UsageError, require
 
-__all__ = ["export_model", "onnx_session", "FORMATS", "TOLERANCE", "preprocessing"]
+__all__ = ["export_model", "onnx_session", "wrapped_with_activation", "FORMATS", "TOLERANCE", "preprocessing"]
 
 log = logging.getLogger("multilabel_ic")
 
@@ -40,7 +40,8 @@ def preprocessing(image_shape: tuple[int, int, int]) -> dict[str, Any]:
             "shape": ["batch", c, h, w], "output": "probabilities"}
 
 
-def _wrapped(net, softmax: bool):
+def wrapped_with_activation(net, softmax: bool):
+    """``net`` (moved to the CPU, float32, eval mode) followed by its output activation: the exported graph."""
     import torch
 
     class WithActivation(torch.nn.Module):
@@ -84,7 +85,7 @@ def onnx_session(net, *, softmax: bool, image_shape: tuple[int, int, int]):
     import torch
 
     ort = require("onnxruntime", extra="export")
-    module = _wrapped(net, softmax)
+    module = wrapped_with_activation(net, softmax)
     batch = _test_batch(image_shape, 3)
     with torch.no_grad():
         expected = module(torch.from_numpy(batch)).numpy()
@@ -144,7 +145,7 @@ def export_model(artifact: str | os.PathLike, output: str | os.PathLike, *, form
         load_mxnet_state_dict(net, {k: torch.from_numpy(v) for k, v in contents.params.items()})
     except ValueError as exc:
         raise ArtifactError(f"{artifact}: {exc}") from exc
-    module = _wrapped(net, contents.output == "softmax")
+    module = wrapped_with_activation(net, contents.output == "softmax")
     out = Path(output)
     ensure_dir(out.parent)
     example = torch.from_numpy(_test_batch(shape, 2))

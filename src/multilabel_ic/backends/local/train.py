@@ -7,9 +7,11 @@ last finished epoch. Parameters in the algorithm's format go to ``<output>/model
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -74,7 +76,7 @@ OPTION_RULES = {
     "restart": Rule("bool"), "device": Rule("str", nullable=True),
     "engine": Rule("choice", choices=("pytorch", "gluon")), "sync_batchnorm": Rule("bool"),
     "input_pipeline": Rule("choice", choices=("batched", "reference")), "cache_dir": Rule("str", nullable=True),
-    "cache_max_gb": Rule("float", low=0),
+    "cache_max_gb": Rule("float", low=0), "compile": Rule("bool"),
 }
 
 
@@ -105,12 +107,18 @@ class LocalOptions:
     restart: bool = False  # remove the previous run's checkpoint, parameters and artifact, and start afresh
     engine: str = "pytorch"  # or "gluon": MXNet itself trains (the gluon extra; docs/gluon.md)
     sync_batchnorm: bool = False  # under torchrun: SyncBatchNorm (CUDA) instead of per-process statistics
+    # torch.compile the network (training and validation); the first steps wait while it compiles.
+    # docs/local-backend.md, "torch.compile", has what it gained where it was measured.
+    compile: bool = False
 
     def __post_init__(self):
         checked = check_options({f.name: getattr(self, f.name) for f in fields(self)}, OPTION_RULES,
                                 owner="LocalOptions")
         for name in OPTION_RULES:
             object.__setattr__(self, name, checked[name])
+        if self.compile and self.engine == "gluon":
+            raise UsageError("compile=True is a PyTorch-engine option (torch.compile); the Gluon engine runs MXNet's "
+                             "own graph: drop it or use engine='pytorch'.")
         if not isinstance(self.augment, AugmentOptions):
             raise UsageError(f"The 'augment' option of LocalOptions must be an AugmentOptions. Got "
                              f"{type(self.augment).__name__} instead.")
@@ -130,6 +138,17 @@ def select_device(name: str | None) -> torch.device:
 
 def _state_path(out: Path) -> Path:
     return out / "checkpoints" / "last.pt"
+
+
+def check_compiler(device: torch.device) -> None:
+    """``compile=True`` needs what inductor generates code with: a C++ compiler for CPU kernels, Triton for CUDA."""
+    if device.type == "cuda":
+        if importlib.util.find_spec("triton") is None:
+            raise UsageError("compile=True on CUDA needs Triton (pip install triton; PyTorch's Linux CUDA wheels "
+                             "bring it), or train without compile.")
+    elif not (os.environ.get("CXX") or any(shutil.which(c) for c in ("g++", "clang++", "c++"))):
+        raise UsageError("compile=True on the CPU needs a C++ compiler for torch.compile's kernels (install g++, "
+                         "or set CXX), or train without compile.")
 
 
 def precision_for(hp: Hyperparameters, device: torch.device, options: LocalOptions) -> tuple[torch.dtype | None,
@@ -196,6 +215,8 @@ def _train(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None,
     if options.sync_batchnorm and (not dist.enabled or device.type != "cuda"):
         raise UsageError("sync_batchnorm=True applies to a distributed run on CUDA devices (PyTorch's SyncBatchNorm "
                          "is GPU-only): launch with --nproc-per-node N on a GPU machine, or drop it.")
+    if options.compile:
+        check_compiler(device)
     if dist.enabled:
         dist.batch_per_process(hp), dist.batches_per_epoch(hp)  # refuse a batch that does not split, first
         dist.start(device)
@@ -270,6 +291,10 @@ def _train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset 
         load_pretrained(model, pretrained, progress=options.progress)
     if options.sync_batchnorm:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if options.compile:
+        log.info("compile=True: torch.compile compiles the network at the first training step and again at the "
+                 "first validation pass (up to minutes on a CPU)")
+        model.compile()  # in place: parameter names, checkpoints and DDP see the same module
     optimizer = create_optimizer(model, hp)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     # begin_epoch stays 0 on a resume: the schedule is a function of the absolute update count, which the checkpoint
