@@ -2,7 +2,7 @@
 
     python benchmarks/bench_inference.py --batch 32 --size 224 --rounds 5 [--compile]
 
-One network (ResNet-18 v2 with BatchNorm statistics drawn away from the identity, as a trained model's are) and one
+One network (ResNet-18 v2 with BatchNorm statistics where a trained model has them, so probabilities spread) and one
 float32 batch go through each runtime; every round runs each runtime once, so drift hits all alike. For each: the
 median seconds per batch, images/s, the speed over the first version's way (eager NCHW under no_grad), the achieved
 GFLOP/s, and the largest probability difference to a float64 run of the same network (the predictor's contract is
@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from _common import write
 from torch.utils.flop_counter import FlopCounterMode
 
+from multilabel_ic import Hyperparameters
+from multilabel_ic.bench.local import trained_like_network
 from multilabel_ic.model.export import onnx_session
 from multilabel_ic.model.network import ResNetV2
 
@@ -39,14 +41,9 @@ ap.add_argument("--compile", action="store_true", help="also torch.compile (with
 ap.add_argument("--output", type=Path, default=Path("bench-output"))
 args = ap.parse_args()
 
-torch.manual_seed(0)
-net = ResNetV2(5, args.layers, (3, args.size, args.size)).eval()
-with torch.no_grad():
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
-            m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.3, 0.3)
-    net.bn_data.running_mean.fill_(120.0), net.bn_data.running_var.fill_(3000.0), net.bn_data.weight.fill_(1.0)
+hp = Hyperparameters(num_classes=5, num_training_samples=1000, num_layers=args.layers,
+                     image_shape=f"3,{args.size},{args.size}")
+net = trained_like_network(hp)
 # whole grey levels, as decoded images have (the OpenVINO runtime takes them as uint8)
 x = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (args.batch, 3, args.size, args.size))
                      .astype(np.float32))

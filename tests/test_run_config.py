@@ -95,3 +95,23 @@ def test_bad_configs_name_the_file_and_the_key(text, suffix, message, tmp_path, 
 def test_classes_are_required_somewhere(tmp_path, capsys):
     assert main(["--quiet", "train", "--train-lst", "x.lst", "--images", "."]) == 2
     assert "train needs --classes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("how", ["flag", "config"])
+def test_compile_reaches_the_run_from_the_flag_and_the_config(config_dir, capsys, monkeypatch, how):
+    """train --compile and compile = true under [local] both turn LocalOptions.compile on (seen where the run checks
+    for a compiler, before it trains)."""
+    from multilabel_ic.backends.local import train as local_train
+    from multilabel_ic.exceptions import UsageError
+
+    def reached(device):
+        raise UsageError(f"compile requested on {device}")
+
+    monkeypatch.setattr(local_train, "check_compiler", reached)
+    path = config_dir / "run.toml"
+    if how == "config":
+        path.write_text(path.read_text() + "compile = true\n")
+    argv = ["--quiet", "train", "--config", str(path), *(["--compile"] if how == "flag" else [])]
+    assert main(argv) == 2
+    assert "compile requested on cpu" in capsys.readouterr().err
+    assert not (config_dir / "runs" / "from-config").exists()

@@ -25,7 +25,7 @@ from ..backends.local.pipeline import (
     make_loader,
 )
 from ..backends.local.train import LocalOptions, check_compiler, precision_for, select_device
-from ..model.network import create_network
+from ..model.network import ResNetV2, create_network
 from ..model.transforms import AUG_LEVELS, AugmentOptions
 from .common import peak_host_mb, stats
 
@@ -342,6 +342,28 @@ def bench_pipeline(hp: Hyperparameters, data: Dataset, *, n_images: int = 256, w
         log.info("pipeline %-22s ours %.1f img/s, PIL+torchvision %.1f img/s, ratio %.2f", aug,
                  ours["images_per_sec"], base["images_per_sec"], ratio or 0)
     return out
+
+
+def trained_like_network(hp: Hyperparameters, seed: int = 0) -> ResNetV2:
+    """The benchmark's network, with BatchNorm statistics where a trained one has them: ``bn_data`` those of photos'
+    pixels, the others drawn away from the identity. A freshly initialised network's probabilities sit at 0 or 1,
+    where any two runtimes agree; these spread over (0, 1), so a probability difference means something."""
+    torch.manual_seed(seed)
+    net = create_network(hp)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.3, 0.3)
+        net.bn_data.running_mean.fill_(115.0), net.bn_data.running_var.fill_(3600.0), net.bn_data.weight.fill_(1.0)
+        net.eval()
+        # logits of a few random images scaled to a standard deviation of 2, as a trained head's roughly are
+        images = torch.randint(0, 256, (4, hp.channels, hp.height, hp.width),
+                               generator=torch.Generator().manual_seed(seed)).float()
+        logits = net(images)
+        net.fc1.weight.mul_(2.0 / float(logits.std()))
+        net.fc1.bias.zero_()
+    return net
 
 
 def bench_inference(hp: Hyperparameters, data: Dataset, *, artifact, device: str | None = None, n_single: int = 30,

@@ -96,7 +96,7 @@ def run_bench(args) -> dict:
     from ..data.dataset import Dataset
     from ..data.synthetic import COCO5, generate_coco
     from ..model.artifact import write_model_tar
-    from ..model.network import create_network, mxnet_state_dict
+    from ..model.network import mxnet_state_dict
     from . import local as L
     from .sagemaker import figures_from_job, figures_from_log_file, load_prices
 
@@ -185,9 +185,7 @@ def run_bench(args) -> dict:
         print(f"  pipeline {aug:<22} multilabel_ic {r['multilabel_ic']['images_per_sec']:.1f} img/s, "
               f"PIL+torchvision {r['pil_torchvision']['images_per_sec']:.1f} img/s, ratio {r['ratio']:.2f}",
               flush=True)
-    torch.manual_seed(0)
-    net = create_network(hp)
-    args_, aux = mxnet_state_dict(net)
+    args_, aux = mxnet_state_dict(L.trained_like_network(hp))
     art = write_model_tar(out / "bench-model.tar.gz", {1: ({k: v.numpy() for k, v in args_.items()},
                                                            {k: v.numpy() for k, v in aux.items()})},
                           num_classes=hp.num_classes, num_layers=hp.num_layers,
