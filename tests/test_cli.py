@@ -67,7 +67,12 @@ def test_train_evaluate_predict_commands(tmp_path, capsys):
     probs = json.loads(out.splitlines()[0].split(": ", 1)[1])
     assert len(probs) == 5 and "labels:" in out
     assert main(["predict", "--model", str(model), str(img), "--jsonlines"]) == 0
-    assert len(json.loads(capsys.readouterr().out)["prediction"]) == 5
+    want = json.loads(capsys.readouterr().out)["prediction"]
+    assert len(want) == 5
+    for runtime in ("openvino", "onnxruntime"):  # the same answer from the CPU runtimes
+        assert main(["predict", "--model", str(model), str(img), "--jsonlines", "--runtime", runtime]) == 0
+        got = json.loads(capsys.readouterr().out)["prediction"]
+        assert max(abs(a - b) for a, b in zip(got, want)) <= 1e-4
 
 
 def test_errors_are_reported_without_a_traceback(tmp_path, capsys):
