@@ -353,9 +353,11 @@ def trained_like_network(hp: Hyperparameters, seed: int = 0) -> ResNetV2:
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
+                assert m.running_mean is not None and m.running_var is not None  # track_running_stats
                 m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.3, 0.3)
-        net.bn_data.running_mean.fill_(115.0), net.bn_data.running_var.fill_(3600.0), net.bn_data.weight.fill_(1.0)
+                if m is net.bn_data:  # photos' pixels: mean about 115, standard deviation about 60
+                    m.running_mean.fill_(115.0), m.running_var.fill_(3600.0), m.weight.fill_(1.0)
         net.eval()
         # logits of a few random images scaled to a standard deviation of 2, as a trained head's roughly are
         images = torch.randint(0, 256, (4, hp.channels, hp.height, hp.width),
