@@ -15,6 +15,7 @@ torch.compile with and without inductor's freezing (they compile for a minute or
 """
 
 import argparse
+import copy
 import statistics
 import time
 import warnings
@@ -50,9 +51,7 @@ x = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (args.batch, 3, a
 
 
 def copy_of(model: ResNetV2) -> ResNetV2:
-    twin = ResNetV2(5, args.layers, (3, args.size, args.size))
-    twin.load_state_dict(model.state_dict())
-    return twin.eval()
+    return copy.deepcopy(model).eval()
 
 
 with torch.no_grad():

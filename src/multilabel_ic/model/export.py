@@ -23,7 +23,8 @@ import numpy as np
 from .._io import atomic_write_text, ensure_dir
 from ..exceptions import ArtifactError, UsageError, require
 
-__all__ = ["export_model", "onnx_session", "wrapped_with_activation", "FORMATS", "TOLERANCE", "preprocessing"]
+__all__ = ["export_model", "onnx_session", "wrapped_with_activation", "check_agreement", "FORMATS", "TOLERANCE",
+           "preprocessing"]
 
 log = logging.getLogger("multilabel_ic")
 
@@ -54,6 +55,15 @@ def wrapped_with_activation(net, softmax: bool):
             return torch.softmax(logits, dim=1) if self.softmax else torch.sigmoid(logits)
 
     return WithActivation(net.cpu().float(), softmax).eval()
+
+
+def check_agreement(diff: float, what: str) -> float:
+    """``diff`` (a runtime's max |probability difference| to the PyTorch network), or an ArtifactError past
+    :data:`TOLERANCE` that names the way out."""
+    if not diff <= TOLERANCE:
+        raise ArtifactError(f"the {what} differs from the PyTorch network by {diff:.3g} (> {TOLERANCE}); "
+                            f"use runtime='torch'.")
+    return diff
 
 
 def _test_batch(image_shape: tuple[int, int, int], count: int = 4) -> np.ndarray:
@@ -96,10 +106,7 @@ def onnx_session(net, *, softmax: bool, image_shape: tuple[int, int, int]):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     diff = float(np.abs(session.run(["probabilities"], {"data": batch})[0] - expected).max())
-    if not diff <= TOLERANCE:
-        raise ArtifactError(f"the onnxruntime graph differs from the PyTorch network by {diff:.3g} (> {TOLERANCE}); "
-                            f"use runtime='torch'.")
-    return session, diff
+    return session, check_agreement(diff, "onnxruntime graph")
 
 
 def _export_torchscript(module, example, path: Path) -> None:

@@ -2,7 +2,7 @@
 
 The model takes the predictor's decoded images as they are (uint8, N x H x W x C); OpenVINO's preprocessing does the
 layout change and the float conversion inside the compiled graph. It is converted from the PyTorch network in memory
-(``openvino.convert_model``; no file is written) and checked against it to :data:`~.export.TOLERANCE` before use.
+(``openvino.convert_model``; no file is written) and checked against it to 1e-4 (:func:`~.export.check_agreement`) before use.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..exceptions import ArtifactError, require
-from .export import TOLERANCE, wrapped_with_activation
+from ..exceptions import require
+from .export import check_agreement, wrapped_with_activation
 
 __all__ = ["openvino_runner"]
 
@@ -51,8 +51,4 @@ def openvino_runner(net, *, softmax: bool, image_shape: tuple[int, int, int]
         with lock:
             return np.array(request.infer({0: np.ascontiguousarray(batch)})[0], dtype=np.float32)  # a copy
 
-    diff = float(np.abs(run(test) - expected).max())
-    if not diff <= TOLERANCE:
-        raise ArtifactError(f"the OpenVINO model differs from the PyTorch network by {diff:.3g} (> {TOLERANCE}); "
-                            f"use runtime='torch'.")
-    return run, diff
+    return run, check_agreement(float(np.abs(run(test) - expected).max()), "OpenVINO model")

@@ -39,8 +39,9 @@ class LocalPredictor(Predictor):
     Speed: batches decode on a thread pool (``decode_threads``, default: the cores, at most 8) and run under
     ``torch.inference_mode`` in channels-last layout. On the CPU two runtimes are faster: ``runtime="openvino"``
     (the ``openvino`` extra; float32, fed the decoded uint8 images) and ``runtime="onnxruntime"`` (the ``export``
-    extra). Both are checked against the PyTorch network to 1e-4 when the predictor is made. ``compile=True`` runs the PyTorch network through ``torch.compile`` (the first
-    batches are slow while it compiles). docs/benchmarks.md has the measured figures.
+    extra). Both are checked against the PyTorch network to 1e-4 when the predictor is made. ``compile=True`` runs
+    the PyTorch network through ``torch.compile`` (the first batches are slow while it compiles).
+    docs/benchmarks.md has the measured figures.
     """
 
     def __init__(self, artifact: str | os.PathLike, *, class_names: Sequence[str] | None = None,
@@ -80,8 +81,9 @@ class LocalPredictor(Predictor):
         self.epoch, self.resize, self.augment = art.epoch, resize, augment
         self.thresholds = list(thresholds) if thresholds is not None else None
         self.batch_size = batch_size
-        self.runtime, self.session = runtime, None
-        self._openvino: Callable[[np.ndarray], np.ndarray] | None = None
+        self.runtime = runtime
+        # runtime != "torch": uint8 N x H x W x C batch -> probabilities, outside PyTorch
+        self._runner: Callable[[np.ndarray], np.ndarray] | None = None
         self.channels_last = channels_last
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -91,11 +93,13 @@ class LocalPredictor(Predictor):
         if runtime == "onnxruntime":
             from .export import onnx_session
 
-            self.session, _ = onnx_session(self.model, softmax=self.output == "softmax", image_shape=(c, h, w))
+            session, _ = onnx_session(self.model, softmax=self.output == "softmax", image_shape=(c, h, w))
+            self._runner = lambda batch: session.run(["probabilities"], {
+                "data": np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)})[0]
         elif runtime == "openvino":
             from .openvino_runtime import openvino_runner
 
-            self._openvino, _ = openvino_runner(self.model, softmax=self.output == "softmax", image_shape=(c, h, w))
+            self._runner, _ = openvino_runner(self.model, softmax=self.output == "softmax", image_shape=(c, h, w))
         elif compile:
             self._network = torch.compile(self.model)
         self.decode_threads = decode_threads or min(8, usable_cores())
@@ -116,12 +120,8 @@ class LocalPredictor(Predictor):
 
     def _run(self, arrays: list[np.ndarray]) -> list[list[float]]:
         batch = np.stack(arrays)
-        if self._openvino is not None:
-            return np.asarray(self._openvino(batch), dtype=float).tolist()
-        if self.session is not None:
-            data = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
-            probs = self.session.run(["probabilities"], {"data": data})[0]
-            return np.asarray(probs, dtype=float).tolist()
+        if self._runner is not None:
+            return np.asarray(self._runner(batch), dtype=float).tolist()
         with torch.inference_mode():
             x = to_network_input(torch.from_numpy(batch), self.device, channels_last=self.channels_last)
             logits = self._network(x).float()
