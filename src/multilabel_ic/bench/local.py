@@ -369,11 +369,11 @@ def trained_like_network(hp: Hyperparameters, seed: int = 0) -> ResNetV2:
 
 
 def bench_inference(hp: Hyperparameters, data: Dataset, *, artifact, device: str | None = None, n_single: int = 30,
-                    batch: int = 32, rounds: int = 3) -> dict:
+                    batch: int = 32, rounds: int = 5) -> dict:
     """Single-image latency (p50/p95) and batch throughput of the local predictor: the first version's way
     (serial decode, NCHW, float32 eager) against this version's default (threaded decode, channels-last,
     inference mode) and, on a CPU, the onnxruntime and OpenVINO runtimes; with the largest probability difference to
-    the first."""
+    the first. The predictors are timed in alternating rounds (median of ``rounds``)."""
     from ..model.predictor import LocalPredictor
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -384,31 +384,37 @@ def bench_inference(hp: Hyperparameters, data: Dataset, *, artifact, device: str
     if dev == "cpu":
         variants["runtime='onnxruntime'"] = dict(runtime="onnxruntime")
         variants["runtime='openvino'"] = dict(runtime="openvino")
-    out: dict[str, Any] = {"device": dev, "batch_size": batch, "variants": {}}
-    baseline = None
+    out: dict[str, Any] = {"device": dev, "batch_size": batch, "rounds": rounds, "variants": {}}
+    predictors: dict[str, Any] = {}
+    first: dict[str, np.ndarray] = {}
     for name, kwargs in variants.items():
         try:
-            pred = LocalPredictor(artifact, device=dev, **kwargs)
+            predictors[name] = LocalPredictor(artifact, device=dev, **kwargs)
         except Exception as exc:  # a runtime that is not installed: say so in the report
             out["variants"][name] = {"error": f"{type(exc).__name__}: {exc}"}
             continue
-        first = np.asarray(pred.predict_batch(blobs[:batch]))
-        timings = []
-        for _ in range(rounds):
+        first[name] = np.asarray(predictors[name].predict_batch(blobs[:batch]))  # also the warm-up
+    # every round runs each predictor once, so drift on the machine hits all of them alike
+    timings: dict[str, list[float]] = {name: [] for name in predictors}
+    for _ in range(rounds):
+        for name, pred in predictors.items():
             t0 = time.perf_counter()
             pred.predict_batch(blobs[:batch])
-            timings.append(batch / (time.perf_counter() - t0))
-        lat = []
-        for b in blobs[:n_single]:
+            timings[name].append(batch / (time.perf_counter() - t0))
+    latency: dict[str, list[float]] = {name: [] for name in predictors}
+    for b in blobs[:n_single]:
+        for name, pred in predictors.items():
             t0 = time.perf_counter()
             pred.predict(b)
-            lat.append((time.perf_counter() - t0) * 1000)
+            latency[name].append((time.perf_counter() - t0) * 1000)
+    baseline = next(iter(first.values()), None)
+    for name, pred in predictors.items():
         pred.close()
-        baseline = first if baseline is None else baseline
-        out["variants"][name] = {"batch_images_per_sec": stats(timings)["median"],
+        lat = latency[name]
+        out["variants"][name] = {"batch_images_per_sec": stats(timings[name])["median"],
                                  "single_image_ms": {"p50": float(np.percentile(lat, 50)),
                                                      "p95": float(np.percentile(lat, 95)), "n": len(lat)},
-                                 "max_abs_diff_vs_first": float(np.abs(np.asarray(first) - baseline).max())}
+                                 "max_abs_diff_vs_first": float(np.abs(first[name] - baseline).max())}
     rates = {k: v["batch_images_per_sec"] for k, v in out["variants"].items() if "batch_images_per_sec" in v}
     first_rate = next(iter(rates.values()), None)
     out["speedup_over_first"] = {k: v / first_rate for k, v in rates.items()} if first_rate else {}

@@ -20,9 +20,9 @@ COCO5_BENCH_HP = dict(num_layers=18, image_shape="3,224,224", num_classes=5, min
                       augmentation_type="crop_color_transform", precision_dtype="float32", multi_label=1)
 
 QUICK: dict[str, Any] = dict(num_images=48, batch=16, steps=6, warmup=2, window=2, pipeline_images=64, single=20,
-                             pairs=2)
+                             pairs=2, inference_rounds=2)
 FULL: dict[str, Any] = dict(num_images=400, batch=None, steps=30, warmup=5, window=5, pipeline_images=512, single=100,
-                            pairs=2)
+                            pairs=2, inference_rounds=5)
 
 
 def side_by_side(local: list[dict], sagemaker: list[dict]) -> list[dict]:
@@ -190,7 +190,8 @@ def run_bench(args) -> dict:
                                                            {k: v.numpy() for k, v in aux.items()})},
                           num_classes=hp.num_classes, num_layers=hp.num_layers,
                           image_shape=(hp.channels, hp.height, hp.width), multi_label=True)
-    report["inference"] = L.bench_inference(hp, data, artifact=art, device=device, n_single=cfg["single"])
+    report["inference"] = L.bench_inference(hp, data, artifact=art, device=device, n_single=cfg["single"],
+                                             rounds=cfg["inference_rounds"])
     inf = report["inference"]
     for name, v in inf["variants"].items():
         if "error" in v:
