@@ -10,7 +10,7 @@ import pytest
 from multilabel_ic import Hyperparameters
 from multilabel_ic.backends.sagemaker import SageMakerBackend
 from multilabel_ic.backends.sagemaker.cloudwatch import LOG_GROUP
-from multilabel_ic.bench.common import stats
+from multilabel_ic.bench.common import cpu_description, stats
 from multilabel_ic.bench.run import format_table, side_by_side, write_report
 from multilabel_ic.bench.sagemaker import (
     figures_from_job,
@@ -28,6 +28,13 @@ def test_stats():
     s = stats([3.0, 1.0, 2.0, 4.0])
     assert s["median"] == 2.5 and s["min"] == 1.0 and s["max"] == 4.0 and s["n"] == 4
     assert stats([])["median"] is None
+
+
+def test_cpu_description_tells_generations_apart():
+    block = "processor\t: {i}\nvendor_id\t: AuthenticAMD\ncpu family\t: {fam}\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n\n"
+    zen5 = block.format(i=0, fam=26) + block.format(i=1, fam=25)
+    assert cpu_description(zen5) == "AMD EPYC, family 26 model 2"  # the first processor's block
+    assert cpu_description("processor\t: 0\nmodel name\t: Neoverse-V2\n") == "Neoverse-V2"  # no family (Arm)
 
 
 def test_packaged_price_table_is_dated_with_region():
@@ -140,6 +147,7 @@ def test_bench_measurement_functions_report_consistent_figures(coco5, tmp_path):
     assert host["reference_over_batched"] == pytest.approx(host["reference_host_ms"] / host["batched_host_ms"])
     aug = L.bench_device_augment(hp, coco5, store, device="cpu", batches=3, warmup=1)
     assert aug["images_per_sec"]["n"] == 3 and aug["batch_size"] == 4
+    assert aug["method"] == "opencv" and aug["tensor_method_images_per_sec"]["n"] == 3  # a CPU: both methods
 
 
 def test_bench_inference_compares_the_runtimes_on_one_batch(coco5, tmp_path):

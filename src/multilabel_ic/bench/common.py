@@ -9,7 +9,7 @@ import time
 
 from .._parallel import usable_cores
 
-__all__ = ["stats", "machine_info", "peak_host_mb", "Timer"]
+__all__ = ["stats", "cpu_description", "machine_info", "peak_host_mb", "Timer"]
 
 
 def stats(values: list[float]) -> dict:
@@ -28,6 +28,29 @@ def peak_host_mb() -> float:
     return max(own, kids) / 1024.0
 
 
+def cpu_description(cpuinfo: str | None = None) -> str:
+    """The CPU's model name and, on x86, its family and model numbers (they tell CPU generations apart where the
+    name does not, e.g. "AMD EPYC" in a VM): from /proc/cpuinfo on Linux, else ``platform.processor()``."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            if fields:
+                break  # the first processor's block is enough
+            continue
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        return f"{name}, family {fields['cpu family']} model {fields['model']}"
+    return name
+
+
 def machine_info(device=None) -> dict:
     import numpy
     import torch
@@ -35,7 +58,7 @@ def machine_info(device=None) -> dict:
 
     info = {"hostname": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
             "cpu_count": usable_cores(),
-            "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
+            "processor": cpu_description(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "numpy": numpy.__version__,
             "cuda_available": torch.cuda.is_available(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     try:

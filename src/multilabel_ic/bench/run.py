@@ -126,7 +126,9 @@ def run_bench(args) -> dict:
           f"{host['cache_read_ms']:.3f} ms), {host['reference_host_ms']:.3f} ms reference (decode + augment); "
           f"{host['reference_over_batched']:.1f}x less", flush=True)
     aug = report["device_augment"] = L.bench_device_augment(hp, data, store, device=device)
-    print(f"  batched augmentation on {device}: {aug['images_per_sec']['median']:.0f} img/s", flush=True)
+    tensor_rate = aug.get("tensor_method_images_per_sec")
+    print(f"  batched augmentation on {device} ({aug['method']}): {aug['images_per_sec']['median']:.0f} img/s"
+          + (f"; tensor method (a GPU's) {tensor_rate['median']:.0f} img/s" if tensor_rate else ""), flush=True)
     for precision in ("float32", "float16"):
         h = hp.replace(precision_dtype=precision)
         log.info("training throughput, %s ...", precision)

@@ -13,22 +13,33 @@ split in two:
   to 8 bits; the HLS jitter is OpenCV's 8-bit
   RGB<->HLS conversion written in tensor ops. uint8 goes in, float32 0..255 NCHW comes out.
 
-The same code runs on the CPU, which is how the tests hold it to the reference (tests/test_batch_augment.py).
+The same code runs on the CPU, which is how the tests hold it to the reference (tests/test_batch_augment.py). When the
+device *is* the CPU, ``method="auto"`` takes the OpenCV path instead: the same maps and offsets through ``warpAffine``
+and 8-bit ``cvtColor`` per sample, on a thread pool. Elementwise tensor chains (the HLS round trip is about 60 of
+them) are bound by memory bandwidth on a CPU, and OpenCV's uint8 SIMD code does the same work several times faster;
+its pixels are the reference's own operations.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...model.transforms import AugmentOptions, SampleDraws, affine_matrix, warp_and_fit
+from ..._parallel import usable_cores
+from ...model.transforms import AugmentOptions, SampleDraws, affine_matrix, apply_hls_offsets, warp_and_fit
 
-__all__ = ["AugmentedBatch", "assemble_batch", "augment_batch", "rgb_to_hls8", "hls8_to_rgb", "sample_map"]
+__all__ = ["AugmentedBatch", "assemble_batch", "augment_batch", "rgb_to_hls8", "hls8_to_rgb", "sample_map",
+           "AUGMENT_METHODS"]
+
+AUGMENT_METHODS = ("auto", "tensor", "opencv")
 
 
 class AugmentedBatch(NamedTuple):
@@ -113,8 +124,18 @@ def assemble_batch(images: Sequence[np.ndarray], draws: Sequence[SampleDraws], l
 
 
 def augment_batch(batch: AugmentedBatch, device: torch.device, *, height: int, width: int, fill_value: int,
-                  channels_last: bool = False) -> torch.Tensor:
-    """Device side: float32 NCHW in 0..255 (what the network's ``bn_data`` reads) from an :class:`AugmentedBatch`."""
+                  channels_last: bool = False, method: str = "auto") -> torch.Tensor:
+    """Device side: float32 NCHW in 0..255 (what the network's ``bn_data`` reads) from an :class:`AugmentedBatch`.
+
+    ``method``: "tensor" (``grid_sample`` and tensor ops, on ``device``), "opencv" (per sample on the host's cores,
+    then copied to ``device``) or "auto": OpenCV when ``device`` is the CPU, tensors elsewhere.
+    """
+    if method not in AUGMENT_METHODS:
+        raise ValueError(f"method must be one of {', '.join(AUGMENT_METHODS)}, got {method!r}")
+    if method == "opencv" or (method == "auto" and device.type == "cpu"):
+        x = torch.from_numpy(_augment_with_opencv(batch, height, width, fill_value)).to(device).permute(0, 3, 1, 2)
+        x = x.float()  # keeps the NHWC strides: channels-last already
+        return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
     canvas = batch.canvas.to(device, non_blocking=True)
     x = canvas.permute(0, 3, 1, 2).float()
     if batch.maps.numel():
@@ -124,6 +145,40 @@ def augment_batch(batch: AugmentedBatch, device: torch.device, *, height: int, w
         offsets = batch.hls.to(device, non_blocking=True).float()
         x = _jitter(x, offsets)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
+
+
+_opencv_pool: tuple[int, ThreadPoolExecutor] | None = None  # (the process it belongs to, the pool)
+
+
+def _augment_with_opencv(batch: AugmentedBatch, height: int, width: int, fill_value: int) -> np.ndarray:
+    """uint8 (B, height, width, C): each sample's map through bilinear ``warpAffine`` (constant border) and its HLS
+    offsets through 8-bit ``cvtColor``, as the reference applies them; samples in parallel (OpenCV drops the GIL)."""
+    global _opencv_pool
+    canvas = batch.canvas.numpy()
+    maps = batch.maps.numpy().astype(np.float64) if batch.maps.numel() else None
+    offsets = batch.hls.numpy() if batch.hls.numel() else None
+    n, channels = canvas.shape[0], canvas.shape[3]
+    out = np.empty((n, height, width, channels), np.uint8)
+
+    def one(k: int) -> None:
+        img = canvas[k]
+        if maps is not None:
+            img = cv2.warpAffine(img, maps[k], (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                 borderMode=cv2.BORDER_CONSTANT, borderValue=(fill_value,) * channels)
+            img = img.reshape(height, width, channels)  # OpenCV drops a single channel's axis
+        if offsets is not None:
+            img = apply_hls_offsets(img, *(int(v) for v in offsets[k]))
+        out[k] = img
+
+    threads = min(n, usable_cores())
+    if threads <= 1:
+        for k in range(n):
+            one(k)
+        return out
+    if _opencv_pool is None or _opencv_pool[0] != os.getpid():  # a forked child has the pool but not its threads
+        _opencv_pool = (os.getpid(), ThreadPoolExecutor(max_workers=usable_cores(), thread_name_prefix="augment"))
+    list(_opencv_pool[1].map(one, range(n)))
+    return out
 
 
 def _resample(x: torch.Tensor, maps: torch.Tensor, height: int, width: int, fill_value: int) -> torch.Tensor:
