@@ -131,3 +131,9 @@ def test_train_from_recordio_files(tmp_path, capsys):
     assert "validation mAP" in capsys.readouterr().out
     assert main(["train", "--classes", "a,b"]) == 2
     assert "needs --train-lst with --images, or --train-rec" in capsys.readouterr().err
+
+
+def test_bench_refuses_a_step_count_below_one(tmp_path, capsys):
+    assert main(["bench", "--steps", "0", "--output", str(tmp_path / "bench")]) == 2
+    assert "--steps must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "bench").exists()  # refused before anything is written

@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default=None)
     b.add_argument("--compile", action="store_true",
                    help="also the float32 training step with torch.compile (end-to-end and ceiling; compiles first)")
+    b.add_argument("--steps", type=int, default=None, metavar="N",
+                   help="timed training steps per measurement (default 30, --quick 6); more steadies the medians of "
+                        "short steps")
     b.add_argument("--sagemaker-log", type=Path, action="append", default=[],
                    help="a CloudWatch log export of a training job to compare against (repeatable)")
     b.add_argument("--sagemaker-job", action="append", default=[], help="a training job name (needs AWS access)")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write, atomic_write_text
+from ..exceptions import UsageError
 from .common import machine_info, stats
 
 __all__ = ["run_bench", "side_by_side", "write_report", "COCO5_BENCH_HP"]
@@ -100,7 +101,11 @@ def run_bench(args) -> dict:
     from . import local as L
     from .sagemaker import figures_from_job, figures_from_log_file, load_prices
 
-    cfg = QUICK if args.quick else FULL
+    cfg = dict(QUICK if args.quick else FULL)
+    if getattr(args, "steps", None) is not None:
+        if args.steps < 1:
+            raise UsageError(f"--steps must be at least 1, got {args.steps}")
+        cfg["steps"] = args.steps
     out = Path(args.output)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     base = dict(COCO5_BENCH_HP)
