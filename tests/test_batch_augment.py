@@ -199,3 +199,16 @@ def test_batched_dataset_draws_what_the_reference_draws_and_the_feeder_matches(t
         diff = (x.permute(0, 2, 3, 1) - ref_x.float()).abs()
         assert diff.max() <= 8 and (diff > 1).float().mean() <= 1e-3
         torch.testing.assert_close(y, ref_y)
+
+
+def test_auto_takes_opencv_on_a_cpu_and_an_unknown_method_is_refused():
+    draws = [T.draw_train(np.random.default_rng([4, 0, k]), im.shape[0], im.shape[1], height=64, width=64,
+                          augmentation_type="crop_color_transform") for k, im in enumerate(IMAGES)]
+    batch = B.assemble_batch(IMAGES, draws, [np.zeros(2)] * len(IMAGES), height=64, width=64, fill_value=127)
+    run = {m: B.augment_batch(batch, CPU, height=64, width=64, fill_value=127, method=m, channels_last=True)
+           for m in ("auto", "opencv", "tensor")}
+    torch.testing.assert_close(run["auto"], run["opencv"], rtol=0, atol=0)
+    assert run["auto"].is_contiguous(memory_format=torch.channels_last)
+    assert not torch.equal(run["opencv"], run["tensor"])  # two methods, so the check above can tell them apart
+    with pytest.raises(ValueError, match="method must be one of auto, tensor, opencv"):
+        B.augment_batch(batch, CPU, height=64, width=64, fill_value=127, method="pil")
