@@ -1,6 +1,7 @@
 """The benchmarks' parsing, arithmetic and report writing (never this machine's speed)."""
 
 import json
+import statistics
 from pathlib import Path
 
 import boto3
@@ -145,6 +146,10 @@ def test_bench_measurement_functions_report_consistent_figures(coco5, tmp_path):
     host = L.bench_host(hp, coco5, store, n_images=10, batch=4)
     assert host["images"] == 8 and host["cache_bytes_per_image"] == pytest.approx(store.nbytes / len(store))
     assert host["reference_over_batched"] == pytest.approx(host["reference_host_ms"] / host["batched_host_ms"])
+    inter = L.bench_interleaved(hp, coco5, store, device="cpu", steps=4, warmup=1, window=2)
+    assert inter["steps"] == 4 and len(inter["ratio_per_window"]) == 2
+    assert inter["end_to_end_over_ceiling"] == pytest.approx(statistics.median(
+        [a / b for a, b in zip(inter["end_to_end_images_per_sec_windows"], inter["ceiling_images_per_sec_windows"])]))
     aug = L.bench_device_augment(hp, coco5, store, device="cpu", batches=3, warmup=1)
     assert aug["images_per_sec"]["n"] == 3 and aug["batch_size"] == 4
     assert aug["method"] == "opencv" and aug["tensor_method_images_per_sec"]["n"] == 3  # a CPU: both methods

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ..data.dataset import Dataset
     from ..hyperparameters import Hyperparameters
 
-__all__ = ["bench_training", "bench_ceiling", "bench_plain_loop", "bench_host", "bench_device_augment",
+__all__ = ["bench_training", "bench_ceiling", "bench_interleaved", "bench_plain_loop", "bench_host", "bench_device_augment",
            "bench_pipeline", "bench_inference", "image_store"]
 
 log = logging.getLogger("multilabel_ic.bench")
@@ -146,6 +146,51 @@ def bench_training(hp: Hyperparameters, data: Dataset, *, device: str | None = N
         "gpu_utilization_percent": _gpu_utilization(dev),
         "peak_host_mb": peak_host_mb(),
     }
+
+
+def bench_interleaved(hp: Hyperparameters, data: Dataset, store: ImageStore, *, device: str | None = None,
+                      steps: int = 30, warmup: int = 5, window: int = 5, seed: int = 0) -> dict:
+    """End-to-end and model-only steps alternating in one loop, on one model: each end-to-end step (next batch
+    through the batched pipeline, then fwd/bwd/step) is followed by a ceiling step (a fixed batch). Drift on the
+    machine hits both alike, so their ratio per window is the most side-by-side one there is. For synchronous
+    pipelines only (no loader workers, not CUDA): a prefetching one would get the ceiling steps' time for free."""
+    dev = select_device(device)
+    if dev.type == "cuda":
+        raise ValueError("bench_interleaved times a synchronous pipeline; on CUDA the feeder prefetches")
+    model, optimizer, scaler, amp_dtype, channels_last = _setup(hp, dev)
+    bs = hp.mini_batch_size
+    options = AugmentOptions(small_image="upscale")
+    ds = ImageDataset(data, hp, train=True, seed=seed, options=options, cache=store, batched=True)
+    order = epoch_order(len(data), warmup + steps, bs, seed, 0)
+    loader = make_loader(ds, batch_sampler=EpochSampler(order, bs, 0), num_workers=0)
+    feeder = DeviceFeeder(loader, dev, height=hp.height, width=hp.width, fill_value=options.fill_value,
+                          channels_last=channels_last)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    fixed = torch.randint(0, 256, (bs, hp.height, hp.width, hp.channels), dtype=torch.uint8, generator=g).to(dev)
+    fixed_labels = (torch.rand(bs, hp.num_classes, generator=g) < 0.3).float().to(dev)
+    e2e_times, ceiling_times = [], []
+    batches = iter(feeder)
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        batch = next(batches, None)  # the batch's host work and augmentation count toward the end-to-end step
+        if batch is None:
+            break
+        train_step(model, optimizer, scaler, *batch, amp_dtype=amp_dtype, multi_label=True)
+        t1 = time.perf_counter()
+        xc = fixed.permute(0, 3, 1, 2).float()
+        xc = xc.contiguous(memory_format=torch.channels_last) if channels_last else xc.contiguous()
+        train_step(model, optimizer, scaler, xc, fixed_labels, amp_dtype=amp_dtype, multi_label=True)
+        t2 = time.perf_counter()
+        if i >= warmup:
+            e2e_times.append(t1 - t0)
+            ceiling_times.append(t2 - t1)
+    e2e, ceiling = _windows(e2e_times, bs, window), _windows(ceiling_times, bs, window)
+    ratios = [a / b for a, b in zip(e2e, ceiling)]
+    return {"what": "end-to-end and model-only steps alternating in one loop on one model", "device": str(dev),
+            "batch_size": bs, "steps": len(e2e_times), "end_to_end_images_per_sec": stats(e2e),
+            "ceiling_images_per_sec": stats(ceiling), "end_to_end_images_per_sec_windows": e2e,
+            "ceiling_images_per_sec_windows": ceiling, "ratio_per_window": ratios,
+            "end_to_end_over_ceiling": stats(ratios)["median"]}
 
 
 def _gpu_utilization(dev: torch.device) -> float | None:

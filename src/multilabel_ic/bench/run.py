@@ -170,6 +170,13 @@ def run_bench(args) -> dict:
             over_ceiling = [p["over_ceiling"] for p in pairs if p["over_ceiling"]]
             entry["end_to_end_over_ceiling_pairs"] = over_ceiling
             entry["end_to_end_over_ceiling"] = stats(over_ceiling)["median"]
+            if batched_workers == 0 and not device.startswith("cuda"):  # a synchronous pipeline: interleave too
+                inter = entry["interleaved"] = L.bench_interleaved(h, data, store, device=device, steps=cfg["steps"],
+                                                                   warmup=cfg["warmup"], window=cfg["window"])
+                print(f"  float32 end-to-end and ceiling steps alternating in one loop: end-to-end / ceiling "
+                      f"{inter['end_to_end_over_ceiling']:.2f} (median of {len(inter['ratio_per_window'])} windows; "
+                      f"{inter['end_to_end_images_per_sec']['median']:.1f} / "
+                      f"{inter['ceiling_images_per_sec']['median']:.1f} img/s)", flush=True)
             reference = L.bench_training(h, data, pipeline="reference", **timing)
             if getattr(args, "compile", False):
                 # the same step with the network through torch.compile, measured right after the eager one
