@@ -25,7 +25,7 @@ from ..backends.local.pipeline import (
     make_loader,
 )
 from ..backends.local.train import LocalOptions, check_compiler, precision_for, select_device
-from ..model.network import ResNetV2, create_network
+from ..model.network import ResNetV2, create_network, to_network_input
 from ..model.transforms import AUG_LEVELS, AugmentOptions
 from .common import peak_host_mb, stats
 
@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from ..data.dataset import Dataset
     from ..hyperparameters import Hyperparameters
 
-__all__ = ["bench_training", "bench_ceiling", "bench_interleaved", "bench_plain_loop", "bench_host", "bench_device_augment",
-           "bench_pipeline", "bench_inference", "image_store"]
+__all__ = ["bench_training", "bench_ceiling", "bench_interleaved", "bench_plain_loop", "bench_host",
+           "bench_device_augment", "bench_pipeline", "bench_inference", "image_store"]
 
 log = logging.getLogger("multilabel_ic.bench")
 
@@ -95,6 +95,27 @@ def _timed_steps(batches, step, device: torch.device, warmup: int, started: floa
     return step_times, data_times, compute_times, first_step
 
 
+def _training_feeder(hp: Hyperparameters, data: Dataset, dev: torch.device, *, store: ImageStore | None,
+                     batches: int, seed: int, workers: int, channels_last: bool) -> DeviceFeeder:
+    """The training batches as the engine feeds them: the batched pipeline over ``store``, or with ``store=None``
+    the reference one; enough epochs of ``data`` in order for ``batches`` batches."""
+    options = AugmentOptions(small_image="upscale")
+    ds = ImageDataset(data, hp, train=True, seed=seed, options=options, cache=store, batched=store is not None)
+    order = epoch_order(len(data), batches, hp.mini_batch_size, seed, 0)
+    loader = make_loader(ds, batch_sampler=EpochSampler(order, hp.mini_batch_size, 0), num_workers=workers,
+                         pin_memory=dev.type == "cuda")
+    return DeviceFeeder(loader, dev, height=hp.height, width=hp.width, fill_value=options.fill_value,
+                        channels_last=channels_last)
+
+
+def _fixed_batch(hp: Hyperparameters, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model-only ceiling's batch: uint8 NHWC images and labels, already on the device."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    images = torch.randint(0, 256, (hp.mini_batch_size, hp.height, hp.width, hp.channels), dtype=torch.uint8,
+                           generator=g).to(dev)
+    return images, (torch.rand(hp.mini_batch_size, hp.num_classes, generator=g) < 0.3).float().to(dev)
+
+
 def bench_training(hp: Hyperparameters, data: Dataset, *, device: str | None = None, steps: int = 30,
                    warmup: int = 5, workers: int = 4, window: int = 5, seed: int = 0, pipeline: str = "batched",
                    store: ImageStore | None = None, compile: bool = False) -> dict:
@@ -107,17 +128,11 @@ def bench_training(hp: Hyperparameters, data: Dataset, *, device: str | None = N
         torch.backends.cudnn.benchmark = True
     model, optimizer, scaler, amp_dtype, channels_last = _setup(hp, dev, compile)
     bs = hp.mini_batch_size
-    options = AugmentOptions(small_image="upscale")
     batched = pipeline == "batched"
     if batched and store is None:
         raise ValueError("the batched pipeline reads the decode cache: pass store=image_store(hp, data, folder)[0]")
-    ds = ImageDataset(data, hp, train=True, seed=seed, options=options, cache=store if batched else None,
-                      batched=batched)
-    order = epoch_order(len(data), warmup + steps, bs, seed, 0)
-    loader = make_loader(ds, batch_sampler=EpochSampler(order, bs, 0), num_workers=workers,
-                         pin_memory=dev.type == "cuda")
-    feeder = DeviceFeeder(loader, dev, height=hp.height, width=hp.width, fill_value=options.fill_value,
-                          channels_last=channels_last)
+    feeder = _training_feeder(hp, data, dev, store=store if batched else None, batches=warmup + steps, seed=seed,
+                              workers=workers, channels_last=channels_last)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
 
@@ -159,15 +174,9 @@ def bench_interleaved(hp: Hyperparameters, data: Dataset, store: ImageStore, *, 
         raise ValueError("bench_interleaved times a synchronous pipeline; on CUDA the feeder prefetches")
     model, optimizer, scaler, amp_dtype, channels_last = _setup(hp, dev)
     bs = hp.mini_batch_size
-    options = AugmentOptions(small_image="upscale")
-    ds = ImageDataset(data, hp, train=True, seed=seed, options=options, cache=store, batched=True)
-    order = epoch_order(len(data), warmup + steps, bs, seed, 0)
-    loader = make_loader(ds, batch_sampler=EpochSampler(order, bs, 0), num_workers=0)
-    feeder = DeviceFeeder(loader, dev, height=hp.height, width=hp.width, fill_value=options.fill_value,
-                          channels_last=channels_last)
-    g = torch.Generator(device="cpu").manual_seed(0)
-    fixed = torch.randint(0, 256, (bs, hp.height, hp.width, hp.channels), dtype=torch.uint8, generator=g).to(dev)
-    fixed_labels = (torch.rand(bs, hp.num_classes, generator=g) < 0.3).float().to(dev)
+    feeder = _training_feeder(hp, data, dev, store=store, batches=warmup + steps, seed=seed, workers=0,
+                              channels_last=channels_last)
+    fixed, fixed_labels = _fixed_batch(hp, dev)
     e2e_times, ceiling_times = [], []
     batches = iter(feeder)
     for i in range(warmup + steps):
@@ -177,9 +186,8 @@ def bench_interleaved(hp: Hyperparameters, data: Dataset, store: ImageStore, *, 
             break
         train_step(model, optimizer, scaler, *batch, amp_dtype=amp_dtype, multi_label=True)
         t1 = time.perf_counter()
-        xc = fixed.permute(0, 3, 1, 2).float()
-        xc = xc.contiguous(memory_format=torch.channels_last) if channels_last else xc.contiguous()
-        train_step(model, optimizer, scaler, xc, fixed_labels, amp_dtype=amp_dtype, multi_label=True)
+        x = to_network_input(fixed, dev, channels_last=channels_last)
+        train_step(model, optimizer, scaler, x, fixed_labels, amp_dtype=amp_dtype, multi_label=True)
         t2 = time.perf_counter()
         if i >= warmup:
             e2e_times.append(t1 - t0)
@@ -344,14 +352,11 @@ def bench_ceiling(hp: Hyperparameters, *, device: str | None = None, steps: int 
     dev = select_device(device)
     model, optimizer, scaler, amp_dtype, channels_last = _setup(hp, dev, compile)
     bs = hp.mini_batch_size
-    g = torch.Generator(device="cpu").manual_seed(0)
-    xs = torch.randint(0, 256, (bs, hp.height, hp.width, hp.channels), dtype=torch.uint8, generator=g).to(dev)
-    ys = (torch.rand(bs, hp.num_classes, generator=g) < 0.3).float().to(dev)
+    xs, ys = _fixed_batch(hp, dev)
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
-        x = xs.permute(0, 3, 1, 2).float()
-        x = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
+        x = to_network_input(xs, dev, channels_last=channels_last)
         train_step(model, optimizer, scaler, x, ys, amp_dtype=amp_dtype, multi_label=True)
         _sync(dev)
         if i >= warmup:

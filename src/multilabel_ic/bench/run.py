@@ -137,9 +137,10 @@ def run_bench(args) -> dict:
     for precision in ("float32", "float16"):
         h = hp.replace(precision_dtype=precision)
         log.info("training throughput, %s ...", precision)
-        timing = dict(device=device, steps=cfg["steps"], warmup=cfg["warmup"], workers=workers, window=cfg["window"])
+        model_timing = dict(device=device, steps=cfg["steps"], warmup=cfg["warmup"], window=cfg["window"])
+        timing = {**model_timing, "workers": workers}
         e2e = L.bench_training(h, data, store=store, **{**timing, "workers": batched_workers})
-        ceiling = L.bench_ceiling(h, device=device, steps=cfg["steps"], warmup=cfg["warmup"], window=cfg["window"])
+        ceiling = L.bench_ceiling(h, **model_timing)
         ratio = _ratio(e2e, ceiling)
         label = f"{precision if precision == 'float32' or device.startswith('cuda') else 'float16->bf16 (CPU)'}" \
                 f" b{h.mini_batch_size}"
@@ -159,8 +160,7 @@ def run_bench(args) -> dict:
             for _ in range(cfg["pairs"]):
                 ours = e2e if not pairs else L.bench_training(h, data, store=store,
                                                               **{**timing, "workers": batched_workers})
-                its_ceiling = ceiling if not pairs else L.bench_ceiling(h, device=device, steps=cfg["steps"],
-                                                                        warmup=cfg["warmup"], window=cfg["window"])
+                its_ceiling = ceiling if not pairs else L.bench_ceiling(h, **model_timing)
                 plain = L.bench_plain_loop(h, data, **timing)
                 pairs.append({"multilabel_ic": ours["images_per_sec"]["median"],
                               "plain_pytorch": plain["images_per_sec"]["median"],
@@ -171,8 +171,7 @@ def run_bench(args) -> dict:
             entry["end_to_end_over_ceiling_pairs"] = over_ceiling
             entry["end_to_end_over_ceiling"] = stats(over_ceiling)["median"]
             if batched_workers == 0 and not device.startswith("cuda"):  # a synchronous pipeline: interleave too
-                inter = entry["interleaved"] = L.bench_interleaved(h, data, store, device=device, steps=cfg["steps"],
-                                                                   warmup=cfg["warmup"], window=cfg["window"])
+                inter = entry["interleaved"] = L.bench_interleaved(h, data, store, **model_timing)
                 print(f"  float32 end-to-end and ceiling steps alternating in one loop: end-to-end / ceiling "
                       f"{inter['end_to_end_over_ceiling']:.2f} (median of {len(inter['ratio_per_window'])} windows; "
                       f"{inter['end_to_end_images_per_sec']['median']:.1f} / "
@@ -182,8 +181,7 @@ def run_bench(args) -> dict:
                 # the same step with the network through torch.compile, measured right after the eager one
                 compiled = L.bench_training(h, data, store=store, compile=True,
                                             **{**timing, "workers": batched_workers})
-                compiled_ceiling = L.bench_ceiling(h, device=device, steps=cfg["steps"], warmup=cfg["warmup"],
-                                                   window=cfg["window"], compile=True)
+                compiled_ceiling = L.bench_ceiling(h, **model_timing, compile=True)
                 entry["compiled"] = {"end_to_end": compiled, "ceiling": compiled_ceiling,
                                      "end_to_end_over_eager": _ratio(compiled, e2e),
                                      "ceiling_over_eager": _ratio(compiled_ceiling, ceiling)}

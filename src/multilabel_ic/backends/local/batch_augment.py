@@ -23,9 +23,7 @@ its pixels are the reference's own operations.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import cv2
@@ -33,7 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..._parallel import usable_cores
+from ..._parallel import ordered_map, usable_cores
+from ...model.network import to_network_input
 from ...model.transforms import AugmentOptions, SampleDraws, affine_matrix, apply_hls_offsets, warp_and_fit
 
 __all__ = ["AugmentedBatch", "assemble_batch", "augment_batch", "rgb_to_hls8", "hls8_to_rgb", "sample_map",
@@ -133,9 +132,8 @@ def augment_batch(batch: AugmentedBatch, device: torch.device, *, height: int, w
     if method not in AUGMENT_METHODS:
         raise ValueError(f"method must be one of {', '.join(AUGMENT_METHODS)}, got {method!r}")
     if method == "opencv" or (method == "auto" and device.type == "cpu"):
-        x = torch.from_numpy(_augment_with_opencv(batch, height, width, fill_value)).to(device).permute(0, 3, 1, 2)
-        x = x.float()  # keeps the NHWC strides: channels-last already
-        return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
+        return to_network_input(torch.from_numpy(_augment_with_opencv(batch, height, width, fill_value)), device,
+                                channels_last=channels_last)
     canvas = batch.canvas.to(device, non_blocking=True)
     x = canvas.permute(0, 3, 1, 2).float()
     if batch.maps.numel():
@@ -147,20 +145,15 @@ def augment_batch(batch: AugmentedBatch, device: torch.device, *, height: int, w
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
 
 
-_opencv_pool: tuple[int, ThreadPoolExecutor] | None = None  # (the process it belongs to, the pool)
-
-
 def _augment_with_opencv(batch: AugmentedBatch, height: int, width: int, fill_value: int) -> np.ndarray:
     """uint8 (B, height, width, C): each sample's map through bilinear ``warpAffine`` (constant border) and its HLS
     offsets through 8-bit ``cvtColor``, as the reference applies them; samples in parallel (OpenCV drops the GIL)."""
-    global _opencv_pool
     canvas = batch.canvas.numpy()
     maps = batch.maps.numpy().astype(np.float64) if batch.maps.numel() else None
     offsets = batch.hls.numpy() if batch.hls.numel() else None
     n, channels = canvas.shape[0], canvas.shape[3]
-    out = np.empty((n, height, width, channels), np.uint8)
 
-    def one(k: int) -> None:
+    def one(k: int) -> np.ndarray:
         img = canvas[k]
         if maps is not None:
             img = cv2.warpAffine(img, maps[k], (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
@@ -168,17 +161,9 @@ def _augment_with_opencv(batch: AugmentedBatch, height: int, width: int, fill_va
             img = img.reshape(height, width, channels)  # OpenCV drops a single channel's axis
         if offsets is not None:
             img = apply_hls_offsets(img, *(int(v) for v in offsets[k]))
-        out[k] = img
+        return img
 
-    threads = min(n, usable_cores())
-    if threads <= 1:
-        for k in range(n):
-            one(k)
-        return out
-    if _opencv_pool is None or _opencv_pool[0] != os.getpid():  # a forked child has the pool but not its threads
-        _opencv_pool = (os.getpid(), ThreadPoolExecutor(max_workers=usable_cores(), thread_name_prefix="augment"))
-    list(_opencv_pool[1].map(one, range(n)))
-    return out
+    return np.stack(list(ordered_map(one, n, threads=min(n, usable_cores()))))
 
 
 def _resample(x: torch.Tensor, maps: torch.Tensor, height: int, width: int, fill_value: int) -> torch.Tensor:
