@@ -6,7 +6,8 @@ One network (ResNet-18 v2 with BatchNorm statistics where a trained model has th
 float32 batch go through each runtime; every round runs each runtime once, so drift hits all alike. For each: the
 median seconds per batch, images/s, the speed over the first version's way (eager NCHW under no_grad), the achieved
 GFLOP/s, and the largest probability difference to a float64 run of the same network (the predictor's contract is
-1e-4). Writes inference.json.
+1e-4). A float32 matrix product, timed in the same rounds, gives the CPU's attainable float32 rate, and with it the
+most any float32 runtime can gain over the first way on this CPU. Writes inference.json.
 
 Runtimes: PyTorch eager (NCHW; channels-last under inference_mode, the predictor's default), onnxruntime (the
 predictor's ``runtime="onnxruntime"``), traced + frozen TorchScript, NNPACK's Winograd convolutions (in PyTorch's
@@ -32,6 +33,8 @@ from multilabel_ic import Hyperparameters
 from multilabel_ic.bench.local import trained_like_network
 from multilabel_ic.model.export import onnx_session
 from multilabel_ic.model.network import ResNetV2
+
+MATMUL_N = 4096
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("--batch", type=int, default=32)
@@ -182,6 +185,12 @@ if args.compile:
     makers["torch.compile (inductor)"] = compiled(False)
     makers["torch.compile, inductor freezing"] = compiled(True)
 
+# The CPU's attainable float32 rate, timed in the same rounds: a large matrix product, the best case for its FMA
+# units. The network's FLOPs at that rate bound what any float32 runtime can gain over the first way.
+mat_a, mat_b = torch.randn(MATMUL_N, MATMUL_N), torch.randn(MATMUL_N, MATMUL_N)
+mat_a @ mat_b
+matmul_s: list[float] = []
+
 runs: dict[str, Callable[[], np.ndarray]] = {}
 results: dict[str, dict] = {}
 for label, make in makers.items():
@@ -200,6 +209,9 @@ for _ in range(args.rounds):
         t0 = time.perf_counter()
         run()
         results[label]["steps_s"].append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    mat_a @ mat_b
+    matmul_s.append(time.perf_counter() - t0)
 first = "eager NCHW, no_grad (the first version's way)"
 base = statistics.median(results[first]["steps_s"])
 print(f"ResNet-{args.layers} forward, batch {args.batch} at {args.size} px: {gflop:.1f} GFLOP per batch, "
@@ -212,6 +224,11 @@ for label in runs:
     r["gflop_per_s"] = gflop / r["median_s"]
     print(f"{label:<64} {r['median_s']:.3f} s  {r['images_per_sec']:6.1f} img/s  {r['speed_over_first']:.2f}x  "
           f"{r['gflop_per_s']:5.0f} GFLOP/s  max |p - float64| {r['max_abs_diff_vs_float64']:.1e}")
+peak = 2 * MATMUL_N ** 3 / statistics.median(matmul_s) / 1e9
+bound = peak / results[first]["gflop_per_s"]
+print(f"float32 matrix product {MATMUL_N}x{MATMUL_N} (the CPU's attainable float32 rate): {peak:.0f} GFLOP/s; the "
+      f"network at that rate would be {bound:.2f}x the first way, the most any float32 runtime can gain here")
 write(args.output, "inference.json", {"batch": args.batch, "size": args.size, "layers": args.layers,
                                       "gflop_per_batch": gflop, "threads": torch.get_num_threads(),
+                                      "float32_matmul_gflop_per_s": peak, "float32_bound_over_first": bound,
                                       "results": results})
