@@ -175,6 +175,49 @@ def test_image_store_holds_exactly_the_resized_images_and_is_reused(tmp_path, ca
     assert not list((tmp_path / "other").glob("*.u8"))
 
 
+def test_a_store_over_its_limit_is_kept_as_jpeg_close_to_the_resized_images(tmp_path, caplog):
+    data = _dataset(tmp_path, [(90, 120), (120, 90), (100, 100), (95, 140)] * 3)
+    exact = [resize_shorter(read_image(data.image_path(i)), 80) for i in range(len(data))]
+    raw_bytes = sum(img.nbytes for img in exact)
+    store = ImageStore.build(data, tmp_path / "cache", resize=80, channels=3, threads=2, max_bytes=raw_bytes // 2)
+    assert store is not None and store.encoding == "jpeg" and len(store) == len(data)
+    assert store.path.suffix == ".jpegs" and store.nbytes < raw_bytes / 2
+    assert "caching them as JPEG (quality 95" in caplog.text
+    diffs = []
+    for i, img in enumerate(exact):
+        got = store[i]
+        assert got.shape == img.shape and got.dtype == np.uint8
+        diffs.append(np.abs(got.astype(int) - img).ravel())
+    diff = np.concatenate(diffs)
+    assert 0 < diff.mean() <= 2.0 and np.percentile(diff, 99) <= 12  # re-encoding loses a little, not more
+    # reopened from the folder (a rerun), and pickled to a loader worker: the same pixels
+    again = ImageStore.build(data, tmp_path / "cache", resize=80, channels=3, max_bytes=raw_bytes // 2)
+    assert again.path == store.path and again.encoding == "jpeg"
+    np.testing.assert_array_equal(again[5], store[5])
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(store))[7], store[7])
+    # a raw store of the same data is another key; a JPEG store that does not fit either is not written
+    assert store_key(data, resize=80, channels=3) != store_key(data, resize=80, channels=3, encoding="jpeg")
+    assert ImageStore.build(data, tmp_path / "tiny", resize=80, channels=3, max_bytes=1000) is None
+    assert not list((tmp_path / "tiny").glob("*.jpegs"))
+    # asked for by name (the benchmark does): JPEG although raw would fit
+    assert ImageStore.build(data, tmp_path / "named", resize=80, channels=3, encoding="jpeg").encoding == "jpeg"
+    with pytest.raises(ValueError, match="encoding must be 'auto', 'raw' or 'jpeg', got 'png'"):
+        ImageStore.build(data, tmp_path / "named", resize=80, channels=3, encoding="png")
+
+
+def test_a_jpeg_store_feeds_the_batched_pipeline(tmp_path):
+    data = _dataset(tmp_path, [(90, 120), (120, 90), (100, 100), (95, 140)] * 2, channels=1)
+    hp = Hyperparameters(num_classes=2, num_training_samples=8, mini_batch_size=4, image_shape="1,64,64", resize=72,
+                         augmentation_type="crop", multi_label=1, epochs=1)
+    store = ImageStore.build(data, tmp_path / "cache", resize=72, channels=1, max_bytes=20_000)
+    assert store is not None and store.encoding == "jpeg" and store[0].shape[2] == 1
+    batched = ImageDataset(data, hp, train=True, seed=3, cache=store, batched=True)
+    loader = make_loader(batched, batch_sampler=EpochSampler(epoch_order(len(data), 2, 4, 3, 0), 4, 0), num_workers=0)
+    feeder = DeviceFeeder(loader, CPU, height=64, width=64, fill_value=127)
+    shapes = [tuple(x.shape) for x, _ in feeder]
+    assert shapes == [(4, 1, 64, 64), (4, 1, 64, 64)]
+
+
 def test_batched_dataset_draws_what_the_reference_draws_and_the_feeder_matches(tmp_path):
     data = _dataset(tmp_path, [(90, 120), (120, 90), (100, 100), (95, 140)] * 2)
     hp = Hyperparameters(num_classes=2, num_training_samples=8, mini_batch_size=4, image_shape="3,64,64", resize=72,

@@ -143,8 +143,13 @@ def test_bench_measurement_functions_report_consistent_figures(coco5, tmp_path):
     assert reference["pipeline"] == "reference" and reference["steps"] == 2
     plain = L.bench_plain_loop(hp, coco5, device="cpu", steps=2, warmup=1, workers=0, window=1)
     assert plain["steps"] == 2 and plain["images_per_sec"]["n"] == 2 and "torchvision resnet18" in plain["what"]
-    host = L.bench_host(hp, coco5, store, n_images=10, batch=4)
+    jpeg_store, _ = L.image_store(hp, coco5, tmp_path / "cache", encoding="jpeg")
+    host = L.bench_host(hp, coco5, store, n_images=10, batch=4, jpeg_store=jpeg_store)
     assert host["images"] == 8 and host["cache_bytes_per_image"] == pytest.approx(store.nbytes / len(store))
+    assert jpeg_store.encoding == "jpeg" and host["jpeg_cache_bytes_per_image"] < host["cache_bytes_per_image"]
+    assert host["jpeg_cache_read_ms"] > 0 and host["jpeg_batched_host_ms"] > 0
+    jpeg_diff = host["jpeg_abs_diff_levels"]
+    assert 0 < jpeg_diff["mean"] < 3 and jpeg_diff["p99"] <= jpeg_diff["max"]
     assert host["reference_over_batched"] == pytest.approx(host["reference_host_ms"] / host["batched_host_ms"])
     inter = L.bench_interleaved(hp, coco5, store, device="cpu", steps=4, warmup=1, window=2)
     assert inter["steps"] == 4 and len(inter["ratio_per_window"]) == 2

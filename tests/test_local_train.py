@@ -15,6 +15,7 @@ import torch
 
 from multilabel_ic import DataError, Hyperparameters, Trainer, TrainingError, UsageError
 from multilabel_ic.backends.local import LocalOptions
+from multilabel_ic.backends.local.imagestore import decode_resized
 from multilabel_ic.backends.local.runfolder import checkpoint_and_stop
 from multilabel_ic.backends.local.train import torch_params
 from multilabel_ic.model.artifact import read_model_tar
@@ -378,3 +379,15 @@ def test_compile_is_refused_where_it_cannot_run(splits, tmp_path, monkeypatch):
     assert not (tmp_path / "c").exists()
     with pytest.raises(UsageError, match="compile"):
         LocalOptions(compile="yes")
+
+
+def test_training_images_over_the_raw_cache_limit_train_from_a_jpeg_cache(splits, tmp_path, caplog):
+    train, val = splits
+    hp = Hyperparameters(**{**TINY, "epochs": 1}, num_training_samples=len(train))
+    raw = sum(decode_resized(train, i, hp.resize, hp.channels).nbytes for i in range(len(train)))
+    caplog.set_level("INFO", logger="multilabel_ic")
+    model = Trainer(hp, output_dir=tmp_path, options=_opts(cache_max_gb=raw / 2 / 1e9)).fit(train, validation=val)
+    assert "caching them as JPEG (quality 95" in caplog.text
+    assert "input pipeline: decode cache -> batched augmentation" in caplog.text
+    assert len(list((tmp_path / "cache").glob("*.jpegs"))) == 1  # the training images; validation fits raw
+    assert np.isfinite(model.metrics["epochs"][0]["train_loss"]) and 0 <= model.metrics["final"]["mAP"] <= 1

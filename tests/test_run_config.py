@@ -115,3 +115,18 @@ def test_compile_reaches_the_run_from_the_flag_and_the_config(config_dir, capsys
     assert main(argv) == 2
     assert "compile requested on cpu" in capsys.readouterr().err
     assert not (config_dir / "runs" / "from-config").exists()
+
+
+@pytest.mark.parametrize("how", ["flag", "config"])
+def test_cache_max_gb_reaches_the_run_from_the_flag_and_the_config(config_dir, capsys, how):
+    """train --cache-max-gb and cache_max_gb under [local] bound the decode cache: a limit nothing fits under
+    trains without one, saying so; a bad value is refused naming the option."""
+    path = config_dir / "run.toml"
+    if how == "config":
+        path.write_text(path.read_text() + "cache_max_gb = 1e-9\n")
+    argv = ["train", "--config", str(path), "--hp", "epochs=1", *(["--cache-max-gb", "1e-9"] if how == "flag" else [])]
+    assert main(argv) == 0
+    assert "not caching decoded images" in capsys.readouterr().err
+    assert not list((config_dir / "runs" / "from-config" / "cache").glob("*.u8"))
+    assert main(["--quiet", "train", "--config", str(path), "--cache-max-gb", "-1", "--restart"]) == 2
+    assert "cache_max_gb" in capsys.readouterr().err

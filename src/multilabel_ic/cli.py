@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the network (the first steps wait while it compiles; docs/local-backend.md)")
     t.add_argument("--cache-dir", type=Path, default=None,
                    help="folder of the decode cache (default <output>/cache); share one between runs of the same data")
+    t.add_argument("--cache-max-gb", type=float, default=None,
+                   help="largest decode cache (default 64): data over it is cached as JPEG, and over that too "
+                        "decoded every epoch (docs/local-backend.md, the decode cache)")
     t.add_argument("--pretrained", default=None, help="file or URL of ImageNet .params for use_pretrained_model=1")
     t.add_argument("--seed", type=int, default=0, help="seed of initialisation, sampling and augmentation")
     t.add_argument("--tensorboard", nargs="?", const="", default=None, metavar="DIR",
@@ -297,7 +300,8 @@ def cmd_train(args) -> int:
             options = LocalOptions(seed=args.seed, num_workers=args.workers, progress=not args.quiet,
                                    pretrained=args.pretrained, restart=args.restart, engine=args.engine,
                                    sync_batchnorm=args.sync_batchnorm, input_pipeline=args.input_pipeline,
-                                   cache_dir=str(args.cache_dir) if args.cache_dir else None, compile=args.compile)
+                                   cache_dir=str(args.cache_dir) if args.cache_dir else None, compile=args.compile,
+                                   **({} if args.cache_max_gb is None else {"cache_max_gb": args.cache_max_gb}))
             model = Trainer(hp, backend="local", output_dir=args.output, device=args.device, options=options,
                             callbacks=_trackers(args)).fit(train, validation=val)
     except MultilabelICError:

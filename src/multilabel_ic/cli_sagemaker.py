@@ -17,7 +17,7 @@ __all__ = ["add_sagemaker_args", "backend_from_args", "add_commands", "HANDLERS"
 # train flags of the local backend only: given with --backend sagemaker they are refused (SageMaker would ignore them)
 LOCAL_ONLY_TRAIN_FLAGS = {"device": None, "workers": None, "engine": "pytorch", "pretrained": None, "restart": False,
                           "tensorboard": None, "mlflow": None, "sync_batchnorm": False,
-                          "input_pipeline": "batched", "cache_dir": None, "compile": False}
+                          "input_pipeline": "batched", "cache_dir": None, "cache_max_gb": None, "compile": False}
 
 
 def _pairs(values: list[str], option: str) -> dict[str, str]:

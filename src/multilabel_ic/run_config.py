@@ -45,7 +45,7 @@ SECTIONS: dict[str | None, dict[str, str]] = {
     "local": {"device": "device", "engine": "engine", "workers": "workers", "pretrained": "pretrained",
               "seed": "seed", "tensorboard": "tensorboard", "mlflow": "mlflow",
               "mlflow_experiment": "mlflow_experiment", "input_pipeline": "input_pipeline",
-              "cache_dir": "cache_dir", "compile": "compile"},
+              "cache_dir": "cache_dir", "cache_max_gb": "cache_max_gb", "compile": "compile"},
     "sagemaker": {"region": "region", "profile": "profile", "role": "role", "bucket": "bucket", "prefix": "prefix",
                   "instance_type": "instance_type", "instance_count": "instance_count",
                   "volume_size": "volume_size", "max_run": "max_run", "input_format": "input_format",

@@ -66,10 +66,11 @@ def _windows(step_times: list[float], batch: int, window: int) -> list[float]:
     return out
 
 
-def image_store(hp: Hyperparameters, data: Dataset, folder) -> tuple[ImageStore, float]:
+def image_store(hp: Hyperparameters, data: Dataset, folder, encoding: str = "auto") -> tuple[ImageStore, float]:
     """The decode cache of ``data`` for ``hp`` (built once, reused by later calls) and the seconds it took here."""
     t0 = time.perf_counter()
-    store = ImageStore.build(data, folder, resize=hp.resize, channels=hp.channels, what="benchmark images")
+    store = ImageStore.build(data, folder, resize=hp.resize, channels=hp.channels, what="benchmark images",
+                             encoding=encoding)
     if store is None:
         raise RuntimeError(f"no room for the benchmark's decode cache in {folder}")
     return store, time.perf_counter() - t0
@@ -286,10 +287,12 @@ def bench_plain_loop(hp: Hyperparameters, data: Dataset, *, device: str | None =
 
 
 def bench_host(hp: Hyperparameters, data: Dataset, store: ImageStore, *, n_images: int = 256,
-               batch: int | None = None) -> dict:
+               batch: int | None = None, jpeg_store: ImageStore | None = None) -> dict:
     """CPU milliseconds per training image on the host, one thread (``time.thread_time``), in the steady state (a
     second pass): reading an image from the decode cache; the whole host side of the batched pipeline (read + draws +
-    canvas); and the reference pipeline's per-image decode + resize + augmentation, on the same images."""
+    canvas); and the reference pipeline's per-image decode + resize + augmentation, on the same images. With
+    ``jpeg_store`` (the cache's JPEG encoding, for data over the raw cache's limit) the first two again from it, and
+    how far its pixels are from the raw cache's (grey levels)."""
     batch = batch or min(hp.mini_batch_size, 32)
     options = AugmentOptions(small_image="upscale")
     n_images = max(batch, n_images // batch * batch)
@@ -301,17 +304,29 @@ def bench_host(hp: Hyperparameters, data: Dataset, store: ImageStore, *, n_image
         fn()
         return (time.thread_time() - t0) * 1000 / n_images
 
-    batched = ImageDataset(data, hp, train=True, cache=store, options=options, batched=True)
-    reference = ImageDataset(data, hp, train=True, options=options)
     assemble = BatchAssembler(hp.height, hp.width, options.fill_value)
-    read_ms = per_image_ms(lambda: [np.array(store[i]) for _, _, i in keys])
-    host_ms = per_image_ms(lambda: [assemble([batched[k] for k in keys[s:s + batch]])
-                                    for s in range(0, n_images, batch)])
+
+    def read_and_host_ms(cache: ImageStore) -> tuple[float, float]:
+        batched = ImageDataset(data, hp, train=True, cache=cache, options=options, batched=True)
+        return (per_image_ms(lambda: [np.array(cache[i]) for _, _, i in keys]),
+                per_image_ms(lambda: [assemble([batched[k] for k in keys[s:s + batch]])
+                                      for s in range(0, n_images, batch)]))
+
+    reference = ImageDataset(data, hp, train=True, options=options)
+    read_ms, host_ms = read_and_host_ms(store)
     reference_ms = per_image_ms(lambda: [reference[k] for k in keys])
-    return {"what": "CPU ms per training image on the host (one thread)", "images": n_images, "batch_size": batch,
-            "cache_read_ms": read_ms, "batched_host_ms": host_ms, "reference_host_ms": reference_ms,
-            "reference_over_batched": reference_ms / host_ms if host_ms else None,
-            "cache_bytes_per_image": store.nbytes / max(len(store), 1)}
+    out = {"what": "CPU ms per training image on the host (one thread)", "images": n_images, "batch_size": batch,
+           "cache_read_ms": read_ms, "batched_host_ms": host_ms, "reference_host_ms": reference_ms,
+           "reference_over_batched": reference_ms / host_ms if host_ms else None,
+           "cache_bytes_per_image": store.nbytes / max(len(store), 1)}
+    if jpeg_store is not None:
+        out["jpeg_cache_read_ms"], out["jpeg_batched_host_ms"] = read_and_host_ms(jpeg_store)
+        out["jpeg_cache_bytes_per_image"] = jpeg_store.nbytes / max(len(jpeg_store), 1)
+        diff = np.concatenate([np.abs(jpeg_store[i].astype(np.int16) - store[i]).ravel()
+                               for i in sorted({i for _, _, i in keys})])
+        out["jpeg_abs_diff_levels"] = {"mean": float(diff.mean()), "p99": float(np.percentile(diff, 99)),
+                                       "max": int(diff.max())}
+    return out
 
 
 def bench_device_augment(hp: Hyperparameters, data: Dataset, store: ImageStore, *, device: str | None = None,
