@@ -34,6 +34,7 @@ import numpy as np
 
 from ..._io import atomic_write, atomic_write_text, ensure_dir, output_error
 from ..._parallel import ordered_map, usable_cores
+from ...exceptions import DataError
 from ...images import read_image, resize_shorter
 from ...preflight import data_fingerprint
 
@@ -66,10 +67,11 @@ def _encode(img: np.ndarray) -> np.ndarray:
     return out
 
 
-def _decode(buf: np.ndarray, channels: int) -> np.ndarray:
+def _decode(buf: np.ndarray, channels: int, source: Path) -> np.ndarray:
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR if channels == 3 else cv2.IMREAD_GRAYSCALE)
     if img is None:
-        raise RuntimeError("a JPEG in the decode cache does not decode: delete the cache folder and run again")
+        raise DataError(f"{source}: an image in this decode cache does not decode (the file is damaged). Delete it "
+                        f"and its .json index, and run again: the cache is rebuilt.")
     return img[:, :, None] if channels == 1 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
@@ -103,7 +105,7 @@ class ImageStore(Sequence):
         rows, cols, channels = self.shapes[i]
         start = int(self.offsets[i])
         if self.lengths is not None:
-            return _decode(self._map[start:start + int(self.lengths[i])], int(channels))
+            return _decode(self._map[start:start + int(self.lengths[i])], int(channels), self.path)
         return self._map[start:start + rows * cols * channels].reshape(rows, cols, channels)
 
     def __getstate__(self) -> dict:
