@@ -131,10 +131,14 @@ def read_image(path: str | os.PathLike, *, channels: int = 3) -> np.ndarray:
     return decode_image(read_bytes(path), channels=channels, source=str(path))
 
 
-def encode_jpeg(rgb: np.ndarray, *, quality: int = 90) -> bytes:
-    """Encode an RGB uint8 image as JPEG bytes."""
+def encode_jpeg(rgb: np.ndarray, *, quality: int = 90, full_colour: bool = False) -> bytes:
+    """Encode an RGB uint8 image as JPEG bytes; ``full_colour`` keeps the colour at full resolution (4:4:4) instead
+    of libjpeg's default 4:2:0."""
     img = rgb if rgb.ndim == 2 or rgb.shape[2] == 1 else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    ok, out = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    if full_colour:
+        params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+    ok, out = cv2.imencode(".jpg", img, params)
     if not ok:
         raise ImageDecodeError("could not encode image as JPEG")
     return out.tobytes()

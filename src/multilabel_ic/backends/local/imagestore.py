@@ -35,7 +35,7 @@ import numpy as np
 from ..._io import atomic_write, atomic_write_text, ensure_dir, output_error
 from ..._parallel import ordered_map, usable_cores
 from ...exceptions import DataError
-from ...images import read_image, resize_shorter
+from ...images import encode_jpeg, read_image, resize_shorter
 from ...preflight import data_fingerprint
 
 if TYPE_CHECKING:
@@ -57,14 +57,9 @@ def store_key(data: Dataset, *, resize: int | None, channels: int, encoding: str
     return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:24]
 
 
-def _encode(img: np.ndarray) -> np.ndarray:
+def _encode(img: np.ndarray) -> bytes:
     """A cached image as JPEG bytes (quality 95, 4:4:4)."""
-    bgr = img if img.shape[2] == 1 else cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-    ok, out = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY,
-                                         cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
-    if not ok:
-        raise RuntimeError(f"OpenCV could not encode a {img.shape} image as JPEG")
-    return out
+    return encode_jpeg(img, quality=JPEG_QUALITY, full_colour=True)
 
 
 def _decode(buf: np.ndarray, channels: int, source: Path) -> np.ndarray:
@@ -169,7 +164,7 @@ class ImageStore(Sequence):
 
         raw_estimate = np.mean([s.nbytes for s in sample]) * len(data) * 1.1
         chosen, encoding = encoding, ("raw" if fits(raw_estimate) else "jpeg") if encoding == "auto" else encoding
-        estimate = raw_estimate if encoding == "raw" else np.mean([_encode(s).nbytes for s in sample]) * len(data) * 1.1
+        estimate = raw_estimate if encoding == "raw" else np.mean([len(_encode(s)) for s in sample]) * len(data) * 1.1
         limit = "none" if max_bytes is None else f"{max_bytes / 1e9:.1f} GB"
         if not fits(estimate):
             log.warning("%s: not caching decoded images (about %.1f GB raw%s; limit %s, %.1f GB free in %s): every "
@@ -187,21 +182,21 @@ class ImageStore(Sequence):
         log.info("%s: decoding %d images once into %s (%d threads)", what, len(data), blob, threads)
         from tqdm.auto import tqdm
 
-        def item(i: int) -> tuple[tuple[int, ...], np.ndarray]:
+        def item(i: int) -> tuple[tuple[int, ...], bytes]:
             img = sample[i] if i < len(sample) else decode_resized(data, i, resize, channels)
-            return img.shape, img if encoding == "raw" else _encode(img)  # encoded on the threads too
+            return img.shape, img.tobytes() if encoding == "raw" else _encode(img)  # encoded on the threads too
 
         with atomic_write(blob, "wb") as fh, tqdm(total=len(data), desc=f"caching {what}", unit="img",
                                                    disable=not progress, leave=False) as bar:
             for shape, payload in ordered_map(item, len(data), threads=threads):
                 try:  # the size estimate's images are not decoded twice
-                    fh.write(payload.tobytes())
+                    fh.write(payload)
                 except OSError as exc:
                     raise output_error(blob, exc) from exc
                 shapes.append(shape)
                 offsets.append(position)
-                lengths.append(payload.nbytes)
-                position += payload.nbytes
+                lengths.append(len(payload))
+                position += len(payload)
                 bar.update(1)
         meta = {"format": FORMAT, "key": key, "resize": resize, "channels": channels, "encoding": encoding,
                 "shapes": shapes, "offsets": offsets}
