@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from multilabel_ic.backends.local.distributed import Distributed
+from multilabel_ic.backends.local.distributed import Distributed, init_process_group
 from multilabel_ic.backends.local.epoch import train_step
 from multilabel_ic.backends.local.optim import MXNetOptimizer, param_groups_for
 from multilabel_ic.model.network import ResNetV2
@@ -50,7 +52,7 @@ def train_steps(model, kind: str, data, *, bn_train: bool) -> None:
 def worker(rank: int, world: int, init_file: str, kind: str, bn_train: bool, steps: int, batch: int,
            out_file: str) -> None:
     """One process of a ``world``-process run: its slice of every global batch, DDP with per-process BatchNorm."""
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     model = make_model()
     ddp = torch.nn.parallel.DistributedDataParallel(model, forward_sync_buffers=False)
     per = batch // world
@@ -58,5 +60,7 @@ def worker(rank: int, world: int, init_file: str, kind: str, bn_train: bool, ste
     train_steps(ddp, kind, mine, bn_train=bn_train)
     stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
     Distributed(rank=rank, world_size=world, local_world_size=world).average_buffers(model)
-    torch.save({"state": model.state_dict(), "own_stats": stats}, f"{out_file}.{rank}")
+    del ddp  # its reducer holds the group
     dist.destroy_process_group()
+    threads = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+    torch.save({"state": model.state_dict(), "own_stats": stats, "threads": threads}, f"{out_file}.{rank}")

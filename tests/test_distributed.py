@@ -26,7 +26,9 @@ def _spawn(tmp_path, kind: str, bn_train: bool) -> list[dict]:
     out = str(tmp_path / f"{kind}-{bn_train}")
     mp.spawn(worker, args=(WORLD, str(tmp_path / f"rdzv-{kind}-{bn_train}"), kind, bn_train, STEPS, BATCH, out),
              nprocs=WORLD, join=True)
-    return [torch.load(f"{out}.{r}", weights_only=True) for r in range(WORLD)]
+    ranks = [torch.load(f"{out}.{r}", weights_only=True) for r in range(WORLD)]
+    assert not any("gloo" in name for r in ranks for name in r["threads"])  # the group ended with its threads
+    return ranks
 
 
 @pytest.mark.parametrize("kind", ["sgd", "nag", "adam", "rmsprop"])
@@ -97,7 +99,10 @@ _CHILD = textwrap.dedent("""
             return loss(*a, **k)
 
         epoch_mod.weighted_bce = killing_loss
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    threads = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+    print(f"rank {os.environ['RANK']} threads after the run: {sorted(threads)}", file=sys.stderr)
+    sys.exit(code)
 """)
 
 
@@ -134,6 +139,9 @@ def test_a_killed_process_ends_the_run_and_the_rerun_resumes_to_the_same_result(
         ["args.json", "cache", "checkpoints", "metrics.json", "metrics.jsonl", "metrics.png", "model", "model-metadata.json",
          "model.tar.gz", "report.html", "run-config.json"])
     assert reference.stdout.count("model artifact:") == 1  # process 0 reports for the run
+    # each process ended its process group: no gloo thread is left to run into the interpreter's exit
+    left = re.findall(r"rank (\d) threads after the run: (.*)", reference.stderr)
+    assert sorted(r for r, _ in left) == ["0", "1"] and not any("gloo" in names for _, names in left), left
 
     broken = _run(tmp_path, lists, tmp_path / "run", {"KILL_RANK_AT_BATCH": "1:8"})  # process 1, 2nd epoch
     assert broken.returncode != 0

@@ -30,7 +30,7 @@ from ...exceptions import TrainingError, UsageError
 if TYPE_CHECKING:
     from ...hyperparameters import Hyperparameters
 
-__all__ = ["Distributed", "TIMEOUT"]
+__all__ = ["Distributed", "TIMEOUT", "init_process_group"]
 
 TIMEOUT = datetime.timedelta(minutes=int(os.environ.get("MULTILABEL_IC_DIST_TIMEOUT_MIN", "30")))
 
@@ -98,7 +98,7 @@ class Distributed:
         import torch.distributed as dist
 
         if self.enabled and not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
+            init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
             _STARTED.append(True)
 
     def stop(self) -> None:
@@ -148,6 +148,18 @@ class Distributed:
             if buf.is_floating_point() and ("running_mean" in name or "running_var" in name):
                 _collective(lambda d, b=buf: d.all_reduce(b, op=d.ReduceOp.SUM))
                 buf.div_(self.world_size)
+
+
+def init_process_group(backend: str, **kwargs: Any) -> None:
+    """``torch.distributed.init_process_group``, in a way that lets ``destroy_process_group`` end the group.
+
+    torch._dynamo.utils (which DDP imports), imported once a group exists, keeps that group alive past
+    destroy_process_group: its gloo threads then run on into the interpreter's exit, which now and then aborts the
+    process ("terminate called without an active exception"). Imported first, it does not."""
+    import torch._dynamo.utils  # noqa: F401
+    import torch.distributed as dist
+
+    dist.init_process_group(backend, **kwargs)
 
 
 _STARTED: list[bool] = []  # whether this process's group was made by start() (then stop() ends it)
