@@ -45,7 +45,7 @@ browser:
 	    else echo "chromium is missing: install it (apt-get install chromium) or set CHROMIUM=/path/to/chrome"; fi; }
 
 test-main: venv browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
 
 test-gluon: gluon-venv
 	$(GLUON_BIN)/python -m pytest -q tests/gluon
