@@ -14,7 +14,7 @@ import numpy as np
 
 from .exceptions import ImageDecodeError, UsageError
 
-__all__ = ["decode_image", "read_image", "read_bytes", "encode_jpeg", "resize_shorter", "image_pixels", "DEFAULT_MAX_PIXELS",
+__all__ = ["decode_image", "imdecode", "read_image", "read_bytes", "encode_jpeg", "resize_shorter", "image_pixels", "DEFAULT_MAX_PIXELS",
            "max_pixels", "set_max_pixels"]
 
 # Decoded pixels allowed per image, checked from the file's header before decoding: a 1 MB PNG can claim
@@ -97,10 +97,7 @@ def decode_image(data: bytes, *, channels: int = 3, source: str = "<bytes>") -> 
     limit = max_pixels()
     if limit:
         _check_pixels(bytes(data), source, limit)
-    buf = np.frombuffer(data, dtype=np.uint8)
-    flags = cv2.IMREAD_COLOR if channels == 3 else cv2.IMREAD_GRAYSCALE
-    # IMREAD_COLOR applies EXIF orientation; IMREAD_UNCHANGED would not, so alpha images are handled below.
-    img = cv2.imdecode(buf, flags)
+    img = imdecode(np.frombuffer(data, dtype=np.uint8), channels)
     if img is None:
         raise ImageDecodeError(
             f"{source}: not a decodable image (supported: JPEG, PNG, BMP, TIFF, WebP). Check that the file is an "
@@ -108,9 +105,17 @@ def decode_image(data: bytes, *, channels: int = 3, source: str = "<bytes>") -> 
     if data[:2] == _JPEG_SOI and _JPEG_EOI not in data[-64:]:
         raise ImageDecodeError(
             f"{source}: truncated JPEG (no end-of-image marker); re-download or re-encode the file.")
-    if channels == 1:
-        return img[:, :, None]
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
+
+
+def imdecode(buf: np.ndarray, channels: int) -> np.ndarray | None:
+    """OpenCV's decode of encoded bytes (a uint8 array) to RGB uint8 (H, W, channels); None when they do not decode.
+    No checks: :func:`decode_image` is the one for files from users."""
+    # IMREAD_COLOR applies EXIF orientation; IMREAD_UNCHANGED would not, so alpha images are handled by it too.
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR if channels == 3 else cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        return None
+    return img[:, :, None] if channels == 1 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:

@@ -29,13 +29,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 
 from ..._io import atomic_write, atomic_write_text, ensure_dir, output_error
 from ..._parallel import ordered_map, usable_cores
 from ...exceptions import DataError
-from ...images import encode_jpeg, read_image, resize_shorter
+from ...images import encode_jpeg, imdecode, read_image, resize_shorter
 from ...preflight import data_fingerprint
 
 if TYPE_CHECKING:
@@ -63,11 +62,11 @@ def _encode(img: np.ndarray) -> bytes:
 
 
 def _decode(buf: np.ndarray, channels: int, source: Path) -> np.ndarray:
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR if channels == 3 else cv2.IMREAD_GRAYSCALE)
+    img = imdecode(buf, channels)
     if img is None:
         raise DataError(f"{source}: an image in this decode cache does not decode (the file is damaged). Delete it "
                         f"and its .json index, and run again: the cache is rebuilt.")
-    return img[:, :, None] if channels == 1 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
 
 
 def decode_resized(data: Dataset, i: int, resize: int | None, channels: int) -> np.ndarray:
