@@ -84,3 +84,11 @@ def server(tmp_path):
     t.start()
     yield httpd, f"http://127.0.0.1:{httpd.server_address[1]}", root
     httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory, coco5):
+    """The failure catalog's workspace of good inputs (``catalog_support.Workspace``), one per test module."""
+    from catalog_support import Workspace
+
+    return Workspace(tmp_path_factory.mktemp("catalog"), coco5)

@@ -9,22 +9,41 @@ every parser with hypothesis: a project error or a correct result, never another
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import shutil
 import struct
 import tarfile
 import zipfile
-import zlib
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from hypothesis import HealthCheck, given, settings
+from catalog_support import (
+    CLASSES,
+    FUZZ,
+    ApiCase,
+    CliCase,
+    Workspace,
+    check_api_case,
+    check_cli_case,
+    clear_or_correct,
+    eval_argv,
+    json_values,
+    local_options,
+    make_hp,
+    make_predictor,
+    members_with,
+    params_with_shape,
+    png_header_only,
+    predict_argv,
+    sagemaker_backend,
+    tar_member_header_only,
+    train_argv,
+    train_to_argv,
+    with_metadata,
+    write_file,
+)
+from hypothesis import given
 from hypothesis import strategies as st
 
 from multilabel_ic import (
@@ -41,144 +60,19 @@ from multilabel_ic import (
     UsageError,
 )
 from multilabel_ic.cli import main
-from multilabel_ic.data import recordio
-from multilabel_ic.model.artifact import read_model_tar, write_model_tar
+from multilabel_ic.model.artifact import read_model_tar
 from multilabel_ic.model.params import dumps_params, loads_params
 
-CLASSES = "person,bicycle,car,motorcycle,airplane"
-SMALL_HP = ["--hp", "image_shape=3,32,32", "--hp", "resize=36", "--hp", "mini_batch_size=8", "--hp", "epochs=1",
-            "--hp", "multi_label=1", "--workers", "0"]
-
-
 # --------------------------------------------------------------------------------------------- the workspace
-class Workspace:
-    """Shared, read-only inputs: images, a good .lst, a model.tar.gz, and makers of damaged variants."""
-
-    def __init__(self, root: Path, coco5: Dataset):
-        self.root = root
-        self.images = root / "images"
-        self.images.mkdir()
-        data = coco5.subset(range(24))
-        for rel in data.paths:
-            shutil.copy(coco5.root / rel, self.images / rel)
-        self.data = Dataset(data.paths, data.labels, data.class_names, root=self.images)
-        self.lst = self.data.to_lst(root / "good.lst")
-        self.rec, _ = self.data.to_recordio(root / "good.rec")
-        torch.manual_seed(0)
-        from multilabel_ic.model.network import ResNetV2, mxnet_state_dict
-
-        args, aux = mxnet_state_dict(ResNetV2(5, 20, (3, 28, 28)))  # small: the cases copy and rewrite it
-        self.args = {k: v.numpy() for k, v in args.items()}
-        self.aux = {k: v.numpy() for k, v in aux.items()}
-        self.model = write_model_tar(root / "model" / "model.tar.gz", {1: (self.args, self.aux)}, num_classes=5,
-                                     num_layers=20, image_shape=(3, 28, 28), multi_label=True)
-        self.jpeg = self.images / self.data.paths[0]
-
-    def snapshot(self) -> dict[str, int]:
-        return {str(p.relative_to(self.root)): p.stat().st_mtime_ns for p in self.root.rglob("*")}
-
-    # --- makers of bad files (written under the case's own tmp folder)
-    def lst_with(self, tmp: Path, lines: list[str], name: str = "bad.lst") -> Path:
-        p = tmp / name
-        p.write_text("".join(line + "\n" for line in lines))
-        return p
-
-    def good_lines(self, n: int = 24) -> list[str]:
-        return self.lst.read_text().splitlines()[:n]
-
-    def tar_with(self, tmp: Path, files: dict[str, bytes], name: str = "bad.tar.gz") -> Path:
-        p = tmp / name
-        with tarfile.open(p, "w:gz") as tar:
-            for member, data in files.items():
-                info = tarfile.TarInfo(member)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-        return p
-
-    def members(self) -> dict[str, bytes]:
-        with tarfile.open(self.model) as tar:
-            return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
-
-    def rec_with(self, tmp: Path, records: list[tuple[int, object]], name: str = "bad.rec") -> Path:
-        jpeg = self.jpeg.read_bytes()
-        recs = [(i, recordio.pack(recordio.IRHeader(0, np.asarray(lab, np.float32) if isinstance(lab, list) else lab,
-                                                    rid, 0), jpeg)) for i, (rid, lab) in enumerate(records)]
-        rec, _ = recordio.write_recordio(tmp / name, recs)
-        return rec
 
 
-def png_header_only(width: int, height: int) -> bytes:
-    """A small PNG file whose header claims ``width x height`` pixels (a decompression bomb's shape)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 4096)) + chunk(b"IEND", b"")
-
-
-def tar_member_header_only(name: str, size: int) -> bytes:
-    """A gzip'd tar whose first member header claims ``size`` bytes, followed by a little data."""
-    import gzip
-
-    info = tarfile.TarInfo(name)
-    info.size = size
-    return gzip.compress(info.tobuf(format=tarfile.GNU_FORMAT) + b"\0" * 4096)
-
-
-def params_with_shape(shape: tuple[int, ...]) -> bytes:
-    head = struct.pack("<QQQ", 0x112, 0, 1) + struct.pack("<Ii", 0xF993FAC9, 0)
-    head += struct.pack(f"<I{len(shape)}q", len(shape), *shape) + struct.pack("<iii", 1, 0, 0)
-    return head + b"\0" * 64 + struct.pack("<Q", 1) + struct.pack("<Q", 10) + b"arg:fc1_wt"
-
-
-@pytest.fixture(scope="module")
-def ws(tmp_path_factory, coco5) -> Workspace:
-    return Workspace(tmp_path_factory.mktemp("catalog"), coco5)
 
 
 # --------------------------------------------------------------------------------------------- CLI cases
-@dataclass
-class CliCase:
-    id: str
-    argv: Callable[[Workspace, Path], list[str]]
-    code: int
-    message: str  # a substring of the error line
-
-
-def _train(ws: Workspace, tmp: Path, *extra: str, lst: Path | None = None) -> list[str]:
-    return ["train", "--train-lst", str(lst or ws.lst), "--images", str(ws.images), "--classes", CLASSES,
-            "--output", str(tmp / "out"), *SMALL_HP, *extra]
-
-
-def _train_to(ws: Workspace, output: Path) -> list[str]:
-    return ["train", "--train-lst", str(ws.lst), "--images", str(ws.images), "--classes", CLASSES,
-            "--output", str(output), *SMALL_HP]
-
-
-def _eval(ws: Workspace, tmp: Path, model: Path | None = None, lst: Path | None = None, *extra: str) -> list[str]:
-    return ["evaluate", "--model", str(model or ws.model), "--lst", str(lst or ws.lst), "--images", str(ws.images),
-            "--output", str(tmp / "out" / "eval.json"), *extra]
-
-
-def _predict(ws: Workspace, tmp: Path, *images: str, model: Path | None = None) -> list[str]:
-    return ["predict", "--model", str(model or ws.model), *images]
-
-
-def _write(path: Path, data: bytes | str) -> Path:
-    path.write_bytes(data if isinstance(data, bytes) else data.encode())
-    return path
-
-
-def _members_with(ws: Workspace, **replace: bytes) -> dict[str, bytes]:
-    files = ws.members()
-    for key, value in replace.items():
-        files[key.replace("__", "-").replace("_json", ".json")] = value
-    return files
 
 
 def _coco(tmp: Path, doc) -> Path:
-    return _write(tmp / "instances.json", json.dumps(doc))
+    return write_file(tmp / "instances.json", json.dumps(doc))
 
 
 _IMG = {"id": 1, "file_name": "a.jpg", "width": 4, "height": 4}
@@ -186,39 +80,39 @@ _CAT = {"id": 1, "name": "person"}
 
 CLI_CASES = [
     # --- train: the .lst file
-    CliCase("train-lst-missing", lambda ws, t: _train(ws, t, lst=t / "nope.lst"), 1, "nope.lst: .lst file not found"),
-    CliCase("train-lst-is-a-folder", lambda ws, t: _train(ws, t, lst=t), 1, "is a folder, not a .lst file"),
-    CliCase("train-lst-binary", lambda ws, t: _train(ws, t, lst=_write(t / "b.lst", b"\x00\x01\xff" * 50)), 1,
+    CliCase("train-lst-missing", lambda ws, t: train_argv(ws, t, lst=t / "nope.lst"), 1, "nope.lst: .lst file not found"),
+    CliCase("train-lst-is-a-folder", lambda ws, t: train_argv(ws, t, lst=t), 1, "is a folder, not a .lst file"),
+    CliCase("train-lst-binary", lambda ws, t: train_argv(ws, t, lst=write_file(t / "b.lst", b"\x00\x01\xff" * 50)), 1,
             "is a binary file, not a .lst file"),
-    CliCase("train-lst-not-utf8", lambda ws, t: _train(ws, t, lst=_write(t / "b.lst", b"0\t1\t\xff\xfe.jpg\n")), 1,
+    CliCase("train-lst-not-utf8", lambda ws, t: train_argv(ws, t, lst=write_file(t / "b.lst", b"0\t1\t\xff\xfe.jpg\n")), 1,
             "b.lst:1: not UTF-8 text"),
-    CliCase("train-lst-two-columns", lambda ws, t: _train(ws, t, lst=ws.lst_with(t, ["0\ta.jpg"])), 1,
+    CliCase("train-lst-two-columns", lambda ws, t: train_argv(ws, t, lst=ws.lst_with(t, ["0\ta.jpg"])), 1,
             "bad.lst:1: expected tab-separated"),
-    CliCase("train-lst-spaces", lambda ws, t: _train(ws, t, lst=ws.lst_with(t, ["0 1 0 0 0 0 a.jpg"])), 1,
+    CliCase("train-lst-spaces", lambda ws, t: train_argv(ws, t, lst=ws.lst_with(t, ["0 1 0 0 0 0 a.jpg"])), 1,
             "separators are tabs, not spaces"),
-    CliCase("train-lst-label-2", lambda ws, t: _train(ws, t, lst=ws.lst_with(t, ["0\t2\t0\t0\t0\t0\ta.jpg"])), 1,
+    CliCase("train-lst-label-2", lambda ws, t: train_argv(ws, t, lst=ws.lst_with(t, ["0\t2\t0\t0\t0\t0\ta.jpg"])), 1,
             "bad.lst:1: label '2' is not 0 or 1"),
-    CliCase("train-lst-label-text", lambda ws, t: _train(ws, t, lst=ws.lst_with(t, ["0\tx\t0\t0\t0\t0\ta.jpg"])), 1,
+    CliCase("train-lst-label-text", lambda ws, t: train_argv(ws, t, lst=ws.lst_with(t, ["0\tx\t0\t0\t0\t0\ta.jpg"])), 1,
             "label 'x' is not a number"),
     CliCase("train-lst-duplicate-index",
-            lambda ws, t: _train(ws, t, lst=ws.lst_with(t, ["3\t1\t0\t0\t0\t0\ta.jpg", "3\t0\t1\t0\t0\t0\tb.jpg"])), 1,
+            lambda ws, t: train_argv(ws, t, lst=ws.lst_with(t, ["3\t1\t0\t0\t0\t0\ta.jpg", "3\t0\t1\t0\t0\t0\tb.jpg"])), 1,
             "bad.lst:2: duplicate index 3"),
-    CliCase("train-lst-index-not-int", lambda ws, t: _train(ws, t, lst=ws.lst_with(t, ["a\t1\t0\t0\t0\t0\tx.jpg"])),
+    CliCase("train-lst-index-not-int", lambda ws, t: train_argv(ws, t, lst=ws.lst_with(t, ["a\t1\t0\t0\t0\t0\tx.jpg"])),
             1, "index 'a' is not an integer"),
     CliCase("train-lst-absolute-path",
-            lambda ws, t: _train(ws, t, lst=ws.lst_with(t, ["0\t1\t0\t0\t0\t0\t/etc/passwd"])), 1, "is absolute"),
+            lambda ws, t: train_argv(ws, t, lst=ws.lst_with(t, ["0\t1\t0\t0\t0\t0\t/etc/passwd"])), 1, "is absolute"),
     CliCase("train-lst-escaping-path",
-            lambda ws, t: _train(ws, t, lst=ws.lst_with(t, ["0\t1\t0\t0\t0\t0\t../../x.jpg"])), 1,
+            lambda ws, t: train_argv(ws, t, lst=ws.lst_with(t, ["0\t1\t0\t0\t0\t0\t../../x.jpg"])), 1,
             "escapes the image root"),
-    CliCase("train-lst-wrong-label-count", lambda ws, t: _train(ws, t, lst=ws.lst_with(t, ["0\t1\t0\t0\ta.jpg"])), 1,
+    CliCase("train-lst-wrong-label-count", lambda ws, t: train_argv(ws, t, lst=ws.lst_with(t, ["0\t1\t0\t0\ta.jpg"])), 1,
             "expected 7 columns"),
     CliCase("train-lst-ragged",
-            lambda ws, t: _train(ws, t, lst=ws.lst_with(t, ["0\t1\t0\t0\t0\t0\ta.jpg", "1\t1\t0\ta.jpg"])), 1,
+            lambda ws, t: train_argv(ws, t, lst=ws.lst_with(t, ["0\t1\t0\t0\t0\t0\ta.jpg", "1\t1\t0\ta.jpg"])), 1,
             "bad.lst:2: expected 7 columns like the first line"),
-    CliCase("train-lst-empty", lambda ws, t: _train(ws, t, lst=ws.lst_with(t, [])), 1, "bad.lst: no entries"),
-    CliCase("train-image-missing", lambda ws, t: _train(ws, t, lst=ws.lst_with(
+    CliCase("train-lst-empty", lambda ws, t: train_argv(ws, t, lst=ws.lst_with(t, [])), 1, "bad.lst: no entries"),
+    CliCase("train-image-missing", lambda ws, t: train_argv(ws, t, lst=ws.lst_with(
         t, ws.good_lines(15) + ["99\t1\t0\t0\t0\t0\tgone.jpg"])), 1, "gone.jpg (missing)"),
-    CliCase("train-image-empty", lambda ws, t: _train(ws, t, "--images", str(_empty_image_root(ws, t)),
+    CliCase("train-image-empty", lambda ws, t: train_argv(ws, t, "--images", str(_empty_image_root(ws, t)),
                                                       "--hp", "mini_batch_size=1",
                                                       lst=ws.lst_with(t, ["0\t1\t0\t0\t0\t0\tempty.jpg"])), 1,
             "empty.jpg (empty)"),
@@ -229,52 +123,52 @@ CLI_CASES = [
     CliCase("train-empty-class-name",
             lambda ws, t: ["train", "--train-lst", str(ws.lst), "--images", str(ws.images), "--classes", "a,,b",
                            "--output", str(t / "out")], 2, "empty class name"),
-    CliCase("train-hp-without-value", lambda ws, t: _train(ws, t, "--hp", "epochs"), 2,
+    CliCase("train-hp-without-value", lambda ws, t: train_argv(ws, t, "--hp", "epochs"), 2,
             "--hp 'epochs': expected NAME=VALUE"),
-    CliCase("train-hp-unknown", lambda ws, t: _train(ws, t, "--hp", "epoch=3"), 2, "Unknown hyperparameter(s) 'epoch'"),
-    CliCase("train-hp-out-of-range", lambda ws, t: _train(ws, t, "--hp", "learning_rate=2"), 2,
+    CliCase("train-hp-unknown", lambda ws, t: train_argv(ws, t, "--hp", "epoch=3"), 2, "Unknown hyperparameter(s) 'epoch'"),
+    CliCase("train-hp-out-of-range", lambda ws, t: train_argv(ws, t, "--hp", "learning_rate=2"), 2,
             "'learning_rate' parameter must be a float in the range (0, 1]"),
-    CliCase("train-hp-bad-image-shape", lambda ws, t: _train(ws, t, "--hp", "image_shape=3,32"), 2, "image_shape"),
-    CliCase("train-hp-cross-field", lambda ws, t: _train(ws, t, "--hp", "use_weighted_loss=1", "--hp", "multi_label=0"),
+    CliCase("train-hp-bad-image-shape", lambda ws, t: train_argv(ws, t, "--hp", "image_shape=3,32"), 2, "image_shape"),
+    CliCase("train-hp-cross-field", lambda ws, t: train_argv(ws, t, "--hp", "use_weighted_loss=1", "--hp", "multi_label=0"),
             2, "'use_weighted_loss' parameter is only valid for multi-label"),
-    CliCase("train-hp-file-missing", lambda ws, t: _train(ws, t, "--hp-file", str(t / "hp.json")), 2,
+    CliCase("train-hp-file-missing", lambda ws, t: train_argv(ws, t, "--hp-file", str(t / "hp.json")), 2,
             "hp.json: file not found"),
-    CliCase("train-hp-file-invalid-json", lambda ws, t: _train(ws, t, "--hp-file", str(_write(t / "hp.json", "{epochs"))),
+    CliCase("train-hp-file-invalid-json", lambda ws, t: train_argv(ws, t, "--hp-file", str(write_file(t / "hp.json", "{epochs"))),
             2, "hp.json:1: not valid JSON"),
-    CliCase("train-hp-file-list", lambda ws, t: _train(ws, t, "--hp-file", str(_write(t / "hp.json", "[1, 2]"))), 2,
+    CliCase("train-hp-file-list", lambda ws, t: train_argv(ws, t, "--hp-file", str(write_file(t / "hp.json", "[1, 2]"))), 2,
             "expected a JSON object of hyperparameters"),
-    CliCase("train-hp-file-binary", lambda ws, t: _train(ws, t, "--hp-file", str(_write(t / "hp.json", b"\xff\xfe"))),
+    CliCase("train-hp-file-binary", lambda ws, t: train_argv(ws, t, "--hp-file", str(write_file(t / "hp.json", b"\xff\xfe"))),
             2, "cannot read it as text"),
-    CliCase("train-device-bogus", lambda ws, t: _train(ws, t, "--device", "tpu9"), 2, "'tpu9' is not a device name"),
-    CliCase("train-workers-negative", lambda ws, t: _train(ws, t, "--workers", "-1"), 2, "The 'num_workers' option of LocalOptions must be an int in the range [0, inf). Got -1"),
+    CliCase("train-device-bogus", lambda ws, t: train_argv(ws, t, "--device", "tpu9"), 2, "'tpu9' is not a device name"),
+    CliCase("train-workers-negative", lambda ws, t: train_argv(ws, t, "--workers", "-1"), 2, "The 'num_workers' option of LocalOptions must be an int in the range [0, inf). Got -1"),
     CliCase("train-no-data", lambda ws, t: ["train", "--classes", CLASSES, "--output", str(t / "out")], 2,
             "train needs --train-lst with --images, or --train-rec"),
-    CliCase("train-rec-and-lst", lambda ws, t: _train(ws, t, "--train-rec", str(ws.rec)), 2,
+    CliCase("train-rec-and-lst", lambda ws, t: train_argv(ws, t, "--train-rec", str(ws.rec)), 2,
             "either --train-rec"),
-    CliCase("train-output-is-a-file", lambda ws, t: _train_to(ws, _write(t / "afile", "x")), 2,
+    CliCase("train-output-is-a-file", lambda ws, t: train_to_argv(ws, write_file(t / "afile", "x")), 2,
             "is a file; choose a folder"),
-    CliCase("train-output-under-a-file", lambda ws, t: _train_to(ws, _write(t / "afile", "x") / "run"), 1,
+    CliCase("train-output-under-a-file", lambda ws, t: train_to_argv(ws, write_file(t / "afile", "x") / "run"), 1,
             "a file is in the way"),
     # --- train: data that does not fit the hyperparameters (runtime errors, exit 1)
-    CliCase("train-single-label-on-multi-hot", lambda ws, t: _train(ws, t, "--hp", "multi_label=0"), 1,
+    CliCase("train-single-label-on-multi-hot", lambda ws, t: train_argv(ws, t, "--hp", "multi_label=0"), 1,
             "multi_label=0 trains a single-label (softmax) model"),
-    CliCase("train-too-few-images", lambda ws, t: _train(ws, t, "--hp", "mini_batch_size=32",
+    CliCase("train-too-few-images", lambda ws, t: train_argv(ws, t, "--hp", "mini_batch_size=32",
                                                          "--hp", "num_training_samples=100"), 1,
             "The number of input images (24) must be bigger or equal to the mini_batch_size (32)"),
-    CliCase("train-num-classes-mismatch", lambda ws, t: _train(ws, t, "--hp", "num_classes=4"), 1,
+    CliCase("train-num-classes-mismatch", lambda ws, t: train_argv(ws, t, "--hp", "num_classes=4"), 1,
             "the training data has 5 classes but num_classes=4"),
-    CliCase("train-validation-lst-wrong-width", lambda ws, t: _train(
+    CliCase("train-validation-lst-wrong-width", lambda ws, t: train_argv(
         ws, t, "--validation-lst", str(ws.lst_with(t, ["0\t1\t0\t0\t0\ta.jpg"], "val.lst"))), 1, "val.lst:1: expected 7"),
-    CliCase("train-pretrained-missing", lambda ws, t: _train(ws, t, "--hp", "use_pretrained_model=1", "--pretrained",
+    CliCase("train-pretrained-missing", lambda ws, t: train_argv(ws, t, "--hp", "use_pretrained_model=1", "--pretrained",
                                                              str(t / "resnet-18-0000.params")), 1,
             "pretrained weights file"),
     # --- train: RecordIO input
     CliCase("train-rec-missing", lambda ws, t: ["train", "--train-rec", str(t / "no.rec"), "--classes", CLASSES,
                                                 "--output", str(t / "out")], 2, "no.rec: file not found"),
-    CliCase("train-rec-not-recordio", lambda ws, t: ["train", "--train-rec", str(_write(t / "x.rec", b"JUNK" * 99)),
+    CliCase("train-rec-not-recordio", lambda ws, t: ["train", "--train-rec", str(write_file(t / "x.rec", b"JUNK" * 99)),
                                                      "--classes", CLASSES, "--output", str(t / "out")], 1,
             "bad RecordIO magic"),
-    CliCase("train-rec-truncated", lambda ws, t: ["train", "--train-rec", str(_write(
+    CliCase("train-rec-truncated", lambda ws, t: ["train", "--train-rec", str(write_file(
         t / "x.rec", ws.rec.read_bytes()[:-100])), "--classes", CLASSES, "--output", str(t / "out")], 1, "truncated"),
     CliCase("train-rec-label-2", lambda ws, t: ["train", "--train-rec", str(ws.rec_with(
         t, [(0, [1, 0, 0, 0, 0]), (1, [2, 0, 0, 0, 0])])), "--classes", CLASSES, "--output", str(t / "out")], 1,
@@ -286,65 +180,65 @@ CLI_CASES = [
         t, [(0, [1, 0, 0, 0, 0]), (1, [0, 1])])), "--classes", CLASSES, "--output", str(t / "out")], 1,
             "label arrays of different lengths"),
     # --- evaluate
-    CliCase("evaluate-model-missing", lambda ws, t: _eval(ws, t, model=t / "none.tar.gz"), 1,
+    CliCase("evaluate-model-missing", lambda ws, t: eval_argv(ws, t, model=t / "none.tar.gz"), 1,
             "none.tar.gz: model artifact not found"),
-    CliCase("evaluate-model-truncated", lambda ws, t: _eval(ws, t, model=_write(
+    CliCase("evaluate-model-truncated", lambda ws, t: eval_argv(ws, t, model=write_file(
         t / "m.tar.gz", ws.model.read_bytes()[:200_000])), 1, "truncated or not a model.tar.gz"),
-    CliCase("evaluate-model-not-a-tar", lambda ws, t: _eval(ws, t, model=_write(t / "m.tar.gz", b"hello" * 100)), 1,
+    CliCase("evaluate-model-not-a-tar", lambda ws, t: eval_argv(ws, t, model=write_file(t / "m.tar.gz", b"hello" * 100)), 1,
             "cannot read the model artifact"),
-    CliCase("evaluate-model-oversized-member", lambda ws, t: _eval(ws, t, model=_write(
+    CliCase("evaluate-model-oversized-member", lambda ws, t: eval_argv(ws, t, model=write_file(
         t / "m.tar.gz", tar_member_header_only("image-classification-0001.params", 3 << 30))), 1,
             "is 3221225472 bytes, more than"),
-    CliCase("evaluate-model-no-params", lambda ws, t: _eval(ws, t, model=ws.tar_with(
+    CliCase("evaluate-model-no-params", lambda ws, t: eval_argv(ws, t, model=ws.tar_with(
         t, {"model-shapes.json": b"[]"})), 1, "no 'image-classification-NNNN.params' file inside"),
-    CliCase("evaluate-model-empty-heads", lambda ws, t: _eval(ws, t, model=ws.tar_with(t, _members_with(
+    CliCase("evaluate-model-empty-heads", lambda ws, t: eval_argv(ws, t, model=ws.tar_with(t, members_with(
         ws, image__classification__symbol_json=b'{"nodes": [], "heads": []}'))), 1, "has no output head"),
-    CliCase("evaluate-model-shapes-invalid-json", lambda ws, t: _eval(ws, t, model=ws.tar_with(t, _members_with(
+    CliCase("evaluate-model-shapes-invalid-json", lambda ws, t: eval_argv(ws, t, model=ws.tar_with(t, members_with(
         ws, model__shapes_json=b"[{"))), 1, "model-shapes.json is not valid JSON"),
-    CliCase("evaluate-model-shapes-wrong-schema", lambda ws, t: _eval(ws, t, model=ws.tar_with(t, _members_with(
+    CliCase("evaluate-model-shapes-wrong-schema", lambda ws, t: eval_argv(ws, t, model=ws.tar_with(t, members_with(
         ws, model__shapes_json=b'[{"name": "data", "shape": "3,32,32"}]'))), 1, "model-shapes.json must be a list"),
-    CliCase("evaluate-params-shape-overflow", lambda ws, t: _eval(ws, t, model=ws.tar_with(t, {
+    CliCase("evaluate-params-shape-overflow", lambda ws, t: eval_argv(ws, t, model=ws.tar_with(t, {
         "image-classification-0001.params": params_with_shape((1 << 40, 1 << 40))})), 1, "needs 4835703278458516698824704"),
-    CliCase("evaluate-params-negative-dim", lambda ws, t: _eval(ws, t, model=ws.tar_with(t, {
+    CliCase("evaluate-params-negative-dim", lambda ws, t: eval_argv(ws, t, model=ws.tar_with(t, {
         "image-classification-0001.params": params_with_shape((-4, 2))})), 1, "has a negative dimension"),
-    CliCase("evaluate-params-too-many-dims", lambda ws, t: _eval(ws, t, model=ws.tar_with(t, {
+    CliCase("evaluate-params-too-many-dims", lambda ws, t: eval_argv(ws, t, model=ws.tar_with(t, {
         "image-classification-0001.params": struct.pack("<QQQIiI", 0x112, 0, 1, 0xF993FAC9, 0, 1 << 30)})), 1,
             "claims 1073741824 dimensions"),
-    CliCase("evaluate-params-not-params", lambda ws, t: _eval(ws, t, model=ws.tar_with(t, {
+    CliCase("evaluate-params-not-params", lambda ws, t: eval_argv(ws, t, model=ws.tar_with(t, {
         "image-classification-0001.params": b"PK\x03\x04 not params at all"})), 1, "not an MXNet .params file"),
-    CliCase("evaluate-model-symlink-member", lambda ws, t: _eval(ws, t, model=_symlink_tar(t)), 1,
+    CliCase("evaluate-model-symlink-member", lambda ws, t: eval_argv(ws, t, model=_symlink_tar(t)), 1,
             "is a link or a device file"),
-    CliCase("evaluate-lst-image-missing", lambda ws, t: _eval(ws, t, None, ws.lst_with(
+    CliCase("evaluate-lst-image-missing", lambda ws, t: eval_argv(ws, t, None, ws.lst_with(
         t, ws.good_lines(2) + ["50\t1\t0\t0\t0\t0\tmissing.jpg"])), 1, "missing.jpg (missing)"),
-    CliCase("evaluate-lst-binary", lambda ws, t: _eval(ws, t, None, _write(t / "b.lst", bytes(range(256)))), 1,
+    CliCase("evaluate-lst-binary", lambda ws, t: eval_argv(ws, t, None, write_file(t / "b.lst", bytes(range(256)))), 1,
             "is a binary file"),
-    CliCase("evaluate-classes-count", lambda ws, t: _eval(ws, t, None, None, "--classes", "a,b,c"), 1,
+    CliCase("evaluate-classes-count", lambda ws, t: eval_argv(ws, t, None, None, "--classes", "a,b,c"), 1,
             "the model has 5 classes but 3 class names"),
-    CliCase("evaluate-metadata-invalid", lambda ws, t: _eval(ws, t, model=_with_metadata(ws, t, b"{not json")), 1,
+    CliCase("evaluate-metadata-invalid", lambda ws, t: eval_argv(ws, t, model=with_metadata(ws, t, b"{not json")), 1,
             "model-metadata.json: not valid JSON"),
-    CliCase("evaluate-metadata-list", lambda ws, t: _eval(ws, t, model=_with_metadata(ws, t, b"[1]")), 1,
+    CliCase("evaluate-metadata-list", lambda ws, t: eval_argv(ws, t, model=with_metadata(ws, t, b"[1]")), 1,
             "expected a JSON object"),
     # --- predict
-    CliCase("predict-image-missing", lambda ws, t: _predict(ws, t, str(t / "nope.jpg")), 1, "nope.jpg: image file not found"),
-    CliCase("predict-image-is-a-folder", lambda ws, t: _predict(ws, t, str(t)), 1, "is a directory, not an image"),
-    CliCase("predict-not-an-image", lambda ws, t: _predict(ws, t, str(_write(t / "notes.jpg", "hello"))), 1,
+    CliCase("predict-image-missing", lambda ws, t: predict_argv(ws, t, str(t / "nope.jpg")), 1, "nope.jpg: image file not found"),
+    CliCase("predict-image-is-a-folder", lambda ws, t: predict_argv(ws, t, str(t)), 1, "is a directory, not an image"),
+    CliCase("predict-not-an-image", lambda ws, t: predict_argv(ws, t, str(write_file(t / "notes.jpg", "hello"))), 1,
             "notes.jpg: not a decodable image"),
-    CliCase("predict-empty-file", lambda ws, t: _predict(ws, t, str(_write(t / "e.jpg", b""))), 1,
+    CliCase("predict-empty-file", lambda ws, t: predict_argv(ws, t, str(write_file(t / "e.jpg", b""))), 1,
             "e.jpg: empty file"),
-    CliCase("predict-truncated-jpeg", lambda ws, t: _predict(ws, t, str(_write(
+    CliCase("predict-truncated-jpeg", lambda ws, t: predict_argv(ws, t, str(write_file(
         t / "half.jpg", ws.jpeg.read_bytes()[:len(ws.jpeg.read_bytes()) // 2]))), 1, "half.jpg: "),
-    CliCase("predict-pixel-bomb", lambda ws, t: _predict(ws, t, str(_write(t / "bomb.png", png_header_only(20000, 20000)))),
+    CliCase("predict-pixel-bomb", lambda ws, t: predict_argv(ws, t, str(write_file(t / "bomb.png", png_header_only(20000, 20000)))),
             1, "bomb.png: the image has 400000000 pixels, more than the limit"),
-    CliCase("predict-second-image-bad", lambda ws, t: _predict(ws, t, str(ws.jpeg), str(_write(t / "b.png", "x"))), 1,
+    CliCase("predict-second-image-bad", lambda ws, t: predict_argv(ws, t, str(ws.jpeg), str(write_file(t / "b.png", "x"))), 1,
             "b.png: not a decodable image"),
-    CliCase("predict-model-missing", lambda ws, t: _predict(ws, t, str(ws.jpeg), model=t / "m.tar.gz"), 1,
+    CliCase("predict-model-missing", lambda ws, t: predict_argv(ws, t, str(ws.jpeg), model=t / "m.tar.gz"), 1,
             "model artifact not found"),
-    CliCase("predict-bad-classes", lambda ws, t: _predict(ws, t, str(ws.jpeg)) + ["--classes", "a,a,b,c,d"], 2,
+    CliCase("predict-bad-classes", lambda ws, t: predict_argv(ws, t, str(ws.jpeg)) + ["--classes", "a,a,b,c,d"], 2,
             "a appear more than once"),
     # --- prepare
     CliCase("prepare-coco-without-inputs", lambda ws, t: ["prepare", "coco", "--output", str(t / "out")], 2,
             "prepare coco needs --download, or --annotations and --images"),
-    CliCase("prepare-coco-json-invalid", lambda ws, t: ["prepare", "coco", "--annotations", str(_write(
+    CliCase("prepare-coco-json-invalid", lambda ws, t: ["prepare", "coco", "--annotations", str(write_file(
         t / "i.json", "{")), "--images", str(ws.images), "--output", str(t / "out")], 1, "i.json:1: not valid JSON"),
     CliCase("prepare-coco-json-empty-object", lambda ws, t: ["prepare", "coco", "--annotations", str(_coco(t, {})),
                                                              "--images", str(ws.images), "--output", str(t / "out")], 1,
@@ -389,34 +283,13 @@ def _symlink_tar(tmp: Path) -> Path:
     return p
 
 
-def _with_metadata(ws: Workspace, tmp: Path, meta: bytes) -> Path:
-    folder = tmp / "m"
-    folder.mkdir(exist_ok=True)
-    shutil.copy(ws.model, folder / "model.tar.gz")
-    (folder / "model-metadata.json").write_bytes(meta)
-    return folder / "model.tar.gz"
-
-
-def _tree(folder: Path) -> dict[str, int]:
-    return {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*")} if folder.exists() else {}
-
-
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c.id for c in CLI_CASES])
 def test_cli_case(case: CliCase, ws: Workspace, tmp_path: Path, capsys):
-    argv = case.argv(ws, tmp_path)
-    before_ws, before_tmp = ws.snapshot(), _tree(tmp_path)
-    rc = main(argv)
-    err = capsys.readouterr().err
-    error_lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert rc == case.code, err
-    assert len(error_lines) == 1 and "Traceback" not in err, err
-    assert case.message in error_lines[0], error_lines[0]
-    assert ws.snapshot() == before_ws, "the shared inputs were changed"
-    assert _tree(tmp_path) == before_tmp, "the command left files behind"
+    check_cli_case(case, ws, tmp_path, capsys)
 
 
 def test_cli_debug_prints_the_traceback_and_global_flags_go_anywhere(ws, tmp_path, capsys):
-    argv = _predict(ws, tmp_path, str(tmp_path / "nope.jpg"))
+    argv = predict_argv(ws, tmp_path, str(tmp_path / "nope.jpg"))
     assert main(argv + ["--debug"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "nope.jpg: image file not found" in err
@@ -427,7 +300,7 @@ def test_cli_unexpected_errors_are_one_line_too(ws, tmp_path, capsys, monkeypatc
     import multilabel_ic.cli as cli
 
     monkeypatch.setattr(cli, "cmd_predict", lambda args: {}["boom"])
-    assert main(_predict(ws, tmp_path, str(ws.jpeg))) == 1
+    assert main(predict_argv(ws, tmp_path, str(ws.jpeg))) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and "KeyError" in err and "--debug" in err
 
@@ -439,38 +312,6 @@ def test_cli_usage_errors_of_argparse_exit_2(capsys):
 
 
 # --------------------------------------------------------------------------------------------- API cases
-@dataclass
-class ApiCase:
-    id: str
-    call: Callable[[Workspace, Path], object]
-    error: type
-    message: str
-
-
-def _hp(**kw):
-    from multilabel_ic import Hyperparameters
-
-    base = dict(num_classes=5, num_training_samples=24, image_shape="3,32,32", resize=36, mini_batch_size=8, epochs=1,
-                multi_label=1)
-    return Hyperparameters(**{**base, **kw})
-
-
-def _predictor(ws: Workspace, **kw):
-    from multilabel_ic.model.predictor import LocalPredictor
-
-    return LocalPredictor(ws.model, class_names=CLASSES.split(","), device="cpu", **kw)
-
-
-def _sm(**kw):
-    from multilabel_ic.backends.sagemaker import SageMakerBackend
-
-    return SageMakerBackend(**{"role": "arn:aws:iam::1:role/R", "bucket": "b", "region": "us-east-1", **kw})
-
-
-def _local_opts(**kw):
-    from multilabel_ic.backends.local import LocalOptions
-
-    return LocalOptions(**kw)
 
 
 def _aug(**kw):
@@ -500,76 +341,76 @@ def _extract(tmp: Path, archive: Path, **kw):
 API_CASES = [
     ApiCase("trainer-hp-dict", lambda ws, t: Trainer({"epochs": 1}), UsageError,
             "hyperparameters must be a multilabel_ic.Hyperparameters, got dict"),
-    ApiCase("trainer-backend-object", lambda ws, t: Trainer(_hp(), backend=object()), UsageError, "is not a backend"),
-    ApiCase("trainer-backend-name", lambda ws, t: Trainer(_hp(), backend="gpu-cloud"), UsageError,
+    ApiCase("trainer-backend-object", lambda ws, t: Trainer(make_hp(), backend=object()), UsageError, "is not a backend"),
+    ApiCase("trainer-backend-name", lambda ws, t: Trainer(make_hp(), backend="gpu-cloud"), UsageError,
             "unknown backend 'gpu-cloud'"),
-    ApiCase("fit-train-not-a-dataset", lambda ws, t: Trainer(_hp(), output_dir=t / "o").fit([("a.jpg", [1])]),
+    ApiCase("fit-train-not-a-dataset", lambda ws, t: Trainer(make_hp(), output_dir=t / "o").fit([("a.jpg", [1])]),
             UsageError, "train must be a multilabel_ic.Dataset, got list"),
     ApiCase("dataset-duplicate-class-names", lambda ws, t: Dataset(["a.jpg"], [[1, 0]], ["cat", "cat"]), DataError,
             "'cat' appear more than once"),
     ApiCase("dataset-label-2", lambda ws, t: Dataset(["a.jpg"], [[2, 0]], ["a", "b"]), DataError, "multi-hot"),
     ApiCase("dataset-label-width", lambda ws, t: Dataset(["a.jpg"], [[1, 0, 0]], ["a", "b"]), DataError,
             "3 columns but 2 class names"),
-    ApiCase("fit-single-label-on-multi-hot", lambda ws, t: Trainer(_hp(multi_label=0), output_dir=t / "o").fit(ws.data),
+    ApiCase("fit-single-label-on-multi-hot", lambda ws, t: Trainer(make_hp(multi_label=0), output_dir=t / "o").fit(ws.data),
             DataError, "multi_label=0 trains a single-label"),
-    ApiCase("fit-validation-classes-differ", lambda ws, t: Trainer(_hp(), output_dir=t / "o").fit(
+    ApiCase("fit-validation-classes-differ", lambda ws, t: Trainer(make_hp(), output_dir=t / "o").fit(
         ws.data, Dataset(ws.data.paths, ws.data.labels, list("abcde"), root=ws.images)), DataError,
             "the validation data's classes"),
-    ApiCase("predict-a-string", lambda ws, t: _predictor(ws).predict("photo.jpg"), UsageError,
+    ApiCase("predict-a-string", lambda ws, t: make_predictor(ws).predict("photo.jpg"), UsageError,
             "expected the encoded image as bytes, got str"),
-    ApiCase("predict-a-path", lambda ws, t: _predictor(ws).predict(ws.jpeg), UsageError, "got PosixPath"
+    ApiCase("predict-a-path", lambda ws, t: make_predictor(ws).predict(ws.jpeg), UsageError, "got PosixPath"
             if os.name != "nt" else "got WindowsPath"),
-    ApiCase("predict-batch-single-bytes", lambda ws, t: _predictor(ws).predict_batch(ws.jpeg.read_bytes()), UsageError,
+    ApiCase("predict-batch-single-bytes", lambda ws, t: make_predictor(ws).predict_batch(ws.jpeg.read_bytes()), UsageError,
             "predict_batch takes a list of encoded images"),
-    ApiCase("predict-batch-sources-length", lambda ws, t: _predictor(ws).predict_batch([b"x"], sources=["a", "b"]),
+    ApiCase("predict-batch-sources-length", lambda ws, t: make_predictor(ws).predict_batch([b"x"], sources=["a", "b"]),
             UsageError, "sources has 2 names for 1 images"),
-    ApiCase("predict-batch-item-not-bytes", lambda ws, t: _predictor(ws).predict_batch([ws.jpeg.read_bytes(), 3]),
+    ApiCase("predict-batch-item-not-bytes", lambda ws, t: make_predictor(ws).predict_batch([ws.jpeg.read_bytes(), 3]),
             UsageError, "image 1: expected the encoded image as bytes, got int"),
-    ApiCase("predict-labels-a-string", lambda ws, t: _predictor(ws).predict_labels("x.jpg"), UsageError,
+    ApiCase("predict-labels-a-string", lambda ws, t: make_predictor(ws).predict_labels("x.jpg"), UsageError,
             "predict_labels takes encoded image bytes"),
-    ApiCase("predict-labels-threshold-length", lambda ws, t: _predictor(ws).predict_labels(
+    ApiCase("predict-labels-threshold-length", lambda ws, t: make_predictor(ws).predict_labels(
         ws.jpeg.read_bytes(), threshold=[0.5, 0.5, 0.5]), UsageError, "threshold has 3 values but the model has 5"),
-    ApiCase("predict-labels-threshold-name", lambda ws, t: _predictor(ws).predict_labels(
+    ApiCase("predict-labels-threshold-name", lambda ws, t: make_predictor(ws).predict_labels(
         ws.jpeg.read_bytes(), threshold="best"), UsageError, "or 'tuned'; got 'best'"),
-    ApiCase("predict-labels-threshold-nan", lambda ws, t: _predictor(ws).predict_labels(
+    ApiCase("predict-labels-threshold-nan", lambda ws, t: make_predictor(ws).predict_labels(
         ws.jpeg.read_bytes(), threshold=float("nan")), UsageError, "must be finite"),
-    ApiCase("predict-labels-tuned-missing", lambda ws, t: _predictor(ws).predict_labels(
+    ApiCase("predict-labels-tuned-missing", lambda ws, t: make_predictor(ws).predict_labels(
         ws.jpeg.read_bytes(), threshold="tuned"), UsageError, "this model has none"),
-    ApiCase("predict-content-type", lambda ws, t: _predictor(ws).predict(b"x", content_type="text/csv"), UsageError,
+    ApiCase("predict-content-type", lambda ws, t: make_predictor(ws).predict(b"x", content_type="text/csv"), UsageError,
             "content type 'text/csv' is not accepted"),
-    ApiCase("predict-output-format", lambda ws, t: _predictor(ws).predict_batch([], output="csv"), UsageError,
+    ApiCase("predict-output-format", lambda ws, t: make_predictor(ws).predict_batch([], output="csv"), UsageError,
             "output must be 'list' or 'jsonlines'"),
-    ApiCase("predictor-output-name", lambda ws, t: _predictor(ws, output="relu"), UsageError,
+    ApiCase("predictor-output-name", lambda ws, t: make_predictor(ws, output="relu"), UsageError,
             "output must be 'sigmoid' or 'softmax'"),
-    ApiCase("evaluate-classes-differ", lambda ws, t: _predictor(ws).evaluate(
+    ApiCase("evaluate-classes-differ", lambda ws, t: make_predictor(ws).evaluate(
         Dataset(ws.data.paths, ws.data.labels, list("abcde"), root=ws.images)), DataError, "differ from the model's"),
     ApiCase("deploy-local-model", lambda ws, t: _fake_model().deploy(), UsageError, "deploy() needs a model trained"),
-    ApiCase("local-options-weighted-loss", lambda ws, t: _local_opts(weighted_loss="focal"), UsageError,
+    ApiCase("local-options-weighted-loss", lambda ws, t: local_options(weighted_loss="focal"), UsageError,
             "The 'weighted_loss' option of LocalOptions must be one of 'neg_pos_ratio', 'balanced'. Got 'focal'"),
-    ApiCase("local-options-cpu-float16", lambda ws, t: _local_opts(cpu_float16="half"), UsageError,
+    ApiCase("local-options-cpu-float16", lambda ws, t: local_options(cpu_float16="half"), UsageError,
             "The 'cpu_float16' option of LocalOptions must be one of"),
     ApiCase("augment-options-jitter", lambda ws, t: _aug(hsl_jitter="normal"), UsageError,
             "The 'hsl_jitter' option of AugmentOptions must be one of"),
     ApiCase("augment-options-fill", lambda ws, t: _aug(fill_value=300), UsageError, "The 'fill_value' option of AugmentOptions must be an int in the range [0, 255]. Got 300"),
-    ApiCase("sagemaker-input-format", lambda ws, t: _sm(input_format="csv"), UsageError, "The 'input_format' option of SageMakerBackend must be one of 'lst', 'recordio', 'manifest'"),
-    ApiCase("sagemaker-instance-count", lambda ws, t: _sm(instance_count=0), UsageError, "The 'instance_count' option of SageMakerBackend must be an int in the range [1, inf). Got 0"),
-    ApiCase("sagemaker-max-wait-below-max-run", lambda ws, t: _sm(use_spot=True, max_run=7200, max_wait=3600),
+    ApiCase("sagemaker-input-format", lambda ws, t: sagemaker_backend(input_format="csv"), UsageError, "The 'input_format' option of SageMakerBackend must be one of 'lst', 'recordio', 'manifest'"),
+    ApiCase("sagemaker-instance-count", lambda ws, t: sagemaker_backend(instance_count=0), UsageError, "The 'instance_count' option of SageMakerBackend must be an int in the range [1, inf). Got 0"),
+    ApiCase("sagemaker-max-wait-below-max-run", lambda ws, t: sagemaker_backend(use_spot=True, max_run=7200, max_wait=3600),
             UsageError, "max_wait (3600 s) must be at least max_run (7200 s)"),
-    ApiCase("sagemaker-max-wait-without-spot", lambda ws, t: _sm(max_wait=7200), UsageError,
+    ApiCase("sagemaker-max-wait-without-spot", lambda ws, t: sagemaker_backend(max_wait=7200), UsageError,
             "max_wait applies to managed spot training only"),
-    ApiCase("sagemaker-checkpoint-without-spot", lambda ws, t: _sm(checkpoint_s3_uri="s3://b/ck"), UsageError,
+    ApiCase("sagemaker-checkpoint-without-spot", lambda ws, t: sagemaker_backend(checkpoint_s3_uri="s3://b/ck"), UsageError,
             "checkpoint_s3_uri is used with managed spot training"),
-    ApiCase("sagemaker-volume-size", lambda ws, t: _sm(volume_size="big"), UsageError,
+    ApiCase("sagemaker-volume-size", lambda ws, t: sagemaker_backend(volume_size="big"), UsageError,
             "The 'volume_size' option of SageMakerBackend must be an int in the range [1, 16384]. Got 'big'"),
-    ApiCase("local-options-log-interval", lambda ws, t: _local_opts(log_interval=0), UsageError,
+    ApiCase("local-options-log-interval", lambda ws, t: local_options(log_interval=0), UsageError,
             "The 'log_interval' option of LocalOptions must be an int in the range [1, inf). Got 0"),
-    ApiCase("local-options-augment-type", lambda ws, t: _local_opts(augment="crop"), UsageError,
+    ApiCase("local-options-augment-type", lambda ws, t: local_options(augment="crop"), UsageError,
             "The 'augment' option of LocalOptions must be an AugmentOptions. Got str"),
-    ApiCase("sagemaker-checkpoint-not-s3", lambda ws, t: _sm(use_spot=True, checkpoint_s3_uri="/tmp/ck"), UsageError,
+    ApiCase("sagemaker-checkpoint-not-s3", lambda ws, t: sagemaker_backend(use_spot=True, checkpoint_s3_uri="/tmp/ck"), UsageError,
             "checkpoint_s3_uri must be an s3:// URI"),
-    ApiCase("sagemaker-unsupported-region", lambda ws, t: _sm(region="mars-west-1").image(), UsageError,
+    ApiCase("sagemaker-unsupported-region", lambda ws, t: sagemaker_backend(region="mars-west-1").image(), UsageError,
             "region='mars-west-1'"),
-    ApiCase("artifact-oversized-member", lambda ws, t: read_model_tar(_write(
+    ApiCase("artifact-oversized-member", lambda ws, t: read_model_tar(write_file(
         t / "m.tar.gz", tar_member_header_only("model-shapes.json", 1 << 20))), ArtifactError,
             "member 'model-shapes.json' is 1048576 bytes"),
     ApiCase("artifact-too-many-members", lambda ws, t: read_model_tar(ws.tar_with(
@@ -592,7 +433,7 @@ API_CASES = [
             "is a symbolic link"),
     ApiCase("zip-traversal", lambda ws, t: _extract(t, _zip(t, {"../../evil.txt": b"x"})), DownloadError,
             "would extract outside"),
-    ApiCase("zip-not-a-zip", lambda ws, t: _extract(t, _write(t / "a.zip", b"not a zip")), DownloadError,
+    ApiCase("zip-not-a-zip", lambda ws, t: _extract(t, write_file(t / "a.zip", b"not a zip")), DownloadError,
             "not a readable zip file"),
     ApiCase("recordio-duplicate-ids", lambda ws, t: Dataset.from_recordio(ws.rec_with(
         t, [(1, [1, 0, 0, 0, 0]), (1, [0, 0, 1, 0, 0])]), extract_to=t / "x"), DataError, "both have id 1"),
@@ -600,10 +441,10 @@ API_CASES = [
         t, [(0, 7.0)]), extract_to=t / "x", num_classes=5), DataError, "class 7.0 is not an integer in [0, 5)"),
     ApiCase("recordio-missing", lambda ws, t: Dataset.from_recordio(t / "no.rec", extract_to=t / "x"), DataError,
             "no.rec: RecordIO file not found"),
-    ApiCase("manifest-line-not-object", lambda ws, t: Dataset.from_manifest(_write(t / "m.manifest", "[1, 2]\n"),
+    ApiCase("manifest-line-not-object", lambda ws, t: Dataset.from_manifest(write_file(t / "m.manifest", "[1, 2]\n"),
                                                                             root=t, class_names=["a"]),
             DataError, "m.manifest:1: expected a JSON object per line"),
-    ApiCase("hyperparameter-unknown", lambda ws, t: _hp(bogus=1), HyperparameterError,
+    ApiCase("hyperparameter-unknown", lambda ws, t: make_hp(bogus=1), HyperparameterError,
             "Unknown hyperparameter(s) 'bogus'"),
     ApiCase("split-bad-size", lambda ws, t: ws.data.split(1.5), UsageError, "train_size must be a count"),
 ]
@@ -612,7 +453,7 @@ API_CASES = [
 def _fake_model():
     from multilabel_ic.api import Model
 
-    return Model(hyperparameters=_hp(), class_names=["a"], metrics={}, artifact="x", local_artifact=None)
+    return Model(hyperparameters=make_hp(), class_names=["a"], metrics={}, artifact="x", local_artifact=None)
 
 
 def _oversized_folder(tmp: Path) -> Path:
@@ -654,37 +495,27 @@ def _decode_with_limit(ws: Workspace, limit: int):
 
 @pytest.mark.parametrize("case", API_CASES, ids=[c.id for c in API_CASES])
 def test_api_case(case: ApiCase, ws: Workspace, tmp_path: Path):
-    before_ws = ws.snapshot()
-    before_tmp = _tree(tmp_path)
-    with pytest.raises(case.error) as e:
-        case.call(ws, tmp_path)
-    assert isinstance(e.value, MultilabelICError), type(e.value)
-    assert case.message in str(e.value), str(e.value)
-    assert ws.snapshot() == before_ws
-    # what the case itself wrote (its bad inputs) may stay; nothing may be added by the library
-    added = set(_tree(tmp_path)) - set(before_tmp) - _inputs_written_by_case(tmp_path)
-    assert not added, added
+    check_api_case(case, ws, tmp_path)
 
 
-def _inputs_written_by_case(tmp: Path) -> set[str]:
-    names = {"m.tar.gz", "bad.tar.gz", "bad.rec", "bad.idx", "a.zip", "art", "art/model-shapes.json", "m.manifest"}
-    return {n for n in names if (tmp / n).exists()}
+def all_catalog_cases() -> list:
+    """This module's cases and those of every ``test_catalog_*.py`` module (one per area)."""
+    import importlib
+
+    cases = [*CLI_CASES, *API_CASES]
+    for path in sorted(Path(__file__).parent.glob("test_catalog_*.py")):
+        module = importlib.import_module(path.stem)
+        cases += [*getattr(module, "CLI_CASES", []), *getattr(module, "API_CASES", [])]
+    return cases
 
 
 def test_the_catalog_is_big_enough():
-    assert len(CLI_CASES) + len(API_CASES) >= 80
-    assert len({c.id for c in CLI_CASES} | {c.id for c in API_CASES}) == len(CLI_CASES) + len(API_CASES)
+    cases = all_catalog_cases()
+    assert len(cases) >= 137
+    assert len({c.id for c in cases}) == len(cases), "two cases share an id"
 
 
 # --------------------------------------------------------------------------------------------- fuzzing the parsers
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def _clear_or_correct(fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except MultilabelICError:
-        return None
 
 
 _lst_line = st.lists(st.sampled_from(["0", "1", "2", "-1", "x", "1.0", "", " ", "a.jpg", "../b.jpg", "/c.jpg",
@@ -699,7 +530,7 @@ def test_fuzz_lst(tmp_path_factory, lines, classes, layout):
 
     p = tmp_path_factory.mktemp("lst") / "f.lst"
     p.write_text("\n".join(lines))
-    entries = _clear_or_correct(read_lst, p, num_classes=classes, layout=layout)
+    entries = clear_or_correct(read_lst, p, num_classes=classes, layout=layout)
     for e in entries or []:
         assert set(np.unique(e.labels)) <= {0, 1} and not e.path.startswith("/") and ".." not in e.path.split("/")
 
@@ -711,25 +542,19 @@ def test_fuzz_lst_bytes(tmp_path_factory, data):
 
     p = tmp_path_factory.mktemp("lstb") / "f.lst"
     p.write_bytes(data)
-    entries = _clear_or_correct(read_lst, p)
+    entries = clear_or_correct(read_lst, p)
     for e in entries or []:
         assert set(np.unique(e.labels)) <= {0, 1} and not e.path.startswith("/") and ".." not in e.path.split("/")
     if entries:
         assert len({e.index for e in entries}) == len(entries) and len({len(e.labels) for e in entries}) == 1
 
 
-_json = st.recursive(st.none() | st.booleans() | st.integers(-3, 3) | st.floats(allow_nan=True) | st.text(max_size=6),
-                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-                         st.sampled_from(["source-ref", "class", "name", "shape", "id", "x"]), inner, max_size=4),
-                     max_leaves=12)
-
-
 @FUZZ
-@given(objs=st.lists(_json, max_size=4), fmt=st.sampled_from(["multi-hot", "class-id"]))
+@given(objs=st.lists(json_values, max_size=4), fmt=st.sampled_from(["multi-hot", "class-id"]))
 def test_fuzz_manifest(tmp_path_factory, objs, fmt):
     p = tmp_path_factory.mktemp("man") / "f.manifest"
     p.write_text("\n".join(json.dumps(o) for o in objs))
-    data = _clear_or_correct(Dataset.from_manifest, p, root=p.parent, class_names=["a", "b", "c"], label_format=fmt)
+    data = clear_or_correct(Dataset.from_manifest, p, root=p.parent, class_names=["a", "b", "c"], label_format=fmt)
     if data is not None:
         assert data.labels.shape == (len(data), 3) and set(np.unique(data.labels)) <= {0, 1}
         assert all(not q.startswith("/") and ".." not in q.split("/") for q in data.paths)
@@ -745,7 +570,7 @@ def test_fuzz_recordio(ws, tmp_path_factory, data, cut, flip):
         folder = tmp_path_factory.mktemp("rec")
         p = folder / "f.rec"
         p.write_bytes(blob)
-        result = _clear_or_correct(Dataset.from_recordio, p, extract_to=folder / "x", num_classes=5)
+        result = clear_or_correct(Dataset.from_recordio, p, extract_to=folder / "x", num_classes=5)
         if result is None:
             assert not (folder / "x").exists() and [q.name for q in folder.iterdir()] == ["f.rec"]
 
@@ -758,7 +583,7 @@ def test_fuzz_params(data, cut, flip):
     if flip < len(good):
         good[flip] = (good[flip] + 97) % 256
     for blob in (data, bytes(good[:cut]), bytes(good)):
-        out = _clear_or_correct(loads_params, blob)
+        out = clear_or_correct(loads_params, blob)
         for value in (out or {}).values():
             assert isinstance(value, np.ndarray)
 
@@ -768,23 +593,23 @@ _TINY_PARAMS = dumps_params({"arg:stage1_unit1_conv1_weight": np.zeros((2, 2, 3,
 
 
 @FUZZ
-@given(shapes=_json, symbol=_json)
+@given(shapes=json_values, symbol=json_values)
 def test_fuzz_model_shapes_and_symbol(ws, tmp_path_factory, shapes, symbol):
     files = {"image-classification-0001.params": _TINY_PARAMS}
     files["model-shapes.json"] = json.dumps(shapes).encode()
     files["image-classification-symbol.json"] = json.dumps(symbol).encode()
     p = ws.tar_with(tmp_path_factory.mktemp("art"), files)
-    art = _clear_or_correct(read_model_tar, p)
+    art = clear_or_correct(read_model_tar, p)
     if art is not None:
         assert art.num_classes == 5 and art.output in ("sigmoid", "softmax")
 
 
 @FUZZ
-@given(doc=_json | st.fixed_dictionaries({"images": _json, "annotations": _json, "categories": _json}))
+@given(doc=json_values | st.fixed_dictionaries({"images": json_values, "annotations": json_values, "categories": json_values}))
 def test_fuzz_coco_json(tmp_path_factory, doc):
     p = tmp_path_factory.mktemp("coco") / "i.json"
     p.write_text(json.dumps(doc))
-    data = _clear_or_correct(Dataset.from_coco, p, images=p.parent, categories=["person"])
+    data = clear_or_correct(Dataset.from_coco, p, images=p.parent, categories=["person"])
     if data is not None:  # only images annotated with the category, each once, labelled 1
         assert data.class_names == ["person"] and data.labels.shape == (len(data), 1) and data.labels.all()
         assert len(data) <= len(doc["images"])
@@ -795,7 +620,7 @@ def test_fuzz_coco_json(tmp_path_factory, doc):
 def test_fuzz_image_bytes(data):
     from multilabel_ic.images import decode_image
 
-    img = _clear_or_correct(decode_image, data)
+    img = clear_or_correct(decode_image, data)
     assert img is None or img.ndim == 3
 
 
@@ -806,7 +631,7 @@ def test_fuzz_found_nothing_foreign_in_the_coco_corner_cases(tmp_path):
              {"images": [_IMG], "annotations": [{"image_id": 1, "category_id": {}}], "categories": [_CAT]}]
     for doc in cases:
         p = _coco(tmp_path, doc)
-        _clear_or_correct(Dataset.from_coco, p, images=tmp_path, categories=["person"])
+        clear_or_correct(Dataset.from_coco, p, images=tmp_path, categories=["person"])
 
 
 def test_backend_error_and_conflict_are_project_errors():
