@@ -22,7 +22,8 @@ from ..data.dataset import Dataset
 from ..exceptions import DataError, UsageError
 from ..hyperparameters import Hyperparameters
 
-__all__ = ["Backend", "Model", "Predictor", "check_backend", "METRIC_KEYS", "FINAL_KEYS", "final_metrics"]
+__all__ = ["Backend", "Model", "Predictor", "check_backend", "METRIC_KEYS", "FINAL_KEYS", "final_metrics",
+           "parse_probabilities"]
 
 # The keys of Model.metrics that every backend fills (None where it cannot know), and of metrics["final"]: the
 # scores of the shipped model on the validation data (docs/metrics.md says where each comes from per backend).
@@ -39,6 +40,23 @@ def final_metrics(**values: Any) -> dict:
     if unknown:
         raise ValueError(f"not final metric keys: {sorted(unknown)}")
     return {k: values.get(k) for k in FINAL_KEYS}
+
+
+def parse_probabilities(body: bytes, *, source: str) -> list[float]:
+    """The body of an ``Accept: application/json`` answer of the algorithm's endpoint (``[p_0, ..., p_{C-1}]``) as
+    floats, or a :class:`BackendError` that names ``source`` (the endpoint or URL) and what came back instead. Every
+    predictor that reads such a body over the network parses it here."""
+    from ..exceptions import BackendError
+
+    try:
+        probs = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BackendError(f"{source} answered with a body that is not JSON: {bytes(body)[:100]!r}") from exc
+    if not isinstance(probs, list) or not probs or not all(
+            isinstance(p, (int, float)) and not isinstance(p, bool) for p in probs):
+        raise BackendError(f"{source} answered {bytes(body)[:100]!r}, not the endpoint's JSON list of class "
+                           f"probabilities.")
+    return [float(p) for p in probs]
 
 
 @runtime_checkable

@@ -4,13 +4,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ...exceptions import BackendError, UsageError
-from ..base import Predictor
+from ..base import Predictor, parse_probabilities
 
 if TYPE_CHECKING:
     from ...backends.base import Model
@@ -81,15 +80,10 @@ class SageMakerPredictor(Predictor):
                              f"Path(path).read_bytes().")
         resp = self.backend._call("sagemaker-runtime", "invoke_endpoint", EndpointName=self.endpoint_name,
                                   Body=bytes(image), ContentType=content_type, Accept="application/json")
-        body = resp["Body"].read()
-        try:
-            probs = json.loads(body)
-        except json.JSONDecodeError as exc:
-            raise BackendError(f"endpoint {self.endpoint_name} answered with a body that is not JSON: "
-                               f"{body[:100]!r}") from exc
+        probs = parse_probabilities(resp["Body"].read(), source=f"endpoint {self.endpoint_name}")
         if not self.class_names:
             self.class_names = [f"class_{i}" for i in range(len(probs))]
-        return [float(p) for p in probs]
+        return probs
 
     def delete(self, *, only: Sequence[str] = ("endpoint", "endpoint_config", "model")) -> list[str]:
         """Delete the endpoint, its endpoint config and its model (``only`` those named); returns the kinds that
