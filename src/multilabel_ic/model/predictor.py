@@ -157,3 +157,12 @@ class LocalPredictor(Predictor):
     @classmethod
     def from_path(cls, artifact: str | os.PathLike, **kwargs) -> LocalPredictor:
         return cls(Path(artifact), **kwargs)
+
+    # The two halves of predict_batch, for a caller that batches images itself (the server, multilabel_ic.serve)
+    def preprocess(self, image: bytes, source: str = "<request body>") -> np.ndarray:
+        """One encoded image -> the decoded, resized H x W x C uint8 array the network takes (as predict does)."""
+        return self._preprocess(image, source)
+
+    def run_batch(self, arrays: Sequence[np.ndarray]) -> list[list[float]]:
+        """Arrays from :meth:`preprocess` -> their probabilities, through the network as one batch."""
+        return self._run(list(arrays))
