@@ -1,0 +1,156 @@
+"""Run the app under uvicorn: bind the port (a clear error when it is taken), answer malformed HTTP with one line of
+JSON, and on SIGTERM stop taking connections, finish the requests in flight and return (the CLI then exits 0)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ..exceptions import OutputError, UsageError, require
+from .contract import DEFAULT_HOST, DEFAULT_PORT, MAX_BODY_BYTES, error_body
+
+require("uvicorn", extra="serve")
+
+import uvicorn  # noqa: E402
+from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: E402
+
+__all__ = ["serve", "bind", "Server", "LOG_LEVELS"]
+
+log = logging.getLogger("multilabel_ic.serve")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class JsonErrorH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, with its answer to a request that is not valid HTTP as one line of JSON."""
+
+    def send_400_response(self, msg: str) -> None:
+        import h11
+
+        body = error_body(f"not a valid HTTP/1.1 request ({msg.rstrip('.')}); send a request line such as "
+                          f"'POST /invocations HTTP/1.1', headers, and the body.")
+        try:
+            headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
+                       (b"content-length", str(len(body)).encode())]
+            self.transport.write(self.conn.send(h11.Response(status_code=400, headers=headers, reason=b"Bad Request")))
+            self.transport.write(self.conn.send(h11.Data(data=body)))
+            self.transport.write(self.conn.send(h11.EndOfMessage()))
+        except h11.LocalProtocolError:  # a response was already under way: nothing more can be sent
+            pass
+        self.transport.close()
+
+
+def bind(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> socket.socket:
+    """A listening socket on ``host:port`` (port 0: a free one), or a clear error when it cannot be had."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise UsageError(f"port={port!r}: give a port number between 0 and 65535 (0: any free port).")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UsageError(f"host={host!r} is not an address of this machine ({exc.strerror}); give an address such "
+                         f"as 127.0.0.1, or 0.0.0.0 for every interface.") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise OutputError(f"cannot listen on {host}:{port} ({exc.strerror}); another server may be using the port: "
+                          f"choose another with --port, or stop that server.") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server; ``stop()`` asks it to finish (from another thread), ``started`` says it is serving."""
+
+    def stop(self) -> None:
+        self.should_exit = True
+
+
+def _logging(level: str) -> None:
+    """The library's handler (stderr, the algorithm's line format) for uvicorn's own lines too, at ``level``."""
+    ours = logging.getLogger("multilabel_ic")
+    if not ours.handlers:
+        from ..logs import setup_logging
+
+        setup_logging(level.upper())
+    ours.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = list(ours.handlers)
+        logger.setLevel(level.upper())
+        logger.propagate = False
+
+
+def make_server(app: Any, *, log_level: str = "info", graceful_timeout_s: float | None = None) -> Server:
+    """A uvicorn server for ``app`` (no access log of its own: the app writes one)."""
+    if log_level not in LOG_LEVELS:
+        raise UsageError(f"log_level={log_level!r} is not one of {', '.join(LOG_LEVELS)}.")
+    config = uvicorn.Config(app, http=JsonErrorH11Protocol, lifespan="on", access_log=False, log_config=None,
+                            log_level=log_level, timeout_graceful_shutdown=(None if graceful_timeout_s is None
+                                                                            else int(graceful_timeout_s)))
+    return Server(config)
+
+
+@contextlib.contextmanager
+def _sigterm_returns() -> Iterator[None]:
+    """uvicorn drains on SIGTERM, then raises the signal again for the handler before it: make that one do nothing,
+    so the process returns normally (exit status 0) instead of dying by the signal."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def serve(model: Any, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, runtime: str = "torch",
+          max_batch: int = 32, max_delay_ms: float = 5.0, decode_threads: int | None = None,
+          max_body_bytes: int = MAX_BODY_BYTES, body_timeout_s: float = 30.0, log_level: str = "info",
+          graceful_timeout_s: float | None = 30.0,
+          on_listening: Callable[[str, int], None] | None = None) -> None:
+    """Serve ``model`` (a ``model.tar.gz`` path, a Predictor, or a function returning one) on ``host:port`` until
+    SIGTERM or Ctrl-C; see :func:`multilabel_ic.serve.create_app` for the other settings.
+
+    The port is bound first (an error names it when it is taken); ``/ping`` answers 503 while the model loads and 200
+    after. If the model cannot be loaded, the server stops and the loading error is raised here. On SIGTERM the
+    server stops taking connections, finishes the requests in flight (at most ``graceful_timeout_s``) and returns.
+    """
+    from .app import create_app
+
+    _logging(log_level)
+    failure: list[BaseException] = []
+    server_ref: list[Server] = []
+
+    def load_failed(exc: BaseException) -> None:
+        failure.append(exc)
+        if server_ref:
+            server_ref[0].stop()
+
+    app = create_app(model, runtime=runtime, max_batch=max_batch, max_delay_ms=max_delay_ms,
+                     decode_threads=decode_threads, max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s,
+                     on_load_error=load_failed)
+    server = make_server(app, log_level=log_level, graceful_timeout_s=graceful_timeout_s)
+    server_ref.append(server)
+    sock = bind(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    log.info("listening on http://%s:%d (GET /ping, POST /invocations); SIGTERM or Ctrl-C stops it",
+             bound_host, bound_port)
+    if on_listening is not None:
+        on_listening(bound_host, bound_port)
+    try:
+        with _sigterm_returns():
+            server.run(sockets=[sock])
+    finally:
+        sock.close()
+    if failure:
+        raise failure[0]
