@@ -1,5 +1,5 @@
-"""Command line: multilabel-ic prepare | train | evaluate | predict | demo | parity | bench, and the SageMaker verbs
-deploy | transform | attach | delete-endpoint.
+"""Command line: multilabel-ic prepare | train | evaluate | predict | demo | parity | bench | serve, and the SageMaker
+verbs deploy | transform | attach | delete-endpoint.
 
 Every subcommand is a thin wrapper over the library; ``--quiet`` drops progress bars and INFO logs. An error is printed
 in one line (``--debug`` adds the traceback); the exit code is 0 on success, 1 for a runtime error, 2 for a usage
@@ -18,6 +18,7 @@ from pathlib import Path
 from .cli_args import add_hp_args, class_list, hp_values, hyperparameters_from_args, print_prediction
 from .cli_sagemaker import HANDLERS as SAGEMAKER_HANDLERS
 from .cli_sagemaker import LOCAL_ONLY_TRAIN_FLAGS, add_commands, add_sagemaker_args, backend_from_args
+from .cli_serve import add_serve_parser, cmd_serve
 from .exceptions import HyperparameterError, MultilabelICError, TrainingError, UsageError
 
 __all__ = ["main", "build_parser"]
@@ -121,17 +122,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_sagemaker_args(t, training=True, resources=True)
 
     e = sub.add_parser("evaluate", help="score a model.tar.gz on a .lst file (mAP, per-class AP, F1, accuracy)")
-    e.add_argument("--model", type=Path, required=True)
+    e.add_argument("--model", type=Path, default=None, help="a model.tar.gz to run locally")
+    e.add_argument("--endpoint", default=None, help="score a server instead: a URL (http://127.0.0.1:8080, "
+                   "multilabel-ic serve) or a SageMaker endpoint name (the SageMaker options)")
     e.add_argument("--lst", type=Path, required=True)
     e.add_argument("--images", type=Path, required=True)
     e.add_argument("--classes", default=None, help="class names in label order (default: model-metadata.json)")
     e.add_argument("--preprocess", choices=["resize", "centre_crop"], default="resize")
     e.add_argument("--output", type=Path, help="write the metrics JSON here")
+    add_sagemaker_args(e)
 
     r = sub.add_parser("predict", help="per-class probabilities for image files, from a model.tar.gz on this "
                        "machine or a SageMaker endpoint")
     r.add_argument("--model", type=Path, default=None, help="a model.tar.gz to run locally")
-    r.add_argument("--endpoint", default=None, help="a SageMaker endpoint to invoke instead (the SageMaker options)")
+    r.add_argument("--endpoint", default=None, help="invoke a server instead: a URL (http://127.0.0.1:8080, "
+                   "multilabel-ic serve) or a SageMaker endpoint name (the SageMaker options)")
     r.add_argument("images", nargs="+", type=Path)
     r.add_argument("--classes", default=None, help="class names in label order (default: model-metadata.json)")
     r.add_argument("--threshold", type=float, default=None, help="also print the labels at this threshold")
@@ -171,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="data workers; 1 makes both engines bit-reproducible per seed")
     add_hp_args(pa)
     add_commands(sub)
+    add_serve_parser(sub)
     b = sub.add_parser("bench", help="throughput benchmarks (local training, input pipeline, SageMaker logs)")
     b.add_argument("--quick", action="store_true", help="small sizes that finish in minutes on a CPU")
     b.add_argument("--scaling", type=int, default=None, metavar="N",
@@ -363,7 +369,15 @@ def cmd_evaluate(args) -> int:
     from .model.transforms import AugmentOptions
 
     classes = class_list(args.classes) if args.classes else None
-    pred = LocalPredictor(args.model, class_names=classes, augment=AugmentOptions(inference=args.preprocess))
+    if (args.model is None) == (args.endpoint is None):
+        raise UsageError("evaluate needs either --model (a model.tar.gz run here) or --endpoint (a server URL or a "
+                         "SageMaker endpoint), not both.")
+    if args.endpoint is not None:
+        from .cli_sagemaker import endpoint_predictor
+
+        pred = endpoint_predictor(args)
+    else:
+        pred = LocalPredictor(args.model, class_names=classes, augment=AugmentOptions(inference=args.preprocess))
     data = Dataset.from_lst(args.lst, root=args.images, class_names=pred.class_names)
     result = pred.evaluate(data)
     text = json.dumps(result, indent=2)
@@ -519,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {_one_line(exc)}", file=sys.stderr)
             return _exit_code(exc)
     handlers = {"prepare": cmd_prepare, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-                "demo": cmd_demo, "export": cmd_export, "report": cmd_report, "bench": cmd_bench, "parity": cmd_parity, **SAGEMAKER_HANDLERS}
+                "demo": cmd_demo, "export": cmd_export, "report": cmd_report, "bench": cmd_bench, "parity": cmd_parity, "serve": cmd_serve, **SAGEMAKER_HANDLERS}
     try:
         return handlers[args.command](args)
     except MultilabelICError as exc:

@@ -180,14 +180,33 @@ def cmd_delete_endpoint(args) -> int:
     return 0
 
 
-def predict_endpoint(args) -> int:
-    """``predict --endpoint NAME images...``: the endpoint's probabilities, printed like the local predictor's."""
+def endpoint_predictor(args):
+    """The predictor for ``--endpoint``: a server's URL (``multilabel-ic serve``, a container of it) or the name of a
+    SageMaker endpoint; both answer the same contract and are parsed the same way."""
+    from .cli_args import class_list
+
+    classes = class_list(args.classes) if args.classes else None
+    if getattr(args, "preprocess", "resize") != "resize":
+        raise UsageError(f"--preprocess {args.preprocess} applies to --model only: an endpoint preprocesses as the "
+                         f"built-in's does (a plain resize to the model's size).")
+    if args.endpoint.lower().startswith(("http://", "https://")):
+        from .serve.client import HttpPredictor
+
+        return HttpPredictor(args.endpoint, class_names=classes)
     from .backends.sagemaker.endpoint import SageMakerPredictor
-    from .cli_args import class_list, print_prediction
+
+    if args.command == "evaluate" and classes is None:
+        raise UsageError(f"evaluate --endpoint {args.endpoint} needs --classes (the class names in label order): a "
+                         f"SageMaker endpoint does not say them.")
+    return SageMakerPredictor(backend_from_args(args), args.endpoint, class_names=classes)
+
+
+def predict_endpoint(args) -> int:
+    """``predict --endpoint NAME|URL images...``: the endpoint's probabilities, printed like the local predictor's."""
+    from .cli_args import print_prediction
     from .images import read_bytes
 
-    pred = SageMakerPredictor(backend_from_args(args), args.endpoint,
-                              class_names=class_list(args.classes) if args.classes else None)
+    pred = endpoint_predictor(args)
     for path in args.images:
         probs = pred.predict(read_bytes(path))
         print_prediction(str(path), probs, pred.class_names, threshold=args.threshold, jsonlines=args.jsonlines)
