@@ -137,7 +137,8 @@ class _AccessLog:
             await self.app(scope, receive, send_with_id)
         finally:
             entry["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
-            level = logging.WARNING if (entry["status"] or 500) >= 500 else logging.INFO
+            status = entry["status"] or 500
+            level = logging.WARNING if status >= 500 and status != 503 else logging.INFO  # 503: still loading
             access_log.log(level, json.dumps(entry))
 
 

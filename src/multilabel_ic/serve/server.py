@@ -74,19 +74,26 @@ class Server(uvicorn.Server):
         self.should_exit = True
 
 
-def _logging(level: str) -> None:
-    """The library's handler (stderr, the algorithm's line format) for uvicorn's own lines too, at ``level``."""
+@contextlib.contextmanager
+def _logging(level: str) -> Iterator[None]:
+    """While serving: the library's lines at ``level``, and uvicorn's own lines through the library's handler (stderr,
+    the algorithm's line format); as they were afterwards."""
     ours = logging.getLogger("multilabel_ic")
-    if not ours.handlers:
-        from ..logs import setup_logging
-
-        setup_logging(level.upper())
-    ours.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error"):
-        logger = logging.getLogger(name)
-        logger.handlers[:] = list(ours.handlers)
-        logger.setLevel(level.upper())
-        logger.propagate = False
+    theirs = [logging.getLogger(name) for name in ("uvicorn", "uvicorn.error")]
+    saved = [(lg, lg.handlers[:], lg.level, lg.propagate) for lg in (ours, *theirs)]
+    try:
+        ours.setLevel(level.upper())
+        if ours.handlers:
+            for logger in theirs:
+                logger.handlers[:] = list(ours.handlers)
+                logger.setLevel(level.upper())
+                logger.propagate = False
+        yield
+    finally:
+        for logger, handlers, lvl, propagate in saved:
+            logger.handlers[:] = handlers
+            logger.setLevel(lvl)
+            logger.propagate = propagate
 
 
 def make_server(app: Any, *, log_level: str = "info", graceful_timeout_s: float | None = None) -> Server:
@@ -127,7 +134,8 @@ def serve(model: Any, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, run
     """
     from .app import create_app
 
-    _logging(log_level)
+    if log_level not in LOG_LEVELS:
+        raise UsageError(f"log_level={log_level!r} is not one of {', '.join(LOG_LEVELS)}.")
     failure: list[BaseException] = []
     server_ref: list[Server] = []
 
@@ -143,12 +151,12 @@ def serve(model: Any, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, run
     server_ref.append(server)
     sock = bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
-    log.info("listening on http://%s:%d (GET /ping, POST /invocations); SIGTERM or Ctrl-C stops it",
-             bound_host, bound_port)
-    if on_listening is not None:
-        on_listening(bound_host, bound_port)
     try:
-        with _sigterm_returns():
+        with _logging(log_level), _sigterm_returns():
+            log.info("listening on http://%s:%d (GET /ping, POST /invocations); SIGTERM or Ctrl-C stops it",
+                     bound_host, bound_port)
+            if on_listening is not None:
+                on_listening(bound_host, bound_port)
             server.run(sockets=[sock])
     finally:
         sock.close()

@@ -1,0 +1,259 @@
+"""The server's behaviour: the same probabilities as the in-process predictor and the SageMaker endpoint predictor,
+concurrent requests batched, /ping 503 until the model is loaded, access log lines, SIGTERM draining the requests in
+flight and exiting 0, predict/evaluate --endpoint URL, and the serve extra kept out of the core."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from catalog_support import Workspace
+from serve_support import AccessLines, ServerThread, exchange, read_answer, request
+
+from multilabel_ic.cli import main
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+@pytest.fixture(scope="module")
+def served(ws: Workspace):
+    server = ServerThread(ws.model, max_delay_ms=50, max_batch=8)
+    server.wait_ready()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def local(ws: Workspace):
+    from multilabel_ic.model.predictor import LocalPredictor
+
+    return LocalPredictor(ws.model, device="cpu")
+
+
+def _images(ws: Workspace, n: int = 12) -> list[bytes]:
+    return [(ws.images / p).read_bytes() for p in ws.data.paths[:n]]
+
+
+def _post(body: bytes, **headers: str) -> bytes:
+    return request("POST", "/invocations", body, {"Content-Type": "image/jpeg", **headers})
+
+
+def test_server_local_and_endpoint_predictors_agree(served, ws, local, aws):
+    """The same images through the server (HttpPredictor), in process (LocalPredictor), and through the SageMaker
+    endpoint predictor fed the server's own answer bytes (moto's result queue): the same probabilities."""
+    import requests
+
+    from multilabel_ic.backends.sagemaker import SageMakerBackend
+    from multilabel_ic.backends.sagemaker.endpoint import SageMakerPredictor
+    from multilabel_ic.serve import HttpPredictor
+
+    images = _images(ws)
+    want = np.asarray(local.predict_batch(images))
+    client = HttpPredictor(served.url)
+    assert client.class_names == local.class_names  # from GET /metadata
+    got = np.asarray(client.predict_batch(images))
+    assert np.abs(got - want).max() <= 1e-6
+
+    bodies = [exchange(served.port, _post(img, Accept="application/json")).body for img in images[:3]]
+    results = [{"Body": b.decode(), "ContentType": "application/json", "InvokedProductionVariant": "AllTraffic",
+                "CustomAttributes": ""} for b in bodies]
+    requests.post(f"{aws.url}/moto-api/static/sagemaker/endpoint-results",
+                  json={"region": "us-east-1", "results": results}, timeout=10).raise_for_status()
+    endpoint = SageMakerPredictor(SageMakerBackend(role="arn:aws:iam::1:role/R", bucket="b", region="us-east-1"),
+                                  "ep", class_names=local.class_names)
+    via_endpoint = np.asarray([endpoint.predict(img) for img in images[:3]])
+    assert np.abs(via_endpoint - want[:3]).max() <= 1e-6
+
+
+def test_concurrent_requests_run_as_one_batch(served, ws, local):
+    images = _images(ws, 8)
+    want = local.predict_batch(images)
+    barrier = threading.Barrier(len(images))
+
+    def one(img: bytes):
+        barrier.wait()
+        return exchange(served.port, _post(img))
+
+    with AccessLines() as log, ThreadPoolExecutor(len(images)) as pool:
+        answers = list(pool.map(one, images))
+        lines = log.wait_for(lambda line: len(log.lines) >= len(images))
+    assert all(a.status == 200 for a in answers)
+    assert np.abs(np.asarray([a.json() for a in answers]) - np.asarray(want)).max() <= 1e-6
+    sizes = [line["batch_size"] for line in lines if line["path"] == "/invocations"]
+    assert len(sizes) == len(images) and max(sizes) > 1, sizes
+    assert all(set(line) >= {"request_id", "method", "path", "status", "latency_ms", "batch_size"} for line in lines)
+    # a lone request does not wait for company (max_delay_ms=50 here): it runs at once, in a batch of 1
+    with AccessLines() as log:
+        assert exchange(served.port, _post(images[0])).status == 200
+        assert log.wait_for(lambda line: True)[0]["batch_size"] == 1
+
+
+def test_request_id_is_echoed_and_logged(served, ws):
+    with AccessLines() as log:
+        answer = exchange(served.port, _post(_images(ws, 1)[0], **{"X-Request-Id": "abc-123"}))
+        assert answer.status == 200 and answer.headers["x-request-id"] == "abc-123"
+        log.wait_for(lambda line: line["request_id"] == "abc-123" and line["status"] == 200)
+    bad = exchange(served.port, _post(b"nope", **{"X-Request-Id": "x" * 500}))  # not a plain token: one of ours
+    assert bad.status == 400 and len(bad.headers["x-request-id"]) == 16
+    assert bad.json()["request_id"] == bad.headers["x-request-id"]
+
+
+def test_ping_is_503_until_the_model_is_loaded(ws):
+    from multilabel_ic.model.predictor import LocalPredictor
+
+    release = threading.Event()
+
+    def slow_load():
+        release.wait(10)
+        return LocalPredictor(ws.model, device="cpu")
+
+    server = ServerThread(slow_load)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                answer = exchange(server.port, request("GET", "/ping"))
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        assert answer.status == 503 and "still loading" in answer.json()["error"]
+        early = exchange(server.port, _post(_images(ws, 1)[0]))
+        assert early.status == 503 and early.headers["retry-after"] == "1"
+        release.set()
+        server.wait_ready()
+        assert exchange(server.port, request("GET", "/ping")).body == b""
+        assert exchange(server.port, _post(_images(ws, 1)[0])).status == 200
+    finally:
+        release.set()
+        server.stop()
+
+
+@pytest.fixture
+def restore_logging():
+    """The CLI points the library's log handler at this test's captured stderr: put the handlers back after it."""
+    logger = logging.getLogger("multilabel_ic")
+    saved = logger.handlers[:], logger.level, logger.propagate
+    yield
+    logger.handlers[:] = saved[0]
+    logger.setLevel(saved[1])
+    logger.propagate = saved[2]
+
+
+def test_cli_predict_and_evaluate_take_a_server_url(served, ws, tmp_path, capsys, restore_logging):
+    image = str(ws.images / ws.data.paths[0])
+    assert main(["predict", "--model", str(ws.model), image]) == 0
+    here = capsys.readouterr().out
+    assert main(["predict", "--endpoint", served.url, image]) == 0
+    assert capsys.readouterr().out == here
+    assert main(["evaluate", "--model", str(ws.model), "--lst", str(ws.lst), "--images", str(ws.images),
+                 "--output", str(tmp_path / "local.json")]) == 0
+    assert main(["evaluate", "--endpoint", served.url, "--lst", str(ws.lst), "--images", str(ws.images),
+                 "--output", str(tmp_path / "served.json")]) == 0
+    capsys.readouterr()
+    local_metrics = json.loads((tmp_path / "local.json").read_text())
+    served_metrics = json.loads((tmp_path / "served.json").read_text())
+    assert served_metrics["mAP"] == pytest.approx(local_metrics["mAP"], abs=1e-6)
+    assert served_metrics["per_class_AP"] == pytest.approx(local_metrics["per_class_AP"], abs=1e-6)
+
+
+def test_http_predictor_names_the_image_the_server_refused(served, ws, tmp_path):
+    from multilabel_ic import ImageDecodeError
+    from multilabel_ic.serve import HttpPredictor
+
+    client = HttpPredictor(served.url)
+    with pytest.raises(ImageDecodeError, match=r"^bad\.jpg: http://127\.0\.0\.1:\d+ refused it: the request body: "
+                                               r"not a decodable image"):
+        client.predict_batch([_images(ws, 1)[0], b"not an image"], sources=["good.jpg", "bad.jpg"])
+
+
+def test_sigterm_drains_the_request_in_flight_and_exits_0(ws, tmp_path):
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "multilabel_ic", "serve", str(ws.model), "--port", "0"],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        port = None
+        lines = []
+        while port is None:
+            line = proc.stderr.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+            if "listening on http://" in line:
+                port = int(line.split("listening on http://")[1].split()[0].rsplit(":", 1)[1])
+        deadline = time.monotonic() + 30
+        while exchange(port, request("GET", "/ping")).status != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        import socket
+
+        image = _images(ws, 1)[0]
+        raw = _post(image)
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(raw[:-50])  # in flight: the body is not all there yet
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        sock.sendall(raw[-50:])
+        answer = read_answer(sock)
+        sock.close()
+        assert answer.status == 200 and len(answer.json()) == 5
+        assert proc.wait(timeout=30) == 0
+        err = "".join(lines) + proc.stderr.read()
+        assert "Traceback" not in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+
+
+_WITHOUT_SERVE_EXTRA = textwrap.dedent("""
+    import importlib.abc, sys
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name.split(".")[0] in ("starlette", "uvicorn"):
+                raise ImportError(f"No module named {name!r} (blocked by the test)")
+            return None
+
+    sys.meta_path.insert(0, Block())
+    import multilabel_ic.serve
+    from multilabel_ic.serve import HttpPredictor
+    from multilabel_ic import MissingDependencyError
+    for name in ("create_app", "serve"):
+        try:
+            getattr(multilabel_ic.serve, name)
+        except MissingDependencyError as exc:
+            assert "pip install 'multilabel-ic[serve]'" in str(exc), exc
+        else:
+            raise AssertionError(name + " without the serve extra")
+    from multilabel_ic.cli import main
+    sys.exit(main(["serve", sys.argv[1], "--port", "0"]))
+""")
+
+
+def test_without_the_serve_extra_the_client_works_and_serve_names_the_pip_line(ws):
+    result = subprocess.run([sys.executable, "-c", _WITHOUT_SERVE_EXTRA, str(ws.model)], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "PYTHONPATH": SRC})
+    assert result.returncode == 1, result.stderr
+    assert "is needed for this feature but is not installed. Install it with: pip install 'multilabel-ic[serve]'" \
+        in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_core_and_the_cli_do_not_import_the_server_stack():
+    code = ("import sys, multilabel_ic, multilabel_ic.cli, multilabel_ic.serve; "
+            "print(sorted(m for m in ('starlette', 'uvicorn') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": SRC})
+    assert result.stdout.strip() == "[]", result.stderr
