@@ -1,0 +1,279 @@
+"""The server under load (``multilabel-ic serve``), against the offline predictor of the same model in the same run.
+
+    python benchmarks/bench_serve.py                          # ResNet-18 at 224 and at 64 px, 60 s per level
+    python benchmarks/bench_serve.py --duration 3 --models 18:64   # a quick check that it all works
+
+For each model (a ResNet of that depth and size with BatchNorm statistics like a trained one's, so probabilities
+spread; randomly initialised otherwise) it first measures the offline predictor (``LocalPredictor.predict_batch`` of
+``--batch`` JPEGs: images/s, median of rounds; ``predict`` of one JPEG: p50 latency), then starts the server in its
+own process on 127.0.0.1 and drives ``POST /invocations`` with one JPEG at each concurrency (default 1, 8, 32) for
+``--duration`` seconds with wrk (Debian's ``wrk``; a Lua script posts the JPEG's bytes), or with a Python client
+when wrk is absent (``--generator python``). Per level: requests/s, p50/p99 latency, errors (connection, timeouts
+and non-200 answers), and the server's resident memory before and after. Writes serve.json.
+
+The load generator runs on the same machine and takes CPU from the server: the figures are a floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import write
+
+from multilabel_ic import Hyperparameters
+from multilabel_ic.bench.local import trained_like_network
+from multilabel_ic.images import encode_jpeg
+from multilabel_ic.model.artifact import write_model_tar
+from multilabel_ic.model.network import mxnet_state_dict
+from multilabel_ic.model.predictor import LocalPredictor
+
+WRK_SCRIPT = r"""
+local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*all")
+f:close()
+wrk.headers["Content-Type"] = "image/jpeg"
+wrk.headers["Accept"] = "application/json"
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('BENCH_RESULT {"requests": %d, "duration_us": %d, "p50_ms": %.3f, "p99_ms": %.3f, ' ..
+    '"mean_ms": %.3f, "connect_errors": %d, "read_errors": %d, "write_errors": %d, "non_200": %d, ' ..
+    '"timeouts": %d}\n', summary.requests, summary.duration, latency:percentile(50) / 1000,
+    latency:percentile(99) / 1000, latency.mean / 1000, e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+
+def make_model(folder: Path, layers: int, size: int) -> Path:
+    hp = Hyperparameters(num_classes=5, num_training_samples=1000, num_layers=layers, image_shape=f"3,{size},{size}",
+                         multi_label=1)
+    args, aux = mxnet_state_dict(trained_like_network(hp))
+    return write_model_tar(folder / f"resnet{layers}-{size}" / "model.tar.gz",
+                           {1: ({k: v.numpy() for k, v in args.items()}, {k: v.numpy() for k, v in aux.items()})},
+                           num_classes=5, num_layers=layers, image_shape=(3, size, size), multi_label=True)
+
+
+def make_jpeg(size: int, seed: int = 0) -> bytes:
+    """A photo-like JPEG a little larger than the network's input (smooth shapes and noise), as a client sends."""
+    import cv2
+
+    side = int(size * 1.15)
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.integers(0, 256, (side, side, 3), dtype=np.uint8), (0, 0), side / 40)
+    img = np.clip(img.astype(np.int16) + rng.integers(-12, 13, img.shape), 0, 255).astype(np.uint8)
+    return encode_jpeg(img, quality=90)
+
+
+def offline(artifact: Path, jpeg: bytes, runtime: str, batch: int, rounds: int, singles: int) -> dict:
+    pred = LocalPredictor(artifact, runtime=runtime, device="cpu")
+    blobs = [jpeg] * batch
+    pred.predict_batch(blobs)  # warm-up
+    rates = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        pred.predict_batch(blobs)
+        rates.append(batch / (time.perf_counter() - t0))
+    pred.predict(jpeg)
+    lat = []
+    for _ in range(singles):
+        t0 = time.perf_counter()
+        pred.predict(jpeg)
+        lat.append((time.perf_counter() - t0) * 1000)
+    pred.close()
+    return {"batch_images_per_sec": statistics.median(rates), "batch_size": batch, "rounds": rounds,
+            "single_image_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
+                                "n": singles}}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def post(port: int, jpeg: bytes) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", "/invocations", body=jpeg, headers={"Content-Type": "image/jpeg"})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def start_server(artifact: Path, args) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "multilabel_ic", "serve", str(artifact), "--port", str(port), "--runtime",
+           args.runtime, "--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms),
+           "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    threading.Thread(target=lambda: [print("  server:", line.rstrip(), file=sys.stderr) for line in proc.stderr],
+                     daemon=True).start()
+    deadline = time.monotonic() + 120
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/ping")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return proc, port
+            conn.close()
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("the server did not answer /ping with 200 within 120 s")
+        time.sleep(0.1)
+
+
+def load_wrk(port: int, body: Path, concurrency: int, duration: float) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(WRK_SCRIPT)
+    try:
+        threads = max(1, min(2, concurrency))
+        out = subprocess.run(["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{duration:g}s",
+                              "--timeout", "30s", "-s", f.name, f"http://127.0.0.1:{port}/invocations"],
+                             capture_output=True, text=True, env={**os.environ, "BENCH_BODY": str(body)},
+                             timeout=duration + 60)
+    finally:
+        os.unlink(f.name)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("BENCH_RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk gave no result: {out.stdout[-500:]} {out.stderr[-500:]}")
+    r = json.loads(line[len("BENCH_RESULT "):])
+    errors = r["connect_errors"] + r["read_errors"] + r["write_errors"] + r["non_200"] + r["timeouts"]
+    return {"requests": r["requests"], "requests_per_sec": r["requests"] / (r["duration_us"] / 1e6),
+            "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "mean_ms": r["mean_ms"], "errors": errors,
+            "error_kinds": {k: r[k] for k in ("connect_errors", "read_errors", "write_errors", "non_200",
+                                              "timeouts")}}
+
+
+def load_python(port: int, jpeg: bytes, concurrency: int, duration: float) -> dict:
+    """A threaded client with one keep-alive connection per thread (for machines without wrk)."""
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + duration
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine: list[float] = []
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", "/invocations", body=jpeg, headers={"Content-Type": "image/jpeg"})
+                resp = conn.getresponse()
+                resp.read()
+                ok = resp.status == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            if ok:
+                mine.append((time.perf_counter() - t0) * 1000)
+            else:
+                with lock:
+                    errors[0] += 1
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    lat = np.asarray(latencies) if latencies else np.asarray([float("nan")])
+    return {"requests": len(latencies) + errors[0], "requests_per_sec": len(latencies) / elapsed,
+            "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+            "mean_ms": float(lat.mean()), "errors": errors[0]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="18:224,18:64", help="depth:size pairs, comma-separated")
+    ap.add_argument("--concurrency", default="1,8,32", help="client connections per level, comma-separated")
+    ap.add_argument("--duration", type=float, default=60.0, help="seconds per level")
+    ap.add_argument("--runtime", choices=["torch", "onnxruntime", "openvino"], default="torch")
+    ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--max-delay-ms", type=float, default=5.0)
+    ap.add_argument("--batch", type=int, default=32, help="the offline predictor's batch")
+    ap.add_argument("--rounds", type=int, default=5, help="offline batch rounds (median)")
+    ap.add_argument("--singles", type=int, default=30, help="offline single-image predictions")
+    ap.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
+    ap.add_argument("--output", type=Path, default=Path("bench-output"))
+    args = ap.parse_args()
+
+    generator = args.generator
+    if generator == "auto":
+        generator = "wrk" if shutil.which("wrk") else "python"
+    if generator == "wrk" and not shutil.which("wrk"):
+        sys.exit("wrk is not installed: apt-get install wrk (Debian/Ubuntu), or run with --generator python")
+    levels = [int(c) for c in args.concurrency.split(",")]
+    results: dict = {"settings": {**{k: v for k, v in vars(args).items() if k != "output"}, "generator": generator,
+                                  "cores": os.cpu_count()}, "models": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec in args.models.split(","):
+            layers, size = (int(x) for x in spec.split(":"))
+            name = f"resnet{layers}-{size}"
+            artifact = make_model(Path(tmp), layers, size)
+            jpeg = make_jpeg(size)
+            body = Path(tmp) / f"{name}.jpg"
+            body.write_bytes(jpeg)
+            print(f"[{name}] offline predictor ({args.runtime}) ...", file=sys.stderr, flush=True)
+            entry: dict = {"jpeg_bytes": len(jpeg),
+                           "offline": offline(artifact, jpeg, args.runtime, args.batch, args.rounds, args.singles)}
+            print(f"  {json.dumps(entry['offline'])}", file=sys.stderr, flush=True)
+            proc, port = start_server(artifact, args)
+            try:
+                for _ in range(5):  # warm-up
+                    assert post(port, jpeg) == 200
+                entry["server_rss_mb_start"] = rss_mb(proc.pid)
+                entry["levels"] = {}
+                for c in levels:
+                    before = rss_mb(proc.pid)
+                    level = (load_wrk(port, body, c, args.duration) if generator == "wrk"
+                             else load_python(port, jpeg, c, args.duration))
+                    level.update(concurrency=c, duration_s=args.duration, rss_mb_before=before,
+                                 rss_mb_after=rss_mb(proc.pid))
+                    level["rss_growth"] = level["rss_mb_after"] / before - 1
+                    level["vs_offline_images_per_sec"] = (level["requests_per_sec"]
+                                                          / entry["offline"]["batch_images_per_sec"])
+                    level["p50_minus_offline_single_ms"] = level["p50_ms"] - entry["offline"]["single_image_ms"]["p50"]
+                    entry["levels"][str(c)] = level
+                    print(f"  c={c}: {level['requests_per_sec']:.1f} req/s, p50 {level['p50_ms']:.1f} ms, p99 "
+                          f"{level['p99_ms']:.1f} ms, errors {level['errors']}, RSS {before:.0f} -> "
+                          f"{level['rss_mb_after']:.0f} MB", file=sys.stderr, flush=True)
+            finally:
+                proc.terminate()
+                entry["server_exit_code_on_sigterm"] = proc.wait(60)
+            results["models"][name] = entry
+    write(args.output, "serve.json", results, device="cpu")
+
+
+if __name__ == "__main__":
+    main()
