@@ -234,7 +234,14 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-_HELD: list[socket.socket] = []
+_HELD: list[socket.socket] = []  # sockets that keep a port taken while a case runs; closed with the module
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_held_ports():
+    yield
+    while _HELD:
+        _HELD.pop().close()
 
 
 def _taken_port() -> int:
@@ -351,9 +358,3 @@ def test_cli_case(case, ws, tmp_path, capsys):
 @pytest.mark.parametrize("case", API_CASES, ids=[c.id for c in API_CASES])
 def test_api_case(case, ws, tmp_path):
     check_api_case(case, ws, tmp_path)
-
-
-def test_held_ports_are_released():
-    while _HELD:
-        _HELD.pop().close()
-    assert not _HELD
