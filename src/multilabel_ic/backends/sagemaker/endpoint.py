@@ -52,6 +52,7 @@ class SageMakerPredictor(Predictor):
     def __init__(self, backend: SageMakerBackend, endpoint_name: str, *, class_names: Sequence[str] | None = None,
                  owns_resources: bool = False, thresholds: Sequence[float] | None = None):
         self.backend, self.endpoint_name = backend, endpoint_name
+        self.label = f"endpoint {endpoint_name}"
         self.class_names = list(class_names) if class_names else []
         self.owns_resources = owns_resources
         self.thresholds = list(thresholds) if thresholds else None
@@ -89,7 +90,9 @@ class SageMakerPredictor(Predictor):
                                f"{body[:100]!r}") from exc
         if not self.class_names:
             self.class_names = [f"class_{i}" for i in range(len(probs))]
-        return [float(p) for p in probs]
+        scores = [float(p) for p in probs]
+        self._check_finite([scores], ["<request body>"])  # json.loads takes a bare NaN; no score may be one
+        return scores
 
     def delete(self, *, only: Sequence[str] = ("endpoint", "endpoint_config", "model")) -> list[str]:
         """Delete the endpoint, its endpoint config and its model (``only`` those named); returns the kinds that
