@@ -391,3 +391,23 @@ def test_training_images_over_the_raw_cache_limit_train_from_a_jpeg_cache(splits
     assert "input pipeline: decode cache -> batched augmentation" in caplog.text
     assert len(list((tmp_path / "cache").glob("*.jpegs"))) == 1  # the training images; validation fits raw
     assert np.isfinite(model.metrics["epochs"][0]["train_loss"]) and 0 <= model.metrics["final"]["mAP"] <= 1
+
+
+def test_evaluate_with_the_validation_transform_reproduces_the_runs_map(trained, splits, tmp_path, capsys):
+    """``evaluate --preprocess centre_crop`` scores with the model's resize (from model-metadata.json), so the run's
+    validation data gives exactly the mAP of its metrics.json; ``--resize`` overrides it."""
+    from multilabel_ic.cli import main
+
+    model, out, hp = trained
+    _, val = splits
+    lst = val.to_lst(tmp_path / "val.lst")
+    argv = ["evaluate", "--model", str(model.local_artifact), "--lst", str(lst), "--images", str(val.root),
+            "--preprocess", "centre_crop"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["mAP"] == json.loads((out / "metrics.json").read_text())["final"]["mAP"]
+    assert result["preprocessing"] == f"shorter side to {hp.resize}, centre crop 32x32"
+    assert main([*argv, "--resize", "64"]) == 0
+    assert json.loads(capsys.readouterr().out)["preprocessing"] == "shorter side to 64, centre crop 32x32"
+    assert main([*argv[:-2], "--resize", "64"]) == 2  # the endpoint's plain resize has no resize step
+    assert "--resize 64: give a positive number of pixels, with --preprocess centre_crop" in capsys.readouterr().err

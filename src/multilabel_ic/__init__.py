@@ -4,6 +4,7 @@ run on SageMaker or re-implemented locally in PyTorch, behind one API.
     from multilabel_ic import Dataset, Hyperparameters, Trainer, Predictor
 """
 
+from . import _pixel_limit  # noqa: F401  first: sets OpenCV's pixel limit before anything loads cv2
 from ._version import __version__  # noqa: E402
 from .api import Backend, Model, Predictor, Trainer
 from .data.dataset import Dataset

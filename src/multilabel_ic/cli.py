@@ -128,7 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--lst", type=Path, required=True)
     e.add_argument("--images", type=Path, required=True)
     e.add_argument("--classes", default=None, help="class names in label order (default: model-metadata.json)")
-    e.add_argument("--preprocess", choices=["resize", "centre_crop"], default="resize")
+    e.add_argument("--preprocess", choices=["resize", "centre_crop"], default="resize",
+                   help="resize: the endpoint's plain resize to the input size; centre_crop: the run's validation "
+                        "transform (the shorter side to --resize, then the centre crop), which reproduces the mAP of "
+                        "its metrics.json on its validation data")
+    e.add_argument("--resize", type=int, default=None,
+                   help="with --preprocess centre_crop: the shorter side before the crop (default: the resize the "
+                        "model was trained with, from model-metadata.json; else the input size)")
     e.add_argument("--output", type=Path, help="write the metrics JSON here")
     add_sagemaker_args(e)
 
@@ -369,6 +375,9 @@ def cmd_evaluate(args) -> int:
     from .model.transforms import AugmentOptions
 
     classes = class_list(args.classes) if args.classes else None
+    if args.resize is not None and (args.resize < 1 or args.preprocess != "centre_crop"):
+        raise UsageError(f"--resize {args.resize}: give a positive number of pixels, with --preprocess centre_crop "
+                         f"(the endpoint's plain resize has no resize step).")
     if (args.model is None) == (args.endpoint is None):
         raise UsageError("evaluate needs either --model (a model.tar.gz run here) or --endpoint (a server URL or a "
                          "SageMaker endpoint), not both.")
@@ -377,10 +386,15 @@ def cmd_evaluate(args) -> int:
 
         pred = endpoint_predictor(args)
     else:
-        pred = LocalPredictor(args.model, class_names=classes, augment=AugmentOptions(inference=args.preprocess))
+        pred = LocalPredictor(args.model, class_names=classes, augment=AugmentOptions(inference=args.preprocess),
+                              resize=args.resize)
     data = Dataset.from_lst(args.lst, root=args.images, class_names=pred.class_names)
     result = pred.evaluate(data)
-    text = json.dumps(result, indent=2)
+    if isinstance(pred, LocalPredictor):
+        c, h, w = pred.image_shape
+        result["preprocessing"] = (f"shorter side to {pred.resize or max(h, w)}, centre crop {h}x{w}"
+                                   if args.preprocess == "centre_crop" else f"plain resize to {h}x{w}")
+    text = json.dumps(result, indent=2, allow_nan=False)
     if args.output:
         from ._io import atomic_write_text
 
@@ -418,8 +432,10 @@ def cmd_report(args) -> int:
         if args.images is None:
             raise UsageError("--validation-lst needs --images (the folder its paths are relative to).")
         names = class_list(args.classes) if args.classes else None
-        if names is None and (args.run / "model-metadata.json").is_file():
-            names = json.loads((args.run / "model-metadata.json").read_text(encoding="utf-8")).get("class_names")
+        if names is None:
+            from .model.metadata import read_metadata
+
+            names = (read_metadata(args.run / "model.tar.gz") or {}).get("class_names")
         validation = Dataset.from_lst(args.validation_lst, root=args.images, class_names=names)
     print(write_report(args.run, validation=validation, output=args.output))
     return 0

@@ -78,9 +78,9 @@ def class_list(text: str, option: str = "--classes") -> list[str]:
 def print_prediction(source: str, probs: list[float], class_names: list[str], *, threshold: float | None,
                      jsonlines: bool) -> None:
     """One image's prediction as ``predict`` prints it (the endpoint's JSON, or a batch transform line)."""
-    if jsonlines:
-        print(json.dumps({"prediction": probs}))
+    if jsonlines:  # allow_nan=False: a bare NaN is not JSON (the predictors refuse such scores before this)
+        print(json.dumps({"prediction": probs}, allow_nan=False))
         return
-    print(f"{source}: {json.dumps([round(p, 6) for p in probs])}")
+    print(f"{source}: {json.dumps([round(p, 6) for p in probs], allow_nan=False)}")
     if threshold is not None:
         print("  labels:", [n for n, p in zip(class_names, probs) if p >= threshold])

@@ -12,15 +12,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from . import _pixel_limit as _limits
 from .exceptions import ImageDecodeError, UsageError
+from .image_header import FORMATS, HeaderError, header_size
 
 __all__ = ["decode_image", "imdecode", "read_image", "read_bytes", "encode_jpeg", "resize_shorter", "image_pixels", "DEFAULT_MAX_PIXELS",
            "max_pixels", "set_max_pixels"]
 
-# Decoded pixels allowed per image, checked from the file's header before decoding: a 1 MB PNG can claim
-# 20000 x 20000 pixels (1.2 GB decoded, more in the pipeline). The default is Pillow's decompression-bomb limit;
-# set another with set_max_pixels() or the MULTILABEL_IC_MAX_PIXELS environment variable (0 = no limit).
-DEFAULT_MAX_PIXELS = 89_478_485
+# Decoded pixels allowed per image, checked from the file's header before decoding (image_header.header_size reads
+# it as the decoder OpenCV picks reads it, for every format this OpenCV decodes): a 1 MB PNG can claim 20000 x 20000
+# pixels (1.2 GB decoded, more in the pipeline). The default is Pillow's decompression-bomb limit; set another with
+# set_max_pixels() or the MULTILABEL_IC_MAX_PIXELS environment variable (0 = no limit). The second line of defence,
+# OpenCV's own OPENCV_IO_MAX_IMAGE_PIXELS, is set from the same setting when the package is first imported
+# (multilabel_ic/__init__.py: OpenCV reads it once, when cv2 is loaded).
+DEFAULT_MAX_PIXELS = _limits.DEFAULT_MAX_PIXELS
 _max_pixels: int | None = None
 
 cv2.setNumThreads(1)  # decoding runs in loader workers; OpenCV's own pool would oversubscribe the cores
@@ -55,32 +60,36 @@ def set_max_pixels(limit: int | None) -> None:
 
 
 def image_pixels(data: bytes) -> int | None:
-    """Width x height from the encoded image's header, without decoding; None when the format is not recognised."""
-    import io
-    import re
-    import warnings
-
-    from PIL import Image, UnidentifiedImageError
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                return im.size[0] * im.size[1]
-        except Image.DecompressionBombError as exc:  # Pillow's own, larger limit: its message has the size
-            found = re.search(r"\((\d+) pixels\)", str(exc))
-            return int(found.group(1)) if found else 1 << 62
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-            return None
+    """Width x height from the encoded image's header, read as the decoder OpenCV picks for it reads it (see
+    :mod:`multilabel_ic.image_header`), without decoding; None when OpenCV has no decoder for these bytes or the
+    header cannot be read."""
+    try:
+        found = header_size(data)
+    except HeaderError:
+        return None
+    return None if found is None else found[1] * found[2]
 
 
 def _check_pixels(data: bytes, source: str, limit: int) -> None:
-    pixels = image_pixels(data)
-    if pixels is not None and pixels > limit:
+    """Refuse, before decoding, an image over ``limit`` pixels, bytes no decoder of OpenCV takes, and a known format
+    whose header cannot be read (its size could not be checked)."""
+    try:
+        found = header_size(data)
+    except HeaderError as exc:
+        raise ImageDecodeError(f"{source}: {exc}, so its size cannot be checked before decoding and it is not decoded. "
+                               f"Re-encode it as JPEG or PNG.") from None
+    if found is None:
+        raise ImageDecodeError(_NOT_AN_IMAGE.format(source=source))
+    fmt, width, height = found
+    if width * height > limit:
         raise ImageDecodeError(
-            f"{source}: the image has {pixels} pixels, more than the limit of {limit} decoded pixels. Resize it, or "
-            f"raise the limit with multilabel_ic.images.set_max_pixels(n) or MULTILABEL_IC_MAX_PIXELS=n if you trust "
-            f"the file.")
+            f"{source}: the image has {width * height} pixels, more than the limit of {limit} decoded pixels "
+            f"({fmt} header). Resize it, or raise the limit with multilabel_ic.images.set_max_pixels(n) or "
+            f"MULTILABEL_IC_MAX_PIXELS=n if you trust the file.")
+
+
+_NOT_AN_IMAGE = ("{source}: not a decodable image (supported: " + ", ".join(FORMATS) + "). Check that the file is an "
+                 "image and not truncated or an HTML error page.")
 
 
 def decode_image(data: bytes, *, channels: int = 3, source: str = "<bytes>") -> np.ndarray:
@@ -97,11 +106,20 @@ def decode_image(data: bytes, *, channels: int = 3, source: str = "<bytes>") -> 
     limit = max_pixels()
     if limit:
         _check_pixels(bytes(data), source, limit)
-    img = imdecode(np.frombuffer(data, dtype=np.uint8), channels)
+    try:
+        img = imdecode(np.frombuffer(data, dtype=np.uint8), channels)
+    except cv2.error as exc:  # OpenCV's own limit (OPENCV_IO_MAX_IMAGE_PIXELS), or a decoder's failure
+        pixels = image_pixels(bytes(data))
+        cap = os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS")
+        if pixels is not None and cap and cap.isdigit() and pixels > int(cap):
+            raise ImageDecodeError(
+                f"{source}: the image has {pixels} pixels, more than OpenCV's limit OPENCV_IO_MAX_IMAGE_PIXELS={cap}, "
+                f"which is set when multilabel_ic is first imported; set MULTILABEL_IC_MAX_PIXELS=n (or "
+                f"OPENCV_IO_MAX_IMAGE_PIXELS=n) before starting Python to decode it.") from None
+        raise ImageDecodeError(f"{source}: OpenCV cannot decode it ({str(exc).strip().splitlines()[-1][-120:]}); "
+                               f"re-encode it as JPEG or PNG.") from None
     if img is None:
-        raise ImageDecodeError(
-            f"{source}: not a decodable image (supported: JPEG, PNG, BMP, TIFF, WebP). Check that the file is an "
-            f"image and not truncated or an HTML error page.")
+        raise ImageDecodeError(_NOT_AN_IMAGE.format(source=source))
     if data[:2] == _JPEG_SOI and _JPEG_EOI not in data[-64:]:
         raise ImageDecodeError(
             f"{source}: truncated JPEG (no end-of-image marker); re-download or re-encode the file.")

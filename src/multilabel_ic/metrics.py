@@ -3,7 +3,8 @@ algorithm's logged multi-label "accuracy" (mean over classes of binary accuracy 
 
 Average precision is the area under the precision-recall step curve (scikit-learn's ``average_precision_score``
 definition: sum over thresholds of (R_n - R_{n-1}) * P_n, ties grouped). Classes without positives have no AP; they
-are reported in ``classes_without_positives`` and excluded from the macro mean, never turned into NaN.
+are reported in ``classes_without_positives`` and excluded from the macro mean, never turned into NaN. Scores that
+are NaN or infinite are refused (:class:`UsageError`): sorting them would give a plausible but meaningless mAP.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ def _check(y_true, scores):
         raise UsageError(f"labels {y_true.shape} and scores {scores.shape} must have the same shape")
     if y_true.size and not np.isin(y_true, (0, 1)).all():
         raise UsageError("labels must be 0/1 (multi-hot)")
+    if not np.isfinite(scores).all():
+        row, col = (int(i) for i in np.argwhere(~np.isfinite(scores))[0]) if scores.ndim == 2 else (
+            int(np.flatnonzero(~np.isfinite(scores))[0]), 0)
+        raise UsageError(f"scores must be finite numbers: {int((~np.isfinite(scores)).sum())} are NaN or infinite "
+                         f"(the first at row {row}, column {col}); no metric is defined on them.")
     return y_true.astype(bool), scores
 
 

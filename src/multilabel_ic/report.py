@@ -176,13 +176,13 @@ def write_report(run_dir: str | Path, *, validation: Dataset | None = None, outp
         raise UsageError(f"{run}: no metrics.json; give the folder of a finished training run.") from None
     except (OSError, ValueError) as exc:
         raise UsageError(f"{run}/metrics.json: cannot be read ({exc}).") from exc
-    meta = {}
-    if (run / "model-metadata.json").is_file():
-        meta = json.loads((run / "model-metadata.json").read_text(encoding="utf-8"))
+    from .model.metadata import read_metadata
+
+    meta = read_metadata(run / "model.tar.gz") or {}
     final = metrics.get("final") or {}
     per_class = final.get("per_class_AP") or {}
     class_names = list(meta.get("class_names") or per_class or [])
-    thresholds = final.get("tuned_thresholds") or meta.get("thresholds") or [0.5] * len(class_names)
+    thresholds = final.get("tuned_thresholds") or meta.get("tuned_thresholds") or [0.5] * len(class_names)
     hp = metrics.get("hyperparameters") or {}
     sections = []
 

@@ -10,6 +10,7 @@ predictor answers. It imports no backend; both backends and the model package im
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ..data.dataset import Dataset
-from ..exceptions import DataError, UsageError
+from ..exceptions import ArtifactError, DataError, UsageError
 from ..hyperparameters import Hyperparameters
 
 __all__ = ["Backend", "Model", "Predictor", "check_backend", "METRIC_KEYS", "FINAL_KEYS", "final_metrics",
@@ -56,7 +57,11 @@ def parse_probabilities(body: bytes, *, source: str) -> list[float]:
             isinstance(p, (int, float)) and not isinstance(p, bool) for p in probs):
         raise BackendError(f"{source} answered {bytes(body)[:100]!r}, not the endpoint's JSON list of class "
                            f"probabilities.")
-    return [float(p) for p in probs]
+    scores = [float(p) for p in probs]
+    if not all(math.isfinite(p) for p in scores):  # json.loads takes a bare NaN or Infinity
+        raise BackendError(f"{source} answered non-finite scores ({bytes(body)[:100]!r}): the model behind it has "
+                           f"NaN or infinite outputs; check its weights.")
+    return scores
 
 
 @runtime_checkable
@@ -124,6 +129,7 @@ class Predictor:
 
     class_names: list[str]
     thresholds: list[float] | None = None
+    label: str = "the predictor"  # what error messages call it: "the model PATH", "endpoint NAME"
 
     def predict(self, image: bytes, content_type: str = "application/x-image") -> list[float]:
         """One encoded image (JPEG/PNG bytes) -> ``[p_0, ..., p_{C-1}]`` (the endpoint's JSON body)."""
@@ -135,7 +141,25 @@ class Predictor:
         ``sources`` (e.g. the file names) name the images in error messages."""
         self._check_output(output)
         images = self._check_images(images, sources)
-        return self._format(output, [self.predict(img) for img in images])
+        names = list(sources) if sources is not None else [f"<image {i}>" for i in range(len(images))]
+        preds = []
+        for img, name in zip(images, names):
+            pred = self.predict(img)
+            self._check_finite([pred], [name])
+            preds.append(pred)
+        return self._format(output, preds)
+
+    def _check_finite(self, scores, names: Sequence[str]) -> None:
+        """An :class:`ArtifactError` naming the image and the model when a score is NaN or infinite: such a score is
+        no probability, and it would be printed, written as invalid JSON (a bare NaN) or scored as a plausible mAP."""
+        for row, name in zip(scores, names):
+            values = np.asarray(row, dtype=float)
+            if not np.isfinite(values).all():
+                bad = [c for c, v in zip(self.class_names or range(len(values)), values) if not np.isfinite(v)]
+                raise ArtifactError(f"{name}: {self.label} gave {values[~np.isfinite(values)][0]} as the score of "
+                                    f"{len(bad)} class(es) ({', '.join(map(str, bad[:5]))}); a score must be a finite "
+                                    f"probability. The model overflows on this input or is damaged: use another saved "
+                                    f"epoch or train it again.")
 
     @staticmethod
     def _check_images(images, sources: Sequence[str] | None = None) -> list[bytes]:
@@ -183,7 +207,7 @@ class Predictor:
     @staticmethod
     def _format(output: str, preds: list[list[float]]) -> list[list[float]] | str:
         if output == "jsonlines":
-            return "".join(json.dumps({"prediction": p}) + "\n" for p in preds)
+            return "".join(json.dumps({"prediction": p}, allow_nan=False) + "\n" for p in preds)
         return preds
 
     def predict_labels(self, images: bytes | Sequence[bytes], *,

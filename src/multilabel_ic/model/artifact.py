@@ -24,12 +24,12 @@ import numpy as np
 from .._io import atomic_write
 from ..exceptions import ArtifactError
 from .architecture import small_stem, units_for
-from .params import dumps_params, loads_params
+from .metadata import METADATA_NAME, read_metadata, write_metadata
+from .params import dumps_params, loads_params, require_finite
 
 __all__ = ["ArtifactContents", "write_model_tar", "read_model_tar", "symbol_json", "PREFIX", "write_metadata",
            "read_metadata", "METADATA_NAME"]
 
-METADATA_NAME = "model-metadata.json"
 log = logging.getLogger("multilabel_ic")
 
 PREFIX = "image-classification"
@@ -173,6 +173,10 @@ def _infer_depth(params: dict[str, np.ndarray]) -> int:
 # float32; the parameters limit leaves room for ~60k classes. Nothing else in the layout is more than a few MB.
 MEMBER_LIMITS = {"params": 768 * 1024 ** 2, f"{PREFIX}-symbol.json": 16 * 1024 ** 2, "model-shapes.json": 64 * 1024}
 MAX_MEMBERS = 1000
+# Members outside the layout are skipped, but a gzip stream must be decompressed to reach what follows them: at most
+# this many bytes of them are passed over (the algorithm's artifact has none), so a model.tar.gz padded with
+# gigabytes of other files is refused at the first header that goes past it instead of decompressed for seconds.
+MAX_SKIPPED_BYTES = 64 * 1024 ** 2
 
 
 def _member_limit(name: str) -> int | None:
@@ -181,9 +185,40 @@ def _member_limit(name: str) -> int | None:
     return MEMBER_LIMITS.get(name)
 
 
-def _read_members(p: Path) -> dict[str, bytes]:
-    """The members of the layout (by base name), each within its size limit; other regular files are skipped."""
-    files: dict[str, bytes] = {}
+@dataclass
+class _Members:
+    """What an artifact holds: the JSON members' bytes, every saved epoch, and the chosen epoch's parameters."""
+
+    files: dict[str, bytes]
+    epochs: list[int]
+    params_name: str | None = None
+    params: bytes | None = None
+
+
+def _wanted(name: str, epoch: int | None, members: _Members) -> bool:
+    """Whether a .params member is the one to keep: the requested epoch, else the latest so far."""
+    m = _PARAMS_RE.match(name)
+    if not m:
+        return True
+    ep = int(m.group(1))
+    members.epochs.append(ep)
+    if epoch is not None:
+        return ep == epoch
+    return all(ep >= e for e in members.epochs)
+
+
+def _keep(members: _Members, name: str, data: bytes) -> None:
+    if _PARAMS_RE.match(name):
+        members.params_name, members.params = name, data
+    else:
+        members.files[name] = data
+
+
+def _read_members(p: Path, epoch: int | None) -> _Members:
+    """The members of the layout (by base name), each within its size limit, and of the .params files only the one of
+    ``epoch`` (default: the latest). Other regular files are skipped, up to :data:`MAX_SKIPPED_BYTES`; two members of
+    one base name (in different folders, or repeated) are refused."""
+    members = _Members(files={}, epochs=[])
     if p.is_dir():
         for f in sorted(p.iterdir()):
             limit = _member_limit(f.name)
@@ -192,8 +227,11 @@ def _read_members(p: Path) -> dict[str, bytes]:
             if f.stat().st_size > limit:
                 raise ArtifactError(f"{f}: {f.stat().st_size} bytes is more than a {f.name} of the algorithm can be "
                                     f"({limit} bytes); this is not an image-classification model.")
-            files[f.name] = f.read_bytes()
-        return files
+            if _wanted(f.name, epoch, members):
+                _keep(members, f.name, f.read_bytes())
+        return members
+    seen: dict[str, str] = {}
+    skipped = 0
     with tarfile.open(p, "r:*") as tar:
         for count, m in enumerate(tar, 1):
             if count > MAX_MEMBERS:
@@ -207,16 +245,29 @@ def _read_members(p: Path) -> dict[str, bytes]:
                                     f"algorithm holds regular files only.")
             limit = _member_limit(name)
             if limit is None:
+                skipped += m.size
+                if skipped > MAX_SKIPPED_BYTES:
+                    raise ArtifactError(
+                        f"{p}: member {m.name!r} ({m.size} bytes) is not part of the algorithm's layout, and with it "
+                        f"the archive holds more than {MAX_SKIPPED_BYTES} bytes of such files, which would all be "
+                        f"decompressed to reach the model; repack it with only {PREFIX}-symbol.json, "
+                        f"model-shapes.json and the {PREFIX}-NNNN.params files.")
                 log.debug("%s: skipping member %s (not part of the algorithm's layout)", p, m.name)
                 continue
+            if name in seen:
+                raise ArtifactError(f"{p}: members {seen[name]!r} and {m.name!r} are both a {name}; it is ambiguous "
+                                    f"which one is the model. Repack the archive with one of them.")
+            seen[name] = m.name
             if m.size > limit:
                 raise ArtifactError(f"{p}: member {m.name!r} is {m.size} bytes, more than a {name} of the algorithm "
                                     f"can be ({limit} bytes); refusing to read it.")
+            if not _wanted(name, epoch, members):
+                continue
             fh = tar.extractfile(m)
             if fh is None:
                 raise ArtifactError(f"{p}: member {m.name!r} cannot be read.")
-            files[name] = fh.read()
-    return files
+            _keep(members, name, fh.read())
+    return members
 
 
 def _json_member(files: dict[str, bytes], name: str, p: Path):
@@ -243,37 +294,53 @@ def _data_shape(shapes, p: Path) -> tuple[int, ...] | None:
     return None
 
 
+# The output heads of the algorithm's symbols and what each one computes; any other head is refused.
+HEADS = {"LogisticRegressionOutput": "sigmoid", "sigmoid": "sigmoid", "SoftmaxOutput": "softmax", "softmax": "softmax",
+         "SoftmaxActivation": "softmax"}
+
+
 def _head_output(symbol, p: Path) -> str:
     try:
-        head_op = symbol["nodes"][symbol["heads"][0][0]]["op"]
+        head = symbol["nodes"][symbol["heads"][0][0]]
+        head_op = head["op"]
     except (KeyError, IndexError, TypeError) as exc:
         raise ArtifactError(f"{p}: {PREFIX}-symbol.json has no output head (nodes/heads are missing or empty); "
                             f"the artifact is damaged.") from exc
-    return "sigmoid" if head_op in ("LogisticRegressionOutput", "sigmoid", "Activation") else "softmax"
+    if head_op == "Activation" and isinstance(head.get("attrs"), dict) and head["attrs"].get("act_type") == "sigmoid":
+        return "sigmoid"
+    if not isinstance(head_op, str) or head_op not in HEADS:
+        known = ", ".join(f"{op} ({out})" for op, out in HEADS.items())
+        raise ArtifactError(f"{p}: the output head of {PREFIX}-symbol.json is the op {str(head_op)[:40]!r}, which is "
+                            f"not one of the algorithm's: {known}, Activation (act_type sigmoid). The artifact is "
+                            f"damaged or not an image-classification model.")
+    return HEADS[head_op]
 
 
 def read_model_tar(path: str | os.PathLike, *, epoch: int | None = None) -> ArtifactContents:
     """Read a ``model.tar.gz`` (or an extracted directory) of the algorithm; the latest epoch unless ``epoch``.
 
-    Only the layout's members are read, each within :data:`MEMBER_LIMITS` (checked from the tar header first);
-    links, device files, oversized members and archives of more than :data:`MAX_MEMBERS` members are refused.
+    Only the layout's members are read, each within :data:`MEMBER_LIMITS` (checked from the tar header first), and
+    of the ``.params`` files only the chosen epoch's; links, device files, oversized members, two members of one
+    name, more than :data:`MAX_SKIPPED_BYTES` of other files, archives of more than :data:`MAX_MEMBERS` members,
+    an output head that is not one of :data:`HEADS` and non-finite parameters are refused.
     """
     p = Path(path)
     if not p.exists():
         raise ArtifactError(f"{p}: model artifact not found; pass the model.tar.gz a training run wrote.")
     try:
-        files = _read_members(p)
+        members = _read_members(p, epoch)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise ArtifactError(f"{p}: cannot read the model artifact ({exc or type(exc).__name__}); it is truncated "
                             f"or not a model.tar.gz. Download or copy it again.") from exc
-    epochs = sorted(int(m.group(1)) for n in files if (m := _PARAMS_RE.match(n)))
+    epochs, files = sorted(members.epochs), members.files
     if not epochs:
         raise ArtifactError(f"{p}: no '{PREFIX}-NNNN.params' file inside; is this an image-classification model?")
-    chosen = epochs[-1] if epoch is None else epoch
-    if chosen not in epochs:
-        raise ArtifactError(f"{p}: no parameters for epoch {chosen}; available: {epochs}")
-    name = f"{PREFIX}-{chosen:04d}.params"
-    raw = loads_params(files[name], source=f"{p}:{name}")
+    if members.params is None or members.params_name is None:
+        raise ArtifactError(f"{p}: no parameters for epoch {epoch}; available: {epochs}")
+    name = members.params_name
+    chosen = int(name[len(PREFIX) + 1:len(PREFIX) + 5])
+    raw = loads_params(members.params, source=f"{p}:{name}")
+    require_finite(raw, source=f"{p}:{name}")
     params = {k.split(":", 1)[-1]: v for k, v in raw.items()}
     if "fc_weight" in params and "fc1_weight" not in params:  # MX-FT fine-tune naming
         params["fc1_weight"], params["fc1_bias"] = params.pop("fc_weight"), params.pop("fc_bias")
@@ -285,31 +352,3 @@ def read_model_tar(path: str | os.PathLike, *, epoch: int | None = None) -> Arti
     return ArtifactContents(params=params, epoch=chosen, epochs_available=epochs, symbol=symbol, data_shape=shape,
                             num_layers=_infer_depth(params), num_classes=int(params["fc1_weight"].shape[0]),
                             output=output)
-
-
-def write_metadata(artifact: str | os.PathLike, *, class_names, hyperparameters: dict, thresholds=None,
-                   extra: dict | None = None) -> Path:
-    """``model-metadata.json`` beside ``model.tar.gz``: what the algorithm's artifact does not store (class names,
-    tuned thresholds, the hyperparameters). It is kept out of the tarball so the artifact stays the algorithm's."""
-    from .._io import atomic_write_text
-
-    path = Path(artifact).parent / METADATA_NAME
-    doc = {"class_names": list(class_names), "tuned_thresholds": thresholds, "hyperparameters": hyperparameters,
-           **(extra or {})}
-    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
-    return path
-
-
-def read_metadata(artifact: str | os.PathLike) -> dict | None:
-    """The ``model-metadata.json`` beside an artifact, or None."""
-    path = Path(artifact).parent / METADATA_NAME
-    if not path.is_file():
-        return None
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{path}: not valid JSON ({exc}); delete it or write it again.") from exc
-    if not isinstance(doc, dict):
-        raise ArtifactError(f"{path}: expected a JSON object with class_names and tuned_thresholds; delete it or "
-                            f"write it again.")
-    return doc

@@ -20,7 +20,7 @@ import numpy as np
 from .._io import atomic_write_bytes
 from ..exceptions import ArtifactError
 
-__all__ = ["load_params", "save_params", "dumps_params", "loads_params"]
+__all__ = ["load_params", "save_params", "dumps_params", "loads_params", "require_finite"]
 
 LIST_MAGIC = 0x112
 V1_MAGIC = 0xF993FAC8
@@ -116,6 +116,17 @@ def loads_params(data: bytes, *, source: str = "<bytes>") -> dict[str, np.ndarra
     if len(names) != count:
         raise ArtifactError(f"{source}: {count} arrays but {len(names)} names")
     return dict(zip(names, arrays))
+
+
+def require_finite(params: dict[str, np.ndarray], *, source: str) -> None:
+    """An :class:`ArtifactError` naming the first parameter that holds NaN or infinity (a diverged training or a
+    damaged file would otherwise give NaN scores with no error)."""
+    for name, arr in params.items():
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            bad = arr.size - int(np.isfinite(arr).sum())
+            kinds = "/".join(k for k, test in (("NaN", np.isnan), ("inf", np.isinf)) if test(arr).any())
+            raise ArtifactError(f"{source}: parameter {name!r} holds {bad} {kinds} values (of {arr.size}); the training "
+                                f"diverged or the file is damaged. Use another saved epoch or train again.")
 
 
 def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:

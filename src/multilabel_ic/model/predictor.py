@@ -14,6 +14,7 @@ from ..backends.base import Predictor
 from ..exceptions import ArtifactError, UsageError, require
 from ..images import decode_image
 from .artifact import read_metadata, read_model_tar
+from .metadata import metadata_resize
 from .network import ResNetV2, load_mxnet_state_dict, to_network_input
 from .transforms import AugmentOptions, inference_transform
 
@@ -33,8 +34,9 @@ class LocalPredictor(Predictor):
     """``predict(jpeg_bytes) -> [p_0, ..., p_{C-1}]`` with the endpoint's preprocessing (plain resize to H x W).
 
     ``output`` overrides the activation read from the artifact's symbol ("sigmoid" for multi-label, "softmax");
-    ``image_shape`` is needed only for artifacts without model-shapes.json. Class names and tuned thresholds come
-    from the ``model-metadata.json`` written beside the artifact when they are not given.
+    ``image_shape`` is needed only for artifacts without model-shapes.json. Class names, tuned thresholds and the
+    ``resize`` of ``AugmentOptions(inference="centre_crop")`` come from the ``model-metadata.json`` written beside the
+    artifact when they are not given. Scores that are not finite are refused (:class:`ArtifactError`), never returned.
 
     Speed: batches decode on a thread pool (``decode_threads``, default: the cores, at most 8) and run under
     ``torch.inference_mode`` in channels-last layout. On the CPU two runtimes are faster: ``runtime="openvino"``
@@ -53,11 +55,15 @@ class LocalPredictor(Predictor):
         if runtime not in RUNTIMES:
             raise UsageError(f"runtime {runtime!r} is not one of {', '.join(RUNTIMES)}.")
         art = read_model_tar(artifact, epoch=epoch)
-        meta = read_metadata(artifact) or {}
+        meta = read_metadata(artifact, num_classes=art.num_classes) or {}
         if class_names is None and meta.get("class_names"):
             class_names = meta["class_names"]
         if thresholds is None and meta.get("tuned_thresholds"):
             thresholds = meta["tuned_thresholds"]
+        if resize is None:  # the centre crop scores as the run's validation did: the shorter side to its resize
+            resize = metadata_resize(meta)
+        self.artifact = Path(artifact)
+        self.label = f"the model {artifact}"
         shape = image_shape or art.image_shape
         if shape is None:
             raise ArtifactError(f"{artifact}: no model-shapes.json; pass image_shape=(C, H, W)")
@@ -118,15 +124,18 @@ class LocalPredictor(Predictor):
             self._pool = ThreadPoolExecutor(max_workers=self.decode_threads, thread_name_prefix="decode")
         return list(self._pool.map(self._preprocess, images, names))
 
-    def _run(self, arrays: list[np.ndarray]) -> list[list[float]]:
+    def _run(self, arrays: list[np.ndarray], names: Sequence[str] | None = None) -> list[list[float]]:
         batch = np.stack(arrays)
         if self._runner is not None:
-            return np.asarray(self._runner(batch), dtype=float).tolist()
-        with torch.inference_mode():
-            x = to_network_input(torch.from_numpy(batch), self.device, channels_last=self.channels_last)
-            logits = self._network(x).float()
-            out = torch.sigmoid(logits) if self.output == "sigmoid" else torch.softmax(logits, dim=1)
-            return out.cpu().numpy().astype(float).tolist()
+            scores = np.asarray(self._runner(batch), dtype=float)
+        else:
+            with torch.inference_mode():
+                x = to_network_input(torch.from_numpy(batch), self.device, channels_last=self.channels_last)
+                logits = self._network(x).float()
+                out = torch.sigmoid(logits) if self.output == "sigmoid" else torch.softmax(logits, dim=1)
+                scores = out.cpu().numpy().astype(float)
+        self._check_finite(scores, names or [f"<image {i}>" for i in range(len(arrays))])
+        return scores.tolist()
 
     def close(self) -> None:
         """Stop the decode threads (also done when the predictor is garbage-collected)."""
@@ -141,7 +150,7 @@ class LocalPredictor(Predictor):
     def predict(self, image: bytes, content_type: str = "application/x-image") -> list[float]:
         if content_type not in CONTENT_TYPES:
             raise UsageError(f"content type {content_type!r} is not accepted; use one of {', '.join(CONTENT_TYPES)}")
-        return self._run([self._preprocess(image, "<request body>")])[0]
+        return self._run([self._preprocess(image, "<request body>")], ["<request body>"])[0]
 
     def predict_batch(self, images: Sequence[bytes], *, output: str = "list",
                       sources: Sequence[str] | None = None):
@@ -151,7 +160,8 @@ class LocalPredictor(Predictor):
         preds: list[list[float]] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]
-            preds += self._run(self._preprocess_many(chunk, names[start:start + len(chunk)]))
+            preds += self._run(self._preprocess_many(chunk, names[start:start + len(chunk)]),
+                               names[start:start + len(chunk)])
         return self._format(output, preds)
 
     @classmethod

@@ -51,6 +51,7 @@ class SageMakerPredictor(Predictor):
     def __init__(self, backend: SageMakerBackend, endpoint_name: str, *, class_names: Sequence[str] | None = None,
                  owns_resources: bool = False, thresholds: Sequence[float] | None = None):
         self.backend, self.endpoint_name = backend, endpoint_name
+        self.label = f"endpoint {endpoint_name}"
         self.class_names = list(class_names) if class_names else []
         self.owns_resources = owns_resources
         self.thresholds = list(thresholds) if thresholds else None
