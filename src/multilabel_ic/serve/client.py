@@ -104,6 +104,7 @@ class HttpPredictor(Predictor):
         probs = parse_probabilities(body, source=self.url)
         if not self.class_names:
             self.class_names = [f"class_{i}" for i in range(len(probs))]
+        self._check_finite([probs], [source])  # json.loads takes a bare NaN; no score may be one
         return probs
 
     def predict_batch(self, images: Sequence[bytes], *, output: str = "list",

@@ -84,6 +84,7 @@ class SageMakerPredictor(Predictor):
         probs = parse_probabilities(resp["Body"].read(), source=f"endpoint {self.endpoint_name}")
         if not self.class_names:
             self.class_names = [f"class_{i}" for i in range(len(probs))]
+        self._check_finite([probs], ["<request body>"])  # json.loads takes a bare NaN; no score may be one
         return probs
 
     def delete(self, *, only: Sequence[str] = ("endpoint", "endpoint_config", "model")) -> list[str]:
