@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING
 
 from ...exceptions import BackendError, UsageError
 from ..base import Predictor
+from .answers import check_scores
 
 if TYPE_CHECKING:
     from ...backends.base import Model
     from ...backends.sagemaker import SageMakerBackend
 
-__all__ = ["SageMakerPredictor", "ensure_model", "call_quietly", "CONTENT_TYPES"]
+__all__ = ["SageMakerPredictor", "ensure_model", "call_quietly", "by_hand", "CONTENT_TYPES"]
 
 log = logging.getLogger("multilabel_ic.sagemaker")
 CONTENT_TYPES = ("application/x-image", "image/jpeg", "image/png")
@@ -33,6 +34,13 @@ def ensure_model(backend: SageMakerBackend, model: Model | str, name: str) -> tu
     return name, True
 
 
+def by_hand(op: str, kwargs: dict) -> str:
+    """The AWS CLI command that makes the call ``op(**kwargs)``."""
+    args = " ".join(f"--{''.join('-' + c.lower() if c.isupper() else c for c in k).lstrip('-')} {v}"
+                    for k, v in kwargs.items())
+    return f"aws sagemaker {op.replace('_', '-')} {args}"
+
+
 def call_quietly(backend: SageMakerBackend, op: str, **kwargs) -> bool:
     """Make a clean-up call (a delete, a stop); a failure is logged with the CLI command that does it by hand, never
     raised."""
@@ -40,9 +48,7 @@ def call_quietly(backend: SageMakerBackend, op: str, **kwargs) -> bool:
         backend._call("sagemaker", op, **kwargs)
         return True
     except BackendError as exc:
-        args = " ".join(f"--{''.join('-' + c.lower() if c.isupper() else c for c in k).lstrip('-')} {v}"
-                        for k, v in kwargs.items())
-        log.error("%s failed (%s); do it by hand: aws sagemaker %s %s", op, exc, op.replace("_", "-"), args)
+        log.error("%s failed (%s); do it by hand: %s", op, exc, by_hand(op, kwargs))
         return False
 
 
@@ -53,6 +59,7 @@ class SageMakerPredictor(Predictor):
                  owns_resources: bool = False, thresholds: Sequence[float] | None = None):
         self.backend, self.endpoint_name = backend, endpoint_name
         self.class_names = list(class_names) if class_names else []
+        self._names_given = bool(class_names)
         self.owns_resources = owns_resources
         self.thresholds = list(thresholds) if thresholds else None
         self._closed = False
@@ -82,31 +89,64 @@ class SageMakerPredictor(Predictor):
         resp = self.backend._call("sagemaker-runtime", "invoke_endpoint", EndpointName=self.endpoint_name,
                                   Body=bytes(image), ContentType=content_type, Accept="application/json")
         body = resp["Body"].read()
+        where = f"endpoint {self.endpoint_name} answered"
+        fix = (f"check that it serves a model of the built-in Image Classification algorithm (aws sagemaker "
+               f"describe-endpoint --endpoint-name {self.endpoint_name})")
         try:
             probs = json.loads(body)
-        except json.JSONDecodeError as exc:
-            raise BackendError(f"endpoint {self.endpoint_name} answered with a body that is not JSON: "
-                               f"{body[:100]!r}") from exc
+        except ValueError as exc:  # not JSON, or not UTF-8
+            raise BackendError(f"{where} with a body that is not JSON ({body[:100]!r}); {fix}.") from exc
+        scores = check_scores(probs, expected=None, where=where, fix=fix)
         if not self.class_names:
-            self.class_names = [f"class_{i}" for i in range(len(probs))]
-        return [float(p) for p in probs]
+            self.class_names = [f"class_{i}" for i in range(len(scores))]
+        elif len(scores) != len(self.class_names):
+            if self._names_given:
+                raise BackendError(
+                    f"{where} {len(scores)} scores but {len(self.class_names)} class names were given "
+                    f"({', '.join(self.class_names[:5])}{', ...' if len(self.class_names) > 5 else ''}); give the "
+                    f"class names of the model this endpoint serves, in label order (class_names=, CLI --classes).")
+            raise BackendError(f"{where} {len(scores)} scores, but {len(self.class_names)} to an earlier image; the "
+                               f"endpoint's model changed between the calls, or {fix}.")
+        return scores
 
-    def delete(self, *, only: Sequence[str] = ("endpoint", "endpoint_config", "model")) -> list[str]:
-        """Delete the endpoint, its endpoint config and its model (``only`` those named); returns the kinds that
-        could not be deleted (each logged with the command that does it by hand)."""
+    def delete(self, *, only: Sequence[str] | None = None) -> list[str]:
+        """Delete the endpoint, its endpoint config and its models, found by describing the endpoint and its config;
+        a config or model that another endpoint uses is kept (see :func:`~.teardown.delete_endpoint`). Returns the
+        kinds that could not be deleted (each logged with the command that does it by hand).
+
+        ``only`` (``"endpoint"``, ``"endpoint_config"``, ``"model"``) is for resources that :meth:`deploy` has just
+        created under the endpoint's own name: those are deleted by that name, without describing anything."""
+        from .teardown import delete_endpoint
+
         if self._closed:
             return []
         name = self.endpoint_name
-        failed = []
-        for kind, op, kw in (("endpoint", "delete_endpoint", {"EndpointName": name}),
-                             ("endpoint_config", "delete_endpoint_config", {"EndpointConfigName": name}),
-                             ("model", "delete_model", {"ModelName": name})):
-            if kind in only and not call_quietly(self.backend, op, **kw):
-                failed.append(kind)
-        log.info("deleted %s of endpoint %s", ", ".join(k for k in only if k not in failed) or "nothing", name)
+        failed: list[str] = []
+        if only is not None:
+            for kind, op, kw in (("endpoint", "delete_endpoint", {"EndpointName": name}),
+                                 ("endpoint_config", "delete_endpoint_config", {"EndpointConfigName": name}),
+                                 ("model", "delete_model", {"ModelName": name})):
+                if kind in only and not call_quietly(self.backend, op, **kw):
+                    failed.append(kind)
+            log.info("deleted %s of endpoint %s", ", ".join(k for k in only if k not in failed) or "nothing", name)
+        else:
+            report = delete_endpoint(self.backend, name)
+            for line in report.lines():
+                log.info("%s", line)
+            failed = sorted({kind.replace(" ", "_") for kind, _ in report.failed})
         self._closed = True
         return failed
 
     def close(self) -> None:
-        if self.owns_resources:
+        if not self.owns_resources:
+            return
+        from .teardown import not_found
+
+        try:
             self.delete()
+        except BackendError as exc:
+            if not not_found(exc):
+                raise
+            # the endpoint that deploy() made is gone already: its config and model carry its name
+            log.warning("%s; deleting the endpoint config and model that deploy() made for it", exc)
+            self.delete(only=("endpoint_config", "model"))
