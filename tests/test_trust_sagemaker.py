@@ -15,7 +15,6 @@ from multilabel_ic import BackendError
 from multilabel_ic.backends.sagemaker import SageMakerBackend
 from multilabel_ic.backends.sagemaker import request as rq
 from multilabel_ic.backends.sagemaker.endpoint import SageMakerPredictor
-from multilabel_ic.backends.sagemaker.teardown import delete_endpoint
 from multilabel_ic.cli import main
 
 REGION = "us-east-1"
@@ -157,6 +156,12 @@ def _config(sm, name, *models):
     sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[
         {"VariantName": f"v{i}", "ModelName": m, "InitialInstanceCount": 1, "InstanceType": "ml.m5.xlarge"}
         for i, m in enumerate(models)])
+
+
+def delete_endpoint(backend, name):
+    from multilabel_ic.backends.sagemaker.teardown import delete_endpoint
+
+    return delete_endpoint(backend, name)
 
 
 def _state(sm) -> tuple[set, set, set]:
@@ -389,15 +394,19 @@ def test_a_finished_jobs_missing_artifact_names_the_job_the_uri_and_the_fix(sess
 
 
 # ------------------------------------------------------------------ item 20: artifacts and answers are checked
-@pytest.mark.parametrize("call", ["deploy", "transform"])
-def test_a_missing_artifact_is_refused_before_anything_is_created(call, session):
+@pytest.mark.parametrize("call", ["deploy", "transform", "transform of an empty prefix"])
+def test_a_missing_artifact_or_input_is_refused_before_anything_is_created(call, session):
     backend = _backend(session)
     sm = backend.client("sagemaker")
     creates: list[str] = []
     sm.meta.events.register("before-call.sagemaker", lambda model, **kw: creates.append(model.name)
                             if model.name.startswith("Create") else None)
     uri = f"s3://{BUCKET}/runs/typo/model.tar.gz"
-    with pytest.raises(BackendError, match=rf"the model artifact \({uri}\): no such object .*nothing was created"):
+    message = rf"the model artifact \({uri}\): no such object .*nothing was created"
+    if call == "transform of an empty prefix":
+        session.client("s3").put_object(Bucket=BUCKET, Key="runs/typo/model.tar.gz", Body=b"artifact")
+        message = rf"no objects under s3://{BUCKET}/in/; nothing to transform"
+    with pytest.raises(BackendError, match=message):
         backend.deploy(uri) if call == "deploy" else backend.batch_transform(uri, f"s3://{BUCKET}/in/")
     assert creates == [] and _state(sm) == (set(), set(), set())
 

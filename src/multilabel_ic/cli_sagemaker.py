@@ -189,7 +189,10 @@ def predict_endpoint(args) -> int:
     pred = SageMakerPredictor(backend_from_args(args), args.endpoint,
                               class_names=class_list(args.classes) if args.classes else None)
     for path in args.images:
-        probs = pred.predict(read_bytes(path))
+        try:
+            probs = pred.predict(read_bytes(path))
+        except BackendError as exc:
+            raise BackendError(f"{path}: {exc}") from exc
         print_prediction(str(path), probs, pred.class_names, threshold=args.threshold, jsonlines=args.jsonlines)
     return 0
 

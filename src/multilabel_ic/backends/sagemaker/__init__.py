@@ -485,34 +485,44 @@ class SageMakerBackend:
         name = rq.job_name(f"{self.base_job_name}-bt")
         if not isinstance(model, str) or model.startswith("s3://"):  # (otherwise: the name of a SageMaker model)
             self.check_artifact(model if isinstance(model, str) else model.artifact)
+        inputs = self._transform_input(name, data)  # checked (or uploaded) before any SageMaker resource is made
         model_name, created_model = ensure_model(self, model, name)
         try:
-            return self._transform(name, model_name, data, instance_type=instance_type,
+            return self._transform(name, model_name, data, inputs, instance_type=instance_type,
                                    instance_count=instance_count, output_path=output_path, wait=wait,
                                    num_classes=None if isinstance(model, str) else len(model.class_names))
         finally:
             if created_model and wait:
                 call_quietly(self, "delete_model", ModelName=model_name)
 
-    def _transform(self, name: str, model_name: str, data: Dataset | str, *, instance_type: str, instance_count: int,
-                   output_path: str | None, wait: bool, num_classes: int | None = None):
-        import json
-
-        from .s3 import list_objects, read_object
+    def _transform_input(self, name: str, data: Dataset | str) -> tuple[str, str, str, list[str]]:
+        """``(input URI, bucket, prefix, keys)`` of the images to transform: an s3:// prefix's objects, or the
+        dataset's images uploaded under ``<prefix>/transform/<job>/input/``."""
+        from .s3 import list_objects
 
         s3 = self.client("s3")
         if isinstance(data, str):
-            in_bucket, in_prefix = parse_s3_uri(data)
+            in_bucket, in_prefix = parse_s3_uri(data, what="transform input")
             keys = [k for k in list_objects(s3, data, what="the transform input") if not k.endswith("/")]
             if not keys:
-                raise BackendError(f"no objects under {data}; nothing to transform")
-            input_uri = data
-        else:
-            in_bucket, in_prefix = self._need_bucket(), f"{self.prefix}/transform/{name}/input/"
-            keys = [f"{in_prefix}{p}" for p in data.paths]
-            sync_files(s3, [(data.image_path(i), k) for i, k in enumerate(keys)], bucket=in_bucket,
-                       prefix=in_prefix, progress=self.progress, desc="transform images")
-            input_uri = f"s3://{in_bucket}/{in_prefix}"
+                raise BackendError(f"no objects under {data}; nothing to transform. Give the s3:// prefix of the "
+                                   f"images (aws s3 ls {data}).")
+            return data, in_bucket, in_prefix, keys
+        in_bucket, in_prefix = self._need_bucket(), f"{self.prefix}/transform/{name}/input/"
+        keys = [f"{in_prefix}{p}" for p in data.paths]
+        sync_files(s3, [(data.image_path(i), k) for i, k in enumerate(keys)], bucket=in_bucket,
+                   prefix=in_prefix, progress=self.progress, desc="transform images")
+        return f"s3://{in_bucket}/{in_prefix}", in_bucket, in_prefix, keys
+
+    def _transform(self, name: str, model_name: str, data: Dataset | str, inputs: tuple[str, str, str, list[str]],
+                   *, instance_type: str, instance_count: int, output_path: str | None, wait: bool,
+                   num_classes: int | None = None):
+        import json
+
+        from .s3 import read_object
+
+        s3 = self.client("s3")
+        input_uri, in_bucket, in_prefix, keys = inputs
         out = output_path or f"{self.base_uri}/transform/{name}/output"
         self._call("sagemaker", "create_transform_job", **self.resources.apply_to_transform_job(dict(
             TransformJobName=name, ModelName=model_name,
