@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING
 from ...exceptions import BackendError, UsageError
 from ..base import Predictor
 from .answers import check_scores
+from .teardown import by_hand, delete_endpoint, not_found
 
 if TYPE_CHECKING:
     from ...backends.base import Model
     from ...backends.sagemaker import SageMakerBackend
 
-__all__ = ["SageMakerPredictor", "ensure_model", "call_quietly", "by_hand", "CONTENT_TYPES"]
+__all__ = ["SageMakerPredictor", "ensure_model", "call_quietly", "CONTENT_TYPES"]
 
 log = logging.getLogger("multilabel_ic.sagemaker")
 CONTENT_TYPES = ("application/x-image", "image/jpeg", "image/png")
@@ -32,13 +33,6 @@ def ensure_model(backend: SageMakerBackend, model: Model | str, name: str) -> tu
     backend._call("sagemaker", "create_model", **backend.resources.model(name=name, role=backend.role_arn(),
                                                                         image=backend.image(), artifact=artifact))
     return name, True
-
-
-def by_hand(op: str, kwargs: dict) -> str:
-    """The AWS CLI command that makes the call ``op(**kwargs)``."""
-    args = " ".join(f"--{''.join('-' + c.lower() if c.isupper() else c for c in k).lstrip('-')} {v}"
-                    for k, v in kwargs.items())
-    return f"aws sagemaker {op.replace('_', '-')} {args}"
 
 
 def call_quietly(backend: SageMakerBackend, op: str, **kwargs) -> bool:
@@ -116,8 +110,6 @@ class SageMakerPredictor(Predictor):
 
         ``only`` (``"endpoint"``, ``"endpoint_config"``, ``"model"``) is for resources that :meth:`deploy` has just
         created under the endpoint's own name: those are deleted by that name, without describing anything."""
-        from .teardown import delete_endpoint
-
         if self._closed:
             return []
         name = self.endpoint_name
@@ -140,8 +132,6 @@ class SageMakerPredictor(Predictor):
     def close(self) -> None:
         if not self.owns_resources:
             return
-        from .teardown import not_found
-
         try:
             self.delete()
         except BackendError as exc:

@@ -16,7 +16,7 @@ from ...exceptions import BackendError
 if TYPE_CHECKING:
     from . import SageMakerBackend
 
-__all__ = ["Teardown", "delete_endpoint", "not_found"]
+__all__ = ["Teardown", "delete_endpoint", "not_found", "by_hand"]
 
 log = logging.getLogger("multilabel_ic.sagemaker")
 
@@ -38,6 +38,13 @@ class Teardown:
         out = [f"deleted {kind} {name}" for kind, name in self.deleted]
         out += [f"kept {kind} {name}: {why}" for (kind, name), why in self.kept.items()]
         return out + self.notes
+
+
+def by_hand(op: str, kwargs: dict) -> str:
+    """The AWS CLI command that makes the call ``op(**kwargs)``."""
+    args = " ".join(f"--{''.join('-' + c.lower() if c.isupper() else c for c in k).lstrip('-')} {v}"
+                    for k, v in kwargs.items())
+    return f"aws sagemaker {op.replace('_', '-')} {args}"
 
 
 def not_found(exc: BaseException) -> bool:
@@ -96,8 +103,6 @@ def _users(backend: SageMakerBackend, endpoint: str) -> tuple[dict[str, list[str
 
 
 def _delete(backend: SageMakerBackend, report: Teardown, kind: str, name: str, op: str, **kwargs) -> bool:
-    from .endpoint import by_hand
-
     try:
         backend._call("sagemaker", op, **kwargs)
     except BackendError as exc:
