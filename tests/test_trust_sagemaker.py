@@ -104,6 +104,22 @@ def test_a_second_run_with_other_data_leaves_the_first_jobs_data_as_it_was(input
     assert puts == [] and _objects_of(s3, described) == before
 
 
+def test_objects_whose_etag_is_not_their_md5_are_not_sent_again(session, coco5):
+    """SSE-KMS and multipart objects have ETags that are not MD5s: the MD5 kept in their metadata decides."""
+    train, val = coco5.subset(range(3)), coco5.subset(range(3, 4))
+    _backend(session).upload(train, val)
+    backend = _backend(session)
+
+    def kms_etags(parsed, **kwargs):
+        for obj in parsed.get("Contents", []):
+            obj["ETag"] = '"0123456789abcdef0123456789abcdef"'
+
+    backend.client("s3").meta.events.register("after-call.s3.ListObjectsV2", kms_etags)
+    puts = _record(backend.client("s3"), "PutObject")
+    backend.upload(train, val)
+    assert puts == []
+
+
 def test_a_channel_changes_with_any_change_of_its_content(session, coco5, tmp_path):
     """The prefix is the content's address: another byte in one image, another name, another label all move it."""
     from multilabel_ic import Dataset
@@ -140,7 +156,8 @@ def test_an_object_of_someone_else_in_a_channel_stops_the_upload(session, coco5)
     backend = _backend(session)
     puts = _record(backend.client("s3"), "PutObject")
     with pytest.raises(BackendError, match=rf"s3://{BUCKET}/team/ic/data/train/{digest}/ holds 1 objects that are "
-                                           rf"not part of this upload .*notes.txt.*aws s3 rm"):
+                                           rf"not part of this upload .*notes.txt.*aws s3 rm s3://{BUCKET}/team/ic/data/train/"
+                                           rf"{digest}/notes.txt\) and run again"):
         backend.upload(train, val)
     assert puts == []
     assert s3.get_object(Bucket=BUCKET, Key=f"team/ic/data/train/{digest}/notes.txt")["Body"].read() == b"keep me"

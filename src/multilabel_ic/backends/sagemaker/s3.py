@@ -201,19 +201,19 @@ def sync_files(s3, files: Iterable[tuple[Path | LocalFile, str]], *, bucket: str
             more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
             raise BackendError(
                 f"{where} holds {len(extra)} objects that are not part of this upload (e.g. {', '.join(extra[:3])}"
-                f"{more}); the channel would feed them to the algorithm. Remove them (aws s3 rm --recursive {where}) "
-                f"and run again.")
+                f"{more}); the channel would feed them to the algorithm. Move or remove them (e.g. aws s3 rm "
+                f"s3://{bucket}/{extra[0]}) and run again.")
     pending: list[tuple[LocalFile, str]] = []
     skipped = 0
     for known, path, key in items:
         info = known or _hash(path, key)
         have = existing.get(key)
-        if have and have[0] == info.size:
-            etag = have[1]
-            if etag == info.md5 or ("-" in etag and head_object(s3, f"s3://{bucket}/{key}").get(
-                    "Metadata", {}).get("md5") == info.md5):
-                skipped += 1
-                continue
+        # the ETag is the MD5 of a plain single-part upload; for multipart or KMS-encrypted objects it is not, and
+        # the MD5 this library stored in the object's metadata decides
+        if have and have[0] == info.size and (have[1] == info.md5 or head_object(s3, f"s3://{bucket}/{key}").get(
+                "Metadata", {}).get("md5") == info.md5):
+            skipped += 1
+            continue
         pending.append((info, key))
 
     def put(item: tuple[LocalFile, str]) -> int:
