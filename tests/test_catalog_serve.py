@@ -344,9 +344,11 @@ API_CASES = [
     ApiCase("serve-api-answer-not-json", lambda ws, t: _parse(b"<html>502 Bad Gateway</html>"), BackendError,
             "http://127.0.0.1:8080 answered with a body that is not JSON"),
     ApiCase("serve-api-answer-not-a-list", lambda ws, t: _parse(b'{"prediction": [0.5]}'), BackendError,
-            "not the endpoint's JSON list of class probabilities"),
+            "expected a list of one score per class"),
     ApiCase("serve-api-answer-strings", lambda ws, t: _parse(b'["0.5", "0.2"]'), BackendError,
-            "not the endpoint's JSON list"),
+            "score 0 is '0.5', not a number"),
+    ApiCase("serve-api-answer-nan", lambda ws, t: _parse(b'[0.5, NaN]'), BackendError,
+            "score 1 is nan, not a finite number"),
 ]
 
 

@@ -85,7 +85,7 @@ def test_the_sagemaker_workflow_from_the_shell(session, aws, lst_files, model_ta
     assert sm.list_endpoint_configs()["EndpointConfigs"] == []
     # a name that does not exist: one line, exit 1
     assert main(["--quiet", "delete-endpoint", endpoint, "--region", REGION]) == 1
-    assert capsys.readouterr().err.startswith("error: sagemaker.describe_endpoint failed")
+    assert capsys.readouterr().err.startswith(f"error: endpoint '{endpoint}' does not exist in {REGION}")
 
 
 def test_transform_a_local_folder(session, aws, coco5_200, model_tar_bytes, tmp_path, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 
 import boto3
@@ -134,17 +135,24 @@ def test_coco5_workflow_sends_exactly_the_examples_request(setup, aws, coco5_200
     assert desc["OutputDataConfig"]["S3OutputPath"] == f"s3://{BUCKET}/ic-multilabel/output"
     channels = {c["ChannelName"]: c for c in desc["InputDataConfig"]}
     assert list(channels) == ["train", "validation", "train_lst", "validation_lst"]
+    prefixes = {}
     for name, ch in channels.items():
         assert ch["ContentType"] == "application/x-image"
-        assert ch["DataSource"]["S3DataSource"] == {"S3DataType": "S3Prefix",
-                                                    "S3Uri": f"s3://{BUCKET}/ic-multilabel/{name}/",
+        uri = ch["DataSource"]["S3DataSource"]["S3Uri"]
+        assert re.fullmatch(rf"s3://{BUCKET}/ic-multilabel/data/{name}/[0-9a-f]{{16}}/", uri), uri
+        assert ch["DataSource"]["S3DataSource"] == {"S3DataType": "S3Prefix", "S3Uri": uri,
                                                     "S3DataDistributionType": "FullyReplicated"}
-    # the channels hold what the algorithm reads: images under train/ and validation/, one .lst in each lst channel
+        prefixes[name] = uri[len(f"s3://{BUCKET}/"):]
+    # each channel holds exactly what the algorithm reads: the images, or one .lst
     s3 = setup.client("s3")
-    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="ic-multilabel/")["Contents"]}
-    assert {f"ic-multilabel/train/{p}" for p in train.paths} <= keys
-    assert {f"ic-multilabel/validation/{p}" for p in val.paths} <= keys
-    lst = s3.get_object(Bucket=BUCKET, Key="ic-multilabel/train_lst/train.lst")["Body"].read().decode()
+
+    def keys(name):
+        return {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefixes[name])["Contents"]}
+
+    assert keys("train") == {f"{prefixes['train']}{p}" for p in train.paths}
+    assert keys("validation") == {f"{prefixes['validation']}{p}" for p in val.paths}
+    assert keys("train_lst") == {f"{prefixes['train_lst']}train.lst"}
+    lst = s3.get_object(Bucket=BUCKET, Key=f"{prefixes['train_lst']}train.lst")["Body"].read().decode()
     first = lst.splitlines()[0].split("\t")
     assert len(first) == 7 and first[-1] == train.paths[0]
 
@@ -194,7 +202,9 @@ def test_recordio_and_manifest_channels(setup, coco5_200):
     assert [(c["ChannelName"], c["ContentType"]) for c in rec] == [("train", "application/x-recordio"),
                                                                    ("validation", "application/x-recordio")]
     s3 = setup.client("s3")
-    head = s3.get_object(Bucket=BUCKET, Key="ic-multilabel/train/train.rec")["Body"].read(4)
+    bucket, key = rec[0]["DataSource"]["S3DataSource"]["S3Uri"][5:].split("/", 1)
+    assert key.startswith("ic-multilabel/data/train/")
+    head = s3.get_object(Bucket=bucket, Key=f"{key}train.rec")["Body"].read(4)
     assert head == b"\x0a\x23\xd7\xce"  # RecordIO magic
     man = _backend(setup, input_format="manifest", manifest_label_format="class-id").upload(train, val)
     ch = man[0]
@@ -202,9 +212,13 @@ def test_recordio_and_manifest_channels(setup, coco5_200):
     assert ch["ContentType"] == "application/x-recordio; label-format=class-id"
     src = ch["DataSource"]["S3DataSource"]
     assert src["S3DataType"] == "AugmentedManifestFile" and src["AttributeNames"] == ["source-ref", "class"]
-    body = s3.get_object(Bucket=BUCKET, Key="ic-multilabel/train_manifest/train.manifest")["Body"].read().decode()
+    bucket, key = src["S3Uri"][5:].split("/", 1)
+    assert re.fullmatch(r"ic-multilabel/data/train_manifest/[0-9a-f]{16}/train.manifest", key), key
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
     line = json.loads(body.splitlines()[0])
-    assert line["source-ref"] == f"s3://{BUCKET}/ic-multilabel/images/train/{train.paths[0]}"
+    assert re.fullmatch(rf"s3://{BUCKET}/ic-multilabel/data/train_images/[0-9a-f]{{16}}/{re.escape(train.paths[0])}",
+                        line["source-ref"]), line["source-ref"]
+    s3.head_object(Bucket=BUCKET, Key=line["source-ref"][len(f"s3://{BUCKET}/"):])  # the image is there
     assert json.loads(line["class"]) == [int(i) for i in np.flatnonzero(train.labels[0])]
 
 
@@ -435,22 +449,23 @@ def test_a_finished_batch_transform_leaves_no_model(setup, aws, coco5_200, model
     assert backend.client("sagemaker").list_models()["Models"] == []
 
 
-def test_switching_the_input_format_leaves_no_stale_objects_in_a_channel(setup, coco5_200):
+def test_switching_the_input_format_keeps_each_channel_exact_and_deletes_nothing(setup, coco5_200):
     train, val = _coco5_splits(coco5_200)
     s3 = setup.client("s3")
-    _backend(setup, input_format="lst").upload(train, val)
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="ic-multilabel/train/")["Contents"]]
-    assert len(keys) == len(train)
-    _backend(setup, input_format="recordio").upload(train, val)
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="ic-multilabel/train/")["Contents"]]
-    assert keys == ["ic-multilabel/train/train.rec"]
-    s3.put_object(Bucket=BUCKET, Key="ic-multilabel/train/notes-of-a-colleague.txt", Body=b"keep me")
-    puts = []
-    setup.events.register("provide-client-params.s3.PutObject", lambda params, **kw: puts.append(params["Key"]))
-    with pytest.raises(BackendError, match="1 objects that multilabel_ic did not write .*notes-of-a-colleague"):
-        _backend(setup, input_format="lst").upload(train, val)
-    assert puts == []
-    assert s3.get_object(Bucket=BUCKET, Key="ic-multilabel/train/notes-of-a-colleague.txt")["Body"].read() == b"keep me"
+    deletes = []
+    setup.events.register("provide-client-params.s3.DeleteObjects", lambda params, **kw: deletes.append(params))
+
+    def train_channel(input_format):
+        ch = _backend(setup, input_format=input_format).upload(train, val)[0]
+        prefix = ch["DataSource"]["S3DataSource"]["S3Uri"][len(f"s3://{BUCKET}/"):]
+        return prefix, [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]]
+
+    lst_prefix, lst_keys = train_channel("lst")
+    assert len(lst_keys) == len(train)
+    rec_prefix, rec_keys = train_channel("recordio")
+    assert rec_keys == [f"{rec_prefix}train.rec"] and rec_prefix != lst_prefix
+    assert train_channel("lst") == (lst_prefix, lst_keys)  # the first upload is still whole
+    assert deletes == []
 
 
 @pytest.mark.parametrize("problem", ["fewer images than a batch", "Pipe mode on two instances", "unsupported region",

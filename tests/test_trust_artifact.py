@@ -211,13 +211,13 @@ class _Endpoint:
 def test_an_endpoint_answering_non_finite_scores_is_refused(ws, body):
     from catalog_support import CLASSES
 
-    from multilabel_ic import ArtifactError
+    from multilabel_ic import BackendError
     from multilabel_ic.backends.sagemaker.endpoint import SageMakerPredictor
 
     pred = SageMakerPredictor(_Endpoint(body), "ep-1", class_names=CLASSES.split(","))
-    with pytest.raises(ArtifactError, match="<request body>: endpoint ep-1 gave -?(nan|inf) as the score of 1 class"):
+    with pytest.raises(BackendError, match="endpoint ep-1 answered: score 1 is -?(nan|inf), not a finite number"):
         pred.predict(ws.jpeg.read_bytes())
-    with pytest.raises(ArtifactError, match="endpoint ep-1 gave"):
+    with pytest.raises(BackendError, match="endpoint ep-1 answered: score 1 is"):
         pred.evaluate(ws.data)
 
 

@@ -105,8 +105,9 @@ def add_commands(sub) -> None:
     a.add_argument("--classes", default=None, help="class names in label order (default: class_0, ...)")
     add_sagemaker_args(a)
 
-    x = sub.add_parser("delete-endpoint", help="SageMaker: delete an endpoint, its endpoint config and its model")
-    x.add_argument("endpoint", help="endpoint name (as deploy printed it)")
+    x = sub.add_parser("delete-endpoint", help="SageMaker: delete an endpoint, its endpoint config and its models "
+                                               "(found by describing them; what another endpoint uses is kept)")
+    x.add_argument("endpoint", help="endpoint name (as deploy printed it, or any endpoint)")
     add_sagemaker_args(x)
 
 
@@ -168,15 +169,14 @@ def cmd_attach(args) -> int:
 
 
 def cmd_delete_endpoint(args) -> int:
-    from .backends.sagemaker.endpoint import SageMakerPredictor
+    from .backends.sagemaker.teardown import delete_endpoint
 
-    backend = backend_from_args(args)
-    backend._call("sagemaker", "describe_endpoint", EndpointName=args.endpoint)  # a clear error for a wrong name
-    failed = SageMakerPredictor(backend, args.endpoint).delete()
-    if failed:
-        raise BackendError(f"could not delete the {', '.join(failed)} of endpoint {args.endpoint} (see the log "
-                           f"line above for the command that does it by hand)")
-    print(f"deleted endpoint {args.endpoint}, its endpoint config and its model")
+    report = delete_endpoint(backend_from_args(args), args.endpoint)
+    for line in report.lines():
+        print(line)
+    if report.failed:
+        raise BackendError(f"could not delete {', '.join(f'{kind} {name}' for kind, name in report.failed)} of "
+                           f"endpoint {args.endpoint} (the log line above gives the command that does it by hand)")
     return 0
 
 
@@ -208,7 +208,10 @@ def predict_endpoint(args) -> int:
 
     pred = endpoint_predictor(args)
     for path in args.images:
-        probs = pred.predict(read_bytes(path))
+        try:
+            probs = pred.predict(read_bytes(path))
+        except BackendError as exc:
+            raise BackendError(f"{path}: {exc}") from exc
         print_prediction(str(path), probs, pred.class_names, threshold=args.threshold, jsonlines=args.jsonlines)
     return 0
 

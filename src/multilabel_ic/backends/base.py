@@ -10,6 +10,7 @@ predictor answers. It imports no backend; both backends and the model package im
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,11 +20,11 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ..data.dataset import Dataset
-from ..exceptions import ArtifactError, DataError, UsageError
+from ..exceptions import ArtifactError, BackendError, DataError, UsageError
 from ..hyperparameters import Hyperparameters
 
 __all__ = ["Backend", "Model", "Predictor", "check_backend", "METRIC_KEYS", "FINAL_KEYS", "final_metrics",
-           "parse_probabilities"]
+           "parse_probabilities", "check_scores"]
 
 # The keys of Model.metrics that every backend fills (None where it cannot know), and of metrics["final"]: the
 # scores of the shipped model on the validation data (docs/metrics.md says where each comes from per backend).
@@ -42,21 +43,41 @@ def final_metrics(**values: Any) -> dict:
     return {k: values.get(k) for k in FINAL_KEYS}
 
 
-def parse_probabilities(body: bytes, *, source: str) -> list[float]:
-    """The body of an ``Accept: application/json`` answer of the algorithm's endpoint (``[p_0, ..., p_{C-1}]``) as
-    floats, or a :class:`BackendError` that names ``source`` (the endpoint or URL) and what came back instead. Every
-    predictor that reads such a body over the network parses it here."""
-    from ..exceptions import BackendError
+ANSWER_FIX = "check that it serves a model of the built-in Image Classification algorithm"
 
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_scores(value: Any, *, expected: int | None, where: str, fix: str,
+                 expected_from: str = "class names") -> list[float]:
+    """``value`` as ``[p_0, ..., p_{C-1}]``: a non-empty JSON list of finite numbers (not booleans), of length
+    ``expected`` when that is known (``expected_from`` says where that number comes from)."""
+    if not isinstance(value, list) or not value:
+        raise BackendError(f"{where}: expected a list of one score per class, got {_show(value)}; {fix}.")
+    for i, p in enumerate(value):
+        if isinstance(p, bool) or not isinstance(p, (int, float)):
+            raise BackendError(f"{where}: score {i} is {_show(p)}, not a number; {fix}.")
+        if not math.isfinite(p):
+            raise BackendError(f"{where}: score {i} is {p}, not a finite number (the model's weights are "
+                               f"probably broken); {fix}.")
+    if expected is not None and len(value) != expected:
+        raise BackendError(f"{where}: {len(value)} scores for {expected} {expected_from}; {fix}.")
+    return [float(p) for p in value]
+
+
+def parse_probabilities(body: bytes, *, source: str, fix: str = ANSWER_FIX) -> list[float]:
+    """The body of an ``Accept: application/json`` answer of the algorithm's endpoint (``[p_0, ..., p_{C-1}]``) as
+    floats, or a :class:`BackendError` that names ``source`` (the endpoint or URL), what came back instead and
+    ``fix``. Every predictor that reads such a body over the network parses it here (:func:`check_scores`)."""
     try:
         probs = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BackendError(f"{source} answered with a body that is not JSON: {bytes(body)[:100]!r}") from exc
-    if not isinstance(probs, list) or not probs or not all(
-            isinstance(p, (int, float)) and not isinstance(p, bool) for p in probs):
-        raise BackendError(f"{source} answered {bytes(body)[:100]!r}, not the endpoint's JSON list of class "
-                           f"probabilities.")
-    return [float(p) for p in probs]
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise BackendError(f"{source} answered with a body that is not JSON ({bytes(body)[:100]!r}); "
+                               f"{fix}.") from exc
+    return check_scores(probs, expected=None, where=f"{source} answered", fix=fix)
 
 
 @runtime_checkable
@@ -143,6 +164,21 @@ class Predictor:
             self._check_finite([pred], [name])
             preds.append(pred)
         return self._format(output, preds)
+
+    def _check_width(self, scores: list[float], *, where: str, names_given: bool, fix: str = ANSWER_FIX) -> None:
+        """A remote predictor's answer has one score per class: it names the classes ``class_i`` on the first answer
+        when no names were given, and refuses an answer whose length differs from the names (given, or learnt from
+        the first answer)."""
+        if not self.class_names:
+            self.class_names = [f"class_{i}" for i in range(len(scores))]
+        elif len(scores) != len(self.class_names):
+            if names_given:
+                shown = ", ".join(self.class_names[:5]) + (", ..." if len(self.class_names) > 5 else "")
+                raise BackendError(
+                    f"{where} {len(scores)} scores but {len(self.class_names)} class names were given ({shown}); "
+                    f"give the class names of the model it serves, in label order (class_names=, CLI --classes).")
+            raise BackendError(f"{where} {len(scores)} scores, but {len(self.class_names)} to an earlier image; the "
+                               f"model behind it changed between the calls, or {fix}.")
 
     def _check_finite(self, scores, names: Sequence[str]) -> None:
         """An :class:`ArtifactError` naming the image and the model when a score is NaN or infinite: such a score is

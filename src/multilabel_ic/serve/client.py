@@ -49,6 +49,7 @@ class HttpPredictor(Predictor):
             self.class_names = list(meta.get("class_names") or [])
             if self.thresholds is None and meta.get("thresholds"):
                 self.thresholds = list(meta["thresholds"])
+        self._names_given = bool(self.class_names)  # given, or the server's own: every answer must match them
 
     def _connection(self) -> http.client.HTTPConnection:
         cls = http.client.HTTPSConnection if self._parsed.scheme == "https" else http.client.HTTPConnection
@@ -102,9 +103,7 @@ class HttpPredictor(Predictor):
         if status != 200:
             raise BackendError(f"{self.url} answered {status} for {source}: {self._server_error(body)}")
         probs = parse_probabilities(body, source=self.url)
-        if not self.class_names:
-            self.class_names = [f"class_{i}" for i in range(len(probs))]
-        self._check_finite([probs], [source])  # json.loads takes a bare NaN; no score may be one
+        self._check_width(probs, where=f"{self.url} answered", names_given=self._names_given)
         return probs
 
     def predict_batch(self, images: Sequence[bytes], *, output: str = "list",

@@ -20,7 +20,7 @@ from ...hyperparameters import Rule, check_options
 from ...preflight import check_training_request
 from . import request as rq
 from .cloudwatch import LogParser, stream_job_logs
-from .s3 import download_file, parse_s3_uri, sync_files
+from .s3 import download_file, parse_s3_uri, sync_files, upload_channel
 
 if TYPE_CHECKING:
     from ...backends.base import Model
@@ -158,7 +158,7 @@ class SageMakerBackend:
         return self._call("iam", "get_role", RoleName=self.role)["Role"]["Arn"]
 
     def _check_bucket(self) -> None:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         self._need_bucket()
         try:
@@ -167,45 +167,70 @@ class SageMakerBackend:
             code = exc.response.get("Error", {}).get("Code")
             raise BackendError(f"S3 bucket {self.bucket!r} does not exist or is not accessible ({code}); create it "
                                f"in {self.region} or pass another bucket=.") from exc
+        except BotoCoreError as exc:
+            raise BackendError(f"cannot check the S3 bucket {self.bucket!r}: {exc}; check the network, the "
+                               f"credentials (--profile, AWS_PROFILE) and the region.") from exc
+
+    def check_artifact(self, uri: str) -> dict:
+        """HEAD the ``s3://`` model artifact before any SageMaker resource is made for it: a :class:`BackendError`
+        naming the URI and the fix if it is missing, unreadable or empty; its ``head_object`` answer otherwise."""
+        from .s3 import head_object
+
+        parse_s3_uri(uri, need_key=True, what="model artifact")
+        head = head_object(self.client("s3"), uri, what="the model artifact",
+                           if_missing="give the s3:// URI of an existing model.tar.gz (a training job prints it as "
+                                      "'model artifact: s3://...'; list them with: aws s3 ls --recursive "
+                                      "s3://<bucket>/<prefix>/output/); nothing was created")
+        if not head.get("ContentLength"):
+            raise BackendError(f"model artifact {uri} is empty (0 bytes); give the URI of a model.tar.gz that a "
+                               f"training job wrote; nothing was created.")
+        return head
 
     # ----------------------------------------------------------------- upload
     def upload(self, train: Dataset, validation: Dataset | None) -> list[dict]:
-        """Upload the data in ``input_format`` and return the channel definitions."""
+        """Upload the data in ``input_format`` and return the channel definitions.
+
+        Each channel goes under its own content-addressed prefix, ``<prefix>/data/<channel>/<digest>/`` (the digest
+        covers its file names, sizes and SHA-256s): the same data reuses what is already there, other data never
+        deletes or replaces the objects of an earlier upload, which a job may still be reading."""
         if validation is None:
             raise BackendError("the built-in algorithm needs a validation channel: pass validation=...")
         train.check_images(what="training data")
         validation.check_images(what="validation data")
         s3 = self.client("s3")
-        base = self.base_uri
-        sync: dict[str, Any] = dict(bucket=self.bucket, progress=self.progress, remove_stale=True)
+        bucket = self._need_bucket()
+
+        def put(channel: str, files: list[tuple[Path, str]], desc: str) -> str:
+            uri = upload_channel(s3, files, bucket=bucket, prefix=self.prefix, channel=channel,
+                                 progress=self.progress, desc=desc)
+            log.info("channel %s: %s", channel, uri)
+            return uri
+
+        def images(ds: Dataset) -> list[tuple[Path, str]]:
+            return [(ds.image_path(i), p) for i, p in enumerate(ds.paths)]
+
+        uris: dict[str, str] = {}
         with tempfile.TemporaryDirectory() as tmp_dir:
             tmp = Path(tmp_dir)
             if self.input_format == "lst":
                 for name, ds in (("train", train), ("validation", validation)):
-                    sync_files(s3, [(ds.image_path(i), f"{self.prefix}/{name}/{p}") for i, p in enumerate(ds.paths)],
-                               prefix=f"{self.prefix}/{name}/", desc=f"{name} images", **sync)
+                    uris[name] = put(name, images(ds), f"{name} images")
                     lst = ds.to_lst(tmp / f"{name}.lst")
-                    sync_files(s3, [(lst, f"{self.prefix}/{name}_lst/{name}.lst")], prefix=f"{self.prefix}/{name}_lst/",
-                               desc=f"{name}_lst", **sync)
-                return rq.lst_channels(base)
+                    uris[f"{name}_lst"] = put(f"{name}_lst", [(lst, f"{name}.lst")], f"{name}_lst")
+                return rq.lst_channels(uris)
             if self.input_format == "recordio":
                 for name, ds in (("train", train), ("validation", validation)):
                     rec, _ = ds.to_recordio(tmp / f"{name}.rec", progress=self.progress, renumber=True)
-                    sync_files(s3, [(rec, f"{self.prefix}/{name}/{name}.rec")], prefix=f"{self.prefix}/{name}/",
-                               desc=f"{name}.rec", **sync)
-                return rq.recordio_channels(base)
-            uris = []
+                    uris[name] = put(name, [(rec, f"{name}.rec")], f"{name}.rec")
+                return rq.recordio_channels(uris)
+            manifests = []
             for name, ds in (("train", train), ("validation", validation)):
-                sync_files(s3, [(ds.image_path(i), f"{self.prefix}/images/{name}/{p}") for i, p in
-                                enumerate(ds.paths)], prefix=f"{self.prefix}/images/{name}/",
-                           desc=f"{name} images", **sync)
-                man = ds.to_manifest(tmp / f"{name}.manifest", image_prefix=f"{base}/images/{name}/",
+                image_uri = put(f"{name}_images", images(ds), f"{name} images")
+                man = ds.to_manifest(tmp / f"{name}.manifest", image_prefix=image_uri,
                                      label_format=self.manifest_label_format)
-                key = f"{self.prefix}/{name}_manifest/{name}.manifest"
-                sync_files(s3, [(man, key)], prefix=f"{self.prefix}/{name}_manifest/", desc=f"{name} manifest",
-                           **sync)
-                uris.append(f"s3://{self.bucket}/{key}")
-            return rq.manifest_channels(*uris, label_format=self.manifest_label_format)
+                manifests.append(put(f"{name}_manifest", [(man, f"{name}.manifest")], f"{name} manifest")
+                                 + f"{name}.manifest")
+            return rq.manifest_channels(*manifests, label_format=self.manifest_label_format)
 
     # ----------------------------------------------------------------- training
     def fit(self, hp: Hyperparameters, train: Dataset, validation: Dataset | None, *, output_dir: Path,
@@ -290,9 +315,16 @@ class SageMakerBackend:
         names = list(class_names) if class_names else [f"class_{i}" for i in range(hp.num_classes)]
         if len(names) != hp.num_classes:
             raise UsageError(f"class_names has {len(names)} names but job {job_name} trains {hp.num_classes} classes")
-        output_dir = ensure_dir(Path(output_dir))
+        output_dir = Path(output_dir)
+        made = not output_dir.exists()
+        ensure_dir(output_dir)
         log.info("attached to training job %s (%s)", job_name, desc["TrainingJobStatus"])
-        return self._model_of_job(job_name, hp, names, output_dir, callbacks=callbacks)
+        try:
+            return self._model_of_job(job_name, hp, names, output_dir, callbacks=callbacks)
+        except BaseException:
+            if made and not any(output_dir.iterdir()):  # nothing of the job arrived: leave no empty folder behind
+                output_dir.rmdir()
+            raise
 
     def _model_of_job(self, name: str, hp: Hyperparameters, class_names: list[str], output_dir: Path,
                       validation: Dataset | None = None, callbacks: Sequence[Callback] = ()):
@@ -305,7 +337,10 @@ class SageMakerBackend:
 
         desc, parser = self.wait(name)
         artifact = desc["ModelArtifacts"]["S3ModelArtifacts"]
-        local = download_file(self.client("s3"), artifact, output_dir / "model.tar.gz", progress=self.progress)
+        local = download_file(self.client("s3"), artifact, output_dir / "model.tar.gz", progress=self.progress,
+                              what=f"the artifact of training job {name}",
+                              if_missing="the job finished but its model.tar.gz was moved or deleted since; "
+                                         "restore it there (or train again), then attach to the job again")
         epochs = parser.epochs()
         summary = parser.summary()
         accs = [(e.get("validation_accuracy"), e["epoch"]) for e in epochs if e.get("validation_accuracy") is not None]
@@ -409,6 +444,7 @@ class SageMakerBackend:
         from .endpoint import SageMakerPredictor
 
         artifact = model if isinstance(model, str) else model.artifact
+        self.check_artifact(artifact)
         class_names = None if isinstance(model, str) else model.class_names
         thresholds = None if isinstance(model, str) else model.thresholds
         name = endpoint_name or rq.job_name(f"{self.base_job_name}-ep")
@@ -447,33 +483,46 @@ class SageMakerBackend:
         from .endpoint import call_quietly, ensure_model
 
         name = rq.job_name(f"{self.base_job_name}-bt")
+        if not isinstance(model, str) or model.startswith("s3://"):  # (otherwise: the name of a SageMaker model)
+            self.check_artifact(model if isinstance(model, str) else model.artifact)
+        inputs = self._transform_input(name, data)  # checked (or uploaded) before any SageMaker resource is made
         model_name, created_model = ensure_model(self, model, name)
         try:
-            return self._transform(name, model_name, data, instance_type=instance_type,
-                                   instance_count=instance_count, output_path=output_path, wait=wait)
+            return self._transform(name, model_name, data, inputs, instance_type=instance_type,
+                                   instance_count=instance_count, output_path=output_path, wait=wait,
+                                   num_classes=None if isinstance(model, str) else len(model.class_names))
         finally:
             if created_model and wait:
                 call_quietly(self, "delete_model", ModelName=model_name)
 
-    def _transform(self, name: str, model_name: str, data: Dataset | str, *, instance_type: str, instance_count: int,
-                   output_path: str | None, wait: bool):
-        import json
+    def _transform_input(self, name: str, data: Dataset | str) -> tuple[str, str, str, list[str]]:
+        """``(input URI, bucket, prefix, keys)`` of the images to transform: an s3:// prefix's objects, or the
+        dataset's images uploaded under ``<prefix>/transform/<job>/input/``."""
+        from .s3 import list_objects
 
         s3 = self.client("s3")
         if isinstance(data, str):
-            in_bucket, in_prefix = parse_s3_uri(data)
-            keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=in_bucket,
-                                                                                      Prefix=in_prefix)
-                    for o in page.get("Contents", []) if not o["Key"].endswith("/")]
+            in_bucket, in_prefix = parse_s3_uri(data, what="transform input")
+            keys = [k for k in list_objects(s3, data, what="the transform input") if not k.endswith("/")]
             if not keys:
-                raise BackendError(f"no objects under {data}; nothing to transform")
-            input_uri = data
-        else:
-            in_bucket, in_prefix = self._need_bucket(), f"{self.prefix}/transform/{name}/input/"
-            keys = [f"{in_prefix}{p}" for p in data.paths]
-            sync_files(s3, [(data.image_path(i), k) for i, k in enumerate(keys)], bucket=in_bucket,
-                       prefix=in_prefix, progress=self.progress, desc="transform images")
-            input_uri = f"s3://{in_bucket}/{in_prefix}"
+                raise BackendError(f"no objects under {data}; nothing to transform. Give the s3:// prefix of the "
+                                   f"images (aws s3 ls {data}).")
+            return data, in_bucket, in_prefix, keys
+        in_bucket, in_prefix = self._need_bucket(), f"{self.prefix}/transform/{name}/input/"
+        keys = [f"{in_prefix}{p}" for p in data.paths]
+        sync_files(s3, [(data.image_path(i), k) for i, k in enumerate(keys)], bucket=in_bucket,
+                   prefix=in_prefix, progress=self.progress, desc="transform images")
+        return f"s3://{in_bucket}/{in_prefix}", in_bucket, in_prefix, keys
+
+    def _transform(self, name: str, model_name: str, data: Dataset | str, inputs: tuple[str, str, str, list[str]],
+                   *, instance_type: str, instance_count: int, output_path: str | None, wait: bool,
+                   num_classes: int | None = None):
+        import json
+
+        from .s3 import read_object
+
+        s3 = self.client("s3")
+        input_uri, in_bucket, in_prefix, keys = inputs
         out = output_path or f"{self.base_uri}/transform/{name}/output"
         self._call("sagemaker", "create_transform_job", **self.resources.apply_to_transform_job(dict(
             TransformJobName=name, ModelName=model_name,
@@ -505,10 +554,27 @@ class SageMakerBackend:
                                 status=desc["TransformJobStatus"], failure_reason=desc.get("FailureReason"))
         out_bucket, out_prefix = parse_s3_uri(out)
         base = in_prefix if in_prefix.endswith("/") or not in_prefix else in_prefix.rsplit("/", 1)[0] + "/"
-        preds = {}
+        from ..base import check_scores
+
+        preds: dict[str, list[float]] = {}
         for key in keys:
             rel = key[len(base):]  # SageMaker writes <output>/<path relative to the input prefix>.out
-            body = self._call("s3", "get_object", Bucket=out_bucket, Key=f"{out_prefix.rstrip('/')}/{rel}.out")
-            line = body["Body"].read().decode().strip().splitlines()[0]
-            preds[f"s3://{in_bucket}/{key}"] = json.loads(line)["prediction"]
+            source = f"s3://{in_bucket}/{key}"
+            out_uri = f"s3://{out_bucket}/{out_prefix.rstrip('/')}/{rel}.out"
+            body = read_object(s3, out_uri, what=f"the output of transform job {name} for {source}",
+                               if_missing=f"the job wrote no prediction for it; see the job's logs: aws sagemaker "
+                                          f"describe-transform-job --transform-job-name {name}")
+            where = f"transform job {name}, {out_uri}"
+            try:
+                line = (body.decode().strip().splitlines() or [""])[0]
+                answer = json.loads(line)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise BackendError(f"{where}: not a JSON line ({body[:100]!r}); the model must be one of the built-in "
+                                   f"algorithm, which writes {{\"prediction\": [...]}}.") from exc
+            if not isinstance(answer, dict) or "prediction" not in answer:
+                raise BackendError(f"{where}: expected {{\"prediction\": [...]}}, got {line[:100]!r}; the model must "
+                                   f"be one of the built-in algorithm.")
+            expected = len(next(iter(preds.values()))) if preds else num_classes
+            preds[source] = check_scores(answer["prediction"], expected=expected, where=where,
+                                         fix="the model must be one of the built-in algorithm")
         return preds if isinstance(data, str) else list(preds.values())

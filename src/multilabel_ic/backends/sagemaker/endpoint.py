@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ...exceptions import BackendError, UsageError
 from ..base import Predictor, parse_probabilities
+from .teardown import by_hand, delete_endpoint, not_found
 
 if TYPE_CHECKING:
     from ...backends.base import Model
@@ -39,9 +40,7 @@ def call_quietly(backend: SageMakerBackend, op: str, **kwargs) -> bool:
         backend._call("sagemaker", op, **kwargs)
         return True
     except BackendError as exc:
-        args = " ".join(f"--{''.join('-' + c.lower() if c.isupper() else c for c in k).lstrip('-')} {v}"
-                        for k, v in kwargs.items())
-        log.error("%s failed (%s); do it by hand: aws sagemaker %s %s", op, exc, op.replace("_", "-"), args)
+        log.error("%s failed (%s); do it by hand: %s", op, exc, by_hand(op, kwargs))
         return False
 
 
@@ -53,6 +52,7 @@ class SageMakerPredictor(Predictor):
         self.backend, self.endpoint_name = backend, endpoint_name
         self.label = f"endpoint {endpoint_name}"
         self.class_names = list(class_names) if class_names else []
+        self._names_given = bool(class_names)
         self.owns_resources = owns_resources
         self.thresholds = list(thresholds) if thresholds else None
         self._closed = False
@@ -81,28 +81,47 @@ class SageMakerPredictor(Predictor):
                              f"Path(path).read_bytes().")
         resp = self.backend._call("sagemaker-runtime", "invoke_endpoint", EndpointName=self.endpoint_name,
                                   Body=bytes(image), ContentType=content_type, Accept="application/json")
-        probs = parse_probabilities(resp["Body"].read(), source=f"endpoint {self.endpoint_name}")
-        if not self.class_names:
-            self.class_names = [f"class_{i}" for i in range(len(probs))]
-        self._check_finite([probs], ["<request body>"])  # json.loads takes a bare NaN; no score may be one
-        return probs
+        fix = (f"check that it serves a model of the built-in Image Classification algorithm (aws sagemaker "
+               f"describe-endpoint --endpoint-name {self.endpoint_name})")
+        scores = parse_probabilities(resp["Body"].read(), source=f"endpoint {self.endpoint_name}", fix=fix)
+        self._check_width(scores, where=f"endpoint {self.endpoint_name} answered", names_given=self._names_given,
+                          fix=fix)
+        return scores
 
-    def delete(self, *, only: Sequence[str] = ("endpoint", "endpoint_config", "model")) -> list[str]:
-        """Delete the endpoint, its endpoint config and its model (``only`` those named); returns the kinds that
-        could not be deleted (each logged with the command that does it by hand)."""
+    def delete(self, *, only: Sequence[str] | None = None) -> list[str]:
+        """Delete the endpoint, its endpoint config and its models, found by describing the endpoint and its config;
+        a config or model that another endpoint uses is kept (see :func:`~.teardown.delete_endpoint`). Returns the
+        kinds that could not be deleted (each logged with the command that does it by hand).
+
+        ``only`` (``"endpoint"``, ``"endpoint_config"``, ``"model"``) is for resources that :meth:`deploy` has just
+        created under the endpoint's own name: those are deleted by that name, without describing anything."""
         if self._closed:
             return []
         name = self.endpoint_name
-        failed = []
-        for kind, op, kw in (("endpoint", "delete_endpoint", {"EndpointName": name}),
-                             ("endpoint_config", "delete_endpoint_config", {"EndpointConfigName": name}),
-                             ("model", "delete_model", {"ModelName": name})):
-            if kind in only and not call_quietly(self.backend, op, **kw):
-                failed.append(kind)
-        log.info("deleted %s of endpoint %s", ", ".join(k for k in only if k not in failed) or "nothing", name)
+        failed: list[str] = []
+        if only is not None:
+            for kind, op, kw in (("endpoint", "delete_endpoint", {"EndpointName": name}),
+                                 ("endpoint_config", "delete_endpoint_config", {"EndpointConfigName": name}),
+                                 ("model", "delete_model", {"ModelName": name})):
+                if kind in only and not call_quietly(self.backend, op, **kw):
+                    failed.append(kind)
+            log.info("deleted %s of endpoint %s", ", ".join(k for k in only if k not in failed) or "nothing", name)
+        else:
+            report = delete_endpoint(self.backend, name)
+            for line in report.lines():
+                log.info("%s", line)
+            failed = sorted({kind.replace(" ", "_") for kind, _ in report.failed})
         self._closed = True
         return failed
 
     def close(self) -> None:
-        if self.owns_resources:
+        if not self.owns_resources:
+            return
+        try:
             self.delete()
+        except BackendError as exc:
+            if not not_found(exc):
+                raise
+            # the endpoint that deploy() made is gone already: its config and model carry its name
+            log.warning("%s; deleting the endpoint config and model that deploy() made for it", exc)
+            self.delete(only=("endpoint_config", "model"))

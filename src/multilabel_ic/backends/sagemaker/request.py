@@ -53,14 +53,15 @@ def channel(name: str, s3_uri: str, content_type: str, *, data_type: str = "S3Pr
     return ch
 
 
-def lst_channels(base: str) -> list[dict]:
-    """The MS-COCO example's four channels: images and .lst files, all ``application/x-image``."""
-    return [channel(c, f"{base}/{c}/", CONTENT_TYPES["image"]) for c in ("train", "validation", "train_lst",
-                                                                          "validation_lst")]
+def lst_channels(uris: dict[str, str]) -> list[dict]:
+    """The MS-COCO example's four channels: images and .lst files, all ``application/x-image``; ``uris`` maps each
+    channel name to its ``s3://`` prefix."""
+    return [channel(c, uris[c], CONTENT_TYPES["image"]) for c in ("train", "validation", "train_lst",
+                                                                  "validation_lst")]
 
 
-def recordio_channels(base: str) -> list[dict]:
-    return [channel(c, f"{base}/{c}/", CONTENT_TYPES["recordio"]) for c in ("train", "validation")]
+def recordio_channels(uris: dict[str, str]) -> list[dict]:
+    return [channel(c, uris[c], CONTENT_TYPES["recordio"]) for c in ("train", "validation")]
 
 
 def manifest_channels(train_manifest_uri: str, validation_manifest_uri: str, *, label_format: str = "multi-hot",
