@@ -151,7 +151,7 @@ def holds_model(out: Path) -> bool:
 def remove_if_only_the_marker(out: Path) -> None:
     if not (any((out / rel).exists() for rel in STATE_FILES) or holds_model(out)):
         _run_marker(out).unlink(missing_ok=True)
-    for folder in (out / "checkpoints", out / "model", out / "recordio", out):
+    for folder in (out / "checkpoints", out / "model", out / "recordio", out / "cache", out):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
 
