@@ -73,7 +73,13 @@ _SUFFIX = {"raw": ".u8", "jpeg": ".jpegs"}
 _HEADROOM = 1 << 30  # disk space a cache leaves free
 _INDEX_BYTES_PER_IMAGE = 256  # an index entry takes about 60 bytes; a larger index is not read
 _TEMP_NAME = re.compile(r"^\.[0-9a-f]{24}\.(u8|jpegs|json)\..*" + re.escape(TEMP_SUFFIX) + "$")
-_digest = xxhash.xxh3_64_intdigest  # about 0.01 ms for a 256-px image, 10x faster than zlib.crc32 (docs/data.md)
+
+
+def _digest(payload, rows: int, cols: int, channels: int) -> int:
+    """xxh3-64 of an image's stored bytes, seeded with its shape (an index with swapped sides does not match). About
+    0.01 ms for a 256-px image, 10x faster than zlib.crc32 (docs/data.md)."""
+    return xxhash.xxh3_64_intdigest(payload, seed=(int(rows) << 40) | (int(cols) << 16) | int(channels))
+
 Source = tuple["Dataset", "int | None", int]  # (data, resize, channels): where a damaged image is decoded again
 
 
@@ -209,7 +215,7 @@ class ImageStore(Sequence):
         start = int(self.offsets[i])
         size = int(self.lengths[i]) if self.lengths is not None else int(rows * cols * channels)
         buf = self._map[start:start + size]
-        if self.digests is not None and _digest(buf) != int(self.digests[i]):
+        if self.digests is not None and _digest(buf, rows, cols, channels) != int(self.digests[i]):
             return self._damaged(i, "its bytes do not match their digest")
         if self.lengths is None:
             return buf.reshape(rows, cols, channels)
@@ -276,7 +282,8 @@ class ImageStore(Sequence):
         if not len(data):
             return None
         folder = Path(folder)
-        ensure_dir(folder, what="cache folder")
+        if folder.exists() and not folder.is_dir():
+            ensure_dir(folder, what="cache folder")  # its error: a file is in the way
         for stale in remove_stale_temp_files(folder):
             log.info("removed %s, left by an interrupted cache build", stale)
         files, source = _files_digest(data), (data, resize, channels)
@@ -290,7 +297,7 @@ class ImageStore(Sequence):
                             folder / f"{key}.json", problem)
             if store is not None:
                 found[kind] = store
-        free = shutil.disk_usage(folder).free
+        free = shutil.disk_usage(next(p for p in (folder, *folder.parents) if p.is_dir())).free
 
         def fits(estimate: float, *, disk: bool = True) -> bool:
             return (max_bytes is None or estimate <= max_bytes) and (not disk or estimate <= free - _HEADROOM)
@@ -325,8 +332,17 @@ class ImageStore(Sequence):
                         "them as JPEG (quality %d, about %.1f GB) instead: their pixels differ from the reference "
                         "pipeline's by about 1.6 grey levels on average (im2rec --quality %d loses more)", what,
                         raw_estimate / 1e9, limit, free / 1e9, folder, JPEG_QUALITY, estimate / 1e9, JPEG_QUALITY)
-        return cls._write(data, folder, keys[encoding], encoding, sample, source=source, raw_estimate=raw_estimate,
-                          threads=threads, progress=progress, min_size=min_size, what=what)
+        created = not folder.exists()
+        ensure_dir(folder, what="cache folder")
+        try:
+            return cls._write(data, folder, keys[encoding], encoding, sample, source=source,
+                              raw_estimate=raw_estimate, threads=threads, progress=progress, min_size=min_size,
+                              what=what)
+        except BaseException:
+            if created:  # a refused or interrupted first build leaves no empty folder behind
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise
 
     @classmethod
     def _write(cls, data: Dataset, folder: Path, key: str, encoding: str, sample: list[np.ndarray], *,
@@ -352,7 +368,7 @@ class ImageStore(Sequence):
                 shapes.append(list(shape))
                 offsets.append(position)
                 lengths.append(len(payload))
-                digests.append(_digest(payload))
+                digests.append(_digest(payload, *shape))
                 position += len(payload)
                 bar.update(1)
             if small:
