@@ -199,9 +199,9 @@ def test_a_store_over_its_limit_is_kept_as_jpeg_close_to_the_resized_images(tmp_
     assert store_key(data, resize=80, channels=3) != store_key(data, resize=80, channels=3, encoding="jpeg")
     assert ImageStore.build(data, tmp_path / "tiny", resize=80, channels=3, max_bytes=1000) is None
     assert not list((tmp_path / "tiny").glob("*.jpegs"))
-    # a damaged cache file is an error that names it and the way out
+    # a damaged cache file (here without a source to decode it from again) is an error that names it and the way out
     damaged = ImageStore(store.path, store.shapes, store.offsets, np.full_like(store.lengths, 10))
-    with pytest.raises(DataError, match=r"\.jpegs: an image in this decode cache does not decode .*run again"):
+    with pytest.raises(DataError, match=r"\.jpegs: image 1 of this decode cache is damaged .*run again"):
         damaged[1]
     # asked for by name (the benchmark does): JPEG although raw would fit
     assert ImageStore.build(data, tmp_path / "named", resize=80, channels=3, encoding="jpeg").encoding == "jpeg"

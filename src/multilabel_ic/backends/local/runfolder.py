@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -149,9 +150,12 @@ def holds_model(out: Path) -> bool:
 
 
 def remove_if_only_the_marker(out: Path) -> None:
+    """For a run that created ``out`` and failed before its first checkpoint: leave no folder behind (its marker,
+    and the decode cache it built in ``<out>/cache``, go too)."""
     if not (any((out / rel).exists() for rel in STATE_FILES) or holds_model(out)):
         _run_marker(out).unlink(missing_ok=True)
-    for folder in (out / "checkpoints", out / "model", out / "recordio", out):
+        shutil.rmtree(out / "cache", ignore_errors=True)
+    for folder in (out / "checkpoints", out / "model", out / "recordio", out / "cache", out):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
 

@@ -7,6 +7,7 @@ last finished epoch. Parameters in the algorithm's format go to ``<output>/model
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import json
 import logging
@@ -33,6 +34,7 @@ from ..base import final_metrics
 from .distributed import Distributed
 from .epoch import predict_scores, run_epoch
 from .epochlog import validation_record
+from .imagesizes import check_headers
 from .imagestore import ImageStore
 from .loss import class_weights, weighted_bce
 from .optim import MultiFactorSchedule, create_optimizer
@@ -170,8 +172,11 @@ def precision_for(hp: Hyperparameters, device: torch.device, options: LocalOptio
 
 
 def run_fingerprint(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None,
-                    options: LocalOptions, dist: Distributed = Distributed()) -> dict:
-    """What a run is trained on and with: a resume must find every field equal, or it would ship another model."""
+                    options: LocalOptions, dist: Distributed = Distributed(), cache: dict | None = None) -> dict:
+    """What a run is trained on and with: a resume must find every field equal, or it would ship another model.
+
+    ``cache``: the decode cache's encoding of each split (:func:`cache_encodings`). It is recorded when a split is
+    cached as JPEG, whose pixels differ from the files'; a raw cache and no cache give the same pixels."""
     fingerprint = {
         "training data": data_fingerprint(train_data), "validation data": data_fingerprint(validation),
         "class names": list(train_data.class_names), "seed": options.seed, "hyperparameters": hp.to_dict(),
@@ -181,6 +186,8 @@ def run_fingerprint(hp: Hyperparameters, train_data: Dataset, validation: Datase
         "processes": [dist.hosts, dist.local_world_size],
         "sync_batchnorm": options.sync_batchnorm, "cpu_float16": options.cpu_float16, "cuda_half": options.cuda_half,
         "pretrained": None if not hp.use_pretrained_model else [options.pretrained, options.pretrained_sha256]}
+    if cache and "jpeg" in cache.values():
+        fingerprint["decode cache"] = cache
     return json.loads(json.dumps(fingerprint))  # the form it has when read back from a checkpoint
 
 
@@ -231,14 +238,18 @@ def _train(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None,
                     hp.num_training_samples, len(train_data), hp.batches_per_epoch)
     if hp.kv_store and not dist.enabled:
         log.warning("kv_store=%s has no effect on a single machine", hp.kv_store)
-    fingerprint = run_fingerprint(hp, train_data, validation, options, dist)
     if not dist.is_main:  # process 0 prepares the folder; the others learn how that went
         status = dist.broadcast(None)
         if not status["ok"]:
             raise TrainingError(f"process 0 stopped before training: {status['error']}")
         pretrained = Path(status["pretrained"]) if status["pretrained"] else None
+        if options.engine == "pytorch":
+            run = functools.partial(_train_locked,
+                                    stores=_open_stores(status["stores"], hp, train_data, validation))
+        fingerprint = run_fingerprint(hp, train_data, validation, options, dist, cache=status["cache"])
         return run(hp, train_data, validation, out, options, device, fingerprint, pretrained, CallbackList([]),
                    dist)
+    fingerprint = run_fingerprint(hp, train_data, validation, options, dist)
     created = not out.exists()
     ensure_dir(out)
     try:
@@ -250,18 +261,72 @@ def _train(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None,
                     log.info("removed %s, left by an interrupted run", stale)
                 if options.restart:
                     clear_previous_run(out)
+                stores: tuple[ImageStore | None, ImageStore | None] = (None, None)
                 if options.engine == "pytorch":
+                    # the images are decoded (and checked) before the folder is claimed: the cache's encoding is
+                    # part of the run's fingerprint, and an image that cannot train stops the run here
+                    stores = _prepare_images(hp, train_data, validation, out, options)
+                    fingerprint = run_fingerprint(hp, train_data, validation, options, dist,
+                                                  cache=cache_encodings(*stores))
                     _check_or_claim(out, options, fingerprint)
+                    run = functools.partial(_train_locked, stores=stores)
             except BaseException as exc:
                 dist.broadcast({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
                 raise
-            dist.broadcast({"ok": True, "pretrained": str(pretrained) if pretrained else None})
+            dist.broadcast({"ok": True, "pretrained": str(pretrained) if pretrained else None,
+                            "stores": [None if s is None else [str(s.path.parent), s.path.stem, s.encoding]
+                                       for s in stores], "cache": cache_encodings(*stores)})
             return run(hp, train_data, validation, out, options, device, fingerprint, pretrained,
                        CallbackList([*default_callbacks(), *callbacks]), dist)
     except Exception:
         if created:
             remove_if_only_the_marker(out)  # a run that failed before its first checkpoint leaves no folder
         raise
+
+
+def cache_encodings(train_store: ImageStore | None, val_store: ImageStore | None) -> dict:
+    """Each split's decode cache encoding ("raw", "jpeg", or None: decoded from the files every epoch)."""
+    return {"training images": train_store.encoding if train_store is not None else None,
+            "validation images": val_store.encoding if val_store is not None else None}
+
+
+def _prepare_images(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None, out: Path,
+                    options: LocalOptions) -> tuple[ImageStore | None, ImageStore | None]:
+    """Process 0, before the folder is claimed: the decode caches of the batched pipeline (built or opened), and
+    every image checked against image_shape (from the caches, or from the files' headers without one)."""
+    min_size = (hp.height, hp.width) if options.augment.small_image == "error" else None
+    stores: list[ImageStore | None] = [None, None]
+    splits = ((train_data, "training images"), (validation, "validation images"))
+    if options.input_pipeline == "batched":
+        folder = Path(options.cache_dir) if options.cache_dir else out / "cache"
+        for k, (data, what) in enumerate(splits):
+            if data is not None:
+                stores[k] = ImageStore.build(data, folder, resize=hp.resize, channels=hp.channels, what=what,
+                                             progress=options.progress, max_bytes=int(options.cache_max_gb * 1e9),
+                                             min_size=min_size)
+    if min_size is not None:
+        for (data, what), store in zip(splits, stores):
+            if data is not None and store is None:
+                check_headers(data, height=hp.height, width=hp.width, resize=hp.resize, what=what)
+    return stores[0], stores[1]
+
+
+def _open_stores(described: list, hp: Hyperparameters, train_data: Dataset,
+                 validation: Dataset | None) -> tuple[ImageStore | None, ImageStore | None]:
+    """The other processes: the stores process 0 prepared, opened from their (folder, key, encoding); on another
+    host, whose cache folder is its own, built there in the encoding process 0 chose."""
+    opened: list[ImageStore | None] = []
+    for entry, data, what in zip(described, (train_data, validation), ("training images", "validation images")):
+        store = None
+        if entry is not None and data is not None:
+            folder, key, encoding = entry
+            store = ImageStore.open(Path(folder), key, encoding=encoding, count=len(data), resize=hp.resize,
+                                    channels=hp.channels, source=(data, hp.resize, hp.channels))
+            if store is None:
+                store = ImageStore.build(data, Path(folder), resize=hp.resize, channels=hp.channels, what=what,
+                                         encoding=encoding)
+        opened.append(store)
+    return opened[0], opened[1]
 
 
 def _check_or_claim(out: Path, options: LocalOptions, fingerprint: dict) -> None:
@@ -278,7 +343,8 @@ def _check_or_claim(out: Path, options: LocalOptions, fingerprint: dict) -> None
 
 def _train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None, out: Path,
                   options: LocalOptions, device: torch.device, fingerprint: dict, pretrained: Path | None,
-                  callbacks: CallbackList, dist: Distributed = Distributed()) -> dict:
+                  callbacks: CallbackList, dist: Distributed = Distributed(),
+                  stores: tuple[ImageStore | None, ImageStore | None] = (None, None)) -> dict:
     torch.manual_seed(options.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # cuDNN autotuning, as the algorithm's MXNet build does
@@ -321,7 +387,8 @@ def _train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset 
     log.info("resize=%s -> %s crop %dx%d, augmentation_type=%s, %d batches of %d per epoch, device=%s",
              hp.resize, "random" if hp.augmentation_type else "centre", hp.width, hp.height, hp.augmentation_type,
              dist.batches_per_epoch(hp), hp.mini_batch_size, device)
-    train_loader, val_loader, val_rows, workers = _loaders(hp, train_data, validation, out, options, device, dist)
+    train_loader, val_loader, val_rows, workers = _loaders(hp, train_data, validation, stores, options, device,
+                                                           dist)
     feeder = DeviceFeeder(train_loader, device, height=hp.height, width=hp.width,
                           fill_value=options.augment.fill_value, channels_last=channels_last)
     # per-process BatchNorm statistics during an epoch, as MXNet's devices keep them (averaged at its end)
@@ -355,11 +422,12 @@ def _train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset 
     return metrics
 
 
-def _loaders(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None, out: Path, options: LocalOptions,
-             device: torch.device, dist: Distributed
-             ) -> tuple[DataLoader, DataLoader | None, np.ndarray | None, int]:
-    """The run's training loader (batched or reference pipeline), its validation loader, this process's share of
-    the validation rows (rank, rank + world, ...; the scores are gathered) and the number of loader workers."""
+def _loaders(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None,
+             stores: tuple[ImageStore | None, ImageStore | None], options: LocalOptions, device: torch.device,
+             dist: Distributed) -> tuple[DataLoader, DataLoader | None, np.ndarray | None, int]:
+    """The run's training loader (batched pipeline over the decode cache ``stores``, or the reference pipeline), its
+    validation loader, this process's share of the validation rows (rank, rank + world, ...; the scores are
+    gathered) and the number of loader workers."""
     val_rows = np.arange(dist.rank, len(validation), dist.world_size) if validation is not None else None
     val_part = validation.subset(val_rows) if validation is not None and val_rows is not None and dist.enabled \
         else validation
@@ -367,19 +435,9 @@ def _loaders(hp: Hyperparameters, train_data: Dataset, validation: Dataset | Non
     val_images: Sequence[np.ndarray] | None = None
     batched = options.input_pipeline == "batched"
     if batched:
-        folder = Path(options.cache_dir) if options.cache_dir else out / "cache"
-        limit = int(options.cache_max_gb * 1e9)
-
-        def build(data: Dataset, what: str) -> ImageStore | None:
-            return ImageStore.build(data, folder, resize=hp.resize, channels=hp.channels, what=what,
-                                    progress=options.progress, max_bytes=limit)
-
-        if not dist.is_main:
-            dist.barrier()  # process 0 writes the training cache; the others open it (or build their own)
-        train_images = build(train_data, "training images")
-        if dist.is_main:
-            dist.barrier()
-        val_images = build(val_part, "validation images") if val_part is not None else None
+        train_images, val_store = stores
+        val_images = (val_store.subset(val_rows, val_part) if val_store is not None and val_rows is not None
+                      and dist.enabled else val_store)
         batched = train_images is not None
         if not batched:
             log.warning("input pipeline: the reference (OpenCV per image on the loader workers) without a cache")
