@@ -1,7 +1,7 @@
 """multilabel_ic: multi-label image classification with the SageMaker built-in Image Classification algorithm,
 run on SageMaker or re-implemented locally in PyTorch, behind one API.
 
-    from multilabel_ic import Dataset, Hyperparameters, Trainer, Predictor
+    from multilabel_ic import Dataset, Hyperparameters, Trainer, Predictor, Tuner
 """
 
 from ._version import __version__  # noqa: E402
@@ -23,6 +23,7 @@ from .exceptions import (
 )
 from .hyperparameters import Hyperparameters
 from .logs import setup_logging
+from .tune import Tuner, TuningResult
 
 __all__ = [
     "Dataset",
@@ -31,6 +32,8 @@ __all__ = [
     "Model",
     "Predictor",
     "Backend",
+    "Tuner",
+    "TuningResult",
     "setup_logging",
     "MultilabelICError",
     "UsageError",
