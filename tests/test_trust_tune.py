@@ -406,3 +406,72 @@ def test_asking_sagemaker_for_map_is_refused_saying_it_emits_only_accuracy():
     backend = SageMakerBackend(role=ROLE, bucket=BUCKET, region=REGION)
     with pytest.raises(UsageError, match="emits only 'validation:accuracy'"):
         Tuner(_hp(), SM_SPACE, objective="validation:mAP", backend=backend)
+
+
+def test_the_tuning_report_in_a_real_browser(study, tmp_path):
+    """The page renders without a console message, shows each trial's value and the best one as tuning.json holds
+    them, embeds its figures, and links each trial's run report (which exists)."""
+    from html.parser import HTMLParser
+
+    from test_report import browse
+
+    tuner, result, _ = study
+    console, dom = browse(result.report, tmp_path / "tuning.png")
+    assert console == []
+    assert (tmp_path / "tuning.png").stat().st_size > 20_000
+
+    class Seen(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.values, self.cards, self.links, self.images, self._cap, self._row = {}, {}, [], [], None, None
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "tr" and "data-trial" in a:
+                self._row = a["data-trial"]
+            if "data-value" in a and self._row:
+                self._cap = ("values", self._row)
+            if "data-metric" in a:
+                self._cap = ("cards", a["data-metric"])
+            if tag == "a":
+                self.links.append(a["href"])
+            if tag == "img":
+                self.images.append(a["src"])
+
+        def handle_data(self, data):
+            if self._cap:
+                getattr(self, self._cap[0])[self._cap[1]] = data.strip()
+                self._cap = None
+
+    seen = Seen()
+    seen.feed(dom)
+    summary = json.loads((tuner.output_dir / "tuning.json").read_text())
+    assert seen.values == {str(t["number"]): f"{t['value']:.6f}" for t in summary["trials"]}
+    assert seen.cards["best_value"] == f"{summary['best']['value']:.4f}"
+    assert seen.cards["best_trial"] == str(summary["best"]["number"])
+    assert len(seen.images) == 2 and all(src.startswith("data:image/png;base64,") for src in seen.images)
+    assert seen.links and all((tuner.output_dir / link).is_file() for link in seen.links)
+
+
+@pytest.mark.parametrize("completed", [2, 3, 5, 12])
+def test_parameter_importances_for_any_number_of_completed_trials(completed, monkeypatch):
+    """From two completed trials on, the report's importances are computed (whatever the count), and an evaluator
+    that fails costs the figure only, never the finished study."""
+    from multilabel_ic.tune.local import importances
+
+    study = optuna.create_study(direction="maximize")
+    dists = {"learning_rate": optuna.distributions.FloatDistribution(1e-4, 0.1, log=True),
+             "optimizer": optuna.distributions.CategoricalDistribution(["sgd", "adam"])}
+    rng = random.Random(completed)
+    for i in range(completed):
+        study.add_trial(optuna.trial.create_trial(
+            params={"learning_rate": 10 ** rng.uniform(-4, -1), "optimizer": ["sgd", "adam"][i % 2]},
+            distributions=dists, value=rng.random()))
+    values, method = importances(study, seed=0)
+    assert set(values) == {"learning_rate", "optimizer"} and method in ("fANOVA", "PED-ANOVA")
+
+    def broken(*a, **k):
+        raise AssertionError("an evaluator's own check")
+
+    monkeypatch.setattr(optuna.importance, "get_param_importances", broken)
+    assert importances(study, seed=0) is None
