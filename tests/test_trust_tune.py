@@ -475,3 +475,42 @@ def test_parameter_importances_for_any_number_of_completed_trials(completed, mon
 
     monkeypatch.setattr(optuna.importance, "get_param_importances", broken)
     assert importances(study, seed=0) is None
+
+
+def test_the_tune_command_runs_a_study_from_one_file(splits, tmp_path, capsys):
+    from multilabel_ic.cli import main
+
+    train, val = splits
+    train.to_lst(tmp_path / "train.lst")
+    val.to_lst(tmp_path / "validation.lst")
+    (tmp_path / "tune.toml").write_text(textwrap.dedent(f"""
+        output = "study"
+        classes = {json.dumps(list(train.class_names))}
+        [data]
+        train_lst = "train.lst"
+        validation_lst = "validation.lst"
+        images = "{train.root}"
+        [hyperparameters]
+        num_layers = 20
+        image_shape = "3,28,28"
+        resize = 32
+        mini_batch_size = 8
+        epochs = 1
+        multi_label = 1
+        [local]
+        device = "cpu"
+        workers = 0
+        [tune]
+        objective = "validation:accuracy"
+        max_trials = 1
+        [search_space]
+        optimizer = ["adam", "sgd"]
+        learning_rate = {{ min = 0.001, max = 0.05, scaling = "log" }}
+        """))
+    assert main(["--quiet", "tune", "--config", str(tmp_path / "tune.toml")]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "study" / "tuning.json").read_text())
+    best = summary["best"]
+    assert f"best: trial 1 (trial-001) validation:accuracy={best['value']:.6f}" in out
+    assert f"report: {tmp_path / 'study' / 'tuning-report.html'}" in out
+    assert set(best["params"]) == {"optimizer", "learning_rate"} and best["value"] is not None
