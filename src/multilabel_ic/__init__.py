@@ -1,7 +1,7 @@
 """multilabel_ic: multi-label image classification with the SageMaker built-in Image Classification algorithm,
 run on SageMaker or re-implemented locally in PyTorch, behind one API.
 
-    from multilabel_ic import Dataset, Hyperparameters, Trainer, Predictor
+    from multilabel_ic import Dataset, Hyperparameters, Trainer, Predictor, Tuner
 """
 
 from . import _pixel_limit  # noqa: F401  first: sets OpenCV's pixel limit before anything loads cv2
@@ -24,6 +24,7 @@ from .exceptions import (
 )
 from .hyperparameters import Hyperparameters
 from .logs import setup_logging
+from .tune import Tuner, TuningResult
 
 __all__ = [
     "Dataset",
@@ -32,6 +33,8 @@ __all__ = [
     "Model",
     "Predictor",
     "Backend",
+    "Tuner",
+    "TuningResult",
     "setup_logging",
     "MultilabelICError",
     "UsageError",

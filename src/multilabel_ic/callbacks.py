@@ -7,7 +7,9 @@ them with the epochs parsed from the job's log once the job has ended, so a trac
 
     Trainer(hp, backend="local", output_dir="runs/a", callbacks=[TensorBoard(), MLflow("file:./mlruns")])
 
-A callback that raises is logged (with its name) and the run goes on: tracking never costs a training run.
+A callback that raises is logged (with its name) and the run goes on: tracking never costs a training run. The one
+exception is :class:`StopTraining`, raised from ``on_epoch_end`` to end the run after that epoch (a tuner's pruner
+does this): the run then finishes as an early-stopped run does, with its artifact, metrics and report.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 from ._io import atomic_write, atomic_write_text, json_default
 from .exceptions import require
 
-__all__ = ["RunInfo", "Callback", "ArgsJson", "MetricsJsonl", "MetricsPlot", "TensorBoard", "MLflow",
+__all__ = ["RunInfo", "Callback", "StopTraining", "ArgsJson", "MetricsJsonl", "MetricsPlot", "TensorBoard", "MLflow",
            "default_callbacks", "CallbackList", "scalars_of"]
 
 log = logging.getLogger("multilabel_ic")
@@ -57,16 +59,28 @@ class Callback:
         """Called once, after the artifact is written."""
 
 
+class StopTraining(Exception):  # noqa: N818  (a request, not an error)
+    """Raised from :meth:`Callback.on_epoch_end` to end the run after this epoch; the message says why."""
+
+
 class CallbackList:
-    """Calls every callback's hook in order; a failing callback is logged and skipped."""
+    """Calls every callback's hook in order; a failing callback is logged and skipped. A :class:`StopTraining` from
+    ``on_epoch_end`` is remembered in :attr:`stop_reason` (the training loop ends the run after that epoch)."""
 
     def __init__(self, callbacks: Iterable[Callback]):
         self.callbacks = list(callbacks)
+        self.stop_reason: str | None = None
 
     def _call(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
             try:
                 getattr(cb, hook)(*args)
+            except StopTraining as stop:
+                if hook == "on_epoch_end" and self.stop_reason is None:
+                    self.stop_reason = str(stop) or type(cb).__name__
+                elif hook != "on_epoch_end":
+                    log.error("callback %s.%s raised StopTraining, which only on_epoch_end may raise",
+                              type(cb).__name__, hook)
             except Exception as exc:  # tracking must never cost the training run
                 log.error("callback %s.%s failed: %s: %s", type(cb).__name__, hook, type(exc).__name__, exc)
 

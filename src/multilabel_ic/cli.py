@@ -1,4 +1,4 @@
-"""Command line: multilabel-ic prepare | train | evaluate | predict | demo | parity | bench | serve, and the SageMaker
+"""Command line: multilabel-ic prepare | train | evaluate | predict | demo | parity | bench | serve | tune, and the SageMaker
 verbs deploy | transform | attach | delete-endpoint.
 
 Every subcommand is a thin wrapper over the library; ``--quiet`` drops progress bars and INFO logs. An error is printed
@@ -19,6 +19,7 @@ from .cli_args import add_hp_args, class_list, hp_values, hyperparameters_from_a
 from .cli_sagemaker import HANDLERS as SAGEMAKER_HANDLERS
 from .cli_sagemaker import LOCAL_ONLY_TRAIN_FLAGS, add_commands, add_sagemaker_args, backend_from_args
 from .cli_serve import add_serve_parser, cmd_serve
+from .cli_tune import add_tune_parser, cmd_tune
 from .exceptions import HyperparameterError, MultilabelICError, TrainingError, UsageError
 
 __all__ = ["main", "build_parser"]
@@ -183,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_hp_args(pa)
     add_commands(sub)
     add_serve_parser(sub)
+    add_tune_parser(sub)
     b = sub.add_parser("bench", help="throughput benchmarks (local training, input pipeline, SageMaker logs)")
     b.add_argument("--quick", action="store_true", help="small sizes that finish in minutes on a CPU")
     b.add_argument("--scaling", type=int, default=None, metavar="N",
@@ -549,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {_one_line(exc)}", file=sys.stderr)
             return _exit_code(exc)
     handlers = {"prepare": cmd_prepare, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-                "demo": cmd_demo, "export": cmd_export, "report": cmd_report, "bench": cmd_bench, "parity": cmd_parity, "serve": cmd_serve, **SAGEMAKER_HANDLERS}
+                "demo": cmd_demo, "export": cmd_export, "report": cmd_report, "bench": cmd_bench, "parity": cmd_parity, "serve": cmd_serve, "tune": cmd_tune, **SAGEMAKER_HANDLERS}
     try:
         return handlers[args.command](args)
     except MultilabelICError as exc:

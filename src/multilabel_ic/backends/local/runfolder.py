@@ -118,7 +118,7 @@ def run_epochs(hp: Hyperparameters, out: Path, state: dict, kept: SavedParams, *
                save_state: Callable[[], None], callbacks: CallbackList, write: bool = True,
                barrier: Callable[[], None] = lambda: None) -> bool:
     """The epoch loop both engines run: train, validate, save as the algorithm does, keep the resume state, report;
-    True when early stopping ended it. An interrupt names the epochs that are saved and how to resume.
+    True when early stopping, or a callback's :class:`~multilabel_ic.callbacks.StopTraining`, ended it. An interrupt names the epochs that are saved and how to resume.
 
     ``train_epoch(epoch)`` returns the epoch's record; ``validate(epoch)`` its validation fields. ``write=False``
     (the other processes of a distributed run) saves nothing; ``barrier`` runs once the epoch is on disk."""
@@ -135,6 +135,9 @@ def run_epochs(hp: Hyperparameters, out: Path, state: dict, kept: SavedParams, *
                 save_state()
             barrier()  # the epoch's checkpoint is on disk before any process goes on
             callbacks.on_epoch_end(record)
+            if callbacks.stop_reason and not stopped_early and epoch + 1 < hp.epochs:
+                log.info("Stopping after epoch %d: %s", epoch, callbacks.stop_reason)
+                stopped_early = True
             if stopped_early:
                 break
     except KeyboardInterrupt:

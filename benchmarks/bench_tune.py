@@ -1,0 +1,83 @@
+"""A local tuning study with and without the median pruner, on the demo's synthetic data (64 px), timed in one run.
+
+    python benchmarks/bench_tune.py                                   # the measurement: 12 trials, the demo's data
+    python benchmarks/bench_tune.py --trials 2 --epochs 1 --num-images 120 --size 32  # a quick check that it works
+
+Both studies use the same sampler seed, the same data, base hyperparameters (``make demo``'s: ResNet-18 at 64 px,
+Adam, weighted loss, crop_color_transform) and search space (learning rate 1e-4..0.05 log, optimizer adam/sgd/
+rmsprop, mini-batch 16..64, weight decay 0..0.001), objective validation mAP. The pruned study starts pruning after
+``--startup`` trials, from epoch ``--warmup`` on. Per study: wall time, best objective, trials pruned, epochs trained
+in all. Writes tune.json into ``--output``; docs/lifecycle.md quotes the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from _common import write
+
+from multilabel_ic import Hyperparameters, setup_logging
+from multilabel_ic.backends.local import LocalBackend, LocalOptions
+from multilabel_ic.cli import DEMO_HP
+from multilabel_ic.data.prepare import prepare_dataset
+from multilabel_ic.tune import CategoricalRange, ContinuousRange, IntegerRange, Tuner
+
+
+def study(name: str, args, hp: Hyperparameters, train, val, pruning: bool) -> dict:
+    space = {"learning_rate": ContinuousRange(1e-4, 0.05, scaling="log"),
+             "optimizer": CategoricalRange(["adam", "sgd", "rmsprop"]),
+             "mini_batch_size": IntegerRange(16, 64), "weight_decay": ContinuousRange(0.0, 0.001)}
+    # each study decodes its own cache (<study>/cache), so neither gains from the other's
+    backend = LocalBackend(device=args.device, options=LocalOptions(seed=0, progress=False))
+    started = time.perf_counter()
+    result = Tuner(hp, space, objective="validation:mAP", max_trials=args.trials, backend=backend, seed=args.seed,
+                   pruning=pruning, pruner_startup_trials=args.startup, pruner_warmup_epochs=args.warmup,
+                   output_dir=args.output / name).fit(train, validation=val)
+    wall = time.perf_counter() - started
+    out = {"wall_s": round(wall, 1), "best_mAP": result.best_value,
+           "best_trial": result.best_trial["number"] if result.best_trial else None,
+           "best_params": result.best_trial["params"] if result.best_trial else None,
+           "trials": len(result.trials), "pruned": sum(t["state"] == "PRUNED" for t in result.trials),
+           "failed": sum(t["state"] == "FAIL" for t in result.trials),
+           "epochs_trained": sum(t.get("epochs_trained") or 0 for t in result.trials)}
+    print(f"{name}: {out}", flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=DEMO_HP["epochs"])
+    ap.add_argument("--num-images", type=int, default=1000, help="synthetic images (the demo's 1000)")
+    ap.add_argument("--size", type=int, default=64, help="image_shape's height and width (the demo's 64)")
+    ap.add_argument("--startup", type=int, default=3, help="trials before the pruner prunes")
+    ap.add_argument("--warmup", type=int, default=2, help="epochs before a trial can be pruned")
+    ap.add_argument("--seed", type=int, default=0, help="the TPE sampler's seed (both studies)")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--output", type=Path, default=Path("bench-output/tune"))
+    args = ap.parse_args()
+    setup_logging(logging.WARNING)
+    prepared = prepare_dataset(args.output / "data", source="synthetic", num_images=args.num_images, seed=0,
+                               train_size=0.75, progress=False)
+    train, val = prepared.train, prepared.validation
+    base = {**DEMO_HP, "epochs": args.epochs, "image_shape": f"3,{args.size},{args.size}",
+            "resize": args.size + args.size // 8}
+    hp = Hyperparameters(num_classes=5, num_training_samples=len(train), **base)
+    result = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "hyperparameters": hp.to_sagemaker(),
+              "without_pruning": study("without-pruning", args, hp, train, val, pruning=False),
+              "with_pruning": study("with-pruning", args, hp, train, val, pruning=True)}
+    a, b = result["without_pruning"], result["with_pruning"]
+    result["speedup"] = round(a["wall_s"] / b["wall_s"], 3) if b["wall_s"] else None
+    result["best_mAP_difference"] = (None if a["best_mAP"] is None or b["best_mAP"] is None
+                                     else round(b["best_mAP"] - a["best_mAP"], 4))
+    print(f"pruning: {b['wall_s']} s vs {a['wall_s']} s without (x{result['speedup']}); best mAP "
+          f"{b['best_mAP']} vs {a['best_mAP']} (difference {result['best_mAP_difference']})", flush=True)
+    write(args.output, "tune.json", result, args.device)
+
+
+if __name__ == "__main__":
+    main()
