@@ -15,7 +15,7 @@ from catalog_support import CLASSES, ApiCase, CliCase, check_api_case, check_cli
 
 from multilabel_ic import DataError, UsageError
 
-HANG_LIMIT_S = 20
+HANG_LIMIT_S = 60
 
 
 @pytest.fixture(autouse=True)

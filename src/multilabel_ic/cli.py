@@ -517,7 +517,13 @@ def cmd_bench(args) -> int:
         run_scaling(args.output, processes=(1, args.scaling), device=args.device)
         return 0
     from .bench.run import run_bench
+    from .bench.sagemaker import load_prices, read_log_export
 
+    # the files it compares against are read first, not after minutes of measuring
+    if args.prices is not None:
+        load_prices(args.prices)
+    for path in args.sagemaker_log:
+        read_log_export(path)
     run_bench(args)
     return 0
 
