@@ -590,7 +590,7 @@ def test_a_disk_that_fills_inside_torch_save_is_named_with_the_space_needed(room
         atomic_serialize(path, lambda fh: torch.save(payload, fh), size=400_100)
     message = str(e.value)
     assert message.startswith(f"{path}: cannot write (No space left on device)")
-    assert "it needs about 0.4 MB" in message and "are free in" in message and "free some space" in message
+    assert "the disk is full: free some space (the file needs about 0.4 MB; " in message and "are free in" in message
     assert not list(path.parent.iterdir())
 
 
@@ -607,5 +607,5 @@ def test_a_full_disk_while_checkpointing_a_run_is_one_clear_error(coco5, tmp_pat
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and "Traceback" not in err and "unexpected" not in err, err
-    assert "last.pt: cannot write (No space left on device)" in lines[0] and "it needs about" in lines[0]
+    assert "last.pt: cannot write (No space left on device)" in lines[0] and "the file needs about" in lines[0]
     assert not [p for p in (tmp_path / "run").rglob("*") if p.name.endswith(".tmp") or p.name == "last.pt"]

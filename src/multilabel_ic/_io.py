@@ -56,10 +56,9 @@ def output_error(path: str | os.PathLike, exc: OSError, *, what: str = "write", 
     code = exc.errno
     if code in _DISK_FULL:
         free = _free_bytes(path.parent)
-        space = (f"it needs about {_megabytes(needed)}" if needed is not None else "") + \
-            ((" and " if needed is not None else "") + f"{_megabytes(free)} are free in {path.parent}"
-             if free is not None else "")
-        hint = (f"the disk is full{f' ({space})' if space else ''}: free some space and run the same command again "
+        space = "; ".join(([f"the file needs about {_megabytes(needed)}"] if needed is not None else [])
+                          + ([f"{_megabytes(free)} are free in {path.parent}"] if free is not None else []))
+        hint = (f"the disk is full: free some space{f' ({space})' if space else ''} and run the same command again "
                 "(a training run resumes from its last checkpoint)")
     elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
         hint = f"no permission to write in {path.parent}: choose another output folder or fix its permissions"
