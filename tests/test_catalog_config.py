@@ -11,7 +11,16 @@ import shutil
 import signal
 
 import pytest
-from catalog_support import CLASSES, ApiCase, CliCase, check_api_case, check_cli_case, train_argv, write_file
+from catalog_support import (
+    CLASSES,
+    ApiCase,
+    CliCase,
+    check_api_case,
+    check_cli_case,
+    predict_argv,
+    train_argv,
+    write_file,
+)
 
 from multilabel_ic import DataError, UsageError
 
@@ -177,6 +186,14 @@ CLI_CASES = [
             lambda ws, t: ["report", str(run_folder(t, metrics_json=json.dumps(GOOD_METRICS))), "--validation-lst",
                            str(fifo(t / "val.lst")), "--images", str(ws.images), "--classes", "a"], 1,
             "val.lst: the .lst file is a named pipe (FIFO)"),
+    CliCase("config-predict-image-fifo", lambda ws, t: predict_argv(ws, t, str(fifo(t / "a.jpg"))), 1,
+            "a.jpg: the image file is a named pipe (FIFO), not a regular file"),
+    CliCase("config-predict-image-dev-zero", lambda ws, t: predict_argv(ws, t, str(dev_zero(t / "a.jpg"))), 1,
+            "a.jpg: the image file is a character device"),
+    CliCase("config-pretrained-fifo",
+            lambda ws, t: train_argv(ws, t, "--pretrained", str(fifo(t / "resnet-18.params")), "--hp",
+                                     "use_pretrained_model=1", "--hp", "num_layers=18"), 1,
+            "resnet-18.params: the .params file is a named pipe (FIFO)"),
     # --- report on a damaged run folder: one line naming the file and the field
     CliCase("config-report-metrics-not-json", lambda ws, t: ["report", str(run_folder(t, metrics_json="{epochs"))], 2,
             "metrics.json: not valid JSON"),

@@ -459,6 +459,7 @@ def cmd_demo(args) -> int:
     from .api import Trainer
     from .backends.local import LocalOptions
     from .data.prepare import prepare_dataset
+    from .images import read_bytes
 
     started = time.time()
     print(f"[1/4] generating {args.num_images} synthetic COCO-format images and preparing splits ...", flush=True)
@@ -476,7 +477,7 @@ def cmd_demo(args) -> int:
     print("\n[4/4] prediction for one held-out image (the endpoint's JSON body):")
     predictor = model.predictor()
     path, labels = prepared.validation[0]
-    probs = predictor.predict(path.read_bytes())
+    probs = predictor.predict(read_bytes(path))
     print(f"  {path.name}: {json.dumps([round(p, 4) for p in probs])}")
     for name, p, y in zip(predictor.class_names, probs, labels):
         print(f"    {name:<11} p={p:.3f}  truth={int(y)}")
