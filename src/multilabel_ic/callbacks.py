@@ -261,7 +261,9 @@ class MLflow(Callback):
         self.client = MlflowClient(self.tracking_uri)
         id_file = run.output_dir / "mlflow-run.json"
         if run.history and id_file.exists():
-            self.run_id = json.loads(id_file.read_text(encoding="utf-8"))["run_id"]
+            from ._read import read_bounded
+
+            self.run_id = json.loads(read_bounded(id_file, limit=64 * 1024, what="MLflow run record"))["run_id"]
             return
         experiment = self.client.get_experiment_by_name(self.experiment)
         experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(self.experiment)

@@ -261,7 +261,6 @@ def _torchrun(args, argv: list[str]) -> int:
 
 def cmd_train(args) -> int:
     from .api import Trainer
-    from .backends.local import LocalOptions
     from .data.dataset import Dataset
 
     if not args.classes:
@@ -270,10 +269,11 @@ def cmd_train(args) -> int:
     classes = class_list(args.classes)
     config_hp = getattr(args, "config_hyperparameters", {})
     hp_values(args, config_hp)
-    if args.nproc_per_node is not None and "WORLD_SIZE" not in __import__("os").environ:
-        if args.backend == "sagemaker":
-            raise UsageError("--nproc-per-node applies to --backend local; on SageMaker use --instance-count.")
-        return _torchrun(args, args.argv)
+    launch = args.nproc_per_node is not None and "WORLD_SIZE" not in __import__("os").environ
+    if launch and args.backend == "sagemaker":
+        raise UsageError("--nproc-per-node applies to --backend local; on SageMaker use --instance-count.")
+    if launch and args.nproc_per_node < 1:
+        raise UsageError(f"--nproc-per-node {args.nproc_per_node}: give at least 1 process.")
     if args.backend == "sagemaker":
         given = [f"--{k.replace('_', '-')}" for k, default in LOCAL_ONLY_TRAIN_FLAGS.items()
                  if getattr(args, k) != default]
@@ -291,7 +291,11 @@ def cmd_train(args) -> int:
                 raise UsageError("give either --train-rec (and --validation-rec) or --train-lst with --images, not both")
             for rec in (args.train_rec, args.validation_rec):
                 if rec is not None and not rec.is_file():
-                    raise UsageError(f"--train-rec/--validation-rec {rec}: file not found.")
+                    raise UsageError(f"--train-rec/--validation-rec {rec}: " + (
+                        "not a regular file (a folder, FIFO or device); give a .rec file." if rec.exists()
+                        else "file not found."))
+            if launch:  # the processes extract the records; here only what can be checked without them
+                return _launch_checked(args, classes, config_hp, train=None, val=None)
             # RecordIO holds the encoded images; they are extracted once under the output folder
             train = Dataset.from_recordio(args.train_rec, extract_to=records / "train", class_names=classes)
             extracted.append(records / "train")
@@ -306,18 +310,15 @@ def cmd_train(args) -> int:
                    if args.validation_lst else None)
         else:
             raise UsageError("train needs --train-lst with --images, or --train-rec")
+        if launch:
+            return _launch_checked(args, classes, config_hp, train=train, val=val)
         hp = hyperparameters_from_args(args, num_classes=len(classes), num_training_samples=len(train),
                                        defaults=config_hp)
         if args.backend == "sagemaker":
             model = Trainer(hp, backend=backend_from_args(args), output_dir=args.output).fit(train, validation=val)
         else:
-            options = LocalOptions(seed=args.seed, num_workers=args.workers, progress=not args.quiet,
-                                   pretrained=args.pretrained, restart=args.restart, engine=args.engine,
-                                   sync_batchnorm=args.sync_batchnorm, input_pipeline=args.input_pipeline,
-                                   cache_dir=str(args.cache_dir) if args.cache_dir else None, compile=args.compile,
-                                   **({} if args.cache_max_gb is None else {"cache_max_gb": args.cache_max_gb}))
-            model = Trainer(hp, backend="local", output_dir=args.output, device=args.device, options=options,
-                            callbacks=_trackers(args)).fit(train, validation=val)
+            model = Trainer(hp, backend="local", output_dir=args.output, device=args.device,
+                            options=_local_options(args), callbacks=_trackers(args)).fit(train, validation=val)
     except MultilabelICError:
         # a refused run leaves the output folder as it found it (extracted records are re-made on the next run)
         import shutil
@@ -339,10 +340,41 @@ def cmd_train(args) -> int:
                       json.dumps(resolved_config(args, hp.to_sagemaker()), indent=2) + "\n")
     _print_final(model.metrics)
     print(f"model artifact: {model.artifact}")
-    from .report import write_report
+    from .report import report_after_training
 
-    print(f"report: {write_report(args.output, validation=val)}")
+    report = report_after_training(args.output, artifact=model.artifact, validation=val)
+    if report is not None:
+        print(f"report: {report}")
     return 0
+
+
+def _local_options(args):
+    from .backends.local import LocalOptions
+
+    return LocalOptions(seed=args.seed, num_workers=args.workers, progress=not args.quiet,
+                        pretrained=args.pretrained, restart=args.restart, engine=args.engine,
+                        sync_batchnorm=args.sync_batchnorm, input_pipeline=args.input_pipeline,
+                        cache_dir=str(args.cache_dir) if args.cache_dir else None, compile=args.compile,
+                        **({} if args.cache_max_gb is None else {"cache_max_gb": args.cache_max_gb}))
+
+
+def _launch_checked(args, classes: list[str], config_hp: dict, *, train, val) -> int:
+    """``train --nproc-per-node N``: check here, in one process, all that can be checked without starting the N
+    processes (hyperparameters, options, device, data), so a usage error is one line and exit 2, not N errors and
+    torchrun's traceback; then launch them."""
+    from .backends.local.train import check_launch
+
+    if train is None:  # RecordIO: the record count from its index, when there is one
+        from .data.recordio import read_idx
+
+        idx = args.train_rec.with_suffix(".idx")
+        count = len(read_idx(idx)) if idx.is_file() else None
+    else:
+        count = len(train)
+    hp = hyperparameters_from_args(args, num_classes=len(classes), num_training_samples=max(1, count or 1),
+                                   defaults=config_hp)
+    check_launch(hp, train, val, _local_options(args), device=args.device, processes=args.nproc_per_node)
+    return _torchrun(args, args.argv)
 
 
 def _trackers(args) -> list:
@@ -435,9 +467,9 @@ def cmd_report(args) -> int:
             raise UsageError("--validation-lst needs --images (the folder its paths are relative to).")
         names = class_list(args.classes) if args.classes else None
         if names is None:
-            from .model.metadata import read_metadata
+            from .report_inputs import read_class_names
 
-            names = (read_metadata(args.run / "model.tar.gz") or {}).get("class_names")
+            names = read_class_names(args.run)[0] or None
         validation = Dataset.from_lst(args.validation_lst, root=args.images, class_names=names)
     print(write_report(args.run, validation=validation, output=args.output))
     return 0
@@ -457,6 +489,7 @@ def cmd_demo(args) -> int:
     from .api import Trainer
     from .backends.local import LocalOptions
     from .data.prepare import prepare_dataset
+    from .images import read_bytes
 
     started = time.time()
     print(f"[1/4] generating {args.num_images} synthetic COCO-format images and preparing splits ...", flush=True)
@@ -474,15 +507,17 @@ def cmd_demo(args) -> int:
     print("\n[4/4] prediction for one held-out image (the endpoint's JSON body):")
     predictor = model.predictor()
     path, labels = prepared.validation[0]
-    probs = predictor.predict(path.read_bytes())
+    probs = predictor.predict(read_bytes(path))
     print(f"  {path.name}: {json.dumps([round(p, 4) for p in probs])}")
     for name, p, y in zip(predictor.class_names, probs, labels):
         print(f"    {name:<11} p={p:.3f}  truth={int(y)}")
-    from .report import write_report
+    from .report import report_after_training
 
-    report = write_report(args.output / "run", validation=prepared.validation, title="Demo run report")
+    report = report_after_training(args.output / "run", artifact=model.artifact, validation=prepared.validation,
+                                   title="Demo run report")
     print(f"\nartifact: {model.artifact}\nmetrics:  {args.output / 'run' / 'metrics.json'} (+ metrics.png)\n"
-          f"report:   {report} (open it in a browser)\ndone in {time.time() - started:.0f} s")
+          f"report:   {report or 'not written (see the warning above)'} (open it in a browser)\n"
+          f"done in {time.time() - started:.0f} s")
     return 0
 
 
@@ -513,7 +548,13 @@ def cmd_bench(args) -> int:
         run_scaling(args.output, processes=(1, args.scaling), device=args.device)
         return 0
     from .bench.run import run_bench
+    from .bench.sagemaker import load_prices, read_log_export
 
+    # the files it compares against are read first, not after minutes of measuring
+    if args.prices is not None:
+        load_prices(args.prices)
+    for path in args.sagemaker_log:
+        read_log_export(path)
     run_bench(args)
     return 0
 

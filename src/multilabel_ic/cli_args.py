@@ -8,6 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ._read import MiB, read_bounded
 from .exceptions import UsageError
 
 __all__ = ["add_hp_args", "hp_values", "hyperparameters_from_args", "read_option_text", "read_hp_file", "class_list",
@@ -42,14 +43,19 @@ def hyperparameters_from_args(args, *, num_classes: int, num_training_samples: i
     return Hyperparameters(**values)
 
 
-def read_option_text(path: Path, option: str) -> str:
-    """The text of the file a command-line option names, or a :class:`UsageError` that names the option and file."""
+def read_option_text(path: Path, option: str, *, limit: int = MiB) -> str:
+    """The text of the file a command-line option names, or a :class:`UsageError` that names the option and file.
+
+    The read never blocks (a FIFO is refused) and stops at ``limit`` bytes (``/dev/zero`` is refused)."""
     try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{option} {path}: file not found.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{option} {path}: cannot read it as text ({exc}).") from exc
+        data = read_bounded(path, limit=limit, what="file", error=UsageError)
+    except UsageError as exc:
+        raise UsageError(f"{option} {exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{option} {path}: cannot read it as text (not UTF-8 at byte {exc.start}); save it as "
+                         "UTF-8.") from None
 
 
 def read_hp_file(path: Path) -> dict:

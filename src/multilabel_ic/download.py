@@ -25,6 +25,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from ._read import read_bounded
 from .exceptions import DownloadError
 
 __all__ = ["download", "file_digest", "extract_zip"]
@@ -86,7 +87,7 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, md
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists():
-        recorded = _sidecar(dest).read_text().strip() if _sidecar(dest).exists() else None
+        recorded = _recorded_digest(dest)
         if recorded and file_digest(dest) != recorded:
             log.warning("%s does not match its recorded SHA-256 (corrupted?); downloading it again", dest)
             dest.unlink()
@@ -119,6 +120,19 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, md
     return dest
 
 
+def _recorded_digest(dest: Path) -> str | None:
+    """The SHA-256 recorded beside ``dest`` (None without a record; one that cannot be read, a FIFO or a device in
+    its place, or a damaged one, matches no file, so the download is made again)."""
+    side = _sidecar(dest)
+    if not (side.exists() or side.is_symlink()):
+        return None
+    try:
+        return read_bounded(side, limit=4096, what="checksum record", error=DownloadError).decode("ascii").strip() \
+            or "unreadable"
+    except (DownloadError, UnicodeDecodeError):
+        return "unreadable"
+
+
 def _validator_path(part: Path) -> Path:
     return part.with_name(part.name + ".json")
 
@@ -128,8 +142,12 @@ def _fetch(url: str, part: Path, *, progress: bool, timeout: float) -> None:
     validator = None
     if have:
         try:
-            validator = json.loads(_validator_path(part).read_text()).get("validator")
-        except (OSError, ValueError, AttributeError):
+            doc = json.loads(read_bounded(_validator_path(part), limit=64 * 1024, what="resume record",
+                                          error=DownloadError))
+            validator = doc.get("validator") if isinstance(doc, dict) else None
+        except (DownloadError, ValueError):
+            validator = None
+        if not isinstance(validator, str):
             validator = None
         if not validator:
             log.info("%s has no ETag or Last-Modified to resume against; downloading it from the start", part.name)

@@ -138,15 +138,13 @@ def imdecode(buf: np.ndarray, channels: int) -> np.ndarray | None:
 
 def read_bytes(path: str | os.PathLike) -> bytes:
     """The bytes of an image file, or an :class:`ImageDecodeError` that names it (missing, a folder, unreadable)."""
+    from ._read import GiB, read_bounded
+
     p = Path(path)
-    try:
-        return p.read_bytes()
-    except FileNotFoundError:
-        raise ImageDecodeError(f"{p}: image file not found.") from None
-    except IsADirectoryError:
-        raise ImageDecodeError(f"{p}: is a directory, not an image file.") from None
-    except OSError as exc:
-        raise ImageDecodeError(f"{p}: cannot read image file ({exc.strerror}).") from exc
+    if p.is_dir():
+        raise ImageDecodeError(f"{p}: is a directory, not an image file.")
+    # bounded and never blocking: a FIFO or a device in place of an image is refused, not waited on or read forever
+    return read_bounded(p, limit=2 * GiB, what="image file", error=ImageDecodeError)
 
 
 def read_image(path: str | os.PathLike, *, channels: int = 3) -> np.ndarray:

@@ -72,16 +72,18 @@ def run_parity(train: Dataset, validation: Dataset, hp: Hyperparameters, *, seed
             model = Trainer(hp, backend=LocalBackend(options=opts), output_dir=out / f"{engine}-seed{seed}").fit(
                 train, validation=validation)
             m = model.metrics
-            from .report import write_report
+            from .report import report_after_training
 
-            write_report(out / f"{engine}-seed{seed}", validation=validation,
-                         title=f"Parity run: {engine} engine, seed {seed}")
+            report_after_training(out / f"{engine}-seed{seed}", artifact=model.artifact, validation=validation,
+                                  title=f"Parity run: {engine} engine, seed {seed}")
             runs[engine].append({"seed": seed, "artifact": m["artifact"], "final_mAP": m["final"]["mAP"],
                                  "per_class_AP": m["final"]["per_class_AP"],
                                  "train_loss": [e["train_loss"] for e in m["epochs"]],
                                  "validation_mAP": [e.get("validation_mAP") for e in m["epochs"]],
                                  "images_per_sec_median": m["images_per_sec_median"]})
-    images = [validation.image_path(i).read_bytes() for i in range(len(validation))]
+    from .images import read_bytes
+
+    images = [read_bytes(validation.image_path(i)) for i in range(len(validation))]
     cross = {f"{engine} artifact": cross_load(runs[engine][0]["artifact"], images) for engine in ENGINES}
     summary = {engine: _spread([r["final_mAP"] for r in runs[engine]]) for engine in ENGINES}
     gap = abs(summary["pytorch"]["mean"] - summary["gluon"]["mean"])

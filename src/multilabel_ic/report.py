@@ -7,29 +7,32 @@ predicted labels. For these, the shipped artifact scores the validation images (
 artifact too). Figures are PNGs and thumbnails are JPEGs, all embedded as data URIs. The page has no script and
 loads nothing.
 
-``multilabel-ic report RUN_DIR`` writes it; ``train`` and ``parity`` write it at their end.
+``multilabel-ic report RUN_DIR`` writes it; ``train`` and ``parity`` write it at their end, where a report that
+cannot be drawn is a warning, never a failed run (:func:`report_after_training`). Text in figures is drawn as it is
+(no matplotlib mathtext), so class names with ``$``, ``\\``, ``_`` or ``^`` are shown, not parsed. Inputs are checked
+by :mod:`multilabel_ic.report_inputs`.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
-import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._io import atomic_write_text
-from .exceptions import UsageError
+from .exceptions import MultilabelICError, require
 
 if TYPE_CHECKING:
     from .data.dataset import Dataset
 
-__all__ = ["write_report", "REPORT_NAME"]
+__all__ = ["write_report", "report_after_training", "REPORT_NAME"]
 
 log = logging.getLogger("multilabel_ic")
 REPORT_NAME = "report.html"
@@ -163,26 +166,50 @@ def _artifact_label(metrics: dict, run: Path) -> str:
     return artifact if artifact.startswith("s3://") else str(run / "model.tar.gz")
 
 
+def report_after_training(run_dir: str | Path, *, artifact: str | Path, validation: Dataset | None = None,
+                          title: str | None = None) -> Path | None:
+    """:func:`write_report` at the end of a training run: a report that cannot be written (a figure that cannot be
+    drawn, a full disk) is a warning that names the model, and None; the trained model is never lost to it."""
+    try:
+        return write_report(run_dir, validation=validation, title=title)
+    except Exception as exc:  # the model is trained and saved: nothing in a report may fail the run
+        detail = " ".join(str(exc).split())
+        log.warning("the report could not be written: %s; the model is at %s (try `multilabel-ic report %s` "
+                    "again once this is fixed)", detail if isinstance(exc, MultilabelICError)
+                    else f"{type(exc).__name__}: {detail}", artifact, run_dir)
+        return None
+
+
+@contextlib.contextmanager
+def _plain_text() -> Iterator[None]:
+    """Figures draw their text as it is: ``$``, ``\\``, ``_``, ``^`` in a class name are not matplotlib mathtext."""
+    import matplotlib
+
+    with matplotlib.rc_context({"text.parse_math": False}):
+        yield
+
+
 def write_report(run_dir: str | Path, *, validation: Dataset | None = None, output: str | Path | None = None,
                  max_images: int = 24, title: str | None = None) -> Path:
     """Write ``report.html`` for the run in ``run_dir`` (its ``metrics.json``, ``model-metadata.json`` and
-    ``model.tar.gz``); ``validation`` adds the scoring pass (PR curves, co-occurrence, image grid)."""
+    ``model.tar.gz``); ``validation`` adds the scoring pass (PR curves, co-occurrence, image grid). A run that has
+    not finished (``metrics.jsonl`` only) gets its curves."""
+    require("matplotlib", extra="local")
+    with _plain_text():
+        return _write_report(Path(run_dir), validation=validation, output=output, max_images=max_images,
+                             title=title)
+
+
+def _write_report(run: Path, *, validation: Dataset | None, output: str | Path | None, max_images: int,
+                  title: str | None) -> Path:
     from .callbacks import metrics_figure
+    from .report_inputs import read_class_names, read_run_metrics
 
-    run = Path(run_dir)
-    try:
-        metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"{run}: no metrics.json; give the folder of a finished training run.") from None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{run}/metrics.json: cannot be read ({exc}).") from exc
-    from .model.metadata import read_metadata
-
-    meta = read_metadata(run / "model.tar.gz") or {}
+    metrics, finished = read_run_metrics(run)
     final = metrics.get("final") or {}
     per_class = final.get("per_class_AP") or {}
-    class_names = list(meta.get("class_names") or per_class or [])
-    thresholds = final.get("tuned_thresholds") or meta.get("tuned_thresholds") or [0.5] * len(class_names)
+    class_names, meta_thresholds = read_class_names(run, metrics)
+    thresholds = final.get("tuned_thresholds") or meta_thresholds or [0.5] * len(class_names)
     hp = metrics.get("hyperparameters") or {}
     sections = []
 
@@ -220,10 +247,13 @@ def write_report(run_dir: str | Path, *, validation: Dataset | None = None, outp
         from .model.transforms import AugmentOptions
 
         # the validation transform (resize, centre crop), so the curves match the per-class AP above
-        resize = int(hp["resize"]) if str(hp.get("resize") or "").isdigit() else None
+        resize_text = str(hp.get("resize") or "")
+        resize = int(resize_text) if resize_text.isascii() and resize_text.isdigit() and int(resize_text) else None
         predictor = LocalPredictor(run / "model.tar.gz", class_names=class_names or None, resize=resize,
                                    augment=AugmentOptions(inference="centre_crop"))
-        images = [validation.image_path(i).read_bytes() for i in range(len(validation))]
+        from .images import read_bytes
+
+        images = [read_bytes(validation.image_path(i)) for i in range(len(validation))]
         scores = np.asarray(predictor.predict_batch(images, sources=[str(p) for p in validation.paths]))
         labels = np.asarray(validation.labels)
         sections.append("<h2>Precision-recall</h2>"
@@ -246,7 +276,7 @@ def write_report(run_dir: str | Path, *, validation: Dataset | None = None, outp
          ["device", _fmt(metrics.get("device_name") or metrics.get("device") or metrics.get("instance_type"))],
          ["backend", _fmt(metrics.get("backend"))], ["engine", _fmt(metrics.get("engine"))]], ["", ""]))
 
-    heading = title or f"Run report: {run.resolve().name}"
+    heading = title or f"Run report: {run.resolve().name}{'' if finished else ' (unfinished: metrics.jsonl)'}"
     page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(heading)}</title>"
             f"<style>{_CSS}</style></head><body><h1>{html.escape(heading)}</h1>"
             f"<p class='sub'>{html.escape(_artifact_label(metrics, run))}</p>{''.join(sections)}</body></html>\n")

@@ -11,7 +11,9 @@ import statistics
 from importlib import resources
 from pathlib import Path
 
+from .._read import GiB
 from ..backends.sagemaker.cloudwatch import LogParser, stream_host
+from ..exceptions import UsageError
 
 __all__ = ["load_prices", "read_log_export", "job_figures", "figures_from_log_file", "figures_from_job"]
 
@@ -22,7 +24,16 @@ _BRACKET = re.compile(r"^\[(\d\d/\d\d/\d{4} \d\d:\d\d:\d\d) ")
 def load_prices(path: str | Path | None = None) -> dict:
     """The instance price table (USD per instance-hour); the packaged one unless ``path`` is given."""
     if path:
-        return json.loads(Path(path).read_text())
+        from ..cli_args import read_option_text
+
+        text = read_option_text(Path(path), "--prices")
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"--prices {path}: not valid JSON ({exc}).") from None
+        if not isinstance(doc, dict):
+            raise UsageError(f"--prices {path}: expected a JSON object of instance type -> USD per hour.")
+        return doc
     return json.loads(resources.files("multilabel_ic.bench").joinpath("prices.json").read_text())
 
 
@@ -37,8 +48,10 @@ def _ms(stamp: str) -> int:
 def read_log_export(path: str | Path) -> LogParser:
     """Parse a saved log export: JSON (``aws logs get-log-events`` / ``filter-log-events`` output, or a list of
     events) or text, one message per line, optionally preceded by an ISO timestamp and/or a ``stream:`` name."""
+    from ..cli_args import read_option_text
+
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    text = read_option_text(path, "--sagemaker-log", limit=GiB)
     parser = LogParser()
     stripped = text.lstrip()
     if stripped.startswith(("{", "[")) and not _BRACKET.match(stripped):

@@ -195,9 +195,10 @@ class Dataset:
         from tqdm.auto import tqdm
 
         from .._parallel import ordered_map
+        from ..images import read_bytes
 
         def payload(i: int) -> bytes:
-            return (self.image_path(i).read_bytes() if resize is None
+            return (read_bytes(self.image_path(i)) if resize is None
                     else _reencode(self.image_path(i), resize, quality))
 
         def gen():

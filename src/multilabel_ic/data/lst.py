@@ -14,6 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._io import atomic_write
+from .._read import GiB, read_bounded
 from ..exceptions import DataError, UsageError
 
 __all__ = ["LstEntry", "read_lst", "write_lst", "check_relative_path", "read_text_file"]
@@ -39,16 +40,10 @@ def check_relative_path(path: str, *, where: str) -> str:
     return str(PurePosixPath(*[q for q in parts if q != "."]))
 
 
-def read_text_file(path: Path, *, what: str) -> str:
-    """A UTF-8 text file, or a :class:`DataError` that says why it cannot be one (missing, a folder, binary)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: {what} not found.") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, not a {what}.") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the {what} ({exc.strerror}).") from exc
+def read_text_file(path: Path, *, what: str, limit: int = 2 * GiB) -> str:
+    """A UTF-8 text file, or a :class:`DataError` that says why it cannot be one (missing, a folder, a FIFO or a
+    device, larger than ``limit``, binary)."""
+    data = read_bounded(path, limit=limit, what=what, error=DataError)
     if b"\0" in data[:8192]:
         raise DataError(f"{path}: is a binary file, not a {what} (text, one tab-separated line per image).")
     try:

@@ -19,6 +19,7 @@ from typing import IO, BinaryIO, NamedTuple
 import numpy as np
 
 from .._io import atomic_write
+from .._read import GiB, open_bounded, read_bounded
 from ..exceptions import DataError
 
 __all__ = ["IRHeader", "pack", "unpack", "write_recordio", "read_recordio", "read_idx", "RecordIOReader",
@@ -123,7 +124,8 @@ def _read_one(fh: BinaryIO, path: Path) -> bytes | None:
 def read_recordio(rec_path: str | os.PathLike) -> Iterator[bytes]:
     """Yield every record (packed bytes) of a .rec file in order."""
     rec_path = Path(rec_path)
-    with open(rec_path, "rb") as fh:
+    # a regular file: a FIFO in its place is refused, not waited on (the records are streamed, not held)
+    with open_bounded(rec_path, limit=1 << 50, what="RecordIO file", error=DataError) as fh:
         while (rec := _read_one(fh, rec_path)) is not None:
             yield rec
 
@@ -131,7 +133,8 @@ def read_recordio(rec_path: str | os.PathLike) -> Iterator[bytes]:
 def read_idx(idx_path: str | os.PathLike) -> dict[int, int]:
     idx_path = Path(idx_path)
     out: dict[int, int] = {}
-    for lineno, line in enumerate(idx_path.read_text().splitlines(), 1):
+    text = read_bounded(idx_path, limit=GiB, what="RecordIO index", error=DataError).decode("utf-8", "replace")
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -156,7 +159,7 @@ class RecordIOReader:
 
     def read(self, key: int) -> bytes:
         if self._fh is None:  # opened lazily so that the reader can be sent to DataLoader workers
-            self._fh = open(self.path, "rb")
+            self._fh = open_bounded(self.path, limit=1 << 50, what="RecordIO file", error=DataError)
         self._fh.seek(self.index[key])
         rec = _read_one(self._fh, self.path)
         if rec is None:

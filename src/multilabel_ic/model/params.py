@@ -131,13 +131,11 @@ def require_finite(params: dict[str, np.ndarray], *, source: str) -> None:
 
 def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read an MXNet ``.params`` file into ``{name: array}`` (names keep their ``arg:``/``aux:`` prefixes)."""
+    from .._read import GiB, read_bounded
+
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise ArtifactError(f"{p}: .params file not found") from None
-    except OSError as exc:
-        raise ArtifactError(f"{p}: cannot read the .params file ({exc.strerror})") from exc
+    # bounded and never blocking: a FIFO or a device given as --pretrained is refused, not waited on
+    data = read_bounded(p, limit=8 * GiB, what=".params file", error=ArtifactError)
     return loads_params(data, source=str(p))
 
 

@@ -267,7 +267,10 @@ def _save_state(path: Path, net, trainer, state: dict, fingerprint: dict) -> Non
 def _load_state(path: Path, net, trainer, fingerprint: dict, ctx) -> dict:
     restart = "start afresh with --restart (LocalOptions(restart=True)), or choose another output folder"
     try:
-        arrays = loads_params(path.read_bytes(), source=str(path))
+        from ..._read import GiB, read_bounded
+
+        data = read_bounded(path, limit=16 * GiB, what="checkpoint", error=ArtifactError)  # never blocks on a FIFO
+        arrays = loads_params(data, source=str(path))
         meta = json.loads(arrays.pop("meta").tobytes().decode())
     except (ArtifactError, KeyError, ValueError, OSError) as exc:
         raise RunConflictError(f"{path}: not a Gluon checkpoint this version of multilabel_ic can resume from "

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..._io import atomic_write_text, json_default
+from ..._read import MiB, read_bounded
 from ...exceptions import RunConflictError
 from ...metrics import evaluate
 from ...model.artifact import METADATA_NAME, PREFIX, write_model_tar
@@ -173,10 +174,14 @@ def claim_folder(out: Path, fingerprint: dict) -> None:
     marker = _run_marker(out)
     leftovers = holds_model(out)
     recorded = None
-    if marker.exists():
+    if marker.exists() or marker.is_symlink():
+        # bounded and never blocking (a FIFO or a device there is refused); a damaged marker differs from every run
+        text = read_bounded(marker, limit=16 * MiB, what="run marker", error=RunConflictError)
         try:
-            recorded = json.loads(marker.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            recorded = json.loads(text)
+        except ValueError:
+            recorded = {}
+        if not isinstance(recorded, dict):
             recorded = {}
     if recorded is not None:
         differ = describe_differences(recorded, fingerprint)

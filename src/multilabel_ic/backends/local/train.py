@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..._io import atomic_write, ensure_dir, json_default, remove_stale_temp_files
+from ..._io import atomic_serialize, ensure_dir, json_default, remove_stale_temp_files
 from ..._lock import FolderLock
+from ..._read import GiB, open_bounded
 from ...callbacks import Callback, CallbackList, RunInfo, default_callbacks
 from ...data.dataset import Dataset
 from ...exceptions import RunConflictError, TrainingError, UsageError
@@ -60,10 +61,11 @@ if TYPE_CHECKING:
     from ...hyperparameters import Hyperparameters
 
 __all__ = ["LocalOptions", "train", "precision_for", "class_weights", "weighted_bce", "select_device", "run_fingerprint",
-           "CHECKPOINT_FORMAT"]
+           "CHECKPOINT_FORMAT", "check_launch"]
 
 log = logging.getLogger("multilabel_ic.train")
 CHECKPOINT_FORMAT = "multilabel-ic/checkpoint-v2"  # tensors and plain types only, loaded with weights_only=True
+CHECKPOINT_LIMIT = 16 * GiB  # the largest checkpoints/last.pt resumed from (a ResNet-152 with its optimizer: ~0.7 GB)
 
 
 # One rule per setting, in the rule table's terms (the same mechanism and message shape as Hyperparameters).
@@ -136,6 +138,26 @@ def select_device(name: str | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device {name!r} requested but CUDA is not available; use device='cpu'.")
     return dev
+
+
+def check_launch(hp: Hyperparameters, train_data: Dataset | None, validation: Dataset | None,
+                 options: LocalOptions, *, device: str | None, processes: int) -> None:
+    """Before torchrun starts ``processes`` processes of a run: what each of them would refuse (the data against the
+    hyperparameters, the engine, the device, SyncBatchNorm, the compiler, a batch that does not split), checked
+    once here, so a mistake is one error and not one per process."""
+    if train_data is not None:
+        check_training_request(hp, train_data, validation)
+    if options.engine == "gluon":
+        raise UsageError("the Gluon engine trains in one process: run it without torchrun (--nproc-per-node).")
+    chosen = select_device(device if device is not None else options.device)
+    if options.sync_batchnorm and (processes < 2 or chosen.type != "cuda"):
+        raise UsageError("sync_batchnorm=True applies to a distributed run on CUDA devices (PyTorch's SyncBatchNorm "
+                         "is GPU-only): launch with --nproc-per-node N on a GPU machine, or drop it.")
+    if options.compile:
+        check_compiler(chosen)
+    if hp.mini_batch_size % processes:
+        raise UsageError(f"mini_batch_size={hp.mini_batch_size} is split across the {processes} processes of a host: "
+                         f"make it a multiple of {processes} (or change --nproc-per-node).")
 
 
 def _state_path(out: Path) -> Path:
@@ -486,8 +508,22 @@ def _save_state(path: Path, model: ResNetV2, optimizer: torch.optim.Optimizer, s
     payload = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(),
                "state": json.dumps(state, default=json_default), "fingerprint": json.dumps(fingerprint)}
-    with atomic_write(path, "wb") as fh:
-        torch.save(payload, fh)
+    # a full disk inside torch's serializer surfaces as its RuntimeError ("unexpected pos"): atomic_serialize names
+    # the disk, the checkpoint's size and the fix instead, and leaves no half-written file
+    atomic_serialize(path, lambda fh: torch.save(payload, fh), size=_payload_bytes(payload))
+
+
+def _payload_bytes(obj: Any) -> int:
+    """The bytes a checkpoint payload takes when saved (its tensors, strings and a little for the container)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.nelement() * obj.element_size()
+    if isinstance(obj, dict):
+        return 64 + sum(_payload_bytes(k) + _payload_bytes(v) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return 64 + sum(_payload_bytes(v) for v in obj)
+    if isinstance(obj, (str, bytes)):
+        return len(obj)
+    return 16
 
 
 def _load_state(path: Path, device: torch.device, fingerprint: dict) -> dict:
@@ -496,13 +532,24 @@ def _load_state(path: Path, device: torch.device, fingerprint: dict) -> dict:
 
     restart = ("start afresh with --restart (LocalOptions(restart=True)), or choose another output folder")
     try:
-        ck = torch.load(path, map_location=device, weights_only=True)
+        # a regular file of bounded size: a FIFO or a device in its place is refused, not waited on or read forever
+        with open_bounded(path, limit=CHECKPOINT_LIMIT, what="checkpoint", error=RunConflictError) as fh:
+            ck = torch.load(fh, map_location=device, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
         raise RunConflictError(f"{path}: not a checkpoint this version of multilabel_ic can resume from (it holds "
                                f"objects other than tensors and plain values, or it is damaged): {restart}.") from exc
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise RunConflictError(f"{path}: not a checkpoint of this version of multilabel_ic: {restart}.")
-    recorded = json.loads(ck["fingerprint"])
+    try:
+        recorded = json.loads(ck["fingerprint"])
+        state = json.loads(ck["state"])
+        if not isinstance(recorded, dict) or not isinstance(state, dict) or \
+                not all(isinstance(state.get(k), list) for k in ("history", "saved")) or \
+                not isinstance(state.get("epoch"), int):
+            raise ValueError("fingerprint or state of the wrong type")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunConflictError(f"{path}: a damaged checkpoint (its run state cannot be read: {exc}); {restart}.") \
+            from None
     differ = describe_differences(recorded, fingerprint)
     if differ:
         raise RunConflictError(
