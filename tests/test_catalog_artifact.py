@@ -117,7 +117,7 @@ CLI_CASES = [
     _meta_case("unknown-field", "class_name must be absent (the fields are class_names, tuned_thresholds",
                class_name=["a"]),
     CliCase("artifact-trust-metadata-folder", lambda ws, t: eval_argv(ws, t, model=_meta_folder(ws, t)), 1,
-            "model-metadata.json: the model metadata is a folder, not a regular file"),
+            "model-metadata.json: is a folder, not a model metadata"),
     CliCase("artifact-trust-nan-weights-predict", lambda ws, t: predict_argv(ws, t, str(ws.jpeg),
                                                                               model=_nan_model(ws, t)), 1,
             "parameter 'arg:stage3_unit1_conv2_weight' holds 1 NaN values (of"),

@@ -19,6 +19,8 @@ from . import manifest as manifest_mod
 from . import recordio
 from .split import iterative_stratification, random_split
 
+MAX_CLASS_NAME = 1024  # characters; model-metadata.json holds the same bound
+
 __all__ = ["Dataset"]
 
 
@@ -39,6 +41,11 @@ class Dataset:
         if dupes:
             raise DataError(f"class names must be unique; {', '.join(map(repr, dupes))} appear more than once in "
                             f"{names}. Give every label column its own name.")
+        odd = [n for n in names if not n or len(n) > MAX_CLASS_NAME]
+        if odd:
+            raise DataError(f"class name {odd[0][:40]!r}{'...' if len(odd[0]) > 40 else ''} ({len(odd[0])} characters)"
+                            f": every class name must have 1 to {MAX_CLASS_NAME} characters (the model's metadata "
+                            f"keeps them); give it a shorter name.")
         self.paths = [lst_mod.check_relative_path(str(p), where=f"dataset entry {i}") for i, p in enumerate(paths)]
         self.labels = labels
         self.class_names = [str(c) for c in class_names]

@@ -27,14 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from .._read import MiB, read_bounded_text
+from ..data.dataset import MAX_CLASS_NAME
 from ..exceptions import ArtifactError, HyperparameterError
 
 __all__ = ["METADATA_NAME", "FIELDS", "write_metadata", "read_metadata", "check_metadata", "metadata_resize"]
 
 METADATA_NAME = "model-metadata.json"
-MAX_BYTES = 16 * MiB  # room for ~60k class names of 256 characters
+MAX_BYTES = 16 * MiB  # room for ~16k class names of 1024 characters
 MAX_CLASSES = 100_000
-MAX_NAME = 256
+MAX_NAME = MAX_CLASS_NAME
 THRESHOLD_SLACK = 1e-5  # tuned thresholds sit 1e-6 outside the scores they separate, which are in [0, 1]
 FIELDS = ("class_names", "tuned_thresholds", "hyperparameters", "backend", "engine", "job_name", "artifact")
 _STRINGS = {"engine": 64, "job_name": 256, "artifact": 2048}
