@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import cv2
 import numpy as np
@@ -36,6 +37,36 @@ def artifact(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def onnx_export(artifact, tmp_path_factory):
+    """The artifact exported to ONNX once (the exporter takes seconds), under umask 0o027, from an empty working
+    folder: ``(folder, working folder, info, the ONNX file's bytes)``. Other tests replay its graph."""
+    import contextlib
+    import os
+
+    folder, cwd = tmp_path_factory.mktemp("onnx"), tmp_path_factory.mktemp("cwd")
+    old = os.umask(0o027)
+    try:
+        with contextlib.chdir(cwd):
+            info = export_model(artifact, folder / "model.onnx")
+    finally:
+        os.umask(old)
+    return folder, cwd, info, (folder / "model.onnx").read_bytes()
+
+
+@pytest.fixture()
+def replay_onnx(onnx_export, monkeypatch):
+    """``_export_onnx`` gives the module's exported graph without exporting again; the list counts the calls."""
+    import onnx
+
+    from multilabel_ic.model import export
+
+    calls: list = []
+    monkeypatch.setattr(export, "_export_onnx",
+                        lambda module, example: calls.append(1) or onnx.load_from_string(onnx_export[3]))
+    return calls
+
+
 def _served(image_bytes: bytes, pre: dict) -> np.ndarray:
     """What a server does from the sidecar's description alone, without this library."""
     _, c, h, w = pre["shape"]
@@ -45,12 +76,22 @@ def _served(image_bytes: bytes, pre: dict) -> np.ndarray:
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_export_matches_the_predictor_on_the_synthetic_images(fmt, artifact, coco5, tmp_path):
-    out = tmp_path / ("model.onnx" if fmt == "onnx" else "model.pt")
-    info = export_model(artifact, out, format=fmt, class_names=list(coco5.class_names))
+def test_export_matches_the_predictor_on_the_synthetic_images(fmt, artifact, coco5, onnx_export, tmp_path):
+    if fmt == "onnx":  # the module's export, copied ALONE: the ONNX file holds its weights
+        folder, cwd, info, _ = onnx_export
+        assert sorted(p.name for p in folder.iterdir()) == ["model.onnx", "model.onnx.json"]
+        assert not any(cwd.iterdir())  # the exporter wrote nothing in the working folder either
+        out = tmp_path / "copied-alone.onnx"
+        shutil.copy(folder / "model.onnx", out)
+        names = [f"class_{i}" for i in range(5)]
+        meta = json.loads((folder / "model.onnx.json").read_text())
+    else:
+        out = tmp_path / "model.pt"
+        info = export_model(artifact, out, format=fmt, class_names=list(coco5.class_names))
+        names = list(coco5.class_names)
+        meta = json.loads(out.with_name(out.name + ".json").read_text())
     assert info["max_abs_diff_vs_predictor"] <= 1e-4
-    meta = json.loads(out.with_name(out.name + ".json").read_text())
-    assert meta["class_names"] == list(coco5.class_names) and meta["activation"] == "sigmoid"
+    assert meta["class_names"] == names and meta["activation"] == "sigmoid"
     predictor = LocalPredictor(artifact, device="cpu")
     images = [coco5.image_path(i).read_bytes() for i in range(10)]
     expected = np.asarray(predictor.predict_batch(images))
@@ -64,10 +105,12 @@ def test_export_matches_the_predictor_on_the_synthetic_images(fmt, artifact, coc
     assert np.abs(got - expected).max() <= 1e-4
 
 
-def test_cli_export_and_model_export(artifact, coco5, tmp_path, capsys):
+def test_cli_export_and_model_export(artifact, coco5, tmp_path, capsys, replay_onnx):
     target = tmp_path / "cli" / "m.onnx"
-    assert main(["--quiet", "export", str(artifact), "--format", "onnx", "--output", str(target)]) == 0
-    assert target.is_file() and "max |diff| vs the predictor" in capsys.readouterr().out
+    for _ in range(2):  # the second replaces the first's files
+        assert main(["--quiet", "export", str(artifact), "--format", "onnx", "--output", str(target)]) == 0
+        assert target.is_file() and "max |diff| vs the predictor" in capsys.readouterr().out
+        assert sorted(p.name for p in target.parent.iterdir()) == ["m.onnx", "m.onnx.json"]
     assert main(["--quiet", "export", str(tmp_path / "missing.tar.gz")]) == 1
     assert "error:" in capsys.readouterr().err
     from multilabel_ic import Hyperparameters
@@ -80,10 +123,10 @@ def test_cli_export_and_model_export(artifact, coco5, tmp_path, capsys):
     assert info["class_names"] == list(coco5.class_names) and (tmp_path / "api.pt").is_file()
     with pytest.raises(UsageError, match="not one of onnx, torchscript"):
         model.export(tmp_path / "x.bin", format="tflite")
-    assert not any(p.name.endswith(".tmp") for p in tmp_path.rglob("*"))  # no temporary file left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["api.pt", "api.pt.json", "cli"]  # nothing else, no temp
 
 
-def test_predictor_runtimes_give_the_same_probabilities(artifact, coco5):
+def test_predictor_runtimes_give_the_same_probabilities(artifact, coco5, replay_onnx):
     """The first version's predictor (serial decode, NCHW eager), the default (threaded decode, channels-last,
     inference mode), the onnxruntime runtime and the OpenVINO runtime answer the same batch, in order, to 1e-4."""
     images = [coco5.image_path(i).read_bytes() for i in range(12)]
