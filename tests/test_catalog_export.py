@@ -5,6 +5,7 @@ and a damaged or stale runtime cache of any kind is rebuilt with a warning, neve
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -16,11 +17,15 @@ from catalog_support import (
     Workspace,
     check_api_case,
     check_cli_case,
+    json_values,
     with_metadata,
     write_file,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from multilabel_ic import OutputError, UsageError
+from multilabel_ic.model import runtime_cache
 from multilabel_ic.model.export import export_model
 
 
@@ -145,3 +150,92 @@ API_CASES = [
 def test_api_case(case, ws, tmp_path):
     check_api_case(case, ws, tmp_path, inputs={"run", "run/checkpoints", "run/checkpoints/last.pt", "run/model.tar.gz",
                                                "run/model-metadata.json", "run/metrics.json", "out", "f"})
+
+
+# --------------------------------------------------------------------------------------------- the runtime cache
+
+KEY = {"weights_sha256": "ab" * 32, "runtime": "openvino", "version": "1"}
+PARTS = {"xml": b"<net/>", "bin": bytes(range(256)) * 4}
+
+
+def _good() -> bytes:
+    return runtime_cache._encode(KEY, PARTS)
+
+
+def _flip(data: bytes, offset: int) -> bytes:
+    return data[:offset] + bytes([data[offset] ^ 0xFF]) + data[offset + 1:]
+
+
+def _header(header) -> bytes:
+    return runtime_cache.MAGIC + json.dumps(header).encode() + b"\n" + b"".join(PARTS.values())
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+DAMAGED = {  # id: a maker of what is at the cache's path, and a word of the warning
+    "export-cache-empty": (lambda p: p.write_bytes(b""), "damaged"),
+    "export-cache-truncated": (lambda p: p.write_bytes(_good()[:-10]), "truncated"),
+    "export-cache-longer": (lambda p: p.write_bytes(_good() + b"x"), "wrong size"),
+    "export-cache-flipped-weight-byte": (lambda p: p.write_bytes(_flip(_good(), len(_good()) - 100)), "checksum"),
+    "export-cache-flipped-header-byte": (lambda p: p.write_bytes(_flip(_good(), len(runtime_cache.MAGIC) + 3)),
+                                         "header"),
+    "export-cache-other-file": (lambda p: p.write_bytes(b"PK\x03\x04 not a cache"), "not a runtime cache"),
+    "export-cache-header-not-an-object": (lambda p: p.write_bytes(_header([1, 2])), "header"),
+    "export-cache-parts-of-wrong-types": (lambda p: p.write_bytes(_header({"key": KEY, "parts": [["xml", "6", 1]]})),
+                                          "header"),
+    "export-cache-negative-size": (lambda p: p.write_bytes(_header({"key": KEY, "parts": [["xml", -6, "0"]]})),
+                                   "header"),
+    "export-cache-part-missing": (lambda p: p.write_bytes(runtime_cache._encode(KEY, {"xml": PARTS["xml"]})),
+                                  "does not load"),
+    "export-cache-stale-weights": (lambda p: p.write_bytes(runtime_cache._encode({**KEY, "weights_sha256": "0"},
+                                                                                 PARTS)), "stale"),
+    "export-cache-stale-version": (lambda p: p.write_bytes(runtime_cache._encode({**KEY, "version": "0"}, PARTS)),
+                                   "stale: made for other version"),
+    "export-cache-key-of-wrong-type": (lambda p: p.write_bytes(_header({"key": [1], "parts": []})), "stale"),
+    "export-cache-is-a-fifo": (_fifo, "named pipe"),
+    "export-cache-is-a-folder": (lambda p: p.mkdir(), "folder"),
+    "export-cache-is-a-device": (lambda p: p.symlink_to("/dev/zero"), "character device"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED), ids=list(DAMAGED))
+def test_a_damaged_or_stale_runtime_cache_is_rebuilt_with_a_warning(case, tmp_path, caplog):
+    make, word = DAMAGED[case]
+    path = tmp_path / "model.tar.gz.openvino.cache"
+    make(path)
+    built = []
+
+    def build():
+        built.append(1)
+        return dict(PARTS)
+
+    def use(parts):
+        return parts["xml"] + parts["bin"]
+
+    caplog.clear()
+    assert runtime_cache.load_or_build(path, KEY, build, use, what="OpenVINO model") == PARTS["xml"] + PARTS["bin"]
+    assert built == [1]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(path) in warnings[0] and word in warnings[0], warnings
+    assert "converting it again" in warnings[0]
+    if path.is_file() and not path.is_symlink():  # replaced by a good cache, used by the next call
+        assert runtime_cache.load_or_build(path, KEY, lambda: pytest.fail("rebuilt"), use, what="x") == use(PARTS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary file left
+
+
+_headers = st.fixed_dictionaries({"key": json_values | st.just(KEY), "parts": json_values | st.lists(
+    st.tuples(st.sampled_from(["xml", "bin", ""]), st.integers(-2, 2000) | json_values, json_values).map(list),
+    max_size=3)})
+
+
+@settings(max_examples=50, deadline=None)
+@given(blob=st.binary(max_size=200) | st.builds(lambda h: runtime_cache.MAGIC + h, st.binary(max_size=200))
+       | st.builds(lambda h, tail: runtime_cache.MAGIC + json.dumps(h).encode() + b"\n" + tail,
+                   _headers | json_values, st.binary(max_size=64)))
+def test_fuzz_the_runtime_cache_reader(blob):
+    """Any bytes read as a cache (any header of any types and sizes) give its parts or a reason, never an
+    exception."""
+    got = runtime_cache._decode(blob, KEY)
+    assert isinstance(got, (dict, str))

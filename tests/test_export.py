@@ -146,16 +146,23 @@ def test_predictor_runtimes_give_the_same_probabilities(artifact, coco5, replay_
         LocalPredictor(artifact, device="cpu", runtime="tensorrt")
 
 
-def test_openvino_runtime_takes_the_decoded_images_and_is_checked(artifact, monkeypatch):
+def test_openvino_runtime_takes_the_decoded_images_and_is_checked(artifact, monkeypatch, tmp_path):
     """The OpenVINO model is fed uint8 N x H x W x C as decoded, runs in float32, and a model that drifts from the
     PyTorch network is refused; without the package the error names the extra; it runs on the CPU only."""
     import sys
 
+    import openvino
+
     from multilabel_ic.exceptions import ArtifactError, MissingDependencyError
-    from multilabel_ic.model import openvino_runtime
+    from multilabel_ic.model import openvino_runtime, runtime_cache
 
     torch_predictor = LocalPredictor(artifact, device="cpu")
-    run, diff = openvino_runtime.openvino_runner(torch_predictor.model, softmax=False, image_shape=(3, 48, 48))
+    converted = []
+    convert = openvino_runtime._convert
+    monkeypatch.setattr(openvino_runtime, "_convert", lambda *a: converted.append(1) or convert(*a))
+    run, diff = openvino_runtime.openvino_runner(torch_predictor.model, softmax=False, image_shape=(3, 48, 48),
+                                                 cache=tmp_path / "ov.cache")
+    assert converted == [1]
     assert 0 <= diff <= 1e-4
     images = np.random.default_rng(3).integers(0, 256, (4, 48, 48, 3), dtype=np.uint8)
     with torch.inference_mode():
@@ -164,8 +171,15 @@ def test_openvino_runtime_takes_the_decoded_images_and_is_checked(artifact, monk
     got = run(images)
     assert got.dtype == np.float32 and got.shape == (4, 5) and np.abs(got - want).max() <= 1e-4
     monkeypatch.setattr("multilabel_ic.model.export.TOLERANCE", 0.0)
+    cached = runtime_cache._decode((tmp_path / "ov.cache").read_bytes(), runtime_cache.network_key(
+        torch_predictor.model, runtime="openvino", version=openvino.__version__, image_shape=[3, 48, 48],
+        softmax=False, input="uint8 NHWC"))
+    assert isinstance(cached, dict)
+    monkeypatch.setattr(openvino_runtime, "_convert", lambda *a: converted.append(1) or cached)
     with pytest.raises(ArtifactError, match="OpenVINO model differs .* use runtime='torch'"):
-        openvino_runtime.openvino_runner(torch_predictor.model, softmax=False, image_shape=(3, 48, 48))
+        openvino_runtime.openvino_runner(torch_predictor.model, softmax=False, image_shape=(3, 48, 48),
+                                         cache=tmp_path / "ov.cache")
+    assert converted == [1, 1]  # the cached model disagrees: converted again, which disagrees too: refused
     monkeypatch.setitem(sys.modules, "openvino", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'multilabel-ic\[openvino\]'"):
         LocalPredictor(artifact, device="cpu", runtime="openvino")

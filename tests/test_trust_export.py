@@ -1,11 +1,15 @@
 """Export and the predictor's CPU runtimes keep their promises: an ONNX file is one self-contained file that loads
 when copied alone; a re-export leaves exactly the export's files (no hidden weights, no temporary file of any name);
-and every file gets the permissions of any other output under any umask. The ONNX graph is made once per module (``_export_onnx`` is slow) and replayed where a test needs another."""
+every file gets the permissions of any other output under any umask; and a converted runtime model is cached beside
+the artifact, reused, and rebuilt with a warning when damaged or stale, or converted in memory where it cannot be
+written. The ONNX graph is made once per module (``_export_onnx`` is slow) and replayed where a test needs another."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
 import shutil
 import stat
@@ -18,7 +22,9 @@ import pytest
 import torch
 
 from multilabel_ic import ArtifactError, UsageError
-from multilabel_ic.model import export
+from multilabel_ic._io import output_error
+from multilabel_ic.cli import main
+from multilabel_ic.model import export, openvino_runtime, runtime_cache
 from multilabel_ic.model.artifact import write_model_tar
 from multilabel_ic.model.export import export_model, wrapped_with_activation
 from multilabel_ic.model.network import ResNetV2, mxnet_state_dict
@@ -171,3 +177,123 @@ def test_a_dangling_symlink_is_not_replaced(run, tmp_path):
     with pytest.raises(UsageError, match="d.onnx exists and was not written by an export"):
         export_model(run["artifact"], tmp_path / "d.onnx")
     assert (tmp_path / "d.onnx").is_symlink()
+
+
+# --------------------------------------------------------------------------------------------- the runtime cache
+
+
+def _images(n: int = 4) -> list[bytes]:
+    import cv2
+
+    rng = np.random.default_rng(5)
+    return [cv2.imencode(".png", rng.integers(0, 256, (30 + i, 28, 3), dtype=np.uint8))[1].tobytes() for i in range(n)]
+
+
+def _copy_artifact(run, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy(run["artifact"], folder / "model.tar.gz"))
+
+
+def test_the_openvino_model_is_cached_beside_the_artifact_reused_and_rebuilt_when_damaged(run, tmp_path,
+                                                                                          monkeypatch, caplog):
+    artifact = _copy_artifact(run, tmp_path / "ov")
+    cache = tmp_path / "ov" / "model.tar.gz.openvino.cache"
+    want = np.asarray(LocalPredictor(artifact, device="cpu").predict_batch(_images()))
+    with _umask(0o027):
+        first = LocalPredictor(artifact, device="cpu", runtime="openvino")
+    assert _listing(tmp_path / "ov") == ["model.tar.gz", cache.name] and _mode(cache) == 0o640
+    good = cache.read_bytes()
+    parts = runtime_cache._decode(good, json.loads(good.split(b"\n")[1])["key"])
+    assert isinstance(parts, dict) and set(parts) == {"xml", "bin"}
+    monkeypatch.setattr(openvino_runtime, "_convert", lambda *a: pytest.fail("converted although cached"))
+    second = LocalPredictor(artifact, device="cpu", runtime="openvino")
+    for predictor in (first, second):
+        assert np.abs(np.asarray(predictor.predict_batch(_images())) - want).max() <= 1e-4
+    cache.write_bytes(good[:-50] + bytes(b ^ 0x55 for b in good[-50:]))  # bit rot in the weights
+    converted = []
+    monkeypatch.setattr(openvino_runtime, "_convert", lambda *a: converted.append(1) or dict(parts))
+    caplog.clear()
+    with _umask(0o002):
+        third = LocalPredictor(artifact, device="cpu", runtime="openvino")
+    assert converted == [1] and cache.read_bytes() == good and _mode(cache) == 0o664
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(cache) in warnings[0] and "damaged" in warnings[0]
+    assert np.abs(np.asarray(third.predict_batch(_images())) - want).max() <= 1e-4
+    assert _listing(tmp_path / "ov") == ["model.tar.gz", cache.name]
+
+
+def _replay_onnx(run, monkeypatch, calls: list) -> None:
+    monkeypatch.setattr(export, "_export_onnx",
+                        lambda module, example: calls.append(1) or onnx.load_from_string(run["proto"]))
+
+
+def test_the_onnxruntime_graph_is_cached_and_the_cli_reuses_it(run, tmp_path, monkeypatch, capsys):
+    artifact = _copy_artifact(run, tmp_path / "ort")
+    image = tmp_path / "a.png"
+    image.write_bytes(_images(1)[0])
+    calls: list = []
+    _replay_onnx(run, monkeypatch, calls)
+    argv = ["predict", "--model", str(artifact), "--runtime", "onnxruntime", "--jsonlines", str(image)]
+    assert main(argv) == 0 and calls == [1]
+    first = capsys.readouterr().out
+    assert main(argv) == 0 and calls == [1]  # the second call converted nothing
+    assert capsys.readouterr().out == first
+    assert _listing(tmp_path / "ort") == ["model.tar.gz", "model.tar.gz.onnxruntime.cache"]
+    assert main([*argv[:-1], "--quiet", str(image)]) == 0 and calls == [1]
+    LocalPredictor(artifact, device="cpu", runtime="onnxruntime", runtime_cache=False)
+    assert calls == [1, 1]  # runtime_cache=False converts in memory
+
+
+def test_an_artifact_folder_that_cannot_be_written_converts_in_memory(run, tmp_path, monkeypatch, caplog):
+    artifact = _copy_artifact(run, tmp_path / "ro")
+    calls: list = []
+    _replay_onnx(run, monkeypatch, calls)
+
+    def read_only(path, mode="wb"):
+        raise output_error(path, OSError(errno.EROFS, "Read-only file system"))
+
+    monkeypatch.setattr(runtime_cache, "atomic_write", read_only)
+    for _ in range(2):
+        predictor = LocalPredictor(artifact, device="cpu", runtime="onnxruntime")
+        assert len(predictor.predict_batch(_images(2))) == 2
+    assert calls == [1, 1] and _listing(tmp_path / "ro") == ["model.tar.gz"]
+    assert any("is not cached" in r.getMessage() and "Read-only" in r.getMessage() for r in caplog.records)
+
+
+def test_a_cached_model_that_disagrees_with_the_network_is_rebuilt_and_a_fresh_one_is_refused(tmp_path, caplog):
+    path = tmp_path / "m.cache"
+    key = {"k": 1}
+    runtime_cache.load_or_build(path, key, lambda: {"p": b"old"}, lambda parts: parts["p"], what="x")
+    assert path.is_file()
+
+    def use(parts):
+        if parts["p"] != b"new":
+            raise ArtifactError("differs from the PyTorch network")
+        return parts["p"]
+
+    assert runtime_cache.load_or_build(path, key, lambda: {"p": b"new"}, use, what="x") == b"new"
+    assert "does not load or agree (differs from the PyTorch network)" in caplog.text
+    before = path.read_bytes()
+    with pytest.raises(ArtifactError):  # a fresh conversion that disagrees is an error, and is not cached
+        runtime_cache.load_or_build(path, {"k": 2}, lambda: {"p": b"bad"}, use, what="x")
+    assert path.read_bytes() == before
+
+
+def test_the_cache_key_follows_everything_that_changes_the_converted_model(run):
+    net = _net(run["artifact"])
+    base = dict(runtime="openvino", version="1", image_shape=[3, 28, 28], softmax=False, input="uint8 NHWC")
+    key = runtime_cache.network_key(net, **base)
+    assert runtime_cache.network_key(_net(run["artifact"]), **base) == key  # the same weights, read again
+    assert runtime_cache.network_key(net.to(memory_format=torch.channels_last), **base) == key
+    keys = [runtime_cache.network_key(net, **{**base, name: value})
+            for name, value in [("version", "2"), ("image_shape", [3, 32, 32]), ("softmax", True),
+                                ("runtime", "onnxruntime")]]
+    with torch.no_grad():
+        weight = net.fc1.weight.view(-1)
+        saved = weight[7].clone()
+        weight[7] = torch.nextafter(saved, torch.tensor(float("inf")))  # one weight, one ulp
+        keys.append(runtime_cache.network_key(net, **base))
+        weight[7] = saved
+        net.bn1.running_var[0] += 1  # a statistic, not a parameter
+        keys.append(runtime_cache.network_key(net, **base))
+    assert len({json.dumps(k, sort_keys=True) for k in [key, *keys]}) == 1 + len(keys)

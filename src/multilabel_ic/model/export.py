@@ -117,18 +117,29 @@ def _run_onnx(model: bytes | Path, batch: np.ndarray) -> np.ndarray:
     return np.asarray(session.run(["probabilities"], {"data": batch})[0])
 
 
-def onnx_session(net, *, softmax: bool, image_shape: tuple[int, int, int]):
+def onnx_session(net, *, softmax: bool, image_shape: tuple[int, int, int], cache: Path | None = None):
     """An onnxruntime session (CPU) of ``net`` plus its activation, checked against ``net`` to :data:`TOLERANCE`;
-    returns ``(session, max |diff|)``. The ONNX graph is built and loaded in memory."""
+    returns ``(session, max |diff|)``. The ONNX graph is built in memory, or read from ``cache`` (a file that
+    :mod:`.runtime_cache` keeps: reused when made from the same weights and versions, else rebuilt)."""
     import torch
 
+    from .runtime_cache import load_or_build, network_key
+
+    ort = require("onnxruntime", extra="export")
     module = wrapped_with_activation(net, softmax)
     batch = _test_batch(image_shape, 3)
     with torch.no_grad():
         expected = module(torch.from_numpy(batch)).numpy()
-    session = _onnx_runtime_session(onnx_bytes(module, torch.from_numpy(_test_batch(image_shape, 2))))
-    diff = float(np.abs(session.run(["probabilities"], {"data": batch})[0] - expected).max())
-    return session, check_agreement(diff, "onnxruntime graph")
+
+    def use(parts):
+        session = _onnx_runtime_session(parts["onnx"])
+        diff = float(np.abs(session.run(["probabilities"], {"data": batch})[0] - expected).max())
+        return session, check_agreement(diff, "onnxruntime graph")
+
+    key = network_key(net, runtime="onnxruntime", version=ort.__version__, image_shape=list(image_shape),
+                      softmax=softmax, input="float32 NCHW")
+    example = torch.from_numpy(_test_batch(image_shape, 2))
+    return load_or_build(cache, key, lambda: {"onnx": onnx_bytes(module, example)}, use, what="onnxruntime graph")
 
 
 def _export_torchscript(module, example) -> bytes:
