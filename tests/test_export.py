@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import cv2
 import numpy as np
@@ -36,6 +37,36 @@ def artifact(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def onnx_export(artifact, tmp_path_factory):
+    """The artifact exported to ONNX once (the exporter takes seconds), under umask 0o027, from an empty working
+    folder: ``(folder, working folder, info, the ONNX file's bytes)``. Other tests replay its graph."""
+    import contextlib
+    import os
+
+    folder, cwd = tmp_path_factory.mktemp("onnx"), tmp_path_factory.mktemp("cwd")
+    old = os.umask(0o027)
+    try:
+        with contextlib.chdir(cwd):
+            info = export_model(artifact, folder / "model.onnx")
+    finally:
+        os.umask(old)
+    return folder, cwd, info, (folder / "model.onnx").read_bytes()
+
+
+@pytest.fixture()
+def replay_onnx(onnx_export, monkeypatch):
+    """``_export_onnx`` gives the module's exported graph without exporting again; the list counts the calls."""
+    import onnx
+
+    from multilabel_ic.model import export
+
+    calls: list = []
+    monkeypatch.setattr(export, "_export_onnx",
+                        lambda module, example: calls.append(1) or onnx.load_from_string(onnx_export[3]))
+    return calls
+
+
 def _served(image_bytes: bytes, pre: dict) -> np.ndarray:
     """What a server does from the sidecar's description alone, without this library."""
     _, c, h, w = pre["shape"]
@@ -45,12 +76,22 @@ def _served(image_bytes: bytes, pre: dict) -> np.ndarray:
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_export_matches_the_predictor_on_the_synthetic_images(fmt, artifact, coco5, tmp_path):
-    out = tmp_path / ("model.onnx" if fmt == "onnx" else "model.pt")
-    info = export_model(artifact, out, format=fmt, class_names=list(coco5.class_names))
+def test_export_matches_the_predictor_on_the_synthetic_images(fmt, artifact, coco5, onnx_export, tmp_path):
+    if fmt == "onnx":  # the module's export, copied ALONE: the ONNX file holds its weights
+        folder, cwd, info, _ = onnx_export
+        assert sorted(p.name for p in folder.iterdir()) == ["model.onnx", "model.onnx.json"]
+        assert not any(cwd.iterdir())  # the exporter wrote nothing in the working folder either
+        out = tmp_path / "copied-alone.onnx"
+        shutil.copy(folder / "model.onnx", out)
+        names = [f"class_{i}" for i in range(5)]
+        meta = json.loads((folder / "model.onnx.json").read_text())
+    else:
+        out = tmp_path / "model.pt"
+        info = export_model(artifact, out, format=fmt, class_names=list(coco5.class_names))
+        names = list(coco5.class_names)
+        meta = json.loads(out.with_name(out.name + ".json").read_text())
     assert info["max_abs_diff_vs_predictor"] <= 1e-4
-    meta = json.loads(out.with_name(out.name + ".json").read_text())
-    assert meta["class_names"] == list(coco5.class_names) and meta["activation"] == "sigmoid"
+    assert meta["class_names"] == names and meta["activation"] == "sigmoid"
     predictor = LocalPredictor(artifact, device="cpu")
     images = [coco5.image_path(i).read_bytes() for i in range(10)]
     expected = np.asarray(predictor.predict_batch(images))
@@ -64,10 +105,12 @@ def test_export_matches_the_predictor_on_the_synthetic_images(fmt, artifact, coc
     assert np.abs(got - expected).max() <= 1e-4
 
 
-def test_cli_export_and_model_export(artifact, coco5, tmp_path, capsys):
+def test_cli_export_and_model_export(artifact, coco5, tmp_path, capsys, replay_onnx):
     target = tmp_path / "cli" / "m.onnx"
-    assert main(["--quiet", "export", str(artifact), "--format", "onnx", "--output", str(target)]) == 0
-    assert target.is_file() and "max |diff| vs the predictor" in capsys.readouterr().out
+    for _ in range(2):  # the second replaces the first's files
+        assert main(["--quiet", "export", str(artifact), "--format", "onnx", "--output", str(target)]) == 0
+        assert target.is_file() and "max |diff| vs the predictor" in capsys.readouterr().out
+        assert sorted(p.name for p in target.parent.iterdir()) == ["m.onnx", "m.onnx.json"]
     assert main(["--quiet", "export", str(tmp_path / "missing.tar.gz")]) == 1
     assert "error:" in capsys.readouterr().err
     from multilabel_ic import Hyperparameters
@@ -80,10 +123,10 @@ def test_cli_export_and_model_export(artifact, coco5, tmp_path, capsys):
     assert info["class_names"] == list(coco5.class_names) and (tmp_path / "api.pt").is_file()
     with pytest.raises(UsageError, match="not one of onnx, torchscript"):
         model.export(tmp_path / "x.bin", format="tflite")
-    assert not any(p.name.endswith(".tmp") for p in tmp_path.rglob("*"))  # no temporary file left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["api.pt", "api.pt.json", "cli"]  # nothing else, no temp
 
 
-def test_predictor_runtimes_give_the_same_probabilities(artifact, coco5):
+def test_predictor_runtimes_give_the_same_probabilities(artifact, coco5, replay_onnx):
     """The first version's predictor (serial decode, NCHW eager), the default (threaded decode, channels-last,
     inference mode), the onnxruntime runtime and the OpenVINO runtime answer the same batch, in order, to 1e-4."""
     images = [coco5.image_path(i).read_bytes() for i in range(12)]
@@ -103,16 +146,23 @@ def test_predictor_runtimes_give_the_same_probabilities(artifact, coco5):
         LocalPredictor(artifact, device="cpu", runtime="tensorrt")
 
 
-def test_openvino_runtime_takes_the_decoded_images_and_is_checked(artifact, monkeypatch):
+def test_openvino_runtime_takes_the_decoded_images_and_is_checked(artifact, monkeypatch, tmp_path):
     """The OpenVINO model is fed uint8 N x H x W x C as decoded, runs in float32, and a model that drifts from the
     PyTorch network is refused; without the package the error names the extra; it runs on the CPU only."""
     import sys
 
+    import openvino
+
     from multilabel_ic.exceptions import ArtifactError, MissingDependencyError
-    from multilabel_ic.model import openvino_runtime
+    from multilabel_ic.model import openvino_runtime, runtime_cache
 
     torch_predictor = LocalPredictor(artifact, device="cpu")
-    run, diff = openvino_runtime.openvino_runner(torch_predictor.model, softmax=False, image_shape=(3, 48, 48))
+    converted = []
+    convert = openvino_runtime._convert
+    monkeypatch.setattr(openvino_runtime, "_convert", lambda *a: converted.append(1) or convert(*a))
+    run, diff = openvino_runtime.openvino_runner(torch_predictor.model, softmax=False, image_shape=(3, 48, 48),
+                                                 cache=tmp_path / "ov.cache")
+    assert converted == [1]
     assert 0 <= diff <= 1e-4
     images = np.random.default_rng(3).integers(0, 256, (4, 48, 48, 3), dtype=np.uint8)
     with torch.inference_mode():
@@ -121,8 +171,15 @@ def test_openvino_runtime_takes_the_decoded_images_and_is_checked(artifact, monk
     got = run(images)
     assert got.dtype == np.float32 and got.shape == (4, 5) and np.abs(got - want).max() <= 1e-4
     monkeypatch.setattr("multilabel_ic.model.export.TOLERANCE", 0.0)
+    cached = runtime_cache._decode((tmp_path / "ov.cache").read_bytes(), runtime_cache.network_key(
+        torch_predictor.model, runtime="openvino", version=openvino.__version__, image_shape=[3, 48, 48],
+        softmax=False, input="uint8 NHWC"))
+    assert isinstance(cached, dict)
+    monkeypatch.setattr(openvino_runtime, "_convert", lambda *a: converted.append(1) or cached)
     with pytest.raises(ArtifactError, match="OpenVINO model differs .* use runtime='torch'"):
-        openvino_runtime.openvino_runner(torch_predictor.model, softmax=False, image_shape=(3, 48, 48))
+        openvino_runtime.openvino_runner(torch_predictor.model, softmax=False, image_shape=(3, 48, 48),
+                                         cache=tmp_path / "ov.cache")
+    assert converted == [1, 1]  # the cached model disagrees: converted again, which disagrees too: refused
     monkeypatch.setitem(sys.modules, "openvino", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'multilabel-ic\[openvino\]'"):
         LocalPredictor(artifact, device="cpu", runtime="openvino")

@@ -164,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="a model.tar.gz as ONNX or TorchScript, checked against the predictor (1e-4)")
     x.add_argument("model", type=Path, help="the model.tar.gz")
     x.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
-    x.add_argument("--output", type=Path, default=None, help="(default: model.onnx / model.pt beside the artifact)")
+    x.add_argument("--output", default=None, help="the file to write (default: model.onnx / model.pt beside the "
+                   "artifact); it may replace only an earlier export, never the artifact, its metadata or a folder")
     x.add_argument("--epoch", type=int, default=None, help="which saved epoch (default: the last in the artifact)")
 
     d = sub.add_parser("demo", help="synthetic data -> train on this machine -> evaluate -> predict")
@@ -478,10 +479,12 @@ def cmd_report(args) -> int:
 def cmd_export(args) -> int:
     from .model.export import export_model
 
-    output = args.output or args.model.with_name("model.onnx" if args.format == "onnx" else "model.pt")
+    output = args.output or args.model.with_name("model.onnx" if args.format == "onnx" else "model.pt")  # str: a
+    # trailing "/" (a folder) reaches the export's check
     info = export_model(args.model, output, format=args.format, epoch=args.epoch)
-    print(f"{info['model']} (max |diff| vs the predictor {info['max_abs_diff_vs_predictor']:.1e}); class names, "
-          f"thresholds and preprocessing: {info['metadata']}")
+    weights = f" + its weights in {info['external_data']} (keep them together)" if "external_data" in info else ""
+    print(f"{info['model']}{weights} (max |diff| vs the predictor {info['max_abs_diff_vs_predictor']:.1e}); "
+          f"class names, thresholds and preprocessing: {info['metadata']}")
     return 0
 
 

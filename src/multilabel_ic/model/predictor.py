@@ -41,7 +41,10 @@ class LocalPredictor(Predictor):
     Speed: batches decode on a thread pool (``decode_threads``, default: the cores, at most 8) and run under
     ``torch.inference_mode`` in channels-last layout. On the CPU two runtimes are faster: ``runtime="openvino"``
     (the ``openvino`` extra; float32, fed the decoded uint8 images) and ``runtime="onnxruntime"`` (the ``export``
-    extra). Both are checked against the PyTorch network to 1e-4 when the predictor is made. ``compile=True`` runs
+    extra). Both are checked against the PyTorch network to 1e-4 when the predictor is made; the converted model is
+    cached beside the artifact (``<artifact>.openvino.cache``, ``.onnxruntime.cache``: keyed on the weights and the
+    versions, rebuilt when stale or damaged; ``runtime_cache=False`` converts in memory every time), so that only the
+    first predictor pays for the conversion. ``compile=True`` runs
     the PyTorch network through ``torch.compile`` (the first batches are slow while it compiles).
     docs/benchmarks.md has the measured figures.
     """
@@ -51,7 +54,7 @@ class LocalPredictor(Predictor):
                  image_shape: tuple[int, int, int] | None = None, resize: int | None = None,
                  augment: AugmentOptions = AugmentOptions(), thresholds: Sequence[float] | None = None,
                  batch_size: int = 32, runtime: str = "torch", compile: bool = False,
-                 decode_threads: int | None = None, channels_last: bool = True):
+                 decode_threads: int | None = None, channels_last: bool = True, runtime_cache: bool = True):
         if runtime not in RUNTIMES:
             raise UsageError(f"runtime {runtime!r} is not one of {', '.join(RUNTIMES)}.")
         art = read_model_tar(artifact, epoch=epoch)
@@ -96,16 +99,21 @@ class LocalPredictor(Predictor):
         self._network: Callable[[torch.Tensor], torch.Tensor] = self.model
         if runtime != "torch" and self.device.type != "cpu":
             raise UsageError(f"runtime={runtime!r} runs on the CPU; use runtime='torch' on {self.device}.")
+        from .runtime_cache import cache_path
+
+        cache = cache_path(artifact, runtime) if runtime_cache and runtime != "torch" else None
         if runtime == "onnxruntime":
             from .export import onnx_session
 
-            session, _ = onnx_session(self.model, softmax=self.output == "softmax", image_shape=(c, h, w))
+            session, _ = onnx_session(self.model, softmax=self.output == "softmax", image_shape=(c, h, w),
+                                      cache=cache)
             self._runner = lambda batch: session.run(["probabilities"], {
                 "data": np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)})[0]
         elif runtime == "openvino":
             from .openvino_runtime import openvino_runner
 
-            self._runner, _ = openvino_runner(self.model, softmax=self.output == "softmax", image_shape=(c, h, w))
+            self._runner, _ = openvino_runner(self.model, softmax=self.output == "softmax", image_shape=(c, h, w),
+                                              cache=cache)
         elif compile:
             self._network = torch.compile(self.model)
         self.decode_threads = decode_threads or min(8, usable_cores())
