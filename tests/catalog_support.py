@@ -160,7 +160,8 @@ def with_metadata(ws: Workspace, tmp: Path, meta: bytes) -> Path:
 
 
 def file_tree(folder: Path) -> dict[str, int]:
-    return {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*")} if folder.exists() else {}
+    """Every path under ``folder`` with its size (links by their own size: a dangling one is a file too)."""
+    return {str(p.relative_to(folder)): p.lstat().st_size for p in folder.rglob("*")} if folder.exists() else {}
 
 
 @dataclass
