@@ -141,6 +141,17 @@ API_CASES = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def nothing_trains(monkeypatch):
+    """Every case fails before a trial trains: a run of the local backend fails the case."""
+    from multilabel_ic.backends.local import LocalBackend
+
+    runs: list = []
+    monkeypatch.setattr(LocalBackend, "fit", lambda self, hp, *a, **k: runs.append(hp) or pytest.fail("a trial trained"))
+    yield
+    assert runs == [], "a case trained a trial before failing"
+
+
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c.id for c in CLI_CASES])
 def test_cli_case(case, ws, tmp_path, capsys):
     check_cli_case(case, ws, tmp_path, capsys)

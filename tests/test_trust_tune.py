@@ -16,8 +16,8 @@ import optuna  # the tune extra (`make venv` installs it)
 import pytest
 
 from multilabel_ic import HyperparameterError, Hyperparameters, UsageError
-from multilabel_ic.backends.local import LocalBackend, LocalOptions
 from multilabel_ic.hyperparameters import RULES
+from multilabel_ic.testing import FakeLocalBackend, score_by_learning_rate
 from multilabel_ic.tune import (
     AWS_RECOMMENDED,
     CategoricalRange,
@@ -33,10 +33,6 @@ TINY = dict(num_classes=5, num_layers=20, image_shape="3,28,28", resize=32, mini
 
 def _hp(n: int = 24, **kw) -> Hyperparameters:
     return Hyperparameters(**{**TINY, "num_training_samples": n, **kw})
-
-
-def _local() -> LocalBackend:
-    return LocalBackend(device="cpu", options=LocalOptions(num_workers=0, progress=False))
 
 
 @pytest.fixture(scope="module")
@@ -111,13 +107,19 @@ def test_config_tables_give_the_ranges_the_parameters_types_ask_for():
 
 
 # ----------------------------------------------------------------------------------------------- the local study
+# The study's logic (trials as run folders, resuming, pruning, the report) is tested with FakeLocalBackend: each
+# epoch scored by a function of the hyperparameters, through the same callbacks and run folder files as a local run.
+# test_the_tune_command_runs_a_real_study_from_one_file trains real networks end to end.
 @pytest.fixture(scope="module")
 def study(splits, tmp_path_factory):
     train, val = splits
     out = tmp_path_factory.mktemp("tune") / "study"
     space = {"learning_rate": ContinuousRange(1e-4, 0.1, scaling="log"), "optimizer": CategoricalRange(["sgd", "adam"])}
-    tuner = Tuner(_hp(), space, objective="validation:mAP", max_trials=3, backend=_local(), output_dir=out)
-    return tuner, tuner.fit(train, validation=val), space
+    backend = FakeLocalBackend()
+    tuner = Tuner(_hp(), space, objective="validation:mAP", max_trials=3, backend=backend, output_dir=out)
+    result = tuner.fit(train, validation=val)
+    assert len(backend.fits) == 3
+    return tuner, result, space
 
 
 def test_a_study_runs_its_trials_as_run_folders_and_reports_the_best(study):
@@ -128,10 +130,14 @@ def test_a_study_runs_its_trials_as_run_folders_and_reports_the_best(study):
     best = result.best_trial
     assert result.best_hyperparameters == _hp().replace(**best["params"])
     assert result.best_model.local_artifact == tuner.output_dir / best["run_dir"] / "model.tar.gz"
+    assert sorted(t["run_dir"] for t in result.trials) == ["trial-001", "trial-002", "trial-003"]
+    assert len({tuple(sorted(t["params"].items())) for t in result.trials}) == 3  # three points of the space
     for t in result.trials:  # each trial a normal run folder with its report; its value the shipped model's mAP
         folder = tuner.output_dir / t["run_dir"]
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics["final"]["mAP"] == t["value"]
+        assert t["value"] == score_by_learning_rate(_hp().replace(**t["params"]), 0)  # trained with its own params
+        assert t["intermediate"] == {0: t["value"]} and t["epochs_trained"] == 1
         assert (folder / "report.html").is_file() and (folder / "model.tar.gz").is_file()
     summary = json.loads((tuner.output_dir / "tuning.json").read_text())
     assert summary["best"]["number"] == best["number"] and len(summary["trials"]) == 3
@@ -149,18 +155,21 @@ def test_a_finished_study_run_again_trains_nothing_and_keeps_its_trials(study, s
     import multilabel_ic.api as api
 
     monkeypatch.setattr(api.Trainer, "fit", lambda *a, **k: pytest.fail("a finished trial was trained again"))
-    again = Tuner(_hp(), space, objective="validation:mAP", max_trials=3, backend=_local(),
+    backend = FakeLocalBackend()
+    again = Tuner(_hp(), space, objective="validation:mAP", max_trials=3, backend=backend,
                   output_dir=tuner.output_dir).fit(*splits[:1], validation=splits[1])
+    assert backend.fits == []
     assert [(t["number"], t["value"], t["params"]) for t in again.trials] == \
         [(t["number"], t["value"], t["params"]) for t in result.trials]
 
 
 def test_the_median_pruner_stops_a_clearly_worse_trial_after_its_first_epoch(splits, tmp_path):
-    """Trial 2 (SGD at learning rate 1e-6: validation accuracy stays where the untrained network is) is below the
-    median of trial 1 (Adam at 0.05) at epoch 0, so its run stops there, cleanly, with its artifact and report."""
+    """Trial 2 (SGD at learning rate 1e-6: scored far below) is below the median of trial 1 (Adam at 0.05) at
+    epoch 0, so its run stops there, cleanly, with its artifact and report."""
     train, val = splits
     space = {"learning_rate": ContinuousRange(1e-6, 0.1, scaling="log"), "optimizer": CategoricalRange(["sgd", "adam"])}
-    result = Tuner(_hp(epochs=2), space, objective="validation:accuracy", max_trials=2, backend=_local(),
+    backend = FakeLocalBackend()
+    result = Tuner(_hp(epochs=2), space, objective="validation:accuracy", max_trials=2, backend=backend,
                    output_dir=tmp_path / "pruned", pruner_startup_trials=1,
                    initial_trials=[{"optimizer": "adam", "learning_rate": 0.05},
                                    {"optimizer": "sgd", "learning_rate": 1e-6}]).fit(train, validation=val)
@@ -173,52 +182,52 @@ def test_the_median_pruner_stops_a_clearly_worse_trial_after_its_first_epoch(spl
     assert metrics["stopped_early"] is True and len(metrics["epochs"]) == 1
     assert (folder / "model.tar.gz").is_file() and (folder / "report.html").is_file()
     assert result.best_trial["number"] == good["number"]
+    assert [f["epochs_trained"] for f in backend.fits] == [[0, 1], [0]]  # the pruned run trained no second epoch
 
 
 _CHILD = textwrap.dedent("""
     import os, signal, sys
     from multilabel_ic import Dataset, Hyperparameters
-    from multilabel_ic.backends.local import LocalBackend, LocalOptions
-    import multilabel_ic.backends.local.epoch as epoch_mod
+    from multilabel_ic.testing import FakeLocalBackend
     from multilabel_ic.tune import Tuner, ContinuousRange, CategoricalRange
 
-    ann, images, out, kill_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    ann, images, out = sys.argv[1], sys.argv[2], sys.argv[3]
     data = Dataset.from_coco(ann, images=images, categories=["person", "bicycle", "car", "motorcycle", "airplane"])
-    calls = [0]
-    loss = epoch_mod.weighted_bce
 
-    def killing_loss(*a, **k):
-        calls[0] += 1
-        if calls[0] == kill_at:
+    def before_epoch(run_dir, epoch):  # kill -9 as trial 2 starts its second epoch (its first one saved)
+        if run_dir.name == "trial-002" and epoch == 1:
             os.kill(os.getpid(), signal.SIGKILL)
-        return loss(*a, **k)
 
-    epoch_mod.weighted_bce = killing_loss
     hp = Hyperparameters(num_classes=5, num_training_samples=24, num_layers=20, image_shape="3,28,28", resize=32,
-                         mini_batch_size=8, epochs=1, multi_label=1, optimizer="adam", learning_rate=0.01)
+                         mini_batch_size=8, epochs=2, multi_label=1, optimizer="adam", learning_rate=0.01)
     space = {"learning_rate": ContinuousRange(1e-4, 0.1, scaling="log"), "optimizer": CategoricalRange(["sgd", "adam"])}
     Tuner(hp, space, objective="validation:mAP", max_trials=2, output_dir=out,
-          backend=LocalBackend(device="cpu", options=LocalOptions(num_workers=0, progress=False))).fit(
-          data.subset(range(24)), validation=data.subset(range(24, 48)))
+          backend=FakeLocalBackend(before_epoch=before_epoch)).fit(data.subset(range(24)),
+                                                                   validation=data.subset(range(24, 48)))
 """)
 
 
 def test_kill_9_during_a_trial_then_a_rerun_finishes_the_study_without_repeating_finished_trials(
-        synthetic_coco, tmp_path):
+        synthetic_coco, splits, tmp_path):
+    """A process running the study is killed (SIGKILL) in the middle of trial 2; the same study run again (here in
+    this process) finishes it without running trial 1 again, trial 2 resuming in its run folder."""
     ann, images = synthetic_coco
     out = tmp_path / "study"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    # 3 steps per epoch: step 5 is the second step of trial 2
-    child = subprocess.run([sys.executable, "-c", _CHILD, str(ann), str(images), str(out), "5"], env=env,
+    child = subprocess.run([sys.executable, "-c", _CHILD, str(ann), str(images), str(out)], env=env,
                            capture_output=True, text=True, timeout=600)
     assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
     first = optuna.load_study(study_name="multilabel-ic", storage=f"sqlite:///{out / 'study.db'}")
     before = [(t.number, t.state.name, t.value, t.params, t.datetime_complete) for t in first.trials]
     assert [b[1] for b in before] == ["COMPLETE", "RUNNING"]
+    assert first.trials[1].intermediate_values.keys() == {0}  # killed mid-trial: its first epoch reported
 
-    rerun = subprocess.run([sys.executable, "-c", _CHILD, str(ann), str(images), str(out), "0"], env=env,
-                           capture_output=True, text=True, timeout=600)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    backend = FakeLocalBackend()
+    space = {"learning_rate": ContinuousRange(1e-4, 0.1, scaling="log"), "optimizer": CategoricalRange(["sgd", "adam"])}
+    Tuner(_hp(epochs=2), space, objective="validation:mAP", max_trials=2, output_dir=out, backend=backend).fit(
+        *splits[:1], validation=splits[1])
+    # only the interrupted trial ran again, resuming in its run folder after its saved epoch
+    assert [(f["output_dir"].name, f["epochs_trained"]) for f in backend.fits] == [("trial-002", [1])]
     after = optuna.load_study(study_name="multilabel-ic", storage=f"sqlite:///{out / 'study.db'}").trials
     assert (after[0].number, after[0].state.name, after[0].value, after[0].params, after[0].datetime_complete) \
         == before[0]  # the finished trial: not run again, its result identical
@@ -226,6 +235,7 @@ def test_kill_9_during_a_trial_then_a_rerun_finishes_the_study_without_repeating
     retry = after[2]  # asked again with the same hyperparameters, resuming in the same run folder
     assert retry.state.name == "COMPLETE" and retry.params == before[1][3]
     assert retry.user_attrs["retry_of"] == 1 and retry.user_attrs["run_dir"] == "trial-002"
+    assert sorted(retry.intermediate_values) == [0, 1]  # the resumed run reported its saved epoch, then the next
     assert [t.state.name for t in after] == ["COMPLETE", "FAIL", "COMPLETE"]
     assert not list(out.rglob("*.tmp*")) and not (out / ".lock").exists()
 
@@ -244,7 +254,9 @@ def _training_request():
     hp = Hyperparameters(num_classes=5, num_training_samples=150, num_layers=18, image_shape="3,224,224", resize=256,
                          epochs=5, multi_label=1, use_weighted_loss=1, learning_rate=0.001, mini_batch_size=32)
     req = rq.training_job_request(name="unused", role_arn=ROLE, image=IMAGE, hyperparameters=hp.to_sagemaker(),
-                                  channels=rq.lst_channels(f"s3://{BUCKET}/ic"), output_path=f"s3://{BUCKET}/ic/output",
+                                  channels=rq.lst_channels({c: f"s3://{BUCKET}/ic/{c}" for c in
+                                                            ("train", "validation", "train_lst", "validation_lst")}),
+                                  output_path=f"s3://{BUCKET}/ic/output",
                                   instance_type="ml.p3.2xlarge", instance_count=1, volume_size=50, max_run=36000)
     resources = ResourceSettings.build(subnets=["subnet-1"], security_group_ids=["sg-1"], tags={"team": "vision"},
                                        volume_kms_key=None, output_kms_key=None, enable_network_isolation=False,
@@ -396,8 +408,11 @@ def test_the_tuning_job_is_created_on_the_api_with_the_backends_training_job(aws
     assert req["Tags"] == [{"Key": "team", "Value": "vision"}] and len(attached["name"]) <= 32
     channels = {c["ChannelName"] for c in req["TrainingJobDefinition"]["InputDataConfig"]}
     assert channels == {"train", "validation", "train_lst", "validation_lst"}
-    keys = {o["Key"] for o in session.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="ic/train_lst/")["Contents"]}
-    assert keys == {"ic/train_lst/train.lst"}
+    uri = next(c["DataSource"]["S3DataSource"]["S3Uri"] for c in req["TrainingJobDefinition"]["InputDataConfig"]
+               if c["ChannelName"] == "train_lst")  # uploaded as for a training job: the channel holds the .lst
+    prefix = uri.removeprefix(f"s3://{BUCKET}/").rstrip("/") + "/"
+    keys = {o["Key"] for o in session.client("s3").list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]}
+    assert [k.rsplit("/", 1)[-1] for k in keys] == ["train.lst"]
 
 
 def test_asking_sagemaker_for_map_is_refused_saying_it_emits_only_accuracy():
@@ -477,10 +492,13 @@ def test_parameter_importances_for_any_number_of_completed_trials(completed, mon
     assert importances(study, seed=0) is None
 
 
-def test_the_tune_command_runs_a_study_from_one_file(splits, tmp_path, capsys):
+def test_the_tune_command_runs_a_real_study_from_one_file(coco5, tmp_path, capsys):
+    """End to end with real training (the other study tests use FakeLocalBackend): two trials of a ResNet-20 at
+    28 px for one epoch (one step) on 8 images, each a normal local run folder whose shipped model's score is the trial's
+    value, and the command prints the best trial and the report."""
     from multilabel_ic.cli import main
 
-    train, val = splits
+    train, val = coco5.subset(range(8)), coco5.subset(range(8, 16))
     train.to_lst(tmp_path / "train.lst")
     val.to_lst(tmp_path / "validation.lst")
     (tmp_path / "tune.toml").write_text(textwrap.dedent(f"""
@@ -502,15 +520,28 @@ def test_the_tune_command_runs_a_study_from_one_file(splits, tmp_path, capsys):
         workers = 0
         [tune]
         objective = "validation:accuracy"
-        max_trials = 1
+        max_trials = 2
         [search_space]
         optimizer = ["adam", "sgd"]
         learning_rate = {{ min = 0.001, max = 0.05, scaling = "log" }}
         """))
     assert main(["--quiet", "tune", "--config", str(tmp_path / "tune.toml")]) == 0
     out = capsys.readouterr().out
-    summary = json.loads((tmp_path / "study" / "tuning.json").read_text())
+    study = tmp_path / "study"
+    summary = json.loads((study / "tuning.json").read_text())
     best = summary["best"]
-    assert f"best: trial 1 (trial-001) validation:accuracy={best['value']:.6f}" in out
-    assert f"report: {tmp_path / 'study' / 'tuning-report.html'}" in out
-    assert set(best["params"]) == {"optimizer", "learning_rate"} and best["value"] is not None
+    assert [t["state"] for t in summary["trials"]] == ["COMPLETE", "COMPLETE"]
+    assert best["value"] == max(t["value"] for t in summary["trials"])
+    assert f"best: trial {best['number']} ({best['run_dir']}) validation:accuracy={best['value']:.6f}" in out
+    assert f"report: {study / 'tuning-report.html'}" in out and (study / "tuning-report.html").is_file()
+    assert set(best["params"]) == {"optimizer", "learning_rate"}
+    for t in summary["trials"]:  # real runs: trained with the trial's hyperparameters, scored by the shipped model
+        folder = study / t["run_dir"]
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["backend"] == "local" and len(metrics["epochs"]) == 1 == t["epochs_trained"]
+        assert metrics["final"]["validation_accuracy"] == t["value"]
+        args = json.loads((folder / "args.json").read_text())["hyperparameters"]
+        assert args["optimizer"] == t["params"]["optimizer"]
+        assert float(args["learning_rate"]) == pytest.approx(t["params"]["learning_rate"])
+        assert (folder / "report.html").is_file() and (folder / "model.tar.gz").stat().st_size > 100_000
+    assert f"best model artifact: {study / best['run_dir'] / 'model.tar.gz'}" in out

@@ -9,6 +9,7 @@ same run folder, so its run resumes from its last finished epoch. Finished trial
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from ..hyperparameters import Hyperparameters
 
 __all__ = ["STUDY_NAME", "STUDY_FILE", "OBJECTIVES", "run_local_study", "PruningCallback", "open_study",
-           "trial_rows"]
+           "trial_rows", "trial_backend"]
 
 log = logging.getLogger("multilabel_ic.tune")
 STUDY_NAME = "multilabel-ic"
@@ -177,6 +178,14 @@ def _done(study: Any) -> int:
                or (t.state == TrialState.FAIL and t.user_attrs.get("error")))
 
 
+def trial_backend(backend: Any, options: Any) -> Any:
+    """The backend a trial trains on: the study's own (a ``LocalBackend``, or a stand-in with the same ``options``
+    such as :class:`multilabel_ic.testing.FakeLocalBackend`) with the study's options (one decode cache for all)."""
+    trial = copy.copy(backend)
+    trial.options = options
+    return trial
+
+
 def run_local_study(tuner: Any, train: Dataset, validation: Dataset) -> dict:
     """Run (or resume) the study of ``tuner`` (a :class:`~multilabel_ic.tune.Tuner` on the local backend) and
     return its summary (also written to ``tuning.json``)."""
@@ -184,7 +193,6 @@ def run_local_study(tuner: Any, train: Dataset, validation: Dataset) -> dict:
     import dataclasses
 
     from ..api import Trainer
-    from ..backends.local import LocalBackend
 
     out: Path = tuner.output_dir
     path = out / STUDY_FILE
@@ -252,7 +260,7 @@ def run_local_study(tuner: Any, train: Dataset, validation: Dataset) -> dict:
                      ", ".join(f"{k}={v}" for k, v in params.items()))
             pruner = PruningCallback(trial, record_key)
             try:
-                model = Trainer(hp, backend=LocalBackend(options=options), output_dir=out / run_dir,
+                model = Trainer(hp, backend=trial_backend(tuner.backend, options), output_dir=out / run_dir,
                                 callbacks=[pruner, *tuner.callbacks]).fit(train, validation=validation)
             except TrainingError as exc:
                 if isinstance(exc, RunConflictError):
