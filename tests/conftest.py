@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import logging
+import signal
 import sys
 import threading
 from functools import partial
@@ -92,3 +93,20 @@ def ws(tmp_path_factory, coco5):
     from catalog_support import Workspace
 
     return Workspace(tmp_path_factory.mktemp("catalog"), coco5)
+
+
+HANG_LIMIT_S = 60
+
+
+@pytest.fixture()
+def no_hang():
+    """A read that blocks (a FIFO opened for reading waits for a writer) fails the test instead of hanging it."""
+
+    def hung(signum, frame):
+        raise TimeoutError(f"still running after {HANG_LIMIT_S} s: a read blocked")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(HANG_LIMIT_S)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)

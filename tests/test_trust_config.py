@@ -11,7 +11,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import subprocess
 
 import pytest
@@ -36,25 +35,12 @@ from catalog_support import FUZZ, json_values  # isort: skip
 
 FUZZ_FAST = settings(FUZZ, max_examples=60)  # each example writes files and reads them back through the CLI's readers
 
-HANG_LIMIT_S = 60
 SECTION_OF = {key: section for section, keys in SECTIONS.items() for key in keys}
 DEST_OF = {key: dest for keys in SECTIONS.values() for key, dest in keys.items()}
 TINY = dict(num_classes=5, num_layers=20, image_shape="3,28,28", resize=32, mini_batch_size=8, epochs=1,
             learning_rate=0.01, optimizer="adam", multi_label=1)
 
 
-@pytest.fixture()
-def no_hang():
-    """A read that blocks (a FIFO opened for reading waits for a writer) fails the test instead of hanging it."""
-
-    def hung(signum, frame):
-        raise TimeoutError(f"still running after {HANG_LIMIT_S} s: a read blocked")
-
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(HANG_LIMIT_S)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
 
 
 def _toml_value(value) -> str:

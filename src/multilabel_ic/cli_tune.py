@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -50,29 +49,9 @@ def add_tune_parser(sub) -> None:
 
 def load_tune_config(path: Path) -> dict[str, Any]:
     """The file as a dict, its [tune] and [search_space] tables checked for shape (the rest as ``train --config``)."""
-    from .cli_args import read_option_text
-    from .run_config import _check_keys
+    from .run_config import _check_keys, read_config_table
 
-    text = read_option_text(path, "--config")
-    suffix = path.suffix.lower()
-    if suffix == ".toml":
-        if sys.version_info >= (3, 11):
-            import tomllib
-        else:  # pragma: no cover - Python 3.10
-            import tomli as tomllib
-        try:
-            config = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise UsageError(f"--config {path}: not valid TOML ({exc}).") from exc
-    elif suffix == ".json":
-        try:
-            config = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"--config {path}:{exc.lineno}: not valid JSON ({exc.msg}).") from exc
-    else:
-        raise UsageError(f"--config {path}: use a .toml or .json file.")
-    if not isinstance(config, dict):
-        raise UsageError(f"--config {path}: expected a table of settings, got a {type(config).__name__}.")
+    config = read_config_table(path)
     tune = config.pop("tune", {})
     space = config.pop("search_space", None)
     if not isinstance(tune, dict):

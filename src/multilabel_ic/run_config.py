@@ -96,6 +96,14 @@ def load_run_config(path: str | Path) -> dict[str, Any]:
     """Read a run configuration (by its extension: .toml, .yaml/.yml, .json) into a dict, checked for unknown keys
     and for the type of every value (each error names the file, the section and the key)."""
     p = Path(path)
+    config = read_config_table(p)
+    _check_keys(config, p)
+    return config
+
+
+def read_config_table(p: Path) -> dict[str, Any]:
+    """The table of settings in ``p`` (.toml, .yaml/.yml, .json; read bounded), unchecked: one clear line for a
+    file that cannot be read or parsed, or that does not hold a table."""
     suffix = p.suffix.lower()
     if suffix not in (".toml", ".yaml", ".yml", ".json"):
         raise UsageError(f"--config {p}: use a .toml, .yaml/.yml or .json file.")
@@ -129,7 +137,6 @@ def load_run_config(path: str | Path) -> dict[str, Any]:
             raise UsageError(f"--config {p}: not valid JSON (nested too deeply).") from None
     if not isinstance(config, dict):
         raise UsageError(f"--config {p}: expected a table of settings, got {_type_name(config)}.")
-    _check_keys(config, p)
     return config
 
 
