@@ -189,6 +189,13 @@ def _plain_text() -> Iterator[None]:
         yield
 
 
+def html_page(heading: str, subtitle: str, sections: list[str]) -> str:
+    """A whole report page in the house style: ``heading`` and ``subtitle`` (escaped here) over ``sections`` (HTML)."""
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(heading)}</title>"
+            f"<style>{_CSS}</style></head><body><h1>{html.escape(heading)}</h1>"
+            f"<p class='sub'>{html.escape(subtitle)}</p>{''.join(sections)}</body></html>\n")
+
+
 def write_report(run_dir: str | Path, *, validation: Dataset | None = None, output: str | Path | None = None,
                  max_images: int = 24, title: str | None = None) -> Path:
     """Write ``report.html`` for the run in ``run_dir`` (its ``metrics.json``, ``model-metadata.json`` and
@@ -277,9 +284,7 @@ def _write_report(run: Path, *, validation: Dataset | None, output: str | Path |
          ["backend", _fmt(metrics.get("backend"))], ["engine", _fmt(metrics.get("engine"))]], ["", ""]))
 
     heading = title or f"Run report: {run.resolve().name}{'' if finished else ' (unfinished: metrics.jsonl)'}"
-    page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(heading)}</title>"
-            f"<style>{_CSS}</style></head><body><h1>{html.escape(heading)}</h1>"
-            f"<p class='sub'>{html.escape(_artifact_label(metrics, run))}</p>{''.join(sections)}</body></html>\n")
+    page = html_page(heading, _artifact_label(metrics, run), sections)
     out = Path(output) if output else run / REPORT_NAME
     atomic_write_text(out, page)
     log.info("report: %s", out)

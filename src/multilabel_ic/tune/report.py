@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_text
-from ..report import _CSS, _fmt, _png, _table
+from ..report import _fmt, _png, _table, html_page
 
 __all__ = ["write_tuning_report", "TUNING_REPORT_NAME"]
 
@@ -135,9 +135,7 @@ def write_tuning_report(output_dir: str | Path, summary: dict, *, output: str | 
         [[html.escape(k), html.escape(str(v))] for k, v in sorted(base.items())], ["name", "value"]))
     heading = f"Tuning report: {out_dir.resolve().name}"
     where = summary.get("tuning_job") or summary.get("study") or ""
-    page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(heading)}</title>"
-            f"<style>{_CSS}</style></head><body><h1>{html.escape(heading)}</h1>"
-            f"<p class='sub'>{html.escape(str(where))}</p>{''.join(sections)}</body></html>\n")
+    page = html_page(heading, str(where), sections)
     path = Path(output) if output else out_dir / TUNING_REPORT_NAME
     atomic_write_text(path, page)
     log.info("tuning report: %s", path)
