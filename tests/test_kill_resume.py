@@ -42,8 +42,8 @@ _CHILD = textwrap.dedent("""
         original = io_mod.atomic_write
 
         @contextlib.contextmanager
-        def killing_write(path, mode="wb"):
-            with original(path, mode) as fh:
+        def killing_write(path, mode="wb", **kw):
+            with original(path, mode, **kw) as fh:
                 yield fh
                 if str(path).endswith(suffix):
                     fh.flush()
@@ -57,8 +57,10 @@ _CHILD = textwrap.dedent("""
             with killing_write(path, "w") as fh:
                 fh.write(text)
 
+        io_mod.atomic_write = killing_write  # atomic_serialize (the checkpoint) writes through it
         for mod in (train_mod, artifacts_mod):
-            mod.atomic_write = killing_write
+            if hasattr(mod, "atomic_write"):
+                mod.atomic_write = killing_write
         runfolder_mod.atomic_write_text = killing_text
         params_mod.atomic_write_bytes = killing_bytes
     elif kill_at.startswith("batch:"):
