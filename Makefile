@@ -44,8 +44,11 @@ browser:
 	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	    else echo "chromium is missing: install it (apt-get install chromium) or set CHROMIUM=/path/to/chrome"; fi; }
 
+# one test worker per CPU core (pytest-xdist; each computes on one thread: tests/conftest.py); TEST_WORKERS=0 runs in
+# one process
+TEST_WORKERS ?= auto
 test-main: venv browser
-	$(BIN)/python -m pytest -q --durations=10
+	$(BIN)/python -m pytest -q --durations=10 -n $(TEST_WORKERS) --dist worksteal
 
 test-gluon: gluon-venv
 	$(GLUON_BIN)/python -m pytest -q tests/gluon

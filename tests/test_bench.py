@@ -118,7 +118,7 @@ def test_bench_measurement_functions_report_consistent_figures(coco5, tmp_path):
     """Tiny runs of each measurement: the arithmetic between the figures holds (no speed is asserted)."""
     from multilabel_ic.bench import local as L
 
-    hp = Hyperparameters(num_classes=5, num_training_samples=64, num_layers=18, image_shape="3,32,32", resize=36,
+    hp = Hyperparameters(num_classes=5, num_training_samples=64, num_layers=20, image_shape="3,28,28", resize=32,
                          mini_batch_size=4, multi_label=1, augmentation_type="crop_color_transform")
     import time
 
@@ -168,12 +168,12 @@ def test_bench_inference_compares_the_runtimes_on_one_batch(coco5, tmp_path):
     from multilabel_ic.model.network import mxnet_state_dict
     from multilabel_ic.model.predictor import LocalPredictor
 
-    hp = Hyperparameters(num_classes=5, num_training_samples=64, num_layers=18, image_shape="3,32,32", resize=36,
+    hp = Hyperparameters(num_classes=5, num_training_samples=64, num_layers=20, image_shape="3,28,28", resize=32,
                          mini_batch_size=4, multi_label=1)
     args, aux = mxnet_state_dict(L.trained_like_network(hp))
     art = write_model_tar(tmp_path / "m.tar.gz", {1: ({k: v.numpy() for k, v in args.items()},
                                                       {k: v.numpy() for k, v in aux.items()})},
-                          num_classes=5, num_layers=18, image_shape=(3, 32, 32), multi_label=True)
+                          num_classes=5, num_layers=20, image_shape=(3, 28, 28), multi_label=True)
     probs = np.asarray(LocalPredictor(art, device="cpu").predict_batch(
         [coco5.image_path(i).read_bytes() for i in range(6)]))
     assert ((probs > 0.02) & (probs < 0.98)).mean() > 0.5
@@ -191,7 +191,7 @@ def test_bench_measures_the_compiled_step(coco5):
     """bench --compile: the ceiling and the end-to-end step with the network through torch.compile."""
     from multilabel_ic.bench import local as L
 
-    hp = Hyperparameters(num_classes=5, num_training_samples=64, num_layers=18, image_shape="3,32,32", resize=36,
+    hp = Hyperparameters(num_classes=5, num_training_samples=64, num_layers=20, image_shape="3,28,28", resize=32,
                          mini_batch_size=4, multi_label=1)
     ceiling = L.bench_ceiling(hp, device="cpu", steps=2, warmup=1, window=1, compile=True)
     assert ceiling["compiled"] is True and ceiling["steps"] == 2 and ceiling["images_per_sec"]["median"] > 0

@@ -50,7 +50,7 @@ def test_train_evaluate_predict_commands(tmp_path, capsys):
     images = data / "synthetic" / "images"
     rc = main(["--quiet", "train", "--train-lst", str(data / "train.lst"), "--validation-lst",
                str(data / "validation.lst"), "--images", str(images), "--classes", classes, "--workers", "0",
-               "--output", str(tmp_path / "run"), "--hp", "num_layers=18", "--hp", "image_shape=3,32,32",
+               "--output", str(tmp_path / "run"), "--hp", "num_layers=20", "--hp", "image_shape=3,28,28",
                "--hp", "resize=36", "--hp", "mini_batch_size=16", "--hp", "epochs=1", "--hp", "multi_label=1",
                "--hp", "optimizer=adam", "--hp", "learning_rate=0.001"])
     assert rc == 0
@@ -104,7 +104,7 @@ def test_evaluate_and_predict_read_class_names_from_the_metadata(tmp_path, capsy
     images = data / "synthetic" / "images"
     assert main(["--quiet", "train", "--train-lst", str(data / "train.lst"), "--images", str(images),
                  "--classes", "person,bicycle,car,motorcycle,airplane", "--workers", "0", "--output",
-                 str(tmp_path / "run"), "--hp", "num_layers=18", "--hp", "image_shape=3,32,32", "--hp", "resize=36",
+                 str(tmp_path / "run"), "--hp", "num_layers=20", "--hp", "image_shape=3,28,28", "--hp", "resize=36",
                  "--hp", "mini_batch_size=16", "--hp", "epochs=1", "--hp", "multi_label=1"]) == 0
     model = tmp_path / "run" / "model.tar.gz"
     capsys.readouterr()
@@ -123,7 +123,7 @@ def test_train_from_recordio_files(tmp_path, capsys):
                  "--formats", "recordio"]) == 0
     rc = main(["--quiet", "train", "--train-rec", str(data / "train.rec"), "--validation-rec",
                str(data / "validation.rec"), "--classes", "person,bicycle,car,motorcycle,airplane", "--workers", "0",
-               "--output", str(tmp_path / "run"), "--hp", "num_layers=18", "--hp", "image_shape=3,32,32",
+               "--output", str(tmp_path / "run"), "--hp", "num_layers=20", "--hp", "image_shape=3,28,28",
                "--hp", "resize=36", "--hp", "mini_batch_size=16", "--hp", "epochs=1", "--hp", "multi_label=1"])
     assert rc == 0 and (tmp_path / "run" / "model.tar.gz").exists()
     assert len(list((tmp_path / "run" / "records" / "train").glob("*.jpg"))) == len(

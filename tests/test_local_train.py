@@ -21,7 +21,7 @@ from multilabel_ic.backends.local.train import torch_params
 from multilabel_ic.model.artifact import read_model_tar
 from multilabel_ic.model.network import ResNetV2
 
-TINY = dict(num_classes=5, num_layers=18, image_shape="3,32,32", resize=36, mini_batch_size=16, epochs=2,
+TINY = dict(num_classes=5, num_layers=20, image_shape="3,28,28", resize=32, mini_batch_size=16, epochs=2,
             learning_rate=0.001, optimizer="adam", multi_label=1, use_weighted_loss=1,
             augmentation_type="crop_color_transform")
 
@@ -222,7 +222,7 @@ _RUN = textwrap.dedent("""
     ann, images, out, epochs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     data = Dataset.from_coco(ann, images=images, categories=["person", "bicycle", "car", "motorcycle", "airplane"])
     train, val = data.split(0.75, seed=0)
-    hp = Hyperparameters(num_classes=5, num_layers=18, image_shape="3,32,32", resize=36, mini_batch_size=16,
+    hp = Hyperparameters(num_classes=5, num_layers=20, image_shape="3,28,28", resize=32, mini_batch_size=16,
                          epochs=epochs, learning_rate=0.001, optimizer="adam", multi_label=1,
                          num_training_samples=len(train), augmentation_type="crop_color_transform")
     m = Trainer(hp, output_dir=out, options=LocalOptions(num_workers=0, progress=False)).fit(train, validation=val)
@@ -383,7 +383,7 @@ def test_compile_is_refused_where_it_cannot_run(splits, tmp_path, monkeypatch):
 
 def test_training_images_over_the_raw_cache_limit_train_from_a_jpeg_cache(splits, tmp_path, caplog):
     train, val = splits
-    hp = Hyperparameters(**{**TINY, "epochs": 1}, num_training_samples=len(train))
+    hp = Hyperparameters(**{**TINY, "epochs": 1, "resize": 36}, num_training_samples=len(train))
     raw = sum(decode_resized(train, i, hp.resize, hp.channels).nbytes for i in range(len(train)))
     caplog.set_level("INFO", logger="multilabel_ic")
     model = Trainer(hp, output_dir=tmp_path, options=_opts(cache_max_gb=raw / 2 / 1e9)).fit(train, validation=val)
@@ -406,8 +406,8 @@ def test_evaluate_with_the_validation_transform_reproduces_the_runs_map(trained,
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["mAP"] == json.loads((out / "metrics.json").read_text())["final"]["mAP"]
-    assert result["preprocessing"] == f"shorter side to {hp.resize}, centre crop 32x32"
+    assert result["preprocessing"] == f"shorter side to {hp.resize}, centre crop 28x28"
     assert main([*argv, "--resize", "64"]) == 0
-    assert json.loads(capsys.readouterr().out)["preprocessing"] == "shorter side to 64, centre crop 32x32"
+    assert json.loads(capsys.readouterr().out)["preprocessing"] == "shorter side to 64, centre crop 28x28"
     assert main([*argv[:-2], "--resize", "64"]) == 2  # the endpoint's plain resize has no resize step
     assert "--resize 64: give a positive number of pixels, with --preprocess centre_crop" in capsys.readouterr().err

@@ -20,7 +20,7 @@ def test_single_label_softmax_with_top_k(coco5, tmp_path, caplog):
     labels = np.eye(5, dtype=np.uint8)[first]
     data = Dataset(coco5.paths, labels, coco5.class_names, root=coco5.root)
     train, val = data.split(0.75, seed=0)
-    hp = Hyperparameters(num_classes=5, num_training_samples=len(train), num_layers=18, image_shape="3,32,32",
+    hp = Hyperparameters(num_classes=5, num_training_samples=len(train), num_layers=20, image_shape="3,28,28",
                          resize=36, mini_batch_size=8, epochs=1, optimizer="adam", learning_rate=0.001, top_k=2)
     model = Trainer(hp, output_dir=tmp_path, options=_opts()).fit(train, validation=val)
     assert re.search(r"Batch \[2\]\tSpeed: [\d.]+ samples/sec\taccuracy=[\d.]+\ttop_k_accuracy_2=[\d.]+", caplog.text)
@@ -36,12 +36,12 @@ def test_single_label_softmax_with_top_k(coco5, tmp_path, caplog):
 
 def test_greyscale_images(coco5, tmp_path):
     train, val = coco5.split(0.75, seed=0)
-    hp = Hyperparameters(num_classes=5, num_training_samples=len(train), num_layers=18, image_shape="1,32,32",
+    hp = Hyperparameters(num_classes=5, num_training_samples=len(train), num_layers=20, image_shape="1,28,28",
                          resize=36, mini_batch_size=8, epochs=1, multi_label=1, optimizer="adam",
                          learning_rate=0.001, augmentation_type="crop_color_transform")
     model = Trainer(hp, output_dir=tmp_path, options=_opts()).fit(train, validation=val)
     pred = model.predictor()
-    assert pred.image_shape == (1, 32, 32) and len(pred.predict(val.image_path(0).read_bytes())) == 5
+    assert pred.image_shape == (1, 28, 28) and len(pred.predict(val.image_path(0).read_bytes())) == 5
 
 
 @pytest.mark.parametrize("depth", [20, 32])

@@ -14,7 +14,7 @@ from multilabel_ic.backends.local import LocalOptions
 from multilabel_ic.backends.sagemaker.cloudwatch import parse_log_lines
 from multilabel_ic.logs import AlgorithmFormatter
 
-TINY = dict(num_classes=5, num_layers=18, image_shape="3,32,32", resize=36, mini_batch_size=8, epochs=2,
+TINY = dict(num_classes=5, num_layers=20, image_shape="3,28,28", resize=32, mini_batch_size=8, epochs=2,
             learning_rate=0.001, optimizer="adam", multi_label=1, augmentation_type="crop")
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from multilabel_ic.cli import main
 
-TINY = dict(num_layers=18, image_shape="3,32,32", resize=36, mini_batch_size=16, epochs=2, multi_label=1,
+TINY = dict(num_layers=20, image_shape="3,28,28", resize=32, mini_batch_size=16, epochs=2, multi_label=1,
             optimizer="adam", learning_rate=0.001, use_weighted_loss=1, augmentation_type="crop")
 
 

@@ -21,8 +21,8 @@ validation_lst = "lists/validation.lst"
 images = "{images}"
 
 [hyperparameters]
-num_layers = 18
-image_shape = "3,32,32"
+num_layers = 20
+image_shape = "3,28,28"
 resize = 36
 mini_batch_size = 16
 epochs = 3
@@ -52,9 +52,9 @@ def test_train_from_a_toml_config_with_flags_overriding_it(config_dir, capsys):
     run = config_dir / "runs" / "from-config"  # relative to the config file, not the working directory
     metrics = json.loads((run / "metrics.json").read_text())
     assert len(metrics["epochs"]) == 1  # --hp epochs=1 beat the file's epochs = 3
-    assert metrics["hyperparameters"]["image_shape"] == "3,32,32" and metrics["hyperparameters"]["optimizer"] == "adam"
+    assert metrics["hyperparameters"]["image_shape"] == "3,28,28" and metrics["hyperparameters"]["optimizer"] == "adam"
     resolved = json.loads((run / "run-config.json").read_text())
-    assert resolved["hyperparameters"]["epochs"] == "1" and resolved["hyperparameters"]["num_layers"] == "18"
+    assert resolved["hyperparameters"]["epochs"] == "1" and resolved["hyperparameters"]["num_layers"] == "20"
     assert resolved["local"]["seed"] == 7 and resolved["local"]["device"] == "cpu"
     assert resolved["classes"] == "person,bicycle,car,motorcycle,airplane" and "sagemaker" not in resolved
     assert resolved["data"]["train_lst"] == str((config_dir / "lists" / "train.lst").resolve())
