@@ -151,3 +151,17 @@ def test_a_continued_run_resumes_after_kill_9_as_any_run(synthetic_coco, tmp_pat
 def test_the_initial_model_must_be_readable(tmp_path):
     with pytest.raises(ArtifactError, match="initial model .*: no model.tar.gz there"):
         read_initial_model(tmp_path)
+
+
+def test_a_run_file_names_the_initial_model_by_path_uri_or_job(tmp_path, monkeypatch):
+    """``initial_model`` in a run file: a path is relative to the file (and written back absolute in run-config.json),
+    an s3:// URI and a training job's name are kept as they are."""
+    from multilabel_ic.run_config import load_run_config, train_defaults
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "conf" / "runs" / "a").mkdir(parents=True)
+    for value, expected in (("runs/a", str(tmp_path / "conf" / "runs" / "a")), ("s3://b/k/model.tar.gz", None),
+                            ("ic-multilabel-2026-11-24-07-41-14-abcd", None)):
+        path = tmp_path / "conf" / "run.toml"
+        path.write_text(f'initial_model = "{value}"\n')
+        assert train_defaults(load_run_config(path), path)[0]["initial_model"] == (expected or value)

@@ -79,7 +79,9 @@ def read_initial_model(path: str | os.PathLike, *, source: str | None = None,
     try:
         contents = read_model_tar(p)
     except ArtifactError as exc:
-        raise ArtifactError(f"initial model {label}: {exc}") from exc
+        said = str(exc)  # the reader's message starts with the file's path, which the label already names
+        said = said[len(str(p)):].lstrip(":").lstrip() if said.startswith(str(p)) else said
+        raise ArtifactError(f"initial model {label}: {said}") from exc
     return InitialModel(source=label, path=p, sha256=_sha256(p), epoch=contents.epoch,
                         num_layers=contents.num_layers, image_shape=contents.image_shape,
                         num_classes=contents.num_classes, multi_label=contents.output == "sigmoid", s3_uri=s3_uri)
