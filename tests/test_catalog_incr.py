@@ -68,6 +68,8 @@ CLI_CASES = [
           "values"),
     _case("initial-model-other-network", lambda ws, t: ws.model, 2,
           "num_layers is 20 in the model and 152 here; image_shape is 3,28,28 in the model and 3,32,32 here."),
+    _case("initial-model-other-network-torchrun", lambda ws, t: ws.model, 2,  # checked once, before N processes
+          "num_layers is 20 in the model and 152 here", "--nproc-per-node", "2"),
     _case("initial-model-other-classes", lambda ws, t: _model(ws, t, num_classes=4), 2,
           "num_classes is 4 in the model and 5 here.", *FIT_28),
     _case("initial-model-single-label", lambda ws, t: _model(ws, t, multi_label=False), 2,

@@ -165,3 +165,21 @@ def test_a_run_file_names_the_initial_model_by_path_uri_or_job(tmp_path, monkeyp
         path = tmp_path / "conf" / "run.toml"
         path.write_text(f'initial_model = "{value}"\n')
         assert train_defaults(load_run_config(path), path)[0]["initial_model"] == (expected or value)
+
+
+def test_train_continues_from_a_run_folder_on_the_command_line(base, splits, tmp_path, capsys):
+    import json
+
+    from multilabel_ic.cli import main
+
+    train, val = splits
+    args = ["--quiet", "train", "--train-lst", str(train.to_lst(tmp_path / "train.lst")), "--validation-lst",
+            str(val.to_lst(tmp_path / "validation.lst")), "--images", str(train.root), "--classes",
+            ",".join(train.class_names), "--workers", "0", "--output", str(tmp_path / "run"),
+            "--initial-model", str(base.local_artifact.parent),
+            *[a for k, v in {**SMALL, "epochs": 1}.items() for a in ("--hp", f"{k}={v}")]]
+    assert main(args) == 0, capsys.readouterr().err
+    config = json.loads((tmp_path / "run" / "run-config.json").read_text())
+    assert config["initial_model"] == str(base.local_artifact.parent.resolve())
+    marker = json.loads((tmp_path / "run" / "checkpoints" / "run.json").read_text())
+    assert marker["initial model"]["sha256"] == hashlib.sha256(base.local_artifact.read_bytes()).hexdigest()

@@ -385,6 +385,12 @@ def _launch_checked(args, classes: list[str], config_hp: dict, *, train, val) ->
     hp = hyperparameters_from_args(args, num_classes=len(classes), num_training_samples=max(1, count or 1),
                                    defaults=config_hp)
     check_launch(hp, train, val, _local_options(args), device=args.device, processes=args.nproc_per_node)
+    if args.initial_model:
+        from .continuation import is_remote
+        from .model.initial import check_initial_model, read_initial_model
+
+        if not is_remote(args.initial_model):  # a remote one is fetched by each process
+            check_initial_model(hp, read_initial_model(args.initial_model))
     return _torchrun(args, args.argv)
 
 
