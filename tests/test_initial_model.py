@@ -138,6 +138,7 @@ def test_sources_are_told_apart(tmp_path):
     assert source_kind("runs/a/model.tar.gz") == source_kind("model.tar.gz") == "path"
 
 
+@pytest.mark.slow
 def test_a_continued_run_resumes_after_kill_9_as_any_run(synthetic_coco, tmp_path):
     """The shared kill/resume check of test_local_train, on a run continued from a model (ResNet-20 at 28 px)."""
     from test_local_train import interrupt_and_resume

@@ -63,11 +63,14 @@ def test_a_local_artifact_continues_on_sagemaker_through_the_model_channel(setup
     train, val = splits
     sim = JobSimulator(setup, aws, local_model.local_artifact.read_bytes())
     backend = _backend(setup, score_validation=False)
-    Trainer(_hp(train), backend=backend, output_dir=tmp_path / "a").fit(
+    continued = Trainer(_hp(train), backend=backend, output_dir=tmp_path / "a").fit(
         train, validation=val, initial_model=local_model.local_artifact)
     channels = {c["ChannelName"]: c for c in sim.requests[0]["InputDataConfig"]}
     model = channels.pop("model")
     uri = model["DataSource"]["S3DataSource"]["S3Uri"]
+    assert continued.info["initial_model"] == {
+        "source": str(local_model.local_artifact), "s3_uri": uri, "epoch": 1,
+        "sha256": hashlib.sha256(local_model.local_artifact.read_bytes()).hexdigest()}
     assert re.fullmatch(rf"s3://{BUCKET}/ic-multilabel/data/model/[0-9a-f]{{16}}/model\.tar\.gz", uri), uri
     assert model == {"ChannelName": "model", "ContentType": "application/x-sagemaker-model",
                      "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri,

@@ -277,7 +277,10 @@ class SageMakerBackend:
         self.last_request = req
         self._call("sagemaker", "create_training_job", **req)
         log.info("started training job %s (%d x %s)", name, self.instance_count, self.instance_type)
-        return self._model_of_job(name, hp, list(train.class_names), output_dir, validation, callbacks)
+        model = self._model_of_job(name, hp, list(train.class_names), output_dir, validation, callbacks)
+        if initial is not None:
+            model.info["initial_model"] = {"source": initial.source, "s3_uri": model_uri, **initial.fingerprint()}
+        return model
 
     def _score_artifact(self, artifact: Path, hp: Hyperparameters, validation: Dataset) -> dict:
         """The shipped model's metrics on the validation data, from a scoring pass of the downloaded artifact with
