@@ -212,6 +212,8 @@ def test_num_training_samples_mismatch_warns(splits, tmp_path, caplog):
 
 
 _RUN = textwrap.dedent("""
+    import json
+    import os
     import signal
     import sys
     from multilabel_ic import Dataset, Hyperparameters, Trainer, setup_logging
@@ -220,12 +222,15 @@ _RUN = textwrap.dedent("""
     setup_logging()
     from multilabel_ic.backends.local import LocalOptions
     ann, images, out, epochs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    initial_model = sys.argv[5] if len(sys.argv) > 5 else None  # a continued run (incremental training)
     data = Dataset.from_coco(ann, images=images, categories=["person", "bicycle", "car", "motorcycle", "airplane"])
     train, val = data.split(0.75, seed=0)
     hp = Hyperparameters(num_classes=5, num_layers=20, image_shape="3,28,28", resize=32, mini_batch_size=16,
                          epochs=epochs, learning_rate=0.001, optimizer="adam", multi_label=1,
                          num_training_samples=len(train), augmentation_type="crop_color_transform")
-    m = Trainer(hp, output_dir=out, options=LocalOptions(num_workers=0, progress=False)).fit(train, validation=val)
+    hp = hp.replace(**json.loads(os.environ.get("RUN_HP", "{}")))  # a smaller network for the caller's own checks
+    m = Trainer(hp, output_dir=out, options=LocalOptions(num_workers=0, progress=False)).fit(
+        train, validation=val, initial_model=initial_model)
     print("LOSSES", [r["train_loss"] for r in m.metrics["epochs"]])
 """)
 
@@ -237,15 +242,22 @@ def _losses(stdout: str):
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_resume_after_interruption_matches_an_uninterrupted_run(synthetic_coco, tmp_path, sig):
+    interrupt_and_resume(synthetic_coco, tmp_path, sig)
+
+
+def interrupt_and_resume(synthetic_coco, tmp_path, sig, *extra: str, hp: dict | None = None) -> list[float]:
+    """A 3-epoch run of ``_RUN`` (``extra``: its optional arguments; ``hp``: hyperparameters that replace its own)
+    interrupted by ``sig`` after its first checkpoint, then run again: it resumes and ends with the losses of an
+    uninterrupted run, which it returns."""
     ann, images = synthetic_coco
     script = tmp_path / "run.py"
     script.write_text(_RUN)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    ref = subprocess.run([sys.executable, str(script), ann, images, tmp_path / "ref", "3"], capture_output=True,
-                         text=True, env=env, timeout=300)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RUN_HP": json.dumps(hp or {})}
+    ref = subprocess.run([sys.executable, str(script), ann, images, tmp_path / "ref", "3", *extra],
+                         capture_output=True, text=True, env=env, timeout=300)
     assert ref.returncode == 0, ref.stderr[-2000:]
     out = tmp_path / "interrupted"
-    proc = subprocess.Popen([sys.executable, str(script), ann, images, out, "3"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, str(script), ann, images, out, "3", *extra], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 240
     state = out / "checkpoints" / "last.pt"
@@ -259,12 +271,13 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(synthetic_coco, 
     assert 1 <= done <= 3
     if sig == signal.SIGINT and done < 3:
         assert "run the same command again to resume" in err
-    resumed = subprocess.run([sys.executable, str(script), ann, images, out, "3"], capture_output=True, text=True,
-                             env=env, timeout=300)
+    resumed = subprocess.run([sys.executable, str(script), ann, images, out, "3", *extra], capture_output=True,
+                             text=True, env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     if done < 3:
         assert "resuming from" in resumed.stderr
     np.testing.assert_allclose(_losses(resumed.stdout), _losses(ref.stdout), rtol=1e-5)
+    return _losses(ref.stdout)
 
 
 def test_resume_refuses_different_hyperparameters(splits, tmp_path):

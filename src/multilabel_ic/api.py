@@ -7,6 +7,7 @@ only when named.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -65,11 +66,25 @@ class Trainer:
                 raise UsageError(f"callbacks must be multilabel_ic.callbacks.Callback objects, got "
                                  f"{type(cb).__name__}")
 
-    def fit(self, train: Dataset, validation: Dataset | None = None) -> Model:
-        """Train and return the :class:`Model` (metrics per epoch and final, artifact location, ``predictor()``)."""
+    def fit(self, train: Dataset, validation: Dataset | None = None, *, initial_model: Any = None) -> Model:
+        """Train and return the :class:`Model` (metrics per epoch and final, artifact location, ``predictor()``).
+
+        ``initial_model``: continue from an earlier ``model.tar.gz`` (a path, an ``s3://`` URI, a SageMaker training
+        job's name, or a :class:`Model`), of the same num_layers, image_shape, num_classes and multi_label
+        (docs/lifecycle.md)."""
         for name, data in (("train", train), ("validation", validation)):
             if data is not None and not isinstance(data, Dataset):
                 raise UsageError(f"{name} must be a multilabel_ic.Dataset, got {type(data).__name__}; build one with "
                                  f"Dataset.from_lst(...), Dataset.from_coco(...) or Dataset.from_recordio(...).")
-        return self.backend.fit(self.hyperparameters, train, validation, output_dir=self.output_dir,
-                                callbacks=self.callbacks)
+        if initial_model is None:
+            return self.backend.fit(self.hyperparameters, train, validation, output_dir=self.output_dir,
+                                    callbacks=self.callbacks)
+        fit: Any = self.backend.fit  # the contract's fit has no initial_model: a backend opts in by taking it
+        if "initial_model" not in inspect.signature(fit).parameters:
+            raise UsageError(f"backend {getattr(self.backend, 'name', self.backend)!r} cannot continue from a model: "
+                             f"use backend='local' or a SageMakerBackend, or drop initial_model.")
+        from .continuation import initial_model_for
+
+        with initial_model_for(initial_model, self.backend) as initial:
+            return fit(self.hyperparameters, train, validation, output_dir=self.output_dir, callbacks=self.callbacks,
+                       initial_model=initial)

@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest decode cache (default 64): data over it is cached as JPEG, and over that too "
                         "decoded every epoch (docs/local-backend.md, the decode cache)")
     t.add_argument("--pretrained", default=None, help="file or URL of ImageNet .params for use_pretrained_model=1")
+    t.add_argument("--initial-model", default=None, metavar="PATH|s3://...|JOB_NAME",
+                   help="continue from an earlier model.tar.gz (a local run's, a SageMaker job's or its s3:// URI) of "
+                        "the same num_layers, image_shape, num_classes and multi_label (docs/lifecycle.md)")
     t.add_argument("--seed", type=int, default=0, help="seed of initialisation, sampling and augmentation")
     t.add_argument("--tensorboard", nargs="?", const="", default=None, metavar="DIR",
                    help="write TensorBoard events (to DIR, default <output>/tensorboard); needs the tracking extra")
@@ -316,10 +319,17 @@ def cmd_train(args) -> int:
         hp = hyperparameters_from_args(args, num_classes=len(classes), num_training_samples=len(train),
                                        defaults=config_hp)
         if args.backend == "sagemaker":
-            model = Trainer(hp, backend=backend_from_args(args), output_dir=args.output).fit(train, validation=val)
+            model = Trainer(hp, backend=backend_from_args(args), output_dir=args.output).fit(
+                train, validation=val, initial_model=args.initial_model)
         else:
-            model = Trainer(hp, backend="local", output_dir=args.output, device=args.device,
-                            options=_local_options(args), callbacks=_trackers(args)).fit(train, validation=val)
+            from .continuation import initial_model_for, is_remote
+
+            # a remote initial model is fetched with the SageMaker options (--region, --profile)
+            aws = backend_from_args(args) if args.initial_model and is_remote(args.initial_model) else None
+            with initial_model_for(args.initial_model, "local", aws=aws) as initial:
+                model = Trainer(hp, backend="local", output_dir=args.output, device=args.device,
+                                options=_local_options(args), callbacks=_trackers(args)).fit(
+                    train, validation=val, initial_model=initial)
     except MultilabelICError:
         # a refused run leaves the output folder as it found it (extracted records are re-made on the next run)
         import shutil
@@ -375,6 +385,12 @@ def _launch_checked(args, classes: list[str], config_hp: dict, *, train, val) ->
     hp = hyperparameters_from_args(args, num_classes=len(classes), num_training_samples=max(1, count or 1),
                                    defaults=config_hp)
     check_launch(hp, train, val, _local_options(args), device=args.device, processes=args.nproc_per_node)
+    if args.initial_model:
+        from .continuation import is_remote
+        from .model.initial import check_initial_model, read_initial_model
+
+        if not is_remote(args.initial_model):  # a remote one is fetched by each process
+            check_initial_model(hp, read_initial_model(args.initial_model))
     return _torchrun(args, args.argv)
 
 

@@ -44,7 +44,7 @@ CONFIG_LIMIT = MiB  # the largest run file read: a run file is a few hundred byt
 
 # config key -> the train command's option (argparse dest), per section; None = the top level
 SECTIONS: dict[str | None, dict[str, str]] = {
-    None: {"backend": "backend", "output": "output", "classes": "classes"},
+    None: {"backend": "backend", "output": "output", "classes": "classes", "initial_model": "initial_model"},
     "data": {"train_lst": "train_lst", "validation_lst": "validation_lst", "images": "images",
              "train_rec": "train_rec", "validation_rec": "validation_rec"},
     "local": {"device": "device", "engine": "engine", "workers": "workers", "pretrained": "pretrained",
@@ -65,7 +65,7 @@ SECTIONS: dict[str | None, dict[str, str]] = {
 # the type of every key (see _convert): "path" keys (and a plain path in "path_or_url", "tensorboard", "mlflow") are
 # relative to the run file's folder
 KINDS: dict[str, str] = {
-    "backend": "choice", "output": "path", "classes": "names",
+    "backend": "choice", "output": "path", "classes": "names", "initial_model": "model",
     "train_lst": "path", "validation_lst": "path", "images": "path", "train_rec": "path", "validation_rec": "path",
     "device": "str", "engine": "choice", "workers": "int", "pretrained": "path_or_url", "seed": "int",
     "tensorboard": "tensorboard", "mlflow": "mlflow", "mlflow_experiment": "str", "input_pipeline": "choice",
@@ -77,12 +77,14 @@ KINDS: dict[str, str] = {
     "encrypt_inter_container_traffic": "bool", "tags": "table", "environment": "table",
 }
 # every key that names a file or folder on this machine (a URL or URI in pretrained / mlflow is kept as it is)
-PATH_KEYS = frozenset(k for k, kind in KINDS.items() if kind in ("path", "path_or_url", "tensorboard", "mlflow"))
+PATH_KEYS = frozenset(k for k, kind in KINDS.items() if kind in ("path", "path_or_url", "tensorboard", "mlflow",
+                                                                   "model"))
 
 _CHOICES = {"backend": ("local", "sagemaker"), "engine": ("pytorch", "gluon"),
             "input_pipeline": ("batched", "reference"), "input_format": ("lst", "recordio", "manifest")}
 _EXPECTED = {"str": "a string", "int": "an integer", "number": "a number", "bool": "true or false",
              "path": "a path (a string)", "path_or_url": "a path or a URL (a string)",
+             "model": "a path, an s3:// URI or a training job's name (a string)",
              "tensorboard": "true, false or a folder (a string)", "mlflow": "a tracking URI or a folder (a string)",
              "names": 'a list of class names (strings without commas), e.g. ["person", "car"]',
              "ids": 'a list of ids (strings), e.g. ["subnet-0a1b2c3d"]',
@@ -212,6 +214,14 @@ def _convert(key: str, value: Any, base: Path) -> Any:
         if not _text(value):
             raise _WrongType
         return value if "://" in value else _local_path(value, base)
+    if kind == "model":  # a path (relative to the run file), an s3:// URI or a SageMaker training job's name
+        if not _text(value):
+            raise _WrongType
+        from .model.initial import source_kind
+
+        local = base / value
+        return value if "://" in value or (source_kind(value) == "job" and not local.exists()) else \
+            _local_path(value, base)
     if kind == "tensorboard":
         if isinstance(value, bool):
             return "" if value else None  # true: the default folder, <output>/tensorboard
@@ -290,6 +300,8 @@ def resolved_config(args, hyperparameters: dict[str, Any]) -> dict[str, Any]:
                 continue
             if key in ("tags", "environment"):
                 value = dict(item.split("=", 1) for item in value)
+            elif key == "initial_model" and "://" not in str(value) and Path(value).exists():
+                value = str(Path(value).resolve())
             elif isinstance(value, Path):
                 value = str(value.resolve())
             values[key] = value

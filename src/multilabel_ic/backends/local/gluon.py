@@ -29,6 +29,7 @@ from ...model.params import dumps_params, load_params, loads_params
 from ...model.transforms import AUG_LEVELS, MAX_ASPECT, MAX_H, MAX_L, MAX_ROTATE, MAX_S, MAX_SHEAR
 from ...preflight import describe_differences
 from .epochlog import EpochLog, validation_record
+from .initial import load_initial_gluon
 from .loss import class_weights
 from .runfolder import (
     STATE_FILES,
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from ...callbacks import CallbackList
     from ...data.dataset import Dataset
     from ...hyperparameters import Hyperparameters
+    from ...model.initial import InitialModel
     from .train import LocalOptions
 
 GLUON_INSTALL = ("python -m venv .venv-gluon && .venv-gluon/bin/pip install 'multilabel-ic[local,gluon]' (MXNet 1.9.1 "
@@ -328,7 +330,7 @@ def _batches(it, count: int):
 
 def train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None, out: Path,
                  options: LocalOptions, ctx, fingerprint: dict, pretrained: Path | None,
-                 callbacks: CallbackList, dist: Any = None) -> dict:
+                 callbacks: CallbackList, dist: Any = None, initial: InitialModel | None = None) -> dict:
     """The run inside its locked output folder (see :func:`multilabel_ic.backends.local.train.train`); one process
     (``dist`` is the one-process :class:`~.distributed.Distributed`)."""
     from ...callbacks import RunInfo
@@ -352,6 +354,8 @@ def train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset |
     net = network(hp, ctx, seed=options.seed)
     if pretrained is not None:
         _load_pretrained(net, pretrained, hp.num_layers)
+    if initial is not None:
+        load_initial_gluon(net, initial, _set_params)
     if dtype == "float16":
         net.cast("float16")
     size = epoch_size(hp.num_training_samples, hp.mini_batch_size)

@@ -37,6 +37,7 @@ from .epoch import predict_scores, run_epoch
 from .epochlog import validation_record
 from .imagesizes import check_headers
 from .imagestore import ImageStore
+from .initial import load_initial_model
 from .loss import class_weights, weighted_bce
 from .optim import MultiFactorSchedule, create_optimizer
 from .pipeline import DeviceFeeder, EpochSampler, ImageDataset, default_workers, make_loader, preload_images
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
 
     from ...data.dataset import Dataset
     from ...hyperparameters import Hyperparameters
+    from ...model.initial import InitialModel
 
 __all__ = ["LocalOptions", "train", "precision_for", "class_weights", "weighted_bce", "select_device", "run_fingerprint",
            "CHECKPOINT_FORMAT", "check_launch"]
@@ -194,11 +196,13 @@ def precision_for(hp: Hyperparameters, device: torch.device, options: LocalOptio
 
 
 def run_fingerprint(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None,
-                    options: LocalOptions, dist: Distributed = Distributed(), cache: dict | None = None) -> dict:
+                    options: LocalOptions, dist: Distributed = Distributed(), cache: dict | None = None,
+                    initial: InitialModel | None = None) -> dict:
     """What a run is trained on and with: a resume must find every field equal, or it would ship another model.
 
     ``cache``: the decode cache's encoding of each split (:func:`cache_encodings`). It is recorded when a split is
-    cached as JPEG, whose pixels differ from the files'; a raw cache and no cache give the same pixels."""
+    cached as JPEG, whose pixels differ from the files'; a raw cache and no cache give the same pixels. ``initial``:
+    the model a continued run starts from, recorded only then (so the folders of earlier runs still resume)."""
     fingerprint = {
         "training data": data_fingerprint(train_data), "validation data": data_fingerprint(validation),
         "class names": list(train_data.class_names), "seed": options.seed, "hyperparameters": hp.to_dict(),
@@ -210,26 +214,30 @@ def run_fingerprint(hp: Hyperparameters, train_data: Dataset, validation: Datase
         "pretrained": None if not hp.use_pretrained_model else [options.pretrained, options.pretrained_sha256]}
     if cache and "jpeg" in cache.values():
         fingerprint["decode cache"] = cache
+    if initial is not None:
+        fingerprint["initial model"] = initial.fingerprint()
     return json.loads(json.dumps(fingerprint))  # the form it has when read back from a checkpoint
 
 
 def train(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None, output_dir: str | os.PathLike,
-          options: LocalOptions = LocalOptions(), callbacks: Sequence[Callback] = ()) -> dict:
+          options: LocalOptions = LocalOptions(), callbacks: Sequence[Callback] = (),
+          initial: InitialModel | None = None) -> dict:
     """Train as the built-in algorithm does; return the metrics dict (also written to ``metrics.json``).
 
     Everything that can be checked is checked before the output folder is touched. The folder is locked for the
     run (a second run into it is refused), and a run already in it is resumed only when it was trained on the same
-    data, classes, seed, hyperparameters and options (``options.restart`` starts afresh instead).
+    data, classes, seed, hyperparameters and options (``options.restart`` starts afresh instead). ``initial``: the
+    checked model a continued run starts from (:mod:`multilabel_ic.backends.local.initial`).
     """
     dist = Distributed.from_environment()
     try:
-        return _train(hp, train_data, validation, Path(output_dir), options, callbacks, dist)
+        return _train(hp, train_data, validation, Path(output_dir), options, callbacks, dist, initial)
     finally:
         dist.stop()  # a process that leaves with its group still open aborts (and so ends its peers' run)
 
 
 def _train(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None, out: Path, options: LocalOptions,
-           callbacks: Sequence[Callback], dist: Distributed) -> dict:
+           callbacks: Sequence[Callback], dist: Distributed, initial: InitialModel | None = None) -> dict:
     check_training_request(hp, train_data, validation)
     run: Callable[..., dict]
     device: Any
@@ -268,17 +276,20 @@ def _train(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None,
         if options.engine == "pytorch":
             run = functools.partial(_train_locked,
                                     stores=_open_stores(status["stores"], hp, train_data, validation))
-        fingerprint = run_fingerprint(hp, train_data, validation, options, dist, cache=status["cache"])
+        fingerprint = run_fingerprint(hp, train_data, validation, options, dist, cache=status["cache"],
+                                      initial=initial)
         return run(hp, train_data, validation, out, options, device, fingerprint, pretrained, CallbackList([]),
-                   dist)
-    fingerprint = run_fingerprint(hp, train_data, validation, options, dist)
+                   dist, initial=initial)
+    fingerprint = run_fingerprint(hp, train_data, validation, options, dist, initial=initial)
     created = not out.exists()
     ensure_dir(out)
     try:
         with FolderLock(out):
             try:
+                # with an initial model, use_pretrained_model is ignored, as the built-in algorithm ignores it
                 pretrained = (resolve_pretrained(hp.num_layers, options.pretrained, sha256=options.pretrained_sha256,
-                                                 progress=options.progress) if hp.use_pretrained_model else None)
+                                                 progress=options.progress)
+                              if hp.use_pretrained_model and initial is None else None)
                 for stale in remove_stale_temp_files(out, out / "model", out / "checkpoints"):
                     log.info("removed %s, left by an interrupted run", stale)
                 if options.restart:
@@ -289,7 +300,7 @@ def _train(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None,
                     # part of the run's fingerprint, and an image that cannot train stops the run here
                     stores = _prepare_images(hp, train_data, validation, out, options)
                     fingerprint = run_fingerprint(hp, train_data, validation, options, dist,
-                                                  cache=cache_encodings(*stores))
+                                                  cache=cache_encodings(*stores), initial=initial)
                     _check_or_claim(out, options, fingerprint)
                     run = functools.partial(_train_locked, stores=stores)
             except BaseException as exc:
@@ -299,7 +310,7 @@ def _train(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None,
                             "stores": [None if s is None else [str(s.path.parent), s.path.stem, s.encoding]
                                        for s in stores], "cache": cache_encodings(*stores)})
             return run(hp, train_data, validation, out, options, device, fingerprint, pretrained,
-                       CallbackList([*default_callbacks(), *callbacks]), dist)
+                       CallbackList([*default_callbacks(), *callbacks]), dist, initial=initial)
     except Exception:
         if created:
             remove_if_only_the_marker(out)  # a run that failed before its first checkpoint leaves no folder
@@ -366,7 +377,8 @@ def _check_or_claim(out: Path, options: LocalOptions, fingerprint: dict) -> None
 def _train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None, out: Path,
                   options: LocalOptions, device: torch.device, fingerprint: dict, pretrained: Path | None,
                   callbacks: CallbackList, dist: Distributed = Distributed(),
-                  stores: tuple[ImageStore | None, ImageStore | None] = (None, None)) -> dict:
+                  stores: tuple[ImageStore | None, ImageStore | None] = (None, None),
+                  initial: InitialModel | None = None) -> dict:
     torch.manual_seed(options.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # cuDNN autotuning, as the algorithm's MXNet build does
@@ -377,6 +389,8 @@ def _train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset 
         model = model.to(memory_format=torch.channels_last)
     if pretrained is not None:
         load_pretrained(model, pretrained, progress=options.progress)
+    if initial is not None:
+        load_initial_model(model, initial)
     if options.sync_batchnorm:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if options.compile:

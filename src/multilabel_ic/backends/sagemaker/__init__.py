@@ -171,6 +171,13 @@ class SageMakerBackend:
             raise BackendError(f"cannot check the S3 bucket {self.bucket!r}: {exc}; check the network, the "
                                f"credentials (--profile, AWS_PROFILE) and the region.") from exc
 
+    def fetch_initial_model(self, source: str, folder: str | Path):
+        """An initial model for a run elsewhere (a local run continuing a SageMaker model): an s3:// URI or a
+        training job's name, downloaded into ``folder`` and read (:mod:`.initial`)."""
+        from .initial import fetch_initial_model
+
+        return fetch_initial_model(self, source, Path(folder))
+
     def check_artifact(self, uri: str) -> dict:
         """HEAD the ``s3://`` model artifact before any SageMaker resource is made for it: a :class:`BackendError`
         naming the URI and the fix if it is missing, unreadable or empty; its ``head_object`` answer otherwise."""
@@ -234,9 +241,19 @@ class SageMakerBackend:
 
     # ----------------------------------------------------------------- training
     def fit(self, hp: Hyperparameters, train: Dataset, validation: Dataset | None, *, output_dir: Path,
-            callbacks: Sequence[Callback] = ()):
+            callbacks: Sequence[Callback] = (), initial_model: Any = None):
+        """``initial_model``: continue from a ``model.tar.gz`` (a path, an s3:// URI, a training job's name or a
+        :class:`Model`) through the algorithm's ``model`` channel; it is checked against ``hp`` before any upload."""
         output_dir = Path(output_dir)
         image = self.check_request(hp, train, validation)
+        initial = None
+        if initial_model is not None:
+            from .initial import initial_model_for_job
+
+            if self.model_uri:
+                raise UsageError("give the initial model once: as initial_model= (CLI: --initial-model) or as "
+                                 "SageMakerBackend(model_uri=...), not both.")
+            initial = initial_model_for_job(self, hp, initial_model)
         if hp.num_training_samples != len(train):
             log.warning("num_training_samples=%d but the training data has %d images", hp.num_training_samples,
                         len(train))
@@ -244,18 +261,26 @@ class SageMakerBackend:
         self._check_bucket()
         ensure_dir(output_dir)
         channels = self.upload(train, validation)
+        model_uri = self.model_uri
+        if initial is not None:
+            from .initial import model_channel_uri
+
+            model_uri = model_channel_uri(self, initial)
         name = rq.job_name(self.base_job_name)
         req = rq.training_job_request(
             name=name, role_arn=role, image=image, hyperparameters=hp.to_sagemaker(), channels=channels,
             output_path=f"{self.base_uri}/output", instance_type=self.instance_type,
             instance_count=self.instance_count, volume_size=self.volume_size, max_run=self.max_run,
             input_mode="Pipe" if self.input_format == "manifest" else "File", use_spot=self.use_spot,
-            max_wait=self.max_wait, checkpoint_s3_uri=self.checkpoint_s3_uri, model_uri=self.model_uri)
+            max_wait=self.max_wait, checkpoint_s3_uri=self.checkpoint_s3_uri, model_uri=model_uri)
         req = self.resources.apply_to_training_job(req)
         self.last_request = req
         self._call("sagemaker", "create_training_job", **req)
         log.info("started training job %s (%d x %s)", name, self.instance_count, self.instance_type)
-        return self._model_of_job(name, hp, list(train.class_names), output_dir, validation, callbacks)
+        model = self._model_of_job(name, hp, list(train.class_names), output_dir, validation, callbacks)
+        if initial is not None:
+            model.info["initial_model"] = {"source": initial.source, "s3_uri": model_uri, **initial.fingerprint()}
+        return model
 
     def _score_artifact(self, artifact: Path, hp: Hyperparameters, validation: Dataset) -> dict:
         """The shipped model's metrics on the validation data, from a scoring pass of the downloaded artifact with

@@ -1,0 +1,41 @@
+"""The Gluon engine continues from a model as the PyTorch engine does: every parameter of the initial artifact, the
+classifier included, is what its network starts from."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from multilabel_ic import Hyperparameters, Trainer
+from multilabel_ic.backends.local import LocalBackend, LocalOptions
+from multilabel_ic.model.artifact import read_model_tar, write_model_tar
+from multilabel_ic.model.network import ResNetV2, mxnet_state_dict
+
+OPTIONS = LocalOptions(num_workers=1, progress=False, engine="gluon")
+SMALL = dict(num_classes=5, num_layers=20, image_shape="3,28,28", resize=32, mini_batch_size=16, epochs=1,
+             multi_label=1)
+RECORD = {"train_loss": 0.0, "train_accuracy": 0.0, "train_accuracy_epoch": 0.0, "speed": [], "images_per_sec": 1.0,
+          "learning_rate": 0.1, "time_cost": 0.0, "data_time": 0.0, "compute_time": 0.0}
+
+
+def test_a_gluon_run_starts_from_every_parameter_of_the_initial_model(coco5, tmp_path, monkeypatch):
+    import multilabel_ic.backends.local.gluon as gluon
+
+    torch.manual_seed(3)
+    args, aux = mxnet_state_dict(ResNetV2(5, 20, (3, 28, 28)))
+    args = {k: v.numpy() for k, v in args.items()}
+    args["fc1_bias"] = np.linspace(-1, 1, 5).astype(np.float32)  # a classifier no initialisation would give
+    initial = write_model_tar(tmp_path / "in" / "model.tar.gz", {4: (args, {k: v.numpy() for k, v in aux.items()})},
+                              num_classes=5, num_layers=20, image_shape=(3, 28, 28), multi_label=True)
+    train, val = coco5.subset(range(48)).split(32, seed=0)
+    monkeypatch.setattr(gluon, "_epoch", lambda *a, **k: {**RECORD, "epoch": a[9]})  # no update: the loaded network
+    model = Trainer(Hyperparameters(**SMALL, num_training_samples=len(train)), backend=LocalBackend(options=OPTIONS),
+                    output_dir=tmp_path / "run").fit(train, validation=val, initial_model=initial)
+    ours, theirs = read_model_tar(model.local_artifact).params, read_model_tar(initial).params
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        np.testing.assert_array_equal(ours[name], np.ones_like(theirs[name]) if name == "bn_data_gamma"
+                                      else theirs[name], err_msg=name)
+    assert model.info["initial_model"]["epoch"] == 4
+    assert model.metrics["epochs"][0]["validation_mAP"] == pytest.approx(model.metrics["final"]["mAP"], abs=0)
