@@ -1,0 +1,127 @@
+"""SageMakerBackend(engine="pytorch") against the moto server (issue 27): the CreateTrainingJob request for the
+project's engine in SageMaker's PyTorch container, the job's source, and the requests refused before any upload."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+import zipfile
+
+import boto3
+import pytest
+from test_sagemaker_backend import BUCKET, COCO_HP, REGION, ROLE, JobSimulator, _model_tar
+
+from multilabel_ic import Hyperparameters, Trainer, UsageError
+from multilabel_ic.backends.sagemaker import SageMakerBackend
+from multilabel_ic.backends.sagemaker.framework import METRIC_DEFINITIONS
+
+# the lines the project's engine prints (the algorithm's format), as CloudWatch stores them
+ENGINE_LINES = [
+    "[12/07/2026 10:00:01 INFO 140000000000] Epoch[0] Batch [20]#011Speed: 830.512 samples/sec#011accuracy=0.61",
+    "[12/07/2026 10:00:09 INFO 140000000000] Epoch[0] Train-accuracy=0.700000",
+    "[12/07/2026 10:00:09 INFO 140000000000] Epoch[0] Time cost=8.100",
+    "[12/07/2026 10:00:10 INFO 140000000000] Epoch[0] Validation-accuracy=0.750000",
+    "[12/07/2026 10:00:10 INFO 140000000000] Epoch[0] Validation-mAP=0.640000",
+]
+
+
+HP = {**COCO_HP, "mini_batch_size": 16, "num_training_samples": 80}  # the example's, with a batch for small data
+
+
+@pytest.fixture(scope="module")
+def artifact_bytes():
+    return _model_tar(layers=20, shape=(3, 28, 28))  # small: only its bytes travel
+
+
+@pytest.fixture(scope="module")
+def splits(coco5):
+    return coco5.subset(range(80)), coco5.subset(range(80, min(len(coco5), 100)))
+
+
+@pytest.fixture()
+def setup(aws):
+    session = boto3.Session(region_name=REGION)
+    session.client("s3").create_bucket(Bucket=BUCKET)
+    return session
+
+
+def _backend(session, **kw):
+    settings = dict(role=ROLE, bucket=BUCKET, prefix="ic-multilabel", region=REGION, session=session,
+                    instance_type="ml.p3.16xlarge", instance_count=2, poll_interval=0.01, progress=False,
+                    engine="pytorch", seed=7, score_validation=False)
+    return SageMakerBackend(**{**settings, **kw})
+
+
+def test_the_request_runs_the_engine_in_the_pytorch_container_across_hosts(setup, aws, splits, artifact_bytes,
+                                                                             tmp_path):
+    train, val = splits
+    sim = JobSimulator(setup, aws, artifact_bytes, lines=ENGINE_LINES)
+    hp = Hyperparameters(**HP)
+    backend = _backend(setup, use_spot=True, max_wait=400000, tags={"team": "vision"})
+    model = Trainer(hp, backend=backend, output_dir=tmp_path).fit(train, validation=val)
+    req = sim.requests[0]
+    desc = setup.client("sagemaker").describe_training_job(TrainingJobName=req["TrainingJobName"])
+    spec = req["AlgorithmSpecification"]
+    # the SDK's image for the region, torch version and a GPU instance
+    assert spec["TrainingImage"] == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.8.0-gpu-py312"
+    assert desc["AlgorithmSpecification"]["TrainingImage"] == spec["TrainingImage"]
+    assert spec["TrainingInputMode"] == "File" and spec["MetricDefinitions"] == METRIC_DEFINITIONS
+    assert req["ResourceConfig"] == {"InstanceType": "ml.p3.16xlarge", "InstanceCount": 2, "VolumeSizeInGB": 50}
+    hps = {k: json.loads(v) for k, v in req["HyperParameters"].items()}  # JSON-encoded, as the SDK sends them
+    assert {k: str(v) for k, v in hps.items() if not k.startswith(("sagemaker_", "mlic_"))} == hp.to_sagemaker()
+    assert hps["mlic_class_names"] == train.class_names and hps["mlic_seed"] == 7
+    assert hps["sagemaker_program"] == "train_entry.py" and hps["sagemaker_torch_distributed_enabled"] is True
+    assert hps["sagemaker_region"] == REGION and hps["sagemaker_job_name"] == req["TrainingJobName"]
+    # the same channels as the built-in's
+    assert [c["ChannelName"] for c in req["InputDataConfig"]] == ["train", "validation", "train_lst", "validation_lst"]
+    # spot: a checkpoint location SageMaker syncs with /opt/ml/checkpoints, where the entry point resumes
+    assert req["EnableManagedSpotTraining"] is True
+    assert req["StoppingCondition"] == {"MaxRuntimeInSeconds": 360000, "MaxWaitTimeInSeconds": 400000}
+    assert req["CheckpointConfig"] == {"S3Uri": f"s3://{BUCKET}/ic-multilabel/checkpoints/{req['TrainingJobName']}",
+                                       "LocalPath": "/opt/ml/checkpoints"}
+    assert req["Tags"] == [{"Key": "team", "Value": "vision"}]
+    # the job's source: the entry script, requirements.txt naming the wheel, a wheel of the installed package
+    m = re.fullmatch(r"s3://([^/]+)/(.+)", hps["sagemaker_submit_directory"])
+    body = setup.client("s3").get_object(Bucket=m[1], Key=m[2])["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        members = {t.name: tar.extractfile(t).read() for t in tar.getmembers()}
+    wheel_name = members["requirements.txt"].decode().strip().removeprefix("./")
+    assert sorted(members) == sorted(["train_entry.py", "requirements.txt", wheel_name])
+    assert b"from multilabel_ic.container.entry import main" in members["train_entry.py"]
+    with zipfile.ZipFile(io.BytesIO(members[wheel_name])) as whl:
+        names = whl.namelist()
+        metadata = whl.read("multilabel_ic-0.1.0.dist-info/METADATA").decode()
+    assert wheel_name == "multilabel_ic-0.1.0-py3-none-any.whl" and "Version: 0.1.0" in metadata
+    assert "multilabel_ic/container/entry.py" in names and "multilabel_ic/bench/prices.json" in names
+    assert not any(n.startswith(("tests/", "docs/")) or "__pycache__" in n for n in names)
+    # the metrics come from the job's log lines, as for the built-in
+    assert model.metrics["epochs"][0]["train_accuracy"] == pytest.approx(0.7)
+    assert model.metrics["epochs"][0]["validation_accuracy"] == pytest.approx(0.75)
+
+
+def test_the_source_is_reproducible_and_uploaded_once(setup, aws, splits, artifact_bytes, tmp_path):
+    train, val = splits
+    sim = JobSimulator(setup, aws, artifact_bytes, lines=ENGINE_LINES)
+    hp = Hyperparameters(**HP)
+    for run in ("a", "b"):
+        Trainer(hp, backend=_backend(setup, instance_count=1, instance_type="ml.g4dn.xlarge"),
+                output_dir=tmp_path / run).fit(train, validation=val)
+    first, second = (json.loads(r["HyperParameters"]["sagemaker_submit_directory"]) for r in sim.requests)
+    assert first == second  # the same installed files give the same bytes, so the same key
+    assert "sagemaker_torch_distributed_enabled" not in sim.requests[0]["HyperParameters"]  # one instance
+    assert "CheckpointConfig" not in sim.requests[0]  # on demand: nothing to resume
+
+
+def test_the_metric_definitions_read_each_metric_once_per_epoch():
+    lines = "\n".join(ENGINE_LINES)
+    found = {m["Name"]: re.findall(m["Regex"], lines) for m in METRIC_DEFINITIONS}
+    assert found == {"train:accuracy": ["0.700000"], "validation:accuracy": ["0.750000"],
+                     "validation:mAP": ["0.640000"]}
+
+
+def test_the_engine_name_torch_is_the_same_engine(setup):
+    assert _backend(setup, engine="torch").engine == "pytorch"
+    with pytest.raises(UsageError, match="engine"):
+        _backend(setup, engine="mxnet")
