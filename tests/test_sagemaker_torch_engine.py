@@ -7,6 +7,7 @@ import io
 import json
 import re
 import tarfile
+import time
 import zipfile
 
 import boto3
@@ -125,3 +126,54 @@ def test_the_engine_name_torch_is_the_same_engine(setup):
     assert _backend(setup, engine="torch").engine == "pytorch"
     with pytest.raises(UsageError, match="engine"):
         _backend(setup, engine="mxnet")
+
+
+def test_bench_sagemaker_cost_prices_both_engines_per_epoch_labelled_by_source(setup, aws, tmp_path, capsys):
+    """A real job of the engine (its logs, on moto) next to the published figures of both engines, each priced per
+    epoch of the MS-COCO configuration from the packaged price table."""
+    from multilabel_ic.backends.sagemaker import request as rq
+    from multilabel_ic.backends.sagemaker.cloudwatch import LOG_GROUP
+    from multilabel_ic.bench.run import COCO5_BENCH_HP
+    from multilabel_ic.bench.sagemaker import load_prices
+    from multilabel_ic.cli import main
+
+    name = rq.job_name("engine-bench")
+    image = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.8.0-gpu-py312"
+    setup.client("sagemaker").create_training_job(**rq.training_job_request(
+        name=name, role_arn=ROLE, image=image, channels=rq.recordio_channels(
+            {"train": f"s3://{BUCKET}/d/t/", "validation": f"s3://{BUCKET}/d/v/"}),
+        hyperparameters={"num_classes": "5"}, output_path=f"s3://{BUCKET}/out", instance_type="ml.p3.2xlarge",
+        instance_count=1, volume_size=50, max_run=3600))
+    logs, now = setup.client("logs"), int(time.time() * 1000)
+    logs.create_log_group(logGroupName=LOG_GROUP)
+    logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=f"{name}/algo-1-1700000000")
+    logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=f"{name}/algo-1-1700000000",
+                        logEvents=[{"timestamp": now + i, "message": m} for i, m in enumerate(ENGINE_LINES)])
+    assert main(["bench", "--sagemaker-cost", "--sagemaker-job", name, "--region", REGION,
+                 "--output", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "sagemaker-cost.json").read_text())
+    rows, prices = report["rows"], load_prices()
+    samples = COCO5_BENCH_HP["num_training_samples"]
+    assert report["samples_per_epoch"] == samples
+    job = rows[0]
+    assert job["engine"] == "pytorch" and job["source"] == f"training job {name}"
+    assert job["images_per_sec"] == pytest.approx(830.512)
+    assert {r["engine"] for r in rows[1:]} == {"built-in", "pytorch"}
+    assert all(r["source"].startswith(("public logs:", "public benchmark:")) for r in rows[1:])
+    for r in rows:
+        expected = prices["per_hour"][r["instance_type"]] * r["instance_count"] * samples / r["images_per_sec"] / 3600
+        assert r["cost_per_epoch"] == pytest.approx(expected)
+        assert r["source"] in out
+
+
+def test_the_bench_table_has_both_engines_labelled_by_where_their_figures_come_from():
+    from multilabel_ic.bench.engines import side_by_side_rows
+    from multilabel_ic.bench.run import format_table
+    from multilabel_ic.bench.sagemaker import load_prices
+
+    rows = side_by_side_rows(2500, load_prices())
+    assert {r["where"].rsplit("(", 1)[1] for r in rows} == {"built-in)", "pytorch)"}
+    assert all(r["measured_on"].startswith(("public logs:", "public benchmark:")) for r in rows)
+    assert all(r["seconds_per_epoch"] == pytest.approx(2500 / r["images_per_sec"]) for r in rows)
+    assert "(pytorch)" in format_table(rows) and "(built-in)" in format_table(rows)
