@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import tarfile
 import time
@@ -177,3 +178,29 @@ def test_the_bench_table_has_both_engines_labelled_by_where_their_figures_come_f
     assert all(r["measured_on"].startswith(("public logs:", "public benchmark:")) for r in rows)
     assert all(r["seconds_per_epoch"] == pytest.approx(2500 / r["images_per_sec"]) for r in rows)
     assert "(pytorch)" in format_table(rows) and "(built-in)" in format_table(rows)
+
+
+@pytest.mark.aws
+@pytest.mark.skipif(not os.environ.get("MULTILABEL_IC_AWS_ROLE") or not os.environ.get("MULTILABEL_IC_AWS_BUCKET"),
+                    reason="real AWS: set MULTILABEL_IC_AWS_ROLE and MULTILABEL_IC_AWS_BUCKET (and credentials)")
+def test_the_engines_request_is_built_against_real_aws(monkeypatch):
+    """The same code path on your account, short of CreateTrainingJob (no job, nothing billed but the source's
+    few hundred kB in S3): the role resolved by IAM, the bucket checked, the source uploaded, the request built.
+    docs/sagemaker.md lists the IAM permissions it needs."""
+    from multilabel_ic.backends.sagemaker import request as rq
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    backend = SageMakerBackend(role=os.environ["MULTILABEL_IC_AWS_ROLE"], bucket=os.environ["MULTILABEL_IC_AWS_BUCKET"],
+                               region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"), engine="pytorch",
+                               instance_type="ml.g5.xlarge", instance_count=2, progress=False)
+    hp = Hyperparameters(**HP)
+    image = backend._check_framework_request(hp)
+    role = backend.role_arn()
+    backend._check_bucket()
+    req = backend._framework_request(rq.job_name("mlic-check"), role, image, hp, rq.recordio_channels(
+        {"train": f"{backend.base_uri}/data/train/", "validation": f"{backend.base_uri}/data/validation/"}),
+        ["person", "bicycle", "car", "motorcycle", "airplane"])
+    source = json.loads(req["HyperParameters"]["sagemaker_submit_directory"])
+    m = re.fullmatch(r"s3://([^/]+)/(.+)", source)
+    assert backend.client("s3").head_object(Bucket=m[1], Key=m[2])["ContentLength"] > 0
+    assert req["AlgorithmSpecification"]["TrainingImage"] == image and req["RoleArn"] == role
