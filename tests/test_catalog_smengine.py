@@ -83,6 +83,8 @@ API_CASES = [
             "engine='pytorch' reads File-mode channels"),
     ApiCase("smengine-api-model-channel", _fit(model_uri=f"s3://{BUCKET}/old/model.tar.gz"), UsageError,
             "model_uri (incremental training) is read by the built-in algorithm only"),
+    ApiCase("smengine-api-network-isolation", _fit(enable_network_isolation=True), UsageError,
+            "the PyTorch container installs multilabel-ic and its dependencies"),
     ApiCase("smengine-api-unknown-engine", _fit(engine="mxnet"), UsageError,
             "The 'engine' option of SageMakerBackend must be one of 'builtin', 'pytorch'"),
 ]

@@ -358,6 +358,10 @@ class SageMakerBackend:
         if self.model_uri:
             raise UsageError("model_uri (incremental training) is read by the built-in algorithm only; with "
                              "engine='pytorch' drop it, or use engine='builtin'.")
+        if self.resources.enable_network_isolation:
+            raise UsageError("enable_network_isolation=True: the PyTorch container installs multilabel-ic and its "
+                             "dependencies (OpenCV, pycocotools, xxhash) from PyPI when the job starts, which an "
+                             "isolated container cannot reach; drop it, or use engine='builtin'.")
         image = fw.framework_image(self.region, self.framework_version, self.instance_type)
         fw.distribution(self.instance_type, self.instance_count, self.framework_version)
         fw.check_batch_split(hp, self.instance_count, fw.gpus_per_instance(self.region, self.instance_type),
