@@ -204,3 +204,33 @@ def test_the_engines_request_is_built_against_real_aws(monkeypatch):
     m = re.fullmatch(r"s3://([^/]+)/(.+)", source)
     assert backend.client("s3").head_object(Bucket=m[1], Key=m[2])["ContentLength"] > 0
     assert req["AlgorithmSpecification"]["TrainingImage"] == image and req["RoleArn"] == role
+
+
+def test_the_jobs_wheel_installs_with_pip_and_runs_the_entry_point_from_there(tmp_path):
+    """What the container's toolkit does with requirements.txt (pip install -r, in the source folder), here into a
+    folder of its own, offline: the installed package is the wheel's, at the installed version."""
+    import subprocess
+    import sys
+
+    from multilabel_ic._version import __version__
+    from multilabel_ic.backends.sagemaker.framework import source_bundle
+
+    bundle = source_bundle(tmp_path)
+    src = tmp_path / "src"
+    with tarfile.open(bundle) as tar:
+        tar.extractall(src, filter="data")
+    target = tmp_path / "site"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet", "--target",
+                          str(target), "-r", "requirements.txt"], cwd=src, capture_output=True, text=True, timeout=300)
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    code = ("import multilabel_ic, multilabel_ic.container.entry as e, importlib.metadata as m; "
+            "print(multilabel_ic.__file__, m.version('multilabel-ic'))")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    shown = subprocess.run([sys.executable, "-c", code], cwd=src, env={**env, "PYTHONPATH": str(target)},
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    path, version = shown.stdout.split()
+    assert path.startswith(str(target)) and version == __version__
+    again = tmp_path / "again"
+    again.mkdir()
+    assert source_bundle(again).read_bytes() == bundle.read_bytes()  # the same installed files, the same bytes
