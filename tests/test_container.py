@@ -29,6 +29,7 @@ from multilabel_ic.model.artifact import read_model_tar
 HP = dict(num_layers=20, image_shape="3,28,28", resize=32, mini_batch_size=8, epochs=2, multi_label=1,
           num_classes=5, num_training_samples=32, optimizer="adam", learning_rate=0.002,
           augmentation_type="crop_color_transform")
+HP_1 = {**HP, "epochs": 1}
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
@@ -39,12 +40,11 @@ def data(coco5):
 
 
 def lay_out(root: Path, train: Dataset, val: Dataset, *, hosts: list[str], current: str, extra: dict | None = None,
-            fmt: str = "lst") -> Path:
+            fmt: str = "lst", hp: dict = HP) -> Path:
     """The files SageMaker gives a training container: config JSONs and the channels' data under ``root``."""
     config = root / "input" / "config"
     config.mkdir(parents=True)
-    hp = Hyperparameters(**HP)
-    values = job_hyperparameters(hp, list(train.class_names), seed=0, submit_directory="s3://b/source.tar.gz",
+    values = job_hyperparameters(Hyperparameters(**hp), list(train.class_names), seed=0, submit_directory="s3://b/source.tar.gz",
                                  region="us-east-1", job_name="job-1", distributed=len(hosts) > 1)
     values.update({k: json.dumps(v) for k, v in (extra or {"mlic_workers": 0}).items()})
     (config / "hyperparameters.json").write_text(json.dumps(values))
@@ -165,7 +165,7 @@ def test_two_hosts_rendezvous_by_their_resourceconfig_and_ship_the_local_two_pro
     train, val = data
     hosts = ["algo-1", "algo-2"]
     port = str(_port())
-    roots = [lay_out(tmp_path / h, train, val, hosts=hosts, current=h) for h in hosts]
+    roots = [lay_out(tmp_path / h, train, val, hosts=hosts, current=h, hp=HP_1) for h in hosts]
     procs = [_container(r, MASTER_ADDR="127.0.0.1", MASTER_PORT=port) for r in reversed(roots)]  # either may be first
     # the local backend on two nodes of one process each (torchrun --nnodes 2), the same seed, data and hyperparameters
     ref_port = str(_port())
@@ -177,7 +177,7 @@ def test_two_hosts_rendezvous_by_their_resourceconfig_and_ship_the_local_two_pro
                                  root={str(roots[0] / 'input/data/train')!r}, class_names={list(train.class_names)!r})
         val = Dataset.from_lst({str(roots[0] / 'input/data/validation_lst/validation.lst')!r},
                                root={str(roots[0] / 'input/data/validation')!r}, class_names={list(train.class_names)!r})
-        Trainer(Hyperparameters(**{HP!r}), backend=LocalBackend(options=LocalOptions(seed=0, num_workers=0,
+        Trainer(Hyperparameters(**{HP_1!r}), backend=LocalBackend(options=LocalOptions(seed=0, num_workers=0,
                 progress=False)), output_dir={str(tmp_path / 'local')!r}).fit(train, validation=val)
     """)
     refs = [subprocess.Popen([sys.executable, "-c", script], env={**_env(tmp_path), "RANK": str(r), "WORLD_SIZE": "2",
@@ -237,3 +237,19 @@ def test_a_job_that_cannot_train_writes_its_one_line_reason_to_output_failure(da
                 "wrong_class_count": "mlic_class_names"}[damage]
     assert expected in reason
     assert not (root / "model").exists()
+
+
+@pytest.mark.parametrize("fmt", ["lst", "recordio"])
+def test_the_channels_of_either_format_give_the_jobs_datasets(data, tmp_path, fmt):
+    """The built-in's channel layouts (images + .lst, or RecordIO files) read back as the data that was uploaded:
+    the same labels in the same order, the class names from the job's hyperparameters."""
+    from multilabel_ic.container.entry import datasets
+
+    train, val = (d.subset(range(8)) for d in data)
+    root = lay_out(tmp_path / "r", train, val, hosts=["algo-1"], current="algo-1", fmt=fmt)
+    env = ContainerEnv.read(root, {})
+    got = datasets(env, list(train.class_names))
+    for ds, want in zip(got, (train, val)):
+        assert len(ds) == len(want) and (ds.labels == want.labels).all()
+        assert list(ds.class_names) == list(train.class_names)
+        assert all(ds.image_path(i).read_bytes() == want.image_path(i).read_bytes() for i in range(len(ds)))
