@@ -30,7 +30,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from .._io import atomic_write_text, ensure_dir
+from .._io import atomic_write_bytes, atomic_write_text, ensure_dir
 from ..exceptions import MultilabelICError, UsageError
 from .contract import ContainerEnv
 
@@ -114,16 +114,23 @@ def train(env: ContainerEnv) -> Path:
         ensure_dir(env.output_data_dir)
         for name in ("metrics.json", "model-metadata.json"):
             if (run / name).is_file():
-                shutil.copyfile(run / name, env.output_data_dir / name)
+                atomic_write_bytes(env.output_data_dir / name, (run / name).read_bytes())
         log.info("model written to %s", env.model_dir)
     return run
 
 
 def _unpack(artifact: Path, model_dir: Path) -> None:
     """The artifact's members into ``model_dir``: SageMaker packs that folder into the job's ``model.tar.gz``."""
+    from .._io import atomic_write
+
     ensure_dir(model_dir, what="model folder")
-    with tarfile.open(artifact, "r:gz") as tar:
-        tar.extractall(model_dir, filter="data")
+    with tarfile.open(artifact, "r:gz") as tar:  # the artifact this run wrote: flat, regular files only
+        for member in tar.getmembers():
+            source = tar.extractfile(member) if member.isfile() else None
+            if source is None or Path(member.name).name != member.name or member.name in ("", ".", ".."):
+                raise UsageError(f"{artifact}: member {member.name!r} is not a plain file of the artifact.")
+            with source, atomic_write(model_dir / member.name) as out:
+                shutil.copyfileobj(source, out)
 
 
 def _fail(env_root: Path, exc: BaseException) -> None:
