@@ -101,6 +101,9 @@ def test_the_request_runs_the_engine_in_the_pytorch_container_across_hosts(setup
     # the metrics come from the job's log lines, as for the built-in
     assert model.metrics["epochs"][0]["train_accuracy"] == pytest.approx(0.7)
     assert model.metrics["epochs"][0]["validation_accuracy"] == pytest.approx(0.75)
+    # a later process attaches to the job: its hyperparameters and class names come back from the request
+    attached = backend.attach(req["TrainingJobName"], output_dir=tmp_path / "attached")
+    assert attached.hyperparameters.to_sagemaker() == hp.to_sagemaker() and attached.class_names == train.class_names
 
 
 def test_the_source_is_reproducible_and_uploaded_once(setup, aws, splits, artifact_bytes, tmp_path):

@@ -373,9 +373,12 @@ class SageMakerBackend:
         """The :class:`Model` of a training job started elsewhere (or by an earlier process): waits for it with log
         streaming, then downloads its artifact into ``output_dir``."""
         from ...hyperparameters import Hyperparameters
+        from .framework import split_job_hyperparameters
 
         desc = self._call("sagemaker", "describe_training_job", TrainingJobName=job_name)
-        hp = Hyperparameters.from_sagemaker(desc.get("HyperParameters", {}))
+        values, job_names = split_job_hyperparameters(desc.get("HyperParameters", {}))  # either engine's job
+        hp = Hyperparameters.from_sagemaker(values)
+        class_names = class_names or job_names
         names = list(class_names) if class_names else [f"class_{i}" for i in range(hp.num_classes)]
         if len(names) != hp.num_classes:
             raise UsageError(f"class_names has {len(names)} names but job {job_name} trains {hp.num_classes} classes")

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_FRAMEWORK_VERSION", "MIN_TORCH", "ENTRY_POINT", "METRIC_DEFINITIONS", "framework_image",
            "distribution", "gpus_per_instance", "check_batch_split", "job_hyperparameters", "source_bundle",
-           "build_wheel", "CHECKPOINT_LOCAL_PATH"]
+           "build_wheel", "CHECKPOINT_LOCAL_PATH", "split_job_hyperparameters"]
 
 DEFAULT_FRAMEWORK_VERSION = "2.8"  # the newest the SDK's torch_distributed check accepts on GPU instances
 MIN_TORCH = (2, 2)  # the local extra's torch>=2.2
@@ -151,6 +151,25 @@ def job_hyperparameters(hp: Hyperparameters, class_names: list[str], *, seed: in
     if distributed:
         values["sagemaker_torch_distributed_enabled"] = True
     return {k: json.dumps(v) for k, v in values.items()}
+
+
+def split_job_hyperparameters(values: dict[str, str]) -> tuple[dict[str, str], list[str] | None]:
+    """``(the algorithm's hyperparameters, class names or None)`` of a job of either engine: a job of this engine
+    (it has ``sagemaker_program``) has JSON-encoded values and its own ``mlic_*`` and ``sagemaker_*`` keys."""
+    if "sagemaker_program" not in values:
+        return dict(values), None
+
+    def decode(v: str) -> Any:
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError:
+            return v
+
+    decoded = {k: decode(v) for k, v in values.items()}
+    algorithm = {k: v if isinstance(v, str) else json.dumps(v) for k, v in decoded.items()
+                 if not k.startswith(("sagemaker_", "mlic_"))}
+    names = decoded.get("mlic_class_names")
+    return algorithm, [str(n) for n in names] if isinstance(names, list) else None
 
 
 def _record_hash(data: bytes) -> str:
