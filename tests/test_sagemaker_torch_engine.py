@@ -237,3 +237,18 @@ def test_the_jobs_wheel_installs_with_pip_and_runs_the_entry_point_from_there(tm
     again = tmp_path / "again"
     again.mkdir()
     assert source_bundle(again).read_bytes() == bundle.read_bytes()  # the same installed files, the same bytes
+
+
+def test_a_runs_configuration_keeps_the_engine_of_a_sagemaker_run(tmp_path):
+    """run-config.json of a SageMaker run of the engine, read back with --config, runs the same engine."""
+    from multilabel_ic.cli import build_parser
+    from multilabel_ic.run_config import resolved_config, train_defaults
+
+    argv = ["train", "--backend", "sagemaker", "--engine", "pytorch", "--framework-version", "2.7", "--seed", "3",
+            "--classes", "a,b"]
+    written = resolved_config(build_parser().parse_args(argv), {"num_classes": "2"})
+    assert {k: written["sagemaker"][k] for k in ("engine", "framework_version", "seed")} == {
+        "engine": "pytorch", "framework_version": "2.7", "seed": 3}
+    (tmp_path / "run.json").write_text(json.dumps(written))
+    defaults, _ = train_defaults(written, tmp_path / "run.json")
+    assert (defaults["engine"], defaults["framework_version"], defaults["seed"]) == ("pytorch", "2.7", 3)
