@@ -85,6 +85,8 @@ API_CASES = [
             "model_uri (incremental training) is read by the built-in algorithm only"),
     ApiCase("smengine-api-network-isolation", _fit(enable_network_isolation=True), UsageError,
             "the PyTorch container installs multilabel-ic and its dependencies"),
+    ApiCase("smengine-api-version-with-the-builtin", _fit(engine="builtin", framework_version="2.8"), UsageError,
+            "framework_version='2.8' picks the torch of engine='pytorch'"),
     ApiCase("smengine-api-unknown-engine", _fit(engine="mxnet"), UsageError,
             "The 'engine' option of SageMakerBackend must be one of 'builtin', 'pytorch'"),
 ]

@@ -81,6 +81,9 @@ class SageMakerBackend:
         from .framework import DEFAULT_FRAMEWORK_VERSION
 
         engine = "pytorch" if engine == "torch" else engine
+        if framework_version is not None and engine != "pytorch":
+            raise UsageError(f"framework_version={framework_version!r} picks the torch of engine='pytorch'; the "
+                             f"built-in algorithm has its own image: pass engine='pytorch' or drop framework_version.")
         framework_version = framework_version or DEFAULT_FRAMEWORK_VERSION
         from botocore.config import Config
 
