@@ -120,6 +120,7 @@ _KILLED_CONTAINER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # subprocesses that start PyTorch, and a short training run
 def test_one_host_resumes_from_checkpoints_after_a_spot_interruption_and_ships_the_local_artifact(data, tmp_path):
     """The job's instance is lost in the second epoch; SageMaker restores /opt/ml/checkpoints on the new instance
     (nothing else survives), the entry point resumes there, and the artifact is the uninterrupted local run's."""
@@ -158,6 +159,7 @@ def test_one_host_resumes_from_checkpoints_after_a_spot_interruption_and_ships_t
     assert sorted(parser.hosts["algo-1"]) == [1]
 
 
+@pytest.mark.slow  # subprocesses that start PyTorch, and a short training run
 def test_two_hosts_rendezvous_by_their_resourceconfig_and_ship_the_local_two_process_artifact(data, tmp_path):
     """One process per host: each takes its rank from its host's place in resourceconfig.json (no launcher), and
     together they train as the local backend does on two nodes (torchrun --nnodes 2): same seed, data and
