@@ -139,6 +139,18 @@ _WITHOUT_TORCH = textwrap.dedent("""
     backend = SageMakerBackend(role="arn:aws:iam::1:role/R", bucket="b", region="us-east-1")
     Trainer(Hyperparameters(num_classes=2, num_training_samples=100), backend=backend)
     symbol_json(num_classes=2, num_layers=18, image_shape=(3, 224, 224), multi_label=True)
+    # the project's engine on SageMaker: its image, distribution, hyperparameters and source are made without torch
+    import tempfile
+    from multilabel_ic.backends.sagemaker import framework
+    from multilabel_ic.container.contract import ContainerEnv
+    hp = Hyperparameters(num_classes=2, num_training_samples=100, mini_batch_size=16)
+    engine = SageMakerBackend(role="arn:aws:iam::1:role/R", bucket="b", region="us-east-1", engine="pytorch",
+                              instance_type="ml.p3.16xlarge", instance_count=2)
+    Trainer(hp, backend=engine)
+    engine._check_framework_request(hp)
+    framework.job_hyperparameters(hp, ["a", "b"], distributed=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        framework.source_bundle(tmp)
     assert "torch" not in sys.modules, "torch was imported"
     from multilabel_ic import MissingDependencyError
     for what in ("multilabel_ic.backends.local", "multilabel_ic.model.predictor"):

@@ -96,7 +96,7 @@ def test_figures_from_a_job_in_the_emulator(aws):
     assert f["images_per_sec"] == 310.0 and f["seconds_per_epoch"] == 20.0
     assert f["time_to_first_step_s"] == pytest.approx(120.0, abs=1.0)
     assert f["cost_per_epoch"] == pytest.approx(3.6 * 20 / 3600)
-    assert f["source"] == "training job bench-job"
+    assert f["source"] == "training job bench-job" and f["engine"] == "built-in"  # from its image
 
 
 def test_side_by_side_report_is_written(tmp_path):

@@ -91,8 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "or in --config)")
     t.add_argument("--output", type=Path, default=Path("runs/train"), help="the run folder")
     t.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
-    t.add_argument("--engine", choices=["pytorch", "gluon"], default="pytorch",
-                   help="pytorch (default), or gluon: MXNet itself trains (needs the gluon extra; docs/gluon.md)")
+    t.add_argument("--engine", choices=["pytorch", "gluon"], default=None,
+                   help="local: pytorch (default), or gluon: MXNet itself trains (needs the gluon extra; "
+                        "docs/gluon.md); sagemaker: the built-in algorithm (default), or pytorch: this project's "
+                        "engine in SageMaker's PyTorch container (docs/sagemaker.md)")
     t.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
                    help="train with N processes on this machine (one per GPU) under torchrun; mini_batch_size is "
                         "split across them (docs/local-backend.md, many GPUs)")
@@ -204,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a CloudWatch log export of a training job to compare against (repeatable)")
     b.add_argument("--sagemaker-job", action="append", default=[], help="a training job name (needs AWS access)")
     b.add_argument("--instance-type", default="ml.p3.2xlarge", help="instance type of the --sagemaker-log jobs")
+    b.add_argument("--sagemaker-cost", action="store_true",
+                   help="instead: both SageMaker engines (built-in, --engine pytorch) priced per epoch of the MS-COCO "
+                        "configuration, from --sagemaker-job/--sagemaker-log jobs and published figures")
     b.add_argument("--region", default="us-east-1")
     b.add_argument("--prices", type=Path, default=None, help="a price table JSON to use instead of the packaged one")
     add_hp_args(b)
@@ -363,7 +368,7 @@ def _local_options(args):
     from .backends.local import LocalOptions
 
     return LocalOptions(seed=args.seed, num_workers=args.workers, progress=not args.quiet,
-                        pretrained=args.pretrained, restart=args.restart, engine=args.engine,
+                        pretrained=args.pretrained, restart=args.restart, engine=args.engine or "pytorch",
                         sync_batchnorm=args.sync_batchnorm, input_pipeline=args.input_pipeline,
                         cache_dir=str(args.cache_dir) if args.cache_dir else None, compile=args.compile,
                         **({} if args.cache_max_gb is None else {"cache_max_gb": args.cache_max_gb}))
@@ -559,6 +564,11 @@ def cmd_parity(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.sagemaker_cost:
+        from .bench.run import sagemaker_cost
+
+        sagemaker_cost(args)
+        return 0
     if args.scaling is not None:
         from .bench.scaling import run_scaling
 

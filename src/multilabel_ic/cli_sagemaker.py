@@ -15,7 +15,7 @@ from .exceptions import BackendError, UsageError
 __all__ = ["add_sagemaker_args", "backend_from_args", "add_commands", "HANDLERS", "LOCAL_ONLY_TRAIN_FLAGS"]
 
 # train flags of the local backend only: given with --backend sagemaker they are refused (SageMaker would ignore them)
-LOCAL_ONLY_TRAIN_FLAGS = {"device": None, "workers": None, "engine": "pytorch", "pretrained": None, "restart": False,
+LOCAL_ONLY_TRAIN_FLAGS = {"device": None, "workers": None, "pretrained": None, "restart": False,
                           "tensorboard": None, "mlflow": None, "sync_batchnorm": False,
                           "input_pipeline": "batched", "cache_dir": None, "cache_max_gb": None, "compile": False}
 
@@ -49,6 +49,8 @@ def add_sagemaker_args(p: argparse.ArgumentParser, *, training: bool = False, re
         g.add_argument("--max-wait", type=int, default=None, help="spot: wait + run time limit, seconds")
         g.add_argument("--checkpoint-s3-uri", default=None, help="spot: where the job checkpoints")
         g.add_argument("--base-job-name", default="ic-multilabel", help="prefix of the job name")
+        g.add_argument("--framework-version", default=None,
+                       help="with --engine pytorch: the SageMaker PyTorch image's torch version (default 2.8)")
     if resources:
         g.add_argument("--subnets", default=None, help="VPC subnet ids, comma-separated (with --security-group-ids)")
         g.add_argument("--security-group-ids", default=None, help="VPC security group ids, comma-separated")
@@ -72,6 +74,17 @@ def backend_from_args(args: argparse.Namespace):
                  "checkpoint_s3_uri", "base_job_name"):
         if hasattr(args, name) and args.command == "train":
             settings[name] = getattr(args, name)
+    if args.command == "train" and hasattr(args, "engine"):  # --engine pytorch: the project's engine on SageMaker
+        if args.engine == "gluon":
+            raise UsageError("--engine gluon trains on this machine only; with --backend sagemaker use --engine "
+                             "pytorch (this project's engine) or leave --engine out (the built-in algorithm).")
+        if args.framework_version and args.engine != "pytorch":
+            raise UsageError("--framework-version picks the torch version of --engine pytorch; the built-in "
+                             "algorithm has its own image: add --engine pytorch or drop --framework-version.")
+        settings.update(engine="pytorch" if args.engine == "pytorch" else "builtin", seed=args.seed,
+                        framework_version=args.framework_version)
+    elif getattr(args, "framework_version", None):
+        raise UsageError("--framework-version applies to train --backend sagemaker --engine pytorch.")
     if hasattr(args, "subnets"):
         settings.update(subnets=args.subnets, security_group_ids=args.security_group_ids,
                         volume_kms_key=args.volume_kms_key, output_kms_key=args.output_kms_key,

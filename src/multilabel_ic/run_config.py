@@ -59,7 +59,7 @@ SECTIONS: dict[str | None, dict[str, str]] = {
                   "volume_kms_key": "volume_kms_key", "output_kms_key": "output_kms_key",
                   "enable_network_isolation": "network_isolation",
                   "encrypt_inter_container_traffic": "encrypt_inter_container_traffic", "tags": "tag",
-                  "environment": "env"},
+                  "environment": "env", "engine": "engine", "framework_version": "framework_version", "seed": "seed"},
 }
 
 # the type of every key (see _convert): "path" keys (and a plain path in "path_or_url", "tensorboard", "mlflow") are
@@ -74,7 +74,7 @@ KINDS: dict[str, str] = {
     "instance_count": "int", "volume_size": "int", "max_run": "int", "input_format": "choice", "use_spot": "bool",
     "max_wait": "int", "checkpoint_s3_uri": "str", "base_job_name": "str", "subnets": "ids",
     "security_group_ids": "ids", "volume_kms_key": "str", "output_kms_key": "str", "enable_network_isolation": "bool",
-    "encrypt_inter_container_traffic": "bool", "tags": "table", "environment": "table",
+    "encrypt_inter_container_traffic": "bool", "tags": "table", "environment": "table", "framework_version": "str",
 }
 # every key that names a file or folder on this machine (a URL or URI in pretrained / mlflow is kept as it is)
 PATH_KEYS = frozenset(k for k, kind in KINDS.items() if kind in ("path", "path_or_url", "tensorboard", "mlflow",

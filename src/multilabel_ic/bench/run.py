@@ -11,13 +11,14 @@ from .._io import atomic_write, atomic_write_text
 from ..exceptions import UsageError
 from .common import machine_info, stats
 
-__all__ = ["run_bench", "side_by_side", "write_report", "COCO5_BENCH_HP"]
+__all__ = ["run_bench", "side_by_side", "write_report", "sagemaker_cost", "COCO5_BENCH_HP", "COCO5_SAMPLES"]
 
 log = logging.getLogger("multilabel_ic.bench")
 
 # The MS-COCO example's configuration (use_pretrained_model does not change throughput and needs weights).
+COCO5_SAMPLES = 2500  # training images per epoch
 COCO5_BENCH_HP = dict(num_layers=18, image_shape="3,224,224", num_classes=5, mini_batch_size=128, resize=256,
-                      epochs=5, learning_rate=0.001, num_training_samples=2500, use_weighted_loss=1,
+                      epochs=5, learning_rate=0.001, num_training_samples=COCO5_SAMPLES, use_weighted_loss=1,
                       augmentation_type="crop_color_transform", precision_dtype="float32", multi_label=1)
 
 QUICK: dict[str, Any] = dict(num_images=48, batch=16, steps=6, warmup=2, window=2, pipeline_images=64, single=20,
@@ -235,7 +236,36 @@ def run_bench(args) -> dict:
         for name in args.sagemaker_job:
             report["sagemaker"].append(figures_from_job(backend, name, prices=prices))
     report["side_by_side"] = side_by_side(report["local"], report["sagemaker"])
+    from .engines import side_by_side_rows  # both SageMaker engines from published figures, labelled as such
+
+    report["side_by_side"] += side_by_side_rows(COCO5_SAMPLES, prices)
     print("\n" + format_table(report["side_by_side"]))
     json_path, png_path = write_report(report, out)
     print(f"\nwrote {json_path} and {png_path}")
+    return report
+
+
+def sagemaker_cost(args) -> dict:
+    """``multilabel-ic bench --sagemaker-cost``: both engines' rows, priced per epoch of the MS-COCO configuration;
+    printed, and written to ``<output>/sagemaker-cost.json``."""
+    from .._io import ensure_dir
+    from .engines import cost_rows, format_cost_table
+    from .sagemaker import figures_from_job, figures_from_log_file, load_prices
+
+    prices = load_prices(getattr(args, "prices", None))
+    samples = COCO5_SAMPLES
+    jobs = [{**figures_from_log_file(p, instance_type=args.instance_type, prices=prices), "engine": "(log)"}
+            for p in args.sagemaker_log]
+    if args.sagemaker_job:
+        from ..backends.sagemaker import SageMakerBackend
+
+        backend = SageMakerBackend(role="unused", bucket="unused", region=getattr(args, "region", None),
+                                   progress=False)
+        jobs += [figures_from_job(backend, name, prices=prices) for name in args.sagemaker_job]
+    rows = cost_rows(samples, prices, jobs)
+    print(format_cost_table(rows, samples, prices))
+    report = {"samples_per_epoch": samples, "config": dict(COCO5_BENCH_HP), "prices": prices, "rows": rows}
+    out = ensure_dir(Path(args.output))
+    atomic_write_text(out / "sagemaker-cost.json", json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {out / 'sagemaker-cost.json'}")
     return report

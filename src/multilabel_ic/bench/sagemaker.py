@@ -123,6 +123,10 @@ def figures_from_job(backend, job_name: str, *, prices: dict | None = None) -> d
     created = desc.get("CreationTime")
     created_ms = int(created.timestamp() * 1000) if created is not None else None
     rc = desc.get("ResourceConfig", {})
-    return job_figures(parser, instance_type=rc.get("InstanceType", "?"), instance_count=rc.get("InstanceCount"),
-                       billable_seconds=desc.get("BillableTimeInSeconds"), created_ms=created_ms, prices=prices,
-                       source=f"training job {job_name}")
+    from .engines import engine_of_image
+
+    figures = job_figures(parser, instance_type=rc.get("InstanceType", "?"), instance_count=rc.get("InstanceCount"),
+                          billable_seconds=desc.get("BillableTimeInSeconds"), created_ms=created_ms, prices=prices,
+                          source=f"training job {job_name}")
+    figures["engine"] = engine_of_image(desc.get("AlgorithmSpecification", {}).get("TrainingImage", ""))
+    return figures

@@ -33,6 +33,8 @@ __all__ = ["SageMakerBackend", "INPUT_FORMATS"]
 log = logging.getLogger("multilabel_ic.sagemaker")
 INPUT_FORMATS = ("lst", "recordio", "manifest")
 _TERMINAL = ("Completed", "Failed", "Stopped")
+# builtin: the SageMaker algorithm's own container; pytorch: this project's engine in SageMaker's PyTorch container
+ENGINES = ("builtin", "pytorch")
 
 
 # One rule per setting, in the rule table's terms (the same mechanism and message shape as Hyperparameters).
@@ -44,7 +46,8 @@ BACKEND_RULES = {
     "poll_interval": Rule("float", low=0), "max_attempts": Rule("int", low=1), "use_spot": Rule("bool"),
     "logs": Rule("bool"), "progress": Rule("bool"), "score_validation": Rule("bool"),
     "instance_type": Rule("str"), "base_job_name": Rule("str"), "role": Rule("str", nullable=True),
-    "bucket": Rule("str", nullable=True),
+    "bucket": Rule("str", nullable=True), "engine": Rule("choice", choices=ENGINES),
+    "framework_version": Rule("str"), "seed": Rule("int", low=0),
 }
 
 
@@ -53,6 +56,10 @@ class SageMakerBackend:
 
     ``instance_count > 1`` is SageMaker's distributed training (set ``kv_store`` in the hyperparameters to choose
     dist_sync or dist_async). ``use_spot=True`` uses managed spot capacity with ``checkpoint_s3_uri``.
+
+    ``engine="pytorch"`` (or ``"torch"``) runs this project's engine instead of the built-in algorithm, in SageMaker's
+    PyTorch training container (``framework_version``; several instances train as torchrun DDP through SageMaker's
+    ``torch_distributed`` setting, seeded with ``seed``). Same channels, hyperparameters and artifact format.
     """
 
     name = "sagemaker"
@@ -68,8 +75,16 @@ class SageMakerBackend:
                  score_validation: bool = True, subnets: Sequence[str] | None = None,
                  security_group_ids: Sequence[str] | None = None, volume_kms_key: str | None = None,
                  output_kms_key: str | None = None, enable_network_isolation: bool = False,
-                 encrypt_inter_container_traffic: bool = False, environment: dict[str, str] | None = None):
+                 encrypt_inter_container_traffic: bool = False, environment: dict[str, str] | None = None,
+                 engine: str = "builtin", framework_version: str | None = None, seed: int = 0):
         boto3 = require("boto3", extra="sagemaker")
+        from .framework import DEFAULT_FRAMEWORK_VERSION
+
+        engine = "pytorch" if engine == "torch" else engine
+        if framework_version is not None and engine != "pytorch":
+            raise UsageError(f"framework_version={framework_version!r} picks the torch of engine='pytorch'; the "
+                             f"built-in algorithm has its own image: pass engine='pytorch' or drop framework_version.")
+        framework_version = framework_version or DEFAULT_FRAMEWORK_VERSION
         from botocore.config import Config
 
         checked = check_options(dict(
@@ -77,7 +92,8 @@ class SageMakerBackend:
             max_wait=max_wait, manifest_label_format=manifest_label_format, poll_interval=poll_interval,
             max_attempts=max_attempts, use_spot=use_spot, logs=logs, progress=progress,
             score_validation=score_validation, instance_type=instance_type, base_job_name=base_job_name,
-            role=role, bucket=bucket), BACKEND_RULES, owner="SageMakerBackend")
+            role=role, bucket=bucket, engine=engine, framework_version=framework_version, seed=seed), BACKEND_RULES,
+            owner="SageMakerBackend")
         instance_count, volume_size, max_run = checked["instance_count"], checked["volume_size"], checked["max_run"]
         max_wait, poll_interval, max_attempts = checked["max_wait"], checked["poll_interval"], checked["max_attempts"]
         from .security import ResourceSettings
@@ -115,6 +131,7 @@ class SageMakerBackend:
         self.model_uri, self.manifest_label_format = model_uri, manifest_label_format
         self.poll_interval, self.logs, self.progress = poll_interval, logs, progress
         self.score_validation = score_validation
+        self.engine, self.framework_version, self.seed = engine, framework_version, seed
         self._clients: dict[str, Any] = {}
         self.sleep = time.sleep  # the pause between status polls (replaceable in tests)
         self.last_request: dict | None = None
@@ -250,6 +267,10 @@ class SageMakerBackend:
         if initial_model is not None:
             from .initial import initial_model_for_job
 
+            if self.engine == "pytorch":
+                raise UsageError("initial_model (CLI: --initial-model) is read by the built-in algorithm's model "
+                                 "channel; engine='pytorch' cannot continue from a model yet: use engine='builtin', "
+                                 "or continue locally (backend='local').")
             if self.model_uri:
                 raise UsageError("give the initial model once: as initial_model= (CLI: --initial-model) or as "
                                  "SageMakerBackend(model_uri=...), not both.")
@@ -267,12 +288,15 @@ class SageMakerBackend:
 
             model_uri = model_channel_uri(self, initial)
         name = rq.job_name(self.base_job_name)
-        req = rq.training_job_request(
-            name=name, role_arn=role, image=image, hyperparameters=hp.to_sagemaker(), channels=channels,
-            output_path=f"{self.base_uri}/output", instance_type=self.instance_type,
-            instance_count=self.instance_count, volume_size=self.volume_size, max_run=self.max_run,
-            input_mode="Pipe" if self.input_format == "manifest" else "File", use_spot=self.use_spot,
-            max_wait=self.max_wait, checkpoint_s3_uri=self.checkpoint_s3_uri, model_uri=model_uri)
+        if self.engine == "pytorch":
+            req = self._framework_request(name, role, image, hp, channels, list(train.class_names))
+        else:
+            req = rq.training_job_request(
+                name=name, role_arn=role, image=image, hyperparameters=hp.to_sagemaker(), channels=channels,
+                output_path=f"{self.base_uri}/output", instance_type=self.instance_type,
+                instance_count=self.instance_count, volume_size=self.volume_size, max_run=self.max_run,
+                input_mode="Pipe" if self.input_format == "manifest" else "File", use_spot=self.use_spot,
+                max_wait=self.max_wait, checkpoint_s3_uri=self.checkpoint_s3_uri, model_uri=model_uri)
         req = self.resources.apply_to_training_job(req)
         self.last_request = req
         self._call("sagemaker", "create_training_job", **req)
@@ -281,6 +305,31 @@ class SageMakerBackend:
         if initial is not None:
             model.info["initial_model"] = {"source": initial.source, "s3_uri": model_uri, **initial.fingerprint()}
         return model
+
+    def _framework_request(self, name: str, role: str, image: str, hp: Hyperparameters, channels: list[dict],
+                           class_names: list[str]) -> dict:
+        """engine="pytorch": upload the job's source (a wheel of this installed version and the entry script) and
+        build the CreateTrainingJob request for SageMaker's PyTorch container."""
+        from . import framework as fw
+
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle = fw.source_bundle(tmp)
+            source = upload_channel(self.client("s3"), [(bundle, bundle.name)], bucket=self._need_bucket(),
+                                    prefix=self.prefix, channel="source", progress=False, desc="source")
+        log.info("job source (multilabel-ic wheel and entry point): %s%s", source, bundle.name)
+        dist = fw.distribution(self.instance_type, self.instance_count, self.framework_version)
+        checkpoints = self.checkpoint_s3_uri or (f"{self.base_uri}/checkpoints/{name}" if self.use_spot else None)
+        req = rq.training_job_request(
+            name=name, role_arn=role, image=image, channels=channels, output_path=f"{self.base_uri}/output",
+            hyperparameters=fw.job_hyperparameters(
+                hp, class_names, seed=self.seed, submit_directory=f"{source}{bundle.name}", region=self.region,
+                job_name=name, distributed=bool(dist)),
+            instance_type=self.instance_type, instance_count=self.instance_count, volume_size=self.volume_size,
+            max_run=self.max_run, use_spot=self.use_spot, max_wait=self.max_wait, checkpoint_s3_uri=checkpoints)
+        req["AlgorithmSpecification"]["MetricDefinitions"] = [dict(m) for m in fw.METRIC_DEFINITIONS]
+        if "CheckpointConfig" in req:
+            req["CheckpointConfig"]["LocalPath"] = fw.CHECKPOINT_LOCAL_PATH
+        return req
 
     def _score_artifact(self, artifact: Path, hp: Hyperparameters, validation: Dataset) -> dict:
         """The shipped model's metrics on the validation data, from a scoring pass of the downloaded artifact with
@@ -327,16 +376,41 @@ class SageMakerBackend:
             raise UsageError(f"input_format='manifest' (Pipe mode) with instance_count={self.instance_count}: the "
                              f"algorithm does not support distributed training in Pipe mode. Use "
                              f"input_format='recordio' or 'lst' for several instances, or instance_count=1.")
+        if self.engine == "pytorch":
+            return self._check_framework_request(hp)
         return self.image()
+
+    def _check_framework_request(self, hp: Hyperparameters) -> str:
+        """engine="pytorch": the image, the distribution and the batch split, refused here with one line."""
+        from . import framework as fw
+
+        if self.input_format == "manifest":
+            raise UsageError("input_format='manifest' is the built-in algorithm's Pipe mode; engine='pytorch' reads "
+                             "File-mode channels: use input_format='lst' or 'recordio'.")
+        if self.model_uri:
+            raise UsageError("model_uri (incremental training) is read by the built-in algorithm only; with "
+                             "engine='pytorch' drop it, or use engine='builtin'.")
+        if self.resources.enable_network_isolation:
+            raise UsageError("enable_network_isolation=True: the PyTorch container installs multilabel-ic and its "
+                             "dependencies (OpenCV, pycocotools, xxhash) from PyPI when the job starts, which an "
+                             "isolated container cannot reach; drop it, or use engine='builtin'.")
+        image = fw.framework_image(self.region, self.framework_version, self.instance_type)
+        fw.distribution(self.instance_type, self.instance_count, self.framework_version)
+        fw.check_batch_split(hp, self.instance_count, fw.gpus_per_instance(self.region, self.instance_type),
+                             self.instance_type)
+        return image
 
     def attach(self, job_name: str, *, output_dir: str | Path = "runs/attached",
                class_names: Sequence[str] | None = None, callbacks: Sequence[Callback] = ()):
         """The :class:`Model` of a training job started elsewhere (or by an earlier process): waits for it with log
         streaming, then downloads its artifact into ``output_dir``."""
         from ...hyperparameters import Hyperparameters
+        from .framework import split_job_hyperparameters
 
         desc = self._call("sagemaker", "describe_training_job", TrainingJobName=job_name)
-        hp = Hyperparameters.from_sagemaker(desc.get("HyperParameters", {}))
+        values, job_names = split_job_hyperparameters(desc.get("HyperParameters", {}))  # either engine's job
+        hp = Hyperparameters.from_sagemaker(values)
+        class_names = class_names or job_names
         names = list(class_names) if class_names else [f"class_{i}" for i in range(hp.num_classes)]
         if len(names) != hp.num_classes:
             raise UsageError(f"class_names has {len(names)} names but job {job_name} trains {hp.num_classes} classes")

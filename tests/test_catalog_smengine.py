@@ -1,0 +1,128 @@
+"""The failure catalog of the project's engine on SageMaker (issue 27): every request the job would fail on (an
+instance type the PyTorch image does not run on, a torch version with no image in the region, several instances that
+SageMaker's torch_distributed cannot run, a batch the hosts or GPUs cannot split, a channel or setting only the
+built-in reads) is refused with one line before anything is uploaded or billed."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+from catalog_support import CLASSES, ApiCase, CliCase, check_api_case, check_cli_case, make_hp
+
+from multilabel_ic import Trainer, UsageError
+
+REGION = "us-east-1"
+BUCKET = "ic-smengine-bucket"
+ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
+_AWS: dict = {}
+
+
+@pytest.fixture(scope="module")
+def boto_session(moto_server):
+    return boto3.Session(region_name=REGION)
+
+
+@pytest.fixture()
+def moto(aws, boto_session, monkeypatch):
+    """A fresh emulated account with one bucket; what is uploaded or started is recorded."""
+    boto_session.client("s3").create_bucket(Bucket=BUCKET)
+    monkeypatch.setattr(boto3, "Session", lambda **kw: boto_session)
+    puts: list[str] = []
+    record = lambda params, **kw: puts.append(params["Key"])  # noqa: E731
+    boto_session.events.register("provide-client-params.s3.PutObject", record)
+    boto_session.events.register("provide-client-params.s3.CreateMultipartUpload", record)
+    _AWS.update(session=boto_session, puts=puts)
+    yield
+    boto_session.events.unregister("provide-client-params.s3.PutObject", record)
+    boto_session.events.unregister("provide-client-params.s3.CreateMultipartUpload", record)
+    assert puts == [], "something was uploaded"
+    assert boto_session.client("sagemaker").list_training_jobs()["TrainingJobSummaries"] == []
+    _AWS.clear()
+
+
+def _fit(hp=None, **settings):
+    """Train on the workspace's 24 images with the project's engine on SageMaker, ``settings`` changed."""
+    def call(ws, tmp):
+        from multilabel_ic.backends.sagemaker import SageMakerBackend
+
+        backend = SageMakerBackend(**{"role": ROLE, "bucket": BUCKET, "region": REGION, "session": _AWS["session"],
+                                      "progress": False, "engine": "pytorch", **settings})
+        return Trainer(hp or make_hp(), backend=backend, output_dir=tmp / "out").fit(ws.data, validation=ws.data)
+    return call
+
+
+_NO_IMAGE = "no SageMaker PyTorch training image runs there"
+_NO_DIST = "SageMaker's torch_distributed cannot run it"
+
+API_CASES = [
+    # instance types the framework image does not run on
+    ApiCase("smengine-api-instance-inferentia", _fit(instance_type="ml.inf1.xlarge"), UsageError, _NO_IMAGE),
+    ApiCase("smengine-api-instance-p2-retired", _fit(instance_type="ml.p2.xlarge"), UsageError, _NO_IMAGE),
+    ApiCase("smengine-api-instance-not-a-sagemaker-type", _fit(instance_type="p3.2xlarge"), UsageError, _NO_IMAGE),
+    # torch versions with no image (anywhere, in the region, or older than the project supports)
+    ApiCase("smengine-api-torch-version-unknown", _fit(framework_version="2.99"), UsageError,
+            "framework_version='2.99': SageMaker has no PyTorch training image of that version"),
+    ApiCase("smengine-api-torch-version-not-in-region", _fit(framework_version="2.2", region="me-west-1"),
+            UsageError, f"region='me-west-1': {_NO_IMAGE}"),
+    ApiCase("smengine-api-torch-version-too-old", _fit(framework_version="1.13"), UsageError,
+            "the project's engine needs torch >= 2.2"),
+    # several instances: SageMaker's torch_distributed runs on GPU instances, with the versions it lists
+    ApiCase("smengine-api-hosts-on-cpu-instances", _fit(instance_type="ml.m5.xlarge", instance_count=2), UsageError,
+            _NO_DIST),
+    ApiCase("smengine-api-hosts-with-unlisted-version", _fit(instance_type="ml.p3.2xlarge", instance_count=2,
+                                                             framework_version="2.10"), UsageError, _NO_DIST),
+    # batches the hosts or their GPUs cannot split
+    ApiCase("smengine-api-batch-not-split-by-gpus", _fit(make_hp(mini_batch_size=12),
+                                                         instance_type="ml.p3.16xlarge", instance_count=2),
+            UsageError, "mini_batch_size=12 is split across the 8 GPUs of each ml.p3.16xlarge: make it a multiple of 8"),
+    ApiCase("smengine-api-batch-more-than-the-data", _fit(make_hp(mini_batch_size=8), instance_type="ml.p3.2xlarge",
+                                                          instance_count=4),
+            UsageError, "instance_count=4 x mini_batch_size=8 is more than the num_training_samples=24"),
+    # what only the built-in algorithm reads
+    ApiCase("smengine-api-pipe-mode-manifest", _fit(input_format="manifest"), UsageError,
+            "engine='pytorch' reads File-mode channels"),
+    ApiCase("smengine-api-model-channel", _fit(model_uri=f"s3://{BUCKET}/old/model.tar.gz"), UsageError,
+            "model_uri (incremental training) is read by the built-in algorithm only"),
+    ApiCase("smengine-api-network-isolation", _fit(enable_network_isolation=True), UsageError,
+            "the PyTorch container installs multilabel-ic and its dependencies"),
+    ApiCase("smengine-api-version-with-the-builtin", _fit(engine="builtin", framework_version="2.8"), UsageError,
+            "framework_version='2.8' picks the torch of engine='pytorch'"),
+    ApiCase("smengine-api-unknown-engine", _fit(engine="mxnet"), UsageError,
+            "The 'engine' option of SageMakerBackend must be one of 'builtin', 'pytorch'"),
+]
+
+
+def _train(*extra: str):
+    def argv(ws, tmp):
+        return ["--quiet", "train", "--backend", "sagemaker", "--train-lst", str(ws.lst), "--validation-lst",
+                str(ws.lst), "--images", str(ws.images), "--classes", CLASSES, "--output", str(tmp / "out"),
+                "--region", REGION, "--role", ROLE, "--bucket", BUCKET, "--hp", "mini_batch_size=8", "--hp", "multi_label=1", *extra]
+    return argv
+
+
+CLI_CASES = [
+    CliCase("smengine-cli-gluon-on-sagemaker", _train("--engine", "gluon"), 2, "--engine gluon trains on this machine"),
+    CliCase("smengine-cli-version-without-engine", _train("--framework-version", "2.8"), 2,
+            "--framework-version picks the torch version of --engine pytorch"),
+    CliCase("smengine-cli-version-unknown", _train("--engine", "pytorch", "--framework-version", "3.0"), 2,
+            "SageMaker has no PyTorch training image of that version"),
+    CliCase("smengine-cli-hosts-on-cpu", _train("--engine", "pytorch", "--instance-type", "ml.c5.xlarge",
+                                               "--instance-count", "2"), 2, _NO_DIST),
+    CliCase("smengine-cli-instance-unsupported", _train("--engine", "pytorch", "--instance-type", "ml.inf1.xlarge"),
+            2, _NO_IMAGE),
+]
+
+
+@pytest.mark.parametrize("case", API_CASES, ids=[c.id for c in API_CASES])
+def test_api_case(case, ws, tmp_path, moto):
+    check_api_case(case, ws, tmp_path)
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=[c.id for c in CLI_CASES])
+def test_cli_case(case, ws, tmp_path, capsys, moto):
+    check_cli_case(case, ws, tmp_path, capsys)
+
+
+def test_the_case_ids_are_this_areas():
+    ids = [c.id for c in CLI_CASES + API_CASES]
+    assert len(set(ids)) == len(ids) and all(i.startswith("smengine-") for i in ids)
