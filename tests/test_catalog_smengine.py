@@ -40,14 +40,16 @@ def moto(aws, boto_session, monkeypatch):
     _AWS.clear()
 
 
-def _fit(hp=None, **settings):
-    """Train on the workspace's 24 images with the project's engine on SageMaker, ``settings`` changed."""
+def _fit(hp=None, *, initial_model: bool = False, **settings):
+    """Train on the workspace's 24 images with the project's engine on SageMaker, ``settings`` changed
+    (``initial_model``: continuing from the workspace's model)."""
     def call(ws, tmp):
         from multilabel_ic.backends.sagemaker import SageMakerBackend
 
         backend = SageMakerBackend(**{"role": ROLE, "bucket": BUCKET, "region": REGION, "session": _AWS["session"],
                                       "progress": False, "engine": "pytorch", **settings})
-        return Trainer(hp or make_hp(), backend=backend, output_dir=tmp / "out").fit(ws.data, validation=ws.data)
+        return Trainer(hp or make_hp(), backend=backend, output_dir=tmp / "out").fit(
+            ws.data, validation=ws.data, initial_model=ws.model if initial_model else None)
     return call
 
 
@@ -83,6 +85,8 @@ API_CASES = [
             "engine='pytorch' reads File-mode channels"),
     ApiCase("smengine-api-model-channel", _fit(model_uri=f"s3://{BUCKET}/old/model.tar.gz"), UsageError,
             "model_uri (incremental training) is read by the built-in algorithm only"),
+    ApiCase("smengine-api-initial-model", _fit(initial_model=True), UsageError,
+            "engine='pytorch' cannot continue from a model yet"),
     ApiCase("smengine-api-network-isolation", _fit(enable_network_isolation=True), UsageError,
             "the PyTorch container installs multilabel-ic and its dependencies"),
     ApiCase("smengine-api-version-with-the-builtin", _fit(engine="builtin", framework_version="2.8"), UsageError,
