@@ -32,7 +32,7 @@ $(GLUON_VENV)/.installed: pyproject.toml
 gluon-venv: $(GLUON_VENV)/.installed
 
 demo: venv
-	$(BIN)/multilabel-ic demo --output demo-output
+	$(BIN)/multilabel-ic demo --output demo-output $(DEMO_ARGS)
 
 test: test-main test-gluon
 

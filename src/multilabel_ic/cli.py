@@ -178,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--num-images", type=int, default=1000)
     d.add_argument("--device", default=None)
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--min-map", type=float, default=None, metavar="M",
+                   help="exit 1 if the held-out mAP is below M (the project's CI runs the demo with 0.90)")
     add_hp_args(d)
 
     pa = sub.add_parser("parity", help="train both local engines (PyTorch, MXNet Gluon) on the same data with "
@@ -542,6 +544,10 @@ def cmd_demo(args) -> int:
     print(f"\nartifact: {model.artifact}\nmetrics:  {args.output / 'run' / 'metrics.json'} (+ metrics.png)\n"
           f"report:   {report or 'not written (see the warning above)'} (open it in a browser)\n"
           f"done in {time.time() - started:.0f} s")
+    held_out = model.metrics["final"]["mAP"]
+    if args.min_map is not None and (held_out is None or held_out < args.min_map):
+        print(f"error: the held-out mAP {held_out} is below --min-map {args.min_map}", file=sys.stderr)
+        return 1
     return 0
 
 
