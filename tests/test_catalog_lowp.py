@@ -75,6 +75,8 @@ CLI_CASES = [
             lambda ws, t: _predict(ws, "--runtime", "openvino", "--precision", "int8",
                                    model=_with_export(ws, t, format="onnx")), 1,
             "not an int8 openvino export"),
+    CliCase("lowp-serve-int8-on-torch", lambda ws, t: ["serve", str(ws.model), "--port", "0", "--precision", "int8"],
+            2, "runs the int8 export on runtime='openvino' or 'onnxruntime'"),
     CliCase("lowp-export-int8-torchscript", lambda ws, t: _export(ws, t, "--format", "torchscript", "--precision",
                                                                   "int8"), 2, "TorchScript is float32"),
     CliCase("lowp-export-bf16-onnx", lambda ws, t: _export(ws, t, "--format", "onnx", "--precision", "bf16"), 2,

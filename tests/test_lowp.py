@@ -214,7 +214,8 @@ def test_bf16_without_the_cpu_flags_names_them(run, no_bf16, capsys):
         LocalPredictor(run, runtime="openvino", precision="bf16", device="cpu")
     assert "\n" not in str(e.value)
     for argv in (["predict", "--model", str(run), "--runtime", "openvino", "--precision", "bf16", str(run)],
-                 ["export", str(run), "--format", "openvino", "--precision", "bf16"]):
+                 ["export", str(run), "--format", "openvino", "--precision", "bf16"],
+                 ["serve", str(run), "--port", "0", "--runtime", "openvino", "--precision", "bf16"]):
         assert main(argv) == 2
         assert "avx512_bf16 or amx_bf16" in capsys.readouterr().err
     assert not run.with_name("model-bf16.xml").exists()

@@ -22,7 +22,7 @@ require("torch", extra="local")
 
 import torch  # noqa: E402
 
-__all__ = ["LocalPredictor", "CONTENT_TYPES", "RUNTIMES", "PRECISIONS"]
+__all__ = ["LocalPredictor", "CONTENT_TYPES", "RUNTIMES", "PRECISIONS", "check_precision"]
 
 CONTENT_TYPES = ("application/x-image", "image/jpeg", "image/png")
 
@@ -33,7 +33,7 @@ RUNTIMES = ("torch", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "int8", "bf16")
 
 
-def _check_precision(runtime: str, precision: str) -> None:
+def check_precision(runtime: str, precision: str) -> None:
     """A one-line UsageError for a precision the runtime (or this CPU) does not run."""
     if precision not in PRECISIONS:
         raise UsageError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}.")
@@ -80,7 +80,7 @@ class LocalPredictor(Predictor):
                  precision: str = "fp32", quantized_model: str | os.PathLike | None = None):
         if runtime not in RUNTIMES:
             raise UsageError(f"runtime {runtime!r} is not one of {', '.join(RUNTIMES)}.")
-        _check_precision(runtime, precision)
+        check_precision(runtime, precision)
         art = read_model_tar(artifact, epoch=epoch)
         meta = read_metadata(artifact, num_classes=art.num_classes) or {}
         if class_names is None and meta.get("class_names"):
