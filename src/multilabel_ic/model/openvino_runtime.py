@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..exceptions import require
-from .export import TOLERANCE, check_agreement, wrapped_with_activation
+from .export import check_agreement, wrapped_with_activation
 from .runtime_cache import load_or_build, network_key
 
 __all__ = ["openvino_runner", "with_uint8_input", "BF16_TOLERANCE"]
@@ -86,9 +86,10 @@ def openvino_runner(net, *, softmax: bool, image_shape: tuple[int, int, int], ca
                 return np.array(request.infer({0: np.ascontiguousarray(batch)})[0], dtype=np.float32)  # a copy
 
         run.weights = weights  # type: ignore[attr-defined]  # the model may share this memory: keep it alive
-        tolerance = BF16_TOLERANCE if precision == "bf16" else TOLERANCE
-        return run, check_agreement(float(np.abs(run(test) - expected).max()), f"OpenVINO model ({precision})",
-                                    tolerance)
+        bf16 = precision == "bf16"
+        return run, check_agreement(float(np.abs(run(test) - expected).max()),
+                                    "OpenVINO model (bfloat16)" if bf16 else "OpenVINO model",
+                                    BF16_TOLERANCE if bf16 else None)
 
     key = network_key(net, runtime="openvino", version=ov.__version__, image_shape=list(image_shape),
                       softmax=softmax, input="uint8 NHWC")

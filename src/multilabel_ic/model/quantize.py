@@ -13,8 +13,10 @@ quantized model (``{"xml", "bin"}`` or ``{"onnx"}``) with what made them (``tool
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import sys
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -78,8 +80,9 @@ def quantize_openvino(module, image_shape: tuple[int, int, int], calibration: Se
     model = openvino_model(module, image_shape)
     count = sum(len(b) for b in calibration)
     logging.getLogger("nncf").setLevel(logging.WARNING)  # its progress bars and notes, not the user's business
-    quantized = nncf.quantize(model, nncf.Dataset(list(calibration)), subset_size=count,
-                              preset=nncf.QuantizationPreset.PERFORMANCE, target_device=nncf.TargetDevice.CPU)
+    with contextlib.redirect_stdout(sys.stderr):  # its progress bars: on stderr, as the library's own progress
+        quantized = nncf.quantize(model, nncf.Dataset(list(calibration)), subset_size=count,
+                                  preset=nncf.QuantizationPreset.PERFORMANCE, target_device=nncf.TargetDevice.CPU)
     settings = {"tool": "nncf", "version": nncf.__version__, "runtime": "openvino",
                 "runtime_version": require("openvino", extra="openvino").__version__,
                 "method": "nncf.quantize (post-training static): symmetric int8 activations, per-channel int8 "
