@@ -3,8 +3,9 @@
 - OpenVINO: NNCF's ``nncf.quantize`` (the ``lowp`` extra) on the OpenVINO model converted from the network plus its
   activation; its default (performance) preset: symmetric int8 activations, per-channel int8 weights, the
   FakeQuantize operations that the CPU plugin fuses into its int8 convolutions.
-- ONNX Runtime: ``onnxruntime.quantization.quantize_static`` (the ``export`` extra) in QDQ format, per-channel int8
-  weights, uint8 activations, MinMax calibration, after its ``quant_pre_process`` (shape inference and graph
+- ONNX Runtime: ``onnxruntime.quantization.quantize_static`` (the ``export`` extra) in QDQ format, the
+  convolutions and the classifier only (:data:`OPS`; the pre-activation BatchNorms stay in float32), per-channel
+  int8 weights, uint8 activations, MinMax calibration, after its ``quant_pre_process`` (shape inference and graph
   optimisation).
 
 Both take the calibration images as float32 NCHW batches (0-255, the export's input) and return the files of the
@@ -30,6 +31,7 @@ from ..exceptions import require
 __all__ = ["quantize_openvino", "quantize_onnx", "openvino_model", "openvino_parts"]
 
 log = logging.getLogger("multilabel_ic")
+OPS = ("Conv", "Gemm", "MatMul")  # what onnxruntime quantizes: the multiply-adds
 
 
 _converted: dict[str, Any] = {}  # the last conversion, by its key: an int8 and a bf16 export of one model share it
@@ -113,10 +115,11 @@ def quantize_onnx(model: bytes, calibration: Sequence[np.ndarray]) -> tuple[dict
         source.write_bytes(model)
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        op_types_to_quantize=list(OPS), activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8)
         data = out.read_bytes()
     settings = {"tool": "onnxruntime.quantization", "version": ort.__version__, "runtime": "onnxruntime",
                 "runtime_version": ort.__version__,
                 "method": "quantize_static (post-training static), QDQ: uint8 activations, per-channel int8 "
-                          "weights, MinMax statistics on the calibration set"}
+                          "weights, MinMax statistics on the calibration set", "op_types_to_quantize": list(OPS)}
     return {"onnx": data}, settings
