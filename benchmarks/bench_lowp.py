@@ -18,6 +18,7 @@ float32 rate. Writes lowp.json.
 """
 
 import argparse
+import json
 import statistics
 import time
 import warnings
@@ -47,6 +48,7 @@ ap.add_argument("--layers", type=int, default=18)
 ap.add_argument("--rounds", type=int, default=7)
 ap.add_argument("--images", type=int, default=64, help="synthetic images: calibration and the gate")
 ap.add_argument("--output", type=Path, default=Path("bench-output"))
+ap.add_argument("--reuse", action="store_true", help="reuse the int8 exports an earlier run left in --output")
 args = ap.parse_args()
 
 import openvino as ov  # noqa: E402
@@ -66,8 +68,12 @@ lst = data.to_lst(work / "data" / "all.lst")
 exports = {}
 for fmt in ("openvino", "onnx"):
     t = time.perf_counter()
-    info = export_low_precision(artifact, format=fmt, precision="int8", calibration=lst, validation=lst, images=images,
-                                accept_accuracy_loss=True)
+    done = artifact.with_name(f"model-int8.{'xml' if fmt == 'openvino' else 'onnx'}.json")
+    if args.reuse and done.is_file():
+        info = json.loads(done.read_text())
+    else:
+        info = export_low_precision(artifact, format=fmt, precision="int8", calibration=lst, validation=lst,
+                                    images=images, accept_accuracy_loss=True)
     exports[fmt] = {"seconds": round(time.perf_counter() - t, 1), "model": info["model"],
                     "accuracy_gate": {k: info["accuracy_gate"][k] for k in (
                         "images", "mAP_float32", "mAP_delta", "max_abs_class_AP_delta", "decision_agreement",
@@ -109,8 +115,10 @@ for fn in network.values():  # warm-up
     fn(x[args.batch]), fn(x[1])
 for fn in full.values():
     fn(jpegs)
+gemm_a = torch.randn(2048, 2048)
 times: dict[str, list[float]] = defaultdict(list)
 for _ in range(args.rounds):
+    times["gemm_2048"].append(min(timed(torch.mm, gemm_a, gemm_a) for _ in range(3)))
     for name, fn in network.items():
         times[f"network_b{args.batch}_{name}"].append(timed(fn, x[args.batch]))
         times[f"network_b1_{name}"].append(statistics.median(timed(fn, x[1]) for _ in range(5)))
@@ -132,9 +140,11 @@ medians = {k: round(statistics.median(v), 5) for k, v in times.items()}
 with FlopCounterMode(display=False) as counter, torch.no_grad():
     net(torch.zeros(1, 3, args.size, args.size))
 macs_per_image = counter.get_total_flops() / 2
-a = torch.randn(2048, 2048)
-gemm = statistics.median(timed(torch.mm, a, a) for _ in range(5))
-gemm_gmacs = 2048**3 / gemm / 1e9
+gemm_gmacs = 2048**3 / statistics.median(times["gemm_2048"]) / 1e9
+# the float32 network's rate as a fraction of the matrix product's, per round (the same drift hits both)
+fp32_fraction = {rt: round(statistics.median(
+    (macs_per_image * args.batch / net_t) / (2048**3 / gemm_t) for net_t, gemm_t in
+    zip(times[f"network_b{args.batch}_{rt}_fp32"], times["gemm_2048"])), 3) for rt in ("openvino", "onnxruntime")}
 
 # per-layer counters of OpenVINO's int8 and float32 models at --batch
 profile = {}
@@ -168,7 +178,8 @@ for name, model_path in (("int8", exports["openvino"]["model"]), ("fp32", None))
 load = Path("/proc/loadavg").read_text().split()[:3]
 result = {"args": vars(args) | {"output": str(args.output)}, "cpu_flags": instruction_set(), "loadavg": load,
           "macs_per_image": macs_per_image, "float32_gemm_gmacs_per_s": round(gemm_gmacs, 1),
+          "float32_network_fraction_of_gemm": fp32_fraction,
           "exports": exports, "median_seconds": medians, "ratios": ratios, "openvino_profile": profile,
           "rounds": {k: [round(t, 5) for t in v] for k, v in times.items()}}
-print(ratios, medians, load, flush=True)
+print(ratios, medians, fp32_fraction, load, flush=True)
 write(args.output, "lowp.json", result)
