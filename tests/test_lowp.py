@@ -250,3 +250,14 @@ def test_gate_failure_is_an_accuracy_gate_error(run, dark, ws):
                              calibration=Dataset.from_lst(dark, root=dark.parent, class_names=NAMES),
                              validation=ws.data)
     assert not list(run.parent.glob("api-bad*"))
+
+
+def test_float32_openvino_export_matches_the_predictor(run, int8_openvino, tmp_path, capsys):
+    out = tmp_path / "model.xml"
+    assert main(["export", str(run), "--format", "openvino", "--output", str(out)]) == 0
+    assert "max |diff| vs the predictor" in capsys.readouterr().out
+    meta = json.loads(out.with_name("model.xml.json").read_text())
+    assert meta["precision"] == "fp32" and meta["max_abs_diff_vs_predictor"] <= 1e-4
+    assert "accuracy_gate" not in meta and out.with_suffix(".bin").is_file()
+    assert 'type="FakeQuantize"' not in out.read_text()
+    assert main(["export", str(run), "--format", "openvino", "--output", str(out)]) == 0  # replaces its own export
