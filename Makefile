@@ -17,7 +17,7 @@ $(BIN)/activate:
 
 $(VENV)/.installed: $(BIN)/activate pyproject.toml
 	$(BIN)/pip install -q $(TORCH_PIN) || $(BIN)/pip install -q torch torchvision
-	$(BIN)/pip install -q -e ".[local,sagemaker,tracking,export,openvino,serve,tune,dev]"
+	$(BIN)/pip install -q -e ".[local,sagemaker,tracking,export,openvino,lowp,serve,tune,dev]"
 	touch $@
 
 venv: $(VENV)/.installed

@@ -9,6 +9,7 @@ from ._version import __version__  # noqa: E402
 from .api import Backend, Model, Predictor, Trainer
 from .data.dataset import Dataset
 from .exceptions import (
+    AccuracyGateError,
     ArtifactError,
     BackendError,
     DataError,
@@ -46,6 +47,7 @@ __all__ = [
     "DownloadError",
     "MissingDependencyError",
     "ArtifactError",
+    "AccuracyGateError",
     "TrainingError",
     "BackendError",
     "__version__",

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from .cli_args import add_hp_args, class_list, hp_values, hyperparameters_from_args, print_prediction
+from .cli_lowp import add_lowp_export_args, export_low_precision_cli
 from .cli_sagemaker import HANDLERS as SAGEMAKER_HANDLERS
 from .cli_sagemaker import LOCAL_ONLY_TRAIN_FLAGS, add_commands, add_sagemaker_args, backend_from_args
 from .cli_serve import add_serve_parser, cmd_serve
@@ -156,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--runtime", choices=["torch", "onnxruntime", "openvino"], default="torch",
                    help="run the network with PyTorch, or on the CPU with OpenVINO (the openvino extra; the fastest "
                         "measured there) or as an ONNX graph on onnxruntime (the export extra)")
+    r.add_argument("--precision", choices=["fp32", "int8", "bf16"], default="fp32",
+                   help="with --runtime openvino/onnxruntime: int8 runs the export --precision int8 beside the model; "
+                        "bf16 (OpenVINO, CPUs with avx512_bf16/amx_bf16) its bfloat16 hint (docs/export.md)")
     add_sagemaker_args(r)
 
     rp = sub.add_parser("report", help="a self-contained HTML report of a finished run (curves, per-class AP, PR "
@@ -166,12 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--classes", default=None, help="class names in label order (default: model-metadata.json)")
     rp.add_argument("--output", type=Path, default=None, help="(default: RUN/report.html)")
 
-    x = sub.add_parser("export", help="a model.tar.gz as ONNX or TorchScript, checked against the predictor (1e-4)")
+    x = sub.add_parser("export", help="a model.tar.gz as ONNX, OpenVINO or TorchScript, checked against the "
+                       "predictor (1e-4), or in int8/bf16 held to an accuracy gate")
     x.add_argument("model", type=Path, help="the model.tar.gz")
-    x.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
-    x.add_argument("--output", default=None, help="the file to write (default: model.onnx / model.pt beside the "
-                   "artifact); it may replace only an earlier export, never the artifact, its metadata or a folder")
+    x.add_argument("--format", choices=["onnx", "openvino", "torchscript"], default="onnx")
+    x.add_argument("--output", default=None, help="the file to write (default: model.onnx / model.pt / model.xml, "
+                   "model-int8.xml ... beside the artifact); it may replace only an earlier export, never the "
+                   "artifact, its metadata or a folder")
     x.add_argument("--epoch", type=int, default=None, help="which saved epoch (default: the last in the artifact)")
+    add_lowp_export_args(x)
 
     d = sub.add_parser("demo", help="synthetic data -> train on this machine -> evaluate -> predict")
     d.add_argument("--output", type=Path, default=Path("demo-output"))
@@ -473,7 +480,7 @@ def cmd_predict(args) -> int:
 
         return predict_endpoint(args)
     classes = class_list(args.classes) if args.classes else None
-    pred = LocalPredictor(args.model, class_names=classes, runtime=args.runtime)
+    pred = LocalPredictor(args.model, class_names=classes, runtime=args.runtime, precision=args.precision)
     blobs = [read_bytes(p) for p in args.images]
     sources = [str(p) for p in args.images]
     for path, probs in zip(sources, pred.predict_batch(blobs, sources=sources)):
@@ -504,6 +511,8 @@ def cmd_export(args) -> int:
 
     output = args.output or args.model.with_name("model.onnx" if args.format == "onnx" else "model.pt")  # str: a
     # trailing "/" (a folder) reaches the export's check
+    if args.format == "openvino" or args.precision != "fp32":
+        return export_low_precision_cli(args)
     info = export_model(args.model, output, format=args.format, epoch=args.epoch)
     weights = f" + its weights in {info['external_data']} (keep them together)" if "external_data" in info else ""
     print(f"{info['model']}{weights} (max |diff| vs the predictor {info['max_abs_diff_vs_predictor']:.1e}); "

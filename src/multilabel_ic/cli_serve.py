@@ -21,6 +21,9 @@ def add_serve_parser(sub) -> None:
     s.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free one)")
     s.add_argument("--runtime", choices=["torch", "onnxruntime", "openvino"], default="torch",
                    help="run the network with PyTorch, OpenVINO (the openvino extra) or ONNX Runtime (export extra)")
+    s.add_argument("--precision", choices=["fp32", "int8", "bf16"], default="fp32",
+                   help="with --runtime openvino/onnxruntime: int8 serves the export --precision int8 beside the "
+                        "model, bf16 OpenVINO's bfloat16 hint (docs/export.md)")
     s.add_argument("--max-batch", type=int, default=32, help="most images run through the network together")
     s.add_argument("--max-delay-ms", type=float, default=5.0,
                    help="longest wait for requests still decoding to join a batch (a lone request never waits)")
@@ -39,7 +42,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not args.model.is_file():
         raise UsageError(f"{args.model}: no such model.tar.gz; give the path of a trained model's artifact.")
-    serve(args.model, host=args.host, port=args.port, runtime=args.runtime, max_batch=args.max_batch,
+    model = args.model
+    if args.precision != "fp32":  # checked now; the server loads the predictor when it starts
+        from functools import partial
+
+        from .model.predictor import LocalPredictor, check_precision
+
+        check_precision(args.runtime, args.precision)
+        model = partial(LocalPredictor, args.model, runtime=args.runtime, precision=args.precision, device="cpu")
+    serve(model, host=args.host, port=args.port, runtime=args.runtime, max_batch=args.max_batch,
           max_delay_ms=args.max_delay_ms, decode_threads=args.decode_threads, max_body_bytes=args.max_body_bytes,
           body_timeout_s=args.body_timeout, log_level="warning" if args.quiet else args.log_level)
     return 0

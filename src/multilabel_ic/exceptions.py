@@ -24,6 +24,7 @@ __all__ = [
     "MultilabelICError",
     "UsageError",
     "OutputError",
+    "AccuracyGateError",
     "RunConflictError",
     "HyperparameterError",
     "DataError",
@@ -71,6 +72,10 @@ class MissingDependencyError(MultilabelICError, ImportError):
 
 class ArtifactError(MultilabelICError):
     """A model artifact that cannot be read or does not match the network it is loaded into."""
+
+
+class AccuracyGateError(MultilabelICError):
+    """A low-precision model that loses more accuracy against float32 than its export allows."""
 
 
 class OutputError(MultilabelICError, OSError):

@@ -68,11 +68,12 @@ def wrapped_with_activation(net, softmax: bool):
     return WithActivation(net.cpu().float(), softmax).eval()
 
 
-def check_agreement(diff: float, what: str) -> float:
+def check_agreement(diff: float, what: str, tolerance: float | None = None) -> float:
     """``diff`` (a runtime's max |probability difference| to the PyTorch network), or an ArtifactError past
-    :data:`TOLERANCE` that names the way out."""
-    if not diff <= TOLERANCE:
-        raise ArtifactError(f"the {what} differs from the PyTorch network by {diff:.3g} (> {TOLERANCE}); "
+    ``tolerance`` (default :data:`TOLERANCE`) that names the way out."""
+    tolerance = TOLERANCE if tolerance is None else tolerance
+    if not diff <= tolerance:
+        raise ArtifactError(f"the {what} differs from the PyTorch network by {diff:.3g} (> {tolerance}); "
                             f"use runtime='torch'.")
     return diff
 

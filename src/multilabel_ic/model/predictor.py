@@ -22,12 +22,31 @@ require("torch", extra="local")
 
 import torch  # noqa: E402
 
-__all__ = ["LocalPredictor", "CONTENT_TYPES", "RUNTIMES"]
+__all__ = ["LocalPredictor", "CONTENT_TYPES", "RUNTIMES", "PRECISIONS", "check_precision"]
 
 CONTENT_TYPES = ("application/x-image", "image/jpeg", "image/png")
 
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
+
+
+PRECISIONS = ("fp32", "int8", "bf16")
+
+
+def check_precision(runtime: str, precision: str) -> None:
+    """A one-line UsageError for a precision the runtime (or this CPU) does not run."""
+    if precision not in PRECISIONS:
+        raise UsageError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}.")
+    if precision == "int8" and runtime == "torch":
+        raise UsageError("precision='int8' runs the int8 export on runtime='openvino' or 'onnxruntime'; "
+                         "runtime='torch' is float32.")
+    if precision == "bf16":
+        if runtime != "openvino":
+            raise UsageError(f"precision='bf16' is OpenVINO's inference precision hint; use runtime='openvino' "
+                             f"(not {runtime!r}).")
+        from .cpu_flags import require_bf16
+
+        require_bf16("precision")
 
 
 class LocalPredictor(Predictor):
@@ -44,7 +63,10 @@ class LocalPredictor(Predictor):
     extra). Both are checked against the PyTorch network to 1e-4 when the predictor is made; the converted model is
     cached beside the artifact (``<artifact>.openvino.cache``, ``.onnxruntime.cache``: keyed on the weights and the
     versions, rebuilt when stale or damaged; ``runtime_cache=False`` converts in memory every time), so that only the
-    first predictor pays for the conversion. ``compile=True`` runs
+    first predictor pays for the conversion. ``precision`` ("fp32"; "int8": the int8 export that ``multilabel-ic
+    export --precision int8`` wrote beside the artifact, or ``quantized_model``, made from these weights; "bf16":
+    OpenVINO's bfloat16 hint, on a CPU with avx512_bf16 or amx_bf16) picks the CPU runtime's precision
+    (docs/export.md). ``compile=True`` runs
     the PyTorch network through ``torch.compile`` (the first batches are slow while it compiles).
     docs/benchmarks.md has the measured figures.
     """
@@ -54,9 +76,11 @@ class LocalPredictor(Predictor):
                  image_shape: tuple[int, int, int] | None = None, resize: int | None = None,
                  augment: AugmentOptions = AugmentOptions(), thresholds: Sequence[float] | None = None,
                  batch_size: int = 32, runtime: str = "torch", compile: bool = False,
-                 decode_threads: int | None = None, channels_last: bool = True, runtime_cache: bool = True):
+                 decode_threads: int | None = None, channels_last: bool = True, runtime_cache: bool = True,
+                 precision: str = "fp32", quantized_model: str | os.PathLike | None = None):
         if runtime not in RUNTIMES:
             raise UsageError(f"runtime {runtime!r} is not one of {', '.join(RUNTIMES)}.")
+        check_precision(runtime, precision)
         art = read_model_tar(artifact, epoch=epoch)
         meta = read_metadata(artifact, num_classes=art.num_classes) or {}
         if class_names is None and meta.get("class_names"):
@@ -102,7 +126,12 @@ class LocalPredictor(Predictor):
         from .runtime_cache import cache_path
 
         cache = cache_path(artifact, runtime) if runtime_cache and runtime != "torch" else None
-        if runtime == "onnxruntime":
+        self.precision = precision
+        if precision == "int8":
+            from .lowp_runtime import quantized_runner
+
+            self._runner = quantized_runner(artifact, runtime, self.model, model=quantized_model)
+        elif runtime == "onnxruntime":
             from .export import onnx_session
 
             session, _ = onnx_session(self.model, softmax=self.output == "softmax", image_shape=(c, h, w),
@@ -113,7 +142,7 @@ class LocalPredictor(Predictor):
             from .openvino_runtime import openvino_runner
 
             self._runner, _ = openvino_runner(self.model, softmax=self.output == "softmax", image_shape=(c, h, w),
-                                              cache=cache)
+                                              cache=cache, precision=precision)
         elif compile:
             self._network = torch.compile(self.model)
         self.decode_threads = decode_threads or min(8, usable_cores())
