@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import socket
 import threading
@@ -15,28 +16,93 @@ from ..exceptions import OutputError, UsageError, require
 from .contract import DEFAULT_HOST, DEFAULT_PORT, MAX_BODY_BYTES, error_body
 
 require("uvicorn", extra="serve")
+require("starlette", extra="serve")  # the app and its /metrics: all of the extra is checked on import
+require("prometheus_client", extra="serve")
 
 import uvicorn  # noqa: E402
 from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: E402
 
-__all__ = ["serve", "bind", "Server", "LOG_LEVELS"]
+__all__ = ["serve", "bind", "Server", "LOG_LEVELS", "make_config", "make_server", "DEFAULT_HEADER_TIMEOUT_S"]
 
 log = logging.getLogger("multilabel_ic.serve")
+DEFAULT_HEADER_TIMEOUT_S = 10.0
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class JsonErrorH11Protocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol, with its answer to a request that is not valid HTTP as one line of JSON."""
+    """uvicorn's HTTP/1.1 protocol, with its answer to a request that is not valid HTTP as one line of JSON, and a
+    bound on the time a request's headers may take: a client that has not sent whole headers within
+    ``header_timeout_s`` of its connection (or of its first byte after an answer) gets 408 and the connection is
+    closed; one that sent nothing is closed without an answer. uvicorn bounds only idle kept-alive connections."""
 
-    def send_400_response(self, msg: str) -> None:
+    def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        self.header_timeout_s: float = getattr(config, "header_timeout_s", DEFAULT_HEADER_TIMEOUT_S)
+        self._header_timer: Any = None
+        self._header_bytes = 0
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def data_received(self, data: bytes) -> None:
         import h11
 
-        body = error_body(f"not a valid HTTP/1.1 request ({msg.rstrip('.')}); send a request line such as "
-                          f"'POST /invocations HTTP/1.1', headers, and the body.")
+        waiting = self.conn.their_state is h11.IDLE
+        if waiting:
+            self._header_bytes += len(data)
+            if self._header_timer is None:
+                self._arm_header_timer()
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:  # the headers are in: the body has its own timeout
+            self._cancel_header_timer()
+            self._header_bytes = 0
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        self._header_bytes = 0
+        super().on_response_complete()
+
+    def _arm_header_timer(self) -> None:
+        self._cancel_header_timer()
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        import h11
+
+        self._header_timer = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            return  # an answer is under way (a pipelined request waits its turn)
+        if not self._header_bytes:  # a connection that never sent anything: nobody to answer
+            self.transport.close()
+            return
+        self._send_json_error(408, b"Request Timeout",
+                              f"the request's headers did not arrive within {self.header_timeout_s:g} s; send the "
+                              f"request line and headers at once (the server's header timeout).")
+
+    def send_400_response(self, msg: str) -> None:
+        self._send_json_error(400, b"Bad Request",
+                              f"not a valid HTTP/1.1 request ({msg.rstrip('.')}); send a request line such as "
+                              f"'POST /invocations HTTP/1.1', headers, and the body.")
+
+    def _send_json_error(self, status: int, reason: bytes, message: str) -> None:
+        import h11
+
+        body = error_body(message)
         try:
             headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
                        (b"content-length", str(len(body)).encode())]
-            self.transport.write(self.conn.send(h11.Response(status_code=400, headers=headers, reason=b"Bad Request")))
+            self.transport.write(self.conn.send(h11.Response(status_code=status, headers=headers, reason=reason)))
             self.transport.write(self.conn.send(h11.Data(data=body)))
             self.transport.write(self.conn.send(h11.EndOfMessage()))
         except h11.LocalProtocolError:  # a response was already under way: nothing more can be sent
@@ -96,14 +162,31 @@ def _logging(level: str) -> Iterator[None]:
             logger.propagate = propagate
 
 
-def make_server(app: Any, *, log_level: str = "info", graceful_timeout_s: float | None = None) -> Server:
-    """A uvicorn server for ``app`` (no access log of its own: the app writes one)."""
+def check_header_timeout(header_timeout_s: Any) -> None:
+    if isinstance(header_timeout_s, bool) or not isinstance(header_timeout_s, (int, float)) \
+            or not header_timeout_s > 0:
+        raise UsageError(f"header_timeout_s={header_timeout_s!r}: give seconds > 0.")
+
+
+def make_config(app: Any, *, log_level: str = "info", graceful_timeout_s: float | None = None,
+                header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S, **kwargs: Any) -> uvicorn.Config:
+    """uvicorn's settings for ``app`` (an app, or with ``factory=True`` the import string of an app factory): the
+    JSON-error HTTP/1.1 protocol with its header timeout, no access log of uvicorn's own (the app writes one)."""
     if log_level not in LOG_LEVELS:
         raise UsageError(f"log_level={log_level!r} is not one of {', '.join(LOG_LEVELS)}.")
+    check_header_timeout(header_timeout_s)
     config = uvicorn.Config(app, http=JsonErrorH11Protocol, lifespan="on", access_log=False, log_config=None,
                             log_level=log_level, timeout_graceful_shutdown=(None if graceful_timeout_s is None
-                                                                            else int(graceful_timeout_s)))
-    return Server(config)
+                                                                            else int(graceful_timeout_s)), **kwargs)
+    config.header_timeout_s = float(header_timeout_s)  # type: ignore[attr-defined]  # read by the protocol
+    return config
+
+
+def make_server(app: Any, *, log_level: str = "info", graceful_timeout_s: float | None = None,
+                header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S) -> Server:
+    """A uvicorn server for ``app`` (no access log of its own: the app writes one)."""
+    return Server(make_config(app, log_level=log_level, graceful_timeout_s=graceful_timeout_s,
+                              header_timeout_s=header_timeout_s))
 
 
 @contextlib.contextmanager
@@ -123,19 +206,38 @@ def _sigterm_returns() -> Iterator[None]:
 def serve(model: Any, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, runtime: str = "torch",
           max_batch: int = 32, max_delay_ms: float = 5.0, decode_threads: int | None = None,
           max_body_bytes: int = MAX_BODY_BYTES, body_timeout_s: float = 30.0, log_level: str = "info",
-          graceful_timeout_s: float | None = 30.0,
+          graceful_timeout_s: float | None = 30.0, header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
+          workers: int = 1, cache_dir: str | os.PathLike | None = None,
           on_listening: Callable[[str, int], None] | None = None) -> None:
-    """Serve ``model`` (a ``model.tar.gz`` path, a Predictor, or a function returning one) on ``host:port`` until
-    SIGTERM or Ctrl-C; see :func:`multilabel_ic.serve.create_app` for the other settings.
+    """Serve ``model`` (a ``model.tar.gz`` path or ``s3://`` URI, a Predictor, or a function returning one) on
+    ``host:port`` until SIGTERM or Ctrl-C; see :func:`multilabel_ic.serve.create_app` for the other settings.
 
     The port is bound first (an error names it when it is taken); ``/ping`` answers 503 while the model loads and 200
     after. If the model cannot be loaded, the server stops and the loading error is raised here. On SIGTERM the
     server stops taking connections, finishes the requests in flight (at most ``graceful_timeout_s``) and returns.
+    ``header_timeout_s``: a client whose request headers take longer gets 408. ``workers`` > 1: that many server
+    processes on the one port, each with its own model and batcher (:mod:`.workers`). An ``s3://`` URI is
+    downloaded once to ``cache_dir`` (:mod:`.model_source`).
     """
-    from .app import create_app
+    from .app import check_settings, create_app
 
     if log_level not in LOG_LEVELS:
         raise UsageError(f"log_level={log_level!r} is not one of {', '.join(LOG_LEVELS)}.")
+    check_header_timeout(header_timeout_s)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise UsageError(f"workers={workers!r}: give a whole number of server processes >= 1.")
+    check_settings(max_batch=max_batch, max_delay_ms=max_delay_ms, max_body_bytes=max_body_bytes,
+                   body_timeout_s=body_timeout_s, decode_threads=decode_threads)
+    if workers > 1:
+        from .workers import serve_workers
+
+        serve_workers(model, workers=workers, host=host, port=port, log_level=log_level,
+                      graceful_timeout_s=graceful_timeout_s, header_timeout_s=header_timeout_s, cache_dir=cache_dir,
+                      on_listening=on_listening,
+                      app_settings=dict(runtime=runtime, max_batch=max_batch, max_delay_ms=max_delay_ms,
+                                        decode_threads=decode_threads, max_body_bytes=max_body_bytes,
+                                        body_timeout_s=body_timeout_s))
+        return
     failure: list[BaseException] = []
     server_ref: list[Server] = []
 
@@ -146,8 +248,9 @@ def serve(model: Any, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, run
 
     app = create_app(model, runtime=runtime, max_batch=max_batch, max_delay_ms=max_delay_ms,
                      decode_threads=decode_threads, max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s,
-                     on_load_error=load_failed)
-    server = make_server(app, log_level=log_level, graceful_timeout_s=graceful_timeout_s)
+                     cache_dir=cache_dir, on_load_error=load_failed)
+    server = make_server(app, log_level=log_level, graceful_timeout_s=graceful_timeout_s,
+                         header_timeout_s=header_timeout_s)
     server_ref.append(server)
     sock = bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
