@@ -13,7 +13,9 @@ interleaved with the server's: each level's duration is cut into ``--rounds`` se
 offline round, and the ratios are the medians of the paired rounds' ratios, so a change in the machine's load
 (other processes share its cores) hits both sides of a pair alike. Per level: requests/s, p50/p99 latency, errors
 (connection, timeouts and non-200 answers), the server's resident memory before and after, its mean batch size (from
-``/metrics``), and the machine's load average. Writes serve.json.
+``/metrics``), the CPU time per image of the server (its process, all threads) and of the offline predictor (the
+ratio of the two holds much better than wall-time ratios when other processes load the machine), and the machine's
+load average. Writes serve.json.
 
 The load generator runs on the same machine and takes CPU from the server: the figures are a floor.
 """
@@ -91,23 +93,30 @@ class Offline:
         self.pred.predict_batch(self.blobs)  # warm-up
         self.pred.predict(jpeg)
 
-    def batch_round(self) -> float:
-        """Images/s of one ``predict_batch`` of the batch."""
-        t0 = time.perf_counter()
+    def batch_round(self) -> tuple[float, float]:
+        """(images/s, CPU ms per image) of one ``predict_batch`` of the batch."""
+        t0, c0 = time.perf_counter(), time.process_time()
         self.pred.predict_batch(self.blobs)
-        return len(self.blobs) / (time.perf_counter() - t0)
+        return len(self.blobs) / (time.perf_counter() - t0), (time.process_time() - c0) * 1000 / len(self.blobs)
 
-    def single_round(self, n: int) -> float:
-        """The median latency (ms) of ``n`` ``predict`` calls of one JPEG."""
+    def single_round(self, n: int) -> tuple[float, float]:
+        """(median latency ms, CPU ms per image) of ``n`` ``predict`` calls of one JPEG."""
         lat = []
+        c0 = time.process_time()
         for _ in range(n):
             t0 = time.perf_counter()
             self.pred.predict(self.jpeg)
             lat.append((time.perf_counter() - t0) * 1000)
-        return statistics.median(lat)
+        return statistics.median(lat), (time.process_time() - c0) * 1000 / n
 
     def close(self) -> None:
         self.pred.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def loadavg() -> list[float]:
@@ -256,9 +265,12 @@ def run_level(args, generator: str, offline: Offline, proc: subprocess.Popen, po
     load_before = loadavg()
     batches_before = batch_stats(port)
     for _ in range(args.rounds):
-        ref = offline.batch_round() if c > 1 else offline.single_round(args.singles)
+        ref, ref_cpu = offline.batch_round() if c > 1 else offline.single_round(args.singles)
+        cpu0 = cpu_seconds(proc.pid)
         r = (load_wrk(port, body, c, part) if generator == "wrk" else load_python(port, jpeg, c, part))
-        rounds.append({"offline": ref, **r})
+        server_cpu = (cpu_seconds(proc.pid) - cpu0) * 1000 / max(1, r["requests"])
+        rounds.append({"offline": ref, "offline_cpu_ms_per_image": ref_cpu, "server_cpu_ms_per_request": server_cpu,
+                       **r})
     batches_after = batch_stats(port)
     after = rss_mb(proc.pid)
     n = sum(r["requests"] for r in rounds)
@@ -269,7 +281,12 @@ def run_level(args, generator: str, offline: Offline, proc: subprocess.Popen, po
              "rss_mb_before": before, "rss_mb_after": after, "rss_growth": after / before - 1,
              "mean_batch_size": ((batches_after[0] - batches_before[0]) / (batches_after[1] - batches_before[1])
                                  if batches_after[1] > batches_before[1] else None),
-             "loadavg_before": load_before, "loadavg_after": loadavg()}
+             "loadavg_before": load_before, "loadavg_after": loadavg(),
+             # CPU time per image, which other processes' load disturbs far less than wall time
+             "server_cpu_ms_per_request": statistics.median(r["server_cpu_ms_per_request"] for r in rounds),
+             "offline_cpu_ms_per_image": statistics.median(r["offline_cpu_ms_per_image"] for r in rounds),
+             "offline_over_server_cpu": statistics.median(r["offline_cpu_ms_per_image"]
+                                                          / r["server_cpu_ms_per_request"] for r in rounds)}
     if c > 1:
         level["offline_batch_images_per_sec"] = statistics.median(r["offline"] for r in rounds)
         level["vs_offline_images_per_sec"] = statistics.median(r["requests_per_sec"] / r["offline"] for r in rounds)
@@ -279,7 +296,8 @@ def run_level(args, generator: str, offline: Offline, proc: subprocess.Popen, po
     vs = (f"{level['vs_offline_images_per_sec']:.2f}x offline {level['offline_batch_images_per_sec']:.1f} img/s"
           if c > 1 else f"offline single {level['offline_single_image_p50_ms']:.1f} ms")
     print(f"  c={c}: {level['requests_per_sec']:.1f} req/s, p50 {level['p50_ms']:.1f} ms, p99 {level['p99_ms']:.1f} ms "
-          f"({vs}), errors {level['errors']}, batch {level['mean_batch_size'] or 0:.1f}, RSS {before:.0f} -> "
+          f"({vs}), CPU ms/img server {level['server_cpu_ms_per_request']:.1f} offline "
+          f"{level['offline_cpu_ms_per_image']:.1f}, errors {level['errors']}, batch {level['mean_batch_size'] or 0:.1f}, RSS {before:.0f} -> "
           f"{after:.0f} MB, load {load_before[0]:.2f}", file=sys.stderr, flush=True)
     return level
 
