@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -259,8 +260,11 @@ def run_level(args, generator: str, offline: Offline, proc: subprocess.Popen, po
     concurrency > 1, single-image latency at concurrency 1)."""
     part = args.duration / args.rounds
     rounds = []
-    if args.warmup > 0:  # the server's first batches at this concurrency size its buffers: not a leak, not measured
-        load_wrk(port, body, c, args.warmup) if generator == "wrk" else load_python(port, jpeg, c, args.warmup)
+    # warm-up: the server's first batches at this concurrency size its buffers (not a leak, not measured); waves of c
+    # concurrent requests, so that full-size batches have run whatever the machine's speed
+    for _ in range(args.warmup):
+        with ThreadPoolExecutor(c) as pool:
+            assert all(status == 200 for status in pool.map(lambda _: post(port, jpeg), range(c)))
     before = rss_mb(proc.pid)
     load_before = loadavg()
     batches_before = batch_stats(port)
@@ -313,7 +317,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32, help="the offline predictor's batch")
     ap.add_argument("--rounds", type=int, default=4, help="server rounds per level, each after an offline round")
     ap.add_argument("--singles", type=int, default=20, help="offline single-image predictions per round")
-    ap.add_argument("--warmup", type=float, default=5.0, help="seconds of load at each level before it is measured")
+    ap.add_argument("--warmup", type=int, default=3, help="waves of concurrent requests at each level before it is "
+                    "measured")
     ap.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
     ap.add_argument("--output", type=Path, default=Path("bench-output"))
     args = ap.parse_args()
