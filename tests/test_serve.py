@@ -126,8 +126,14 @@ def test_metrics_count_answers_latency_batches_and_in_flight(served, ws):
     def count(m, name, **labels):
         return m.get((name, tuple(sorted(labels.items()))), 0.0)
 
+    barrier = threading.Barrier(len(images))
+
+    def one(img: bytes):
+        barrier.wait()
+        return exchange(served.port, _post(img))
+
     with ThreadPoolExecutor(len(images)) as pool:
-        answers = list(pool.map(lambda img: exchange(served.port, _post(img)), images))
+        answers = list(pool.map(one, images))
     assert [a.status for a in answers] == [200] * len(images)
     assert exchange(served.port, _post(b"not an image")).status == 400
     assert exchange(served.port, _post(images[0], Accept="text/csv")).status == 406
