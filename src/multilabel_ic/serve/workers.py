@@ -24,7 +24,7 @@ from typing import Any
 from .. import exceptions
 from .._io import atomic_write_text
 from ..exceptions import BackendError, UsageError
-from .server import _logging, bind, make_config
+from .protocol import bind, make_config, server_logging
 
 __all__ = ["serve_workers", "worker_app", "SETTINGS_ENV"]
 
@@ -120,7 +120,7 @@ def serve_workers(model: Any, *, workers: int, host: str, port: int, log_level: 
         previous = os.environ.get(SETTINGS_ENV)
         os.environ[SETTINGS_ENV] = json.dumps(settings)  # the spawned workers inherit it
         try:
-            with _logging(log_level), _signals_restored():
+            with server_logging(log_level), _signals_restored():
                 log.info("listening on http://%s:%d with %d worker processes (GET /ping, POST /invocations); "
                          "SIGTERM or Ctrl-C stops it", bound_host, bound_port, workers)
                 if on_listening is not None:
