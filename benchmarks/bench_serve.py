@@ -4,12 +4,18 @@
     python benchmarks/bench_serve.py --duration 3 --models 18:64   # a quick check that it all works
 
 For each model (a ResNet of that depth and size with BatchNorm statistics like a trained one's, so probabilities
-spread; randomly initialised otherwise) it first measures the offline predictor (``LocalPredictor.predict_batch`` of
-``--batch`` JPEGs: images/s, median of rounds; ``predict`` of one JPEG: p50 latency), then starts the server in its
-own process on 127.0.0.1 and drives ``POST /invocations`` with one JPEG at each concurrency (default 1, 8, 32) for
-``--duration`` seconds with wrk (Debian's ``wrk``; a Lua script posts the JPEG's bytes), or with a Python client
-when wrk is absent (``--generator python``). Per level: requests/s, p50/p99 latency, errors (connection, timeouts
-and non-200 answers), and the server's resident memory before and after. Writes serve.json.
+spread; randomly initialised otherwise) it starts the server in its own process on 127.0.0.1 and drives
+``POST /invocations`` with one JPEG at each concurrency (default 1, 8, 32) for ``--duration`` seconds with wrk
+(Debian's ``wrk``; a Lua script posts the JPEG's bytes), or with a Python client when wrk is absent
+(``--generator python``). The offline predictor of the same model and runtime runs in this process
+(``LocalPredictor.predict_batch`` of ``--batch`` JPEGs: images/s; ``predict`` of one JPEG: latency), in rounds
+interleaved with the server's: each level's duration is cut into ``--rounds`` server rounds, each just after an
+offline round, and the ratios are the medians of the paired rounds' ratios, so a change in the machine's load
+(other processes share its cores) hits both sides of a pair alike. Per level: requests/s, p50/p99 latency, errors
+(connection, timeouts and non-200 answers), the server's resident memory before and after, its mean batch size (from
+``/metrics``), the CPU time per image of the server (its process, all threads) and of the offline predictor (the
+ratio of the two holds much better than wall-time ratios when other processes load the machine), and the machine's
+load average. Writes serve.json.
 
 The load generator runs on the same machine and takes CPU from the server: the figures are a floor.
 """
@@ -28,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -78,25 +85,59 @@ def make_jpeg(size: int, seed: int = 0) -> bytes:
     return encode_jpeg(img, quality=90)
 
 
-def offline(artifact: Path, jpeg: bytes, runtime: str, batch: int, rounds: int, singles: int) -> dict:
-    pred = LocalPredictor(artifact, runtime=runtime, device="cpu")
-    blobs = [jpeg] * batch
-    pred.predict_batch(blobs)  # warm-up
-    rates = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        pred.predict_batch(blobs)
-        rates.append(batch / (time.perf_counter() - t0))
-    pred.predict(jpeg)
-    lat = []
-    for _ in range(singles):
-        t0 = time.perf_counter()
-        pred.predict(jpeg)
-        lat.append((time.perf_counter() - t0) * 1000)
-    pred.close()
-    return {"batch_images_per_sec": statistics.median(rates), "batch_size": batch, "rounds": rounds,
-            "single_image_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
-                                "n": singles}}
+class Offline:
+    """The offline predictor of the model, measured a round at a time."""
+
+    def __init__(self, artifact: Path, jpeg: bytes, runtime: str, batch: int):
+        self.pred = LocalPredictor(artifact, runtime=runtime, device="cpu")
+        self.jpeg, self.blobs = jpeg, [jpeg] * batch
+        self.pred.predict_batch(self.blobs)  # warm-up
+        self.pred.predict(jpeg)
+
+    def batch_round(self) -> tuple[float, float]:
+        """(images/s, CPU ms per image) of one ``predict_batch`` of the batch."""
+        t0, c0 = time.perf_counter(), time.process_time()
+        self.pred.predict_batch(self.blobs)
+        return len(self.blobs) / (time.perf_counter() - t0), (time.process_time() - c0) * 1000 / len(self.blobs)
+
+    def single_round(self, n: int) -> tuple[float, float]:
+        """(median latency ms, CPU ms per image) of ``n`` ``predict`` calls of one JPEG."""
+        lat = []
+        c0 = time.process_time()
+        for _ in range(n):
+            t0 = time.perf_counter()
+            self.pred.predict(self.jpeg)
+            lat.append((time.perf_counter() - t0) * 1000)
+        return statistics.median(lat), (time.process_time() - c0) * 1000 / n
+
+    def close(self) -> None:
+        self.pred.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def batch_stats(port: int) -> tuple[float, float]:
+    """(sum, count) of the server's batch-size histogram, from GET /metrics."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    found = {}
+    for line in text.splitlines():
+        for key in ("multilabel_ic_serve_batch_size_sum", "multilabel_ic_serve_batch_size_count"):
+            if line.startswith(key + " "):
+                found[key] = float(line.split()[1])
+    return found.get("multilabel_ic_serve_batch_size_sum", 0.0), found.get("multilabel_ic_serve_batch_size_count", 0.0)
 
 
 def free_port() -> int:
@@ -213,6 +254,58 @@ def load_python(port: int, jpeg: bytes, concurrency: int, duration: float) -> di
             "mean_ms": float(lat.mean()), "errors": errors[0]}
 
 
+def run_level(args, generator: str, offline: Offline, proc: subprocess.Popen, port: int, body: Path, jpeg: bytes,
+              c: int) -> dict:
+    """One concurrency level: ``args.rounds`` server rounds, each just after an offline round (batch images/s at
+    concurrency > 1, single-image latency at concurrency 1)."""
+    part = args.duration / args.rounds
+    rounds = []
+    # warm-up: the server's first batches at this concurrency size its buffers (not a leak, not measured); waves of c
+    # concurrent requests, so that full-size batches have run whatever the machine's speed
+    for _ in range(args.warmup):
+        with ThreadPoolExecutor(c) as pool:
+            assert all(status == 200 for status in pool.map(lambda _: post(port, jpeg), range(c)))
+    before = rss_mb(proc.pid)
+    load_before = loadavg()
+    batches_before = batch_stats(port)
+    for _ in range(args.rounds):
+        ref, ref_cpu = offline.batch_round() if c > 1 else offline.single_round(args.singles)
+        cpu0 = cpu_seconds(proc.pid)
+        r = (load_wrk(port, body, c, part) if generator == "wrk" else load_python(port, jpeg, c, part))
+        server_cpu = (cpu_seconds(proc.pid) - cpu0) * 1000 / max(1, r["requests"])
+        rounds.append({"offline": ref, "offline_cpu_ms_per_image": ref_cpu, "server_cpu_ms_per_request": server_cpu,
+                       **r})
+    batches_after = batch_stats(port)
+    after = rss_mb(proc.pid)
+    n = sum(r["requests"] for r in rounds)
+    level = {"concurrency": c, "duration_s": args.duration, "rounds": rounds, "requests": n,
+             "requests_per_sec": statistics.median(r["requests_per_sec"] for r in rounds),
+             "p50_ms": statistics.median(r["p50_ms"] for r in rounds),
+             "p99_ms": max(r["p99_ms"] for r in rounds), "errors": sum(r["errors"] for r in rounds),
+             "rss_mb_before": before, "rss_mb_after": after, "rss_growth": after / before - 1,
+             "mean_batch_size": ((batches_after[0] - batches_before[0]) / (batches_after[1] - batches_before[1])
+                                 if batches_after[1] > batches_before[1] else None),
+             "loadavg_before": load_before, "loadavg_after": loadavg(),
+             # CPU time per image, which other processes' load disturbs far less than wall time
+             "server_cpu_ms_per_request": statistics.median(r["server_cpu_ms_per_request"] for r in rounds),
+             "offline_cpu_ms_per_image": statistics.median(r["offline_cpu_ms_per_image"] for r in rounds),
+             "offline_over_server_cpu": statistics.median(r["offline_cpu_ms_per_image"]
+                                                          / r["server_cpu_ms_per_request"] for r in rounds)}
+    if c > 1:
+        level["offline_batch_images_per_sec"] = statistics.median(r["offline"] for r in rounds)
+        level["vs_offline_images_per_sec"] = statistics.median(r["requests_per_sec"] / r["offline"] for r in rounds)
+    else:
+        level["offline_single_image_p50_ms"] = statistics.median(r["offline"] for r in rounds)
+        level["p50_minus_offline_single_ms"] = statistics.median(r["p50_ms"] - r["offline"] for r in rounds)
+    vs = (f"{level['vs_offline_images_per_sec']:.2f}x offline {level['offline_batch_images_per_sec']:.1f} img/s"
+          if c > 1 else f"offline single {level['offline_single_image_p50_ms']:.1f} ms")
+    print(f"  c={c}: {level['requests_per_sec']:.1f} req/s, p50 {level['p50_ms']:.1f} ms, p99 {level['p99_ms']:.1f} ms "
+          f"({vs}), CPU ms/img server {level['server_cpu_ms_per_request']:.1f} offline "
+          f"{level['offline_cpu_ms_per_image']:.1f}, errors {level['errors']}, batch {level['mean_batch_size'] or 0:.1f}, RSS {before:.0f} -> "
+          f"{after:.0f} MB, load {load_before[0]:.2f}", file=sys.stderr, flush=True)
+    return level
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="18:224,18:64", help="depth:size pairs, comma-separated")
@@ -222,8 +315,10 @@ def main() -> None:
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--max-delay-ms", type=float, default=5.0)
     ap.add_argument("--batch", type=int, default=32, help="the offline predictor's batch")
-    ap.add_argument("--rounds", type=int, default=5, help="offline batch rounds (median)")
-    ap.add_argument("--singles", type=int, default=30, help="offline single-image predictions")
+    ap.add_argument("--rounds", type=int, default=4, help="server rounds per level, each after an offline round")
+    ap.add_argument("--singles", type=int, default=20, help="offline single-image predictions per round")
+    ap.add_argument("--warmup", type=int, default=3, help="waves of concurrent requests at each level before it is "
+                    "measured")
     ap.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
     ap.add_argument("--output", type=Path, default=Path("bench-output"))
     args = ap.parse_args()
@@ -244,33 +339,20 @@ def main() -> None:
             jpeg = make_jpeg(size)
             body = Path(tmp) / f"{name}.jpg"
             body.write_bytes(jpeg)
-            print(f"[{name}] offline predictor ({args.runtime}) ...", file=sys.stderr, flush=True)
-            entry: dict = {"jpeg_bytes": len(jpeg),
-                           "offline": offline(artifact, jpeg, args.runtime, args.batch, args.rounds, args.singles)}
-            print(f"  {json.dumps(entry['offline'])}", file=sys.stderr, flush=True)
+            print(f"[{name}] offline predictor ({args.runtime}) and server ...", file=sys.stderr, flush=True)
+            offline = Offline(artifact, jpeg, args.runtime, args.batch)
+            entry: dict = {"jpeg_bytes": len(jpeg), "levels": {}}
             proc, port = start_server(artifact, args)
             try:
                 for _ in range(5):  # warm-up
                     assert post(port, jpeg) == 200
                 entry["server_rss_mb_start"] = rss_mb(proc.pid)
-                entry["levels"] = {}
                 for c in levels:
-                    before = rss_mb(proc.pid)
-                    level = (load_wrk(port, body, c, args.duration) if generator == "wrk"
-                             else load_python(port, jpeg, c, args.duration))
-                    level.update(concurrency=c, duration_s=args.duration, rss_mb_before=before,
-                                 rss_mb_after=rss_mb(proc.pid))
-                    level["rss_growth"] = level["rss_mb_after"] / before - 1
-                    level["vs_offline_images_per_sec"] = (level["requests_per_sec"]
-                                                          / entry["offline"]["batch_images_per_sec"])
-                    level["p50_minus_offline_single_ms"] = level["p50_ms"] - entry["offline"]["single_image_ms"]["p50"]
-                    entry["levels"][str(c)] = level
-                    print(f"  c={c}: {level['requests_per_sec']:.1f} req/s, p50 {level['p50_ms']:.1f} ms, p99 "
-                          f"{level['p99_ms']:.1f} ms, errors {level['errors']}, RSS {before:.0f} -> "
-                          f"{level['rss_mb_after']:.0f} MB", file=sys.stderr, flush=True)
+                    entry["levels"][str(c)] = run_level(args, generator, offline, proc, port, body, jpeg, c)
             finally:
                 proc.terminate()
                 entry["server_exit_code_on_sigterm"] = proc.wait(60)
+                offline.close()
             results["models"][name] = entry
     write(args.output, "serve.json", results, device="cpu")
 

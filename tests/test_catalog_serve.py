@@ -35,11 +35,12 @@ from multilabel_ic import BackendError, OutputError, UsageError
 from multilabel_ic.serve.contract import MAX_BODY_BYTES
 
 BODY_TIMEOUT_S = 0.5
+HEADER_TIMEOUT_S = 0.5
 
 
 @pytest.fixture(scope="module")
 def served(ws: Workspace):
-    server = ServerThread(ws.model, body_timeout_s=BODY_TIMEOUT_S, max_delay_ms=2)
+    server = ServerThread(ws.model, body_timeout_s=BODY_TIMEOUT_S, header_timeout_s=HEADER_TIMEOUT_S, max_delay_ms=2)
     server.wait_ready()
     yield server
     server.stop()
@@ -136,6 +137,11 @@ HTTP_CASES = [
              "not a valid HTTP/1.1 request"),
     HttpCase("serve-slow-client-body", lambda ws: _post(b"", **{"Content-Length": "1000"}) + b"0123456789", 408,
              f"the body did not arrive within {BODY_TIMEOUT_S:g} s (10 bytes came)"),
+    HttpCase("serve-slow-client-headers",
+             lambda ws: b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n", 408,
+             f"the request's headers did not arrive within {HEADER_TIMEOUT_S:g} s"),
+    HttpCase("serve-slow-client-request-line", lambda ws: b"POST /invocati", 408,
+             "send the request line and headers at once"),
     HttpCase("serve-get-invocations", lambda ws: request("GET", "/invocations"), 405,
              "GET is not allowed on /invocations"),
     HttpCase("serve-post-ping", lambda ws: request("POST", "/ping", b"x"), 405, "POST is not allowed on /ping"),
@@ -225,6 +231,27 @@ def test_client_gone_mid_body_and_slow_client_leave_the_server_serving(served: S
     _check_good_request(served, ws, local)
 
 
+def test_slow_headers_are_bounded_on_new_and_kept_alive_connections(served: ServerThread, ws: Workspace, local):
+    """The header timeout holds on a connection's first request and on the next one of a kept-alive connection; a
+    connection that sends nothing is closed without an answer; others are served meanwhile."""
+    body = _jpeg(ws)
+    silent = socket.create_connection(("127.0.0.1", served.port))
+    with socket.create_connection(("127.0.0.1", served.port)) as sock:
+        sock.sendall(_post(body))
+        assert read_answer(sock).status == 200
+        sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # the next request's headers stall
+        started = time.perf_counter()
+        _check_good_request(served, ws, local)
+        late = read_answer(sock)
+        assert late.status == 408 and "headers did not arrive" in late.json()["error"]
+        assert time.perf_counter() - started < HEADER_TIMEOUT_S + 3
+        assert late.headers["connection"] == "close" and sock.recv(1) == b""
+    silent.settimeout(HEADER_TIMEOUT_S + 3)
+    assert silent.recv(1) == b""  # closed, no answer
+    silent.close()
+    _check_good_request(served, ws, local)
+
+
 # ------------------------------------------------------------------------------------ CLI and API cases (the catalog)
 
 
@@ -272,6 +299,14 @@ CLI_CASES = [
             "another server may be using the port: choose another with --port"),
     CliCase("serve-cli-model-not-an-artifact",
             lambda ws, t: ["serve", str(_write(t / "m.tar.gz", b"not a tar")), "--port", "0"], 1, "m.tar.gz"),
+    CliCase("serve-cli-workers-zero", lambda ws, t: ["serve", str(ws.model), "--workers", "0", "--port", "0"], 2,
+            "workers=0: give a whole number of server processes >= 1"),
+    CliCase("serve-cli-header-timeout-negative",
+            lambda ws, t: ["serve", str(ws.model), "--header-timeout", "-1", "--port", "0"], 2,
+            "header_timeout_s=-1.0: give seconds > 0"),
+    CliCase("serve-cli-workers-model-not-an-artifact",
+            lambda ws, t: ["serve", str(_write(t / "m.tar.gz", b"not a tar")), "--workers", "2", "--port", "0"], 1,
+            "m.tar.gz"),
     CliCase("evaluate-endpoint-and-model",
             lambda ws, t: eval_argv(ws, t, None, None, "--endpoint", "http://127.0.0.1:1"), 2,
             "either --model (a model.tar.gz run here) or --endpoint"),
@@ -316,6 +351,27 @@ def _bind(host: str, port: int):
     return bind(host, port)
 
 
+def _serve(ws: Workspace, model=None, **kw):
+    from multilabel_ic.serve.server import serve
+
+    return serve(model if model is not None else ws.model, port=_taken_port(), **kw)
+
+
+def _predictor(ws: Workspace):
+    from multilabel_ic.model.predictor import LocalPredictor
+
+    return LocalPredictor(ws.model, device="cpu")
+
+
+def _worker_app():
+    import os
+
+    from multilabel_ic.serve.workers import SETTINGS_ENV, worker_app
+
+    assert SETTINGS_ENV not in os.environ
+    return worker_app()
+
+
 def _make_server(**kw):
     from multilabel_ic.serve.server import make_server
 
@@ -330,6 +386,13 @@ API_CASES = [
             "max_body_bytes=0: give a byte count >= 1"),
     ApiCase("serve-api-decode-threads", lambda ws, t: _create_app(ws, decode_threads=0), UsageError,
             "decode_threads=0"),
+    ApiCase("serve-api-workers-predictor", lambda ws, t: _serve(ws, model=_predictor(ws), workers=2), UsageError,
+            "workers=2: each worker process loads the model itself; give the path or s3:// URI"),
+    ApiCase("serve-api-workers-bool", lambda ws, t: _serve(ws, workers=True), UsageError, "workers=True"),
+    ApiCase("serve-api-header-timeout", lambda ws, t: _make_server(header_timeout_s=0), UsageError,
+            "header_timeout_s=0: give seconds > 0"),
+    ApiCase("serve-api-worker-app-outside-serve", lambda ws, t: _worker_app(), UsageError,
+            "worker_app is the app factory of 'multilabel-ic serve --workers'"),
     ApiCase("serve-api-log-level", lambda ws, t: _make_server(log_level="verbose"), UsageError,
             "log_level='verbose' is not one of debug, info, warning, error"),
     ApiCase("serve-api-port-taken", lambda ws, t: _bind("127.0.0.1", _taken_port()), OutputError,
@@ -350,6 +413,30 @@ API_CASES = [
     ApiCase("serve-api-answer-nan", lambda ws, t: _parse(b'[0.5, NaN]'), BackendError,
             "score 1 is nan, not a finite number"),
 ]
+
+
+# an s3:// model that cannot be had: the S3 error names the URI and the fix, before any port is bound
+S3_CASES = [
+    CliCase("serve-cli-s3-missing-object",
+            lambda ws, t: ["serve", "s3://models/job/output/nope.tar.gz", "--cache-dir", str(t / "cache"), "--port",
+                           "0"], 1, "s3://models/job/output/nope.tar.gz"),
+    CliCase("serve-cli-s3-missing-bucket",
+            lambda ws, t: ["serve", "s3://no-such-bucket/model.tar.gz", "--cache-dir", str(t / "cache"), "--port",
+                           "0"], 1, "s3://no-such-bucket/model.tar.gz"),
+    CliCase("serve-cli-s3-folder",
+            lambda ws, t: ["serve", "s3://models/job/output/", "--cache-dir", str(t / "cache"), "--port", "0"], 2,
+            "names a folder, not an object"),
+    CliCase("serve-cli-s3-no-bucket", lambda ws, t: ["serve", "s3:///model.tar.gz", "--port", "0"], 2,
+            "names no bucket"),
+]
+
+
+@pytest.mark.parametrize("case", S3_CASES, ids=[c.id for c in S3_CASES])
+def test_s3_case(case, ws, tmp_path, capsys, aws):
+    import boto3
+
+    boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="models")
+    check_cli_case(case, ws, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c.id for c in CLI_CASES])

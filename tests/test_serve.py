@@ -109,6 +109,54 @@ def test_request_id_is_echoed_and_logged(served, ws):
     assert bad.json()["request_id"] == bad.headers["x-request-id"]
 
 
+def _metrics(port: int) -> dict[tuple[str, tuple], float]:
+    """``GET /metrics`` parsed: {(sample name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    answer = exchange(port, request("GET", "/metrics"))
+    assert answer.status == 200 and answer.headers["content-type"].startswith("text/plain")
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(answer.body.decode()) for sample in family.samples}
+
+
+def test_metrics_count_answers_latency_batches_and_in_flight(served, ws):
+    images = _images(ws, 6)
+    before = _metrics(served.port)
+
+    def count(m, name, **labels):
+        return m.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    barrier = threading.Barrier(len(images))
+
+    def one(img: bytes):
+        barrier.wait()
+        return exchange(served.port, _post(img))
+
+    with ThreadPoolExecutor(len(images)) as pool:
+        answers = list(pool.map(one, images))
+    assert [a.status for a in answers] == [200] * len(images)
+    assert exchange(served.port, _post(b"not an image")).status == 400
+    assert exchange(served.port, _post(images[0], Accept="text/csv")).status == 406
+    assert exchange(served.port, request("GET", "/no/such/path/1")).status == 404
+    assert exchange(served.port, request("GET", "/no/such/path/2")).status == 404
+    after = _metrics(served.port)
+
+    name = "multilabel_ic_serve_requests_total"
+    for status, n in (("200", len(images)), ("400", 1), ("406", 1)):
+        assert count(after, name, path="/invocations", status=status) - \
+            count(before, name, path="/invocations", status=status) == n, status
+    assert count(after, name, path="other", status="404") - count(before, name, path="other", status="404") == 2
+    assert not any("/no/such" in str(labels) for _, labels in after)  # unknown paths share one series
+    hist = "multilabel_ic_serve_request_seconds_count"
+    assert count(after, hist, path="/invocations") - count(before, hist, path="/invocations") == len(images) + 2
+    # the batch histogram saw every image that went through the network, in fewer batches than images
+    images_run = count(after, "multilabel_ic_serve_batch_size_sum") - count(before, "multilabel_ic_serve_batch_size_sum")
+    batches = count(after, "multilabel_ic_serve_batch_size_count") - count(before, "multilabel_ic_serve_batch_size_count")
+    assert images_run == len(images) and 1 <= batches < len(images)
+    assert count(after, "multilabel_ic_serve_in_flight_requests") == 1  # the /metrics request itself
+    assert count(after, "multilabel_ic_serve_model_loaded") == 1
+
+
 def test_ping_is_503_until_the_model_is_loaded(ws):
     from multilabel_ic.model.predictor import LocalPredictor
 
@@ -129,6 +177,7 @@ def test_ping_is_503_until_the_model_is_loaded(ws):
                 assert time.monotonic() < deadline
                 time.sleep(0.02)
         assert answer.status == 503 and "still loading" in answer.json()["error"]
+        assert _metrics(server.port)[("multilabel_ic_serve_model_loaded", ())] == 0
         early = exchange(server.port, _post(_images(ws, 1)[0]))
         assert early.status == 503 and early.headers["retry-after"] == "1"
         release.set()
@@ -178,19 +227,25 @@ def test_http_predictor_names_the_image_the_server_refused(served, ws, tmp_path)
         client.predict_batch([_images(ws, 1)[0], b"not an image"], sources=["good.jpg", "bad.jpg"])
 
 
-def test_sigterm_drains_the_request_in_flight_and_exits_0(ws, tmp_path):
+def _start_cli_server(*args: str) -> tuple[subprocess.Popen, int, list[str]]:
+    """``multilabel-ic serve ... --port 0`` in a child process: (process, its port, its log lines so far)."""
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "multilabel_ic", "serve", str(ws.model), "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "multilabel_ic", "serve", *args, "--port", "0"],
                             stderr=subprocess.PIPE, text=True, env=env)
+    port = None
+    lines: list[str] = []
+    while port is None:
+        line = proc.stderr.readline()
+        assert line, "".join(lines)
+        lines.append(line)
+        if "listening on http://" in line:
+            port = int(line.split("listening on http://")[1].split()[0].rsplit(":", 1)[1])
+    return proc, port, lines
+
+
+def test_sigterm_drains_the_request_in_flight_and_exits_0(ws, tmp_path):
+    proc, port, lines = _start_cli_server(str(ws.model))
     try:
-        port = None
-        lines = []
-        while port is None:
-            line = proc.stderr.readline()
-            assert line, "".join(lines)
-            lines.append(line)
-            if "listening on http://" in line:
-                port = int(line.split("listening on http://")[1].split()[0].rsplit(":", 1)[1])
         deadline = time.monotonic() + 30
         while exchange(port, request("GET", "/ping")).status != 200:
             assert time.monotonic() < deadline
@@ -218,12 +273,86 @@ def test_sigterm_drains_the_request_in_flight_and_exits_0(ws, tmp_path):
         proc.stderr.close()
 
 
+def test_an_s3_model_is_downloaded_once_per_version_and_served(ws, local, aws, tmp_path, monkeypatch):
+    import boto3
+
+    from multilabel_ic.backends.sagemaker import s3 as s3_module
+    from multilabel_ic.serve.model_source import fetch_model
+
+    client = boto3.client("s3", region_name="us-east-1")
+    client.create_bucket(Bucket="models")
+    client.put_object(Bucket="models", Key="job/output/model.tar.gz", Body=ws.model.read_bytes())
+    uri, cache = "s3://models/job/output/model.tar.gz", tmp_path / "cache"
+
+    images = _images(ws, 3)
+    server = ServerThread(uri, cache_dir=cache)  # downloaded while /ping answers 503, then served
+    try:
+        server.wait_ready()
+        got = [exchange(server.port, _post(img)).json() for img in images]
+    finally:
+        server.stop()
+    assert np.abs(np.asarray(got) - np.asarray(local.predict_batch(images))).max() <= 1e-6
+    [copy] = cache.glob("*/model.tar.gz")
+    assert copy.read_bytes() == ws.model.read_bytes()
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("downloaded again")
+
+    with monkeypatch.context() as m:  # the same version: read from the cache
+        m.setattr(s3_module, "download_file", no_download)
+        assert fetch_model(uri, cache) == copy
+    client.put_object(Bucket="models", Key="job/output/model.tar.gz", Body=b"another version")
+    newer = fetch_model(uri, cache)  # a changed object (another ETag): downloaded beside the old one
+    assert newer != copy and newer.read_bytes() == b"another version" and copy.exists()
+    assert not [p for p in cache.rglob("*") if p.name.startswith(".")]  # no partial download left
+
+
+def test_workers_each_load_the_model_answer_alike_and_drain_on_sigterm(ws, local):
+    """--workers 2: two processes on the one port, each answering /ping for its own model and the same
+    probabilities; SIGTERM to the parent stops both and exits 0."""
+    images = _images(ws, 4)
+    want = np.asarray(local.predict_batch(images))
+    proc, port, lines = _start_cli_server(str(ws.model), "--workers", "2")
+    try:
+        pids: set[int] = set()
+        deadline = time.monotonic() + 90
+        while len(pids) < 2:  # the kernel hands each new connection to one of the workers
+            assert time.monotonic() < deadline and proc.poll() is None, (pids, "".join(lines))
+            try:
+                answer = exchange(port, request("GET", "/metadata"))
+            except OSError:
+                continue
+            if answer.status == 200:
+                pids.add(answer.json()["pid"])
+            else:
+                assert answer.status == 503 and "still loading" in answer.json()["error"]
+                time.sleep(0.05)
+        assert proc.pid not in pids
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(lambda img: exchange(port, _post(img)), images * 4))
+        assert all(a.status == 200 for a in got)
+        assert np.abs(np.asarray([a.json() for a in got]) - np.tile(want, (4, 1))).max() <= 1e-6
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        for pid in pids:
+            assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        err = "".join(lines) + proc.stderr.read()
+        assert "Traceback" not in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+
+
 _WITHOUT_SERVE_EXTRA = textwrap.dedent("""
     import importlib.abc, sys
 
+    BLOCKED = {"starlette", "uvicorn", "prometheus_client"}
+
     class Block(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):
-            if name.split(".")[0] in ("starlette", "uvicorn"):
+            if name.split(".")[0] in BLOCKED:
                 raise ImportError(f"No module named {name!r} (blocked by the test)")
             return None
 
@@ -231,19 +360,28 @@ _WITHOUT_SERVE_EXTRA = textwrap.dedent("""
     import multilabel_ic.serve
     from multilabel_ic.serve import HttpPredictor
     from multilabel_ic import MissingDependencyError
-    for name in ("create_app", "serve"):
-        try:
-            getattr(multilabel_ic.serve, name)
-        except MissingDependencyError as exc:
-            assert "pip install 'multilabel-ic[serve]'" in str(exc), exc
-        else:
-            raise AssertionError(name + " without the serve extra")
+    # the whole extra missing, then each of its packages missing alone; the ASGI app runs under any ASGI server, so it does without uvicorn
+    NEEDS = {"create_app": {"starlette", "prometheus_client"}, "serve": {"starlette", "prometheus_client", "uvicorn"}}
+    for missing in (set(BLOCKED), {"starlette"}, {"prometheus_client"}, {"uvicorn"}):
+        BLOCKED.clear()
+        BLOCKED.update(missing)
+        for module in [m for m in sys.modules if m.split(".")[0] in NEEDS["serve"]
+                       or (m.startswith("multilabel_ic.serve.") and m != "multilabel_ic.serve.client")]:
+            del sys.modules[module]  # each case imports afresh
+        for name in [name for name, needs in NEEDS.items() if needs & missing]:
+            try:
+                getattr(multilabel_ic.serve, name)
+            except MissingDependencyError as exc:
+                assert "pip install 'multilabel-ic[serve]'" in str(exc), exc
+            else:
+                raise AssertionError(f"{name} without {missing}")
     from multilabel_ic.cli import main
     sys.exit(main(["serve", sys.argv[1], "--port", "0"]))
 """)
 
 
 def test_without_the_serve_extra_the_client_works_and_serve_names_the_pip_line(ws):
+    """Without any one of the serve extra's packages, create_app, serve and the CLI name the pip line."""
     result = subprocess.run([sys.executable, "-c", _WITHOUT_SERVE_EXTRA, str(ws.model)], capture_output=True,
                             text=True, timeout=120, env={**os.environ, "PYTHONPATH": SRC})
     assert result.returncode == 1, result.stderr
@@ -253,7 +391,7 @@ def test_without_the_serve_extra_the_client_works_and_serve_names_the_pip_line(w
 
 def test_the_core_and_the_cli_do_not_import_the_server_stack():
     code = ("import sys, multilabel_ic, multilabel_ic.cli, multilabel_ic.serve; "
-            "print(sorted(m for m in ('starlette', 'uvicorn') if m in sys.modules))")
+            "print(sorted(m for m in ('starlette', 'uvicorn', 'prometheus_client') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             env={**os.environ, "PYTHONPATH": SRC})
     assert result.stdout.strip() == "[]", result.stderr

@@ -1,14 +1,15 @@
 """The model behind HTTP, with the SageMaker inference container contract of the built-in algorithm: ``GET /ping``,
 ``POST /invocations`` (JPEG/PNG in, the JSON list of class probabilities out), port 8080, 6 MB bodies; concurrent
-requests run through the network as one batch. docs/serve.md has the contract, its sources and the figures.
+requests run through the network as one batch; ``GET /metrics`` for Prometheus; ``workers`` processes on one port.
+docs/serve.md has the contract, its sources and the figures.
 
     from multilabel_ic.serve import serve, create_app, HttpPredictor
     serve("run/model.tar.gz", port=8080)                  # blocks; SIGTERM drains and returns
     app = create_app("run/model.tar.gz", max_batch=16)    # an ASGI app, for uvicorn or another ASGI server
     HttpPredictor("http://127.0.0.1:8080").predict(jpeg_bytes)
 
-The server needs the ``serve`` extra (uvicorn, Starlette): ``pip install 'multilabel-ic[serve]'``; importing this
-package does not, and :class:`HttpPredictor` (the client) never does.
+The server needs the ``serve`` extra (uvicorn, Starlette, prometheus_client): ``pip install 'multilabel-ic[serve]'``;
+importing this package does not, and :class:`HttpPredictor` (the client) never does.
 """
 
 from __future__ import annotations

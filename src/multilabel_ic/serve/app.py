@@ -1,4 +1,5 @@
-"""The server as an ASGI application (Starlette): ``GET /ping``, ``POST /invocations``, and ``GET /metadata``.
+"""The server as an ASGI application (Starlette): ``GET /ping``, ``POST /invocations``, ``GET /metadata`` and
+``GET /metrics`` (Prometheus, :mod:`.metrics`).
 
 :func:`create_app` loads the model when the server starts (``/ping`` answers 503 until it is loaded, 200 after) and
 answers each request like the algorithm's endpoint does (:mod:`.contract`). Every refusal is a 4xx with one line of
@@ -29,6 +30,7 @@ from .contract import (
     format_probabilities,
     negotiate_accept,
 )
+from .metrics import CONTENT_TYPE_LATEST, ServeMetrics
 
 require("starlette", extra="serve")
 
@@ -78,8 +80,9 @@ class _ModelState:
         return self.predictor is not None
 
 
-def _load(model: Any, runtime: str) -> Any:
-    """A predictor for ``model``: a Predictor is used as it is, a callable is called, a path is loaded."""
+def _load(model: Any, runtime: str, cache_dir: str | os.PathLike | None = None, precision: str = "fp32") -> Any:
+    """A predictor for ``model``: a Predictor is used as it is, a callable is called, a path is loaded (an ``s3://``
+    URI is downloaded to the cache first)."""
     from ..backends.base import Predictor
 
     if isinstance(model, Predictor):
@@ -87,13 +90,15 @@ def _load(model: Any, runtime: str) -> Any:
     if callable(model):
         return model()
     if isinstance(model, (str, os.PathLike)):
-        if str(model).startswith("s3://"):
-            raise UsageError(f"{model}: the server loads a model.tar.gz from this machine; download it first "
-                             f"(aws s3 cp {model} .) and serve the local file.")
         from ..model.predictor import LocalPredictor
+        from .model_source import local_model
 
-        return LocalPredictor(model, runtime=runtime, device="cpu" if runtime != "torch" else None)
-    raise UsageError(f"model={model!r}: give the path of a model.tar.gz, a Predictor, or a function that returns one.")
+        model = local_model(model, cache_dir)
+
+        return LocalPredictor(model, runtime=runtime, precision=precision,
+                              device="cpu" if runtime != "torch" else None)
+    raise UsageError(f"model={model!r}: give the path or s3:// URI of a model.tar.gz, a Predictor, or a function "
+                     f"that returns one.")
 
 
 def _hooks(predictor: Any) -> tuple[Callable[..., Any], Callable[..., list[list[float]]], bool]:
@@ -110,10 +115,11 @@ def _error(status: int, message: str, request_id: str | None, headers: dict[str,
 
 class _AccessLog:
     """ASGI middleware: a request id (the client's ``X-Request-Id`` when it is a plain token) in the scope and the
-    answer's headers, and one JSON access log line per request."""
+    answer's headers, one JSON access log line per request, and the request metrics."""
 
-    def __init__(self, app: Any):
+    def __init__(self, app: Any, metrics: ServeMetrics):
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -133,11 +139,15 @@ class _AccessLog:
                                                   (b"x-request-id", request_id.encode())]}
             await send(message)
 
+        self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            entry["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+            self.metrics.in_flight.dec()
+            took = time.perf_counter() - started
+            entry["latency_ms"] = round(took * 1000, 2)
             status = entry["status"] or 500
+            self.metrics.observe_request(scope.get("path"), status, took)
             level = logging.WARNING if status >= 500 and status != 503 else logging.INFO  # 503: still loading
             access_log.log(level, json.dumps(entry))
 
@@ -174,29 +184,35 @@ async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
 
 def create_app(model: Any, *, runtime: str = "torch", max_batch: int = 32, max_delay_ms: float = 5.0,
                decode_threads: int | None = None, max_body_bytes: int = MAX_BODY_BYTES, body_timeout_s: float = 30.0,
+               cache_dir: str | os.PathLike | None = None, precision: str = "fp32",
                on_load_error: Callable[[BaseException], None] | None = None) -> Starlette:
     """The server as an ASGI app: run it with uvicorn (``multilabel_ic.serve.serve`` does), or any ASGI server.
 
-    ``model``: a ``model.tar.gz`` path (loaded with ``LocalPredictor(model, runtime=runtime)`` when the app starts),
-    a :class:`~multilabel_ic.Predictor`, or a function returning one. ``max_batch`` / ``max_delay_ms``: the dynamic
+    ``model``: a ``model.tar.gz`` path (loaded with ``LocalPredictor(model, runtime=runtime, precision=precision)``
+    when the app starts),
+    an ``s3://`` URI of one (downloaded to ``cache_dir`` first, :mod:`.model_source`), a
+    :class:`~multilabel_ic.Predictor`, or a function returning one. ``max_batch`` / ``max_delay_ms``: the dynamic
     batching (docs/serve.md). ``decode_threads``: threads decoding request images (default: the cores, at most 8).
     ``max_body_bytes``: larger bodies get 413 (default: SageMaker's 6 MB); ``body_timeout_s``: a body slower than
     this gets 408. ``on_load_error(exc)`` is called when the model cannot be loaded (``serve`` then stops).
     """
     from .._parallel import usable_cores
-    from ..model.predictor import RUNTIMES
+    from ..model.predictor import RUNTIMES, check_precision
 
     if runtime not in RUNTIMES:
         raise UsageError(f"runtime={runtime!r} is not one of {', '.join(RUNTIMES)}.")
+    check_precision(runtime, precision)
     check_settings(max_batch=max_batch, max_delay_ms=max_delay_ms, max_body_bytes=max_body_bytes,
                    body_timeout_s=body_timeout_s, decode_threads=decode_threads)
     state = _ModelState()
     holder: dict[str, Any] = {}
+    metrics = ServeMetrics()
 
     async def load() -> None:
         started = time.perf_counter()
         try:
-            predictor = await asyncio.get_running_loop().run_in_executor(None, _load, model, runtime)
+            predictor = await asyncio.get_running_loop().run_in_executor(None, _load, model, runtime, cache_dir,
+                                                                          precision)
         except BaseException as exc:  # reported by /ping and to the caller; the server keeps answering 503
             state.error = exc
             log.error("the model could not be loaded: %s", " ".join(str(exc).split()))
@@ -205,10 +221,11 @@ def create_app(model: Any, *, runtime: str = "torch", max_batch: int = 32, max_d
             return
         decode, run_batch, batches = _hooks(predictor)
         batcher = Batcher(run_batch, max_batch=max_batch if batches else 1, max_delay_ms=max_delay_ms,
-                          decode_threads=decode_threads or min(8, usable_cores()))
+                          decode_threads=decode_threads or min(8, usable_cores()), on_batch=metrics.observe_batch)
         batcher.start()
         holder.update(batcher=batcher, decode=decode)
         state.predictor = predictor
+        metrics.model_loaded.set(1)
         log.info("model loaded in %.1f s: %d classes, runtime %s; batches of up to %d, waiting at most %g ms",
                  time.perf_counter() - started, len(getattr(predictor, "class_names", []) or []),
                  getattr(predictor, "runtime", "?"), batcher.max_batch, max_delay_ms)
@@ -244,8 +261,12 @@ def create_app(model: Any, *, runtime: str = "torch", max_batch: int = 32, max_d
         body = {"class_names": list(getattr(p, "class_names", []) or []),
                 "thresholds": getattr(p, "thresholds", None), "image_shape": getattr(p, "image_shape", None),
                 "runtime": getattr(p, "runtime", None), "max_batch": holder["batcher"].max_batch,
-                "max_delay_ms": max_delay_ms, "max_body_bytes": max_body_bytes}
+                "max_delay_ms": max_delay_ms, "max_body_bytes": max_body_bytes,
+                "pid": os.getpid()}  # which worker answered (serve --workers)
         return Response(json.dumps(body).encode(), media_type="application/json")
+
+    async def prometheus(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     async def invocations(request: Request) -> Response:
         entry = request.scope[_LOG_KEY]
@@ -283,9 +304,11 @@ def create_app(model: Any, *, runtime: str = "torch", max_batch: int = 32, max_d
 
     app = Starlette(routes=[Route("/ping", ping, methods=["GET"]),
                             Route("/invocations", invocations, methods=["POST"]),
-                            Route("/metadata", metadata, methods=["GET"])],
+                            Route("/metadata", metadata, methods=["GET"]),
+                            Route("/metrics", prometheus, methods=["GET"])],
                     exception_handlers={HTTPException: http_error}, lifespan=lifespan)
     app.state.model = state
     app.state.holder = holder
-    app.add_middleware(_AccessLog)
+    app.state.metrics = metrics
+    app.add_middleware(_AccessLog, metrics=metrics)
     return app

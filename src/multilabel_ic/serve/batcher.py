@@ -40,12 +40,15 @@ class _Item:
 class Batcher:
     """``await batcher.decode(fn, *args)`` on the decode pool, then ``await batcher.infer(array)`` -> BatchResult.
 
-    ``run_batch(list_of_arrays) -> list_of_probabilities`` is called on one thread, one batch at a time.
+    ``run_batch(list_of_arrays) -> list_of_probabilities`` is called on one thread, one batch at a time;
+    ``on_batch(images, seconds)``, when given, after each batch that ran (the server's metrics).
     """
 
     def __init__(self, run_batch: Callable[[Sequence[Any]], list[list[float]]], *, max_batch: int = 32,
-                 max_delay_ms: float = 5.0, decode_threads: int = 2):
+                 max_delay_ms: float = 5.0, decode_threads: int = 2,
+                 on_batch: Callable[[int, float], None] | None = None):
         self.run_batch = run_batch
+        self.on_batch = on_batch  # (images, seconds) after each batch that ran
         self.max_batch = max_batch
         self.max_delay = max_delay_ms / 1000.0
         self._items: collections.deque[_Item] = collections.deque()
@@ -134,7 +137,10 @@ class Batcher:
                 continue
             self.batches += 1
             self.images += len(batch)
-            log.debug("batch of %d in %.1f ms", len(batch), (time.perf_counter() - started) * 1000)
+            took = time.perf_counter() - started
+            log.debug("batch of %d in %.1f ms", len(batch), took * 1000)
+            if self.on_batch is not None:
+                self.on_batch(len(batch), took)
             for item, probs in zip(batch, results):
                 if not item.future.done():
                     item.future.set_result(BatchResult(list(probs), len(batch)))

@@ -1,109 +1,32 @@
-"""Run the app under uvicorn: bind the port (a clear error when it is taken), answer malformed HTTP with one line of
-JSON, and on SIGTERM stop taking connections, finish the requests in flight and return (the CLI then exits 0)."""
+"""Run the app under uvicorn (:mod:`.protocol` has the HTTP set-up): bind the port, serve, and on SIGTERM stop taking
+connections, finish the requests in flight and return (the CLI then exits 0). ``workers`` > 1 runs :mod:`.workers`."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..exceptions import OutputError, UsageError, require
-from .contract import DEFAULT_HOST, DEFAULT_PORT, MAX_BODY_BYTES, error_body
+from ..exceptions import UsageError
+from .contract import DEFAULT_HOST, DEFAULT_PORT, MAX_BODY_BYTES
+from .protocol import (
+    DEFAULT_HEADER_TIMEOUT_S,
+    LOG_LEVELS,
+    Server,
+    bind,
+    check_header_timeout,
+    make_config,
+    make_server,
+    server_logging,
+)
 
-require("uvicorn", extra="serve")
-
-import uvicorn  # noqa: E402
-from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: E402
-
-__all__ = ["serve", "bind", "Server", "LOG_LEVELS"]
+__all__ = ["serve", "bind", "Server", "LOG_LEVELS", "make_config", "make_server", "DEFAULT_HEADER_TIMEOUT_S"]
 
 log = logging.getLogger("multilabel_ic.serve")
-LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-class JsonErrorH11Protocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol, with its answer to a request that is not valid HTTP as one line of JSON."""
-
-    def send_400_response(self, msg: str) -> None:
-        import h11
-
-        body = error_body(f"not a valid HTTP/1.1 request ({msg.rstrip('.')}); send a request line such as "
-                          f"'POST /invocations HTTP/1.1', headers, and the body.")
-        try:
-            headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
-                       (b"content-length", str(len(body)).encode())]
-            self.transport.write(self.conn.send(h11.Response(status_code=400, headers=headers, reason=b"Bad Request")))
-            self.transport.write(self.conn.send(h11.Data(data=body)))
-            self.transport.write(self.conn.send(h11.EndOfMessage()))
-        except h11.LocalProtocolError:  # a response was already under way: nothing more can be sent
-            pass
-        self.transport.close()
-
-
-def bind(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> socket.socket:
-    """A listening socket on ``host:port`` (port 0: a free one), or a clear error when it cannot be had."""
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise UsageError(f"port={port!r}: give a port number between 0 and 65535 (0: any free port).")
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise UsageError(f"host={host!r} is not an address of this machine ({exc.strerror}); give an address such "
-                         f"as 127.0.0.1, or 0.0.0.0 for every interface.") from None
-    family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address)
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        raise OutputError(f"cannot listen on {host}:{port} ({exc.strerror}); another server may be using the port: "
-                          f"choose another with --port, or stop that server.") from None
-    sock.set_inheritable(True)
-    return sock
-
-
-class Server(uvicorn.Server):
-    """uvicorn's server; ``stop()`` asks it to finish (from another thread), ``started`` says it is serving."""
-
-    def stop(self) -> None:
-        self.should_exit = True
-
-
-@contextlib.contextmanager
-def _logging(level: str) -> Iterator[None]:
-    """While serving: the library's lines at ``level``, and uvicorn's own lines through the library's handler (stderr,
-    the algorithm's line format); as they were afterwards."""
-    ours = logging.getLogger("multilabel_ic")
-    theirs = [logging.getLogger(name) for name in ("uvicorn", "uvicorn.error")]
-    saved = [(lg, lg.handlers[:], lg.level, lg.propagate) for lg in (ours, *theirs)]
-    try:
-        ours.setLevel(level.upper())
-        if ours.handlers:
-            for logger in theirs:
-                logger.handlers[:] = list(ours.handlers)
-                logger.setLevel(level.upper())
-                logger.propagate = False
-        yield
-    finally:
-        for logger, handlers, lvl, propagate in saved:
-            logger.handlers[:] = handlers
-            logger.setLevel(lvl)
-            logger.propagate = propagate
-
-
-def make_server(app: Any, *, log_level: str = "info", graceful_timeout_s: float | None = None) -> Server:
-    """A uvicorn server for ``app`` (no access log of its own: the app writes one)."""
-    if log_level not in LOG_LEVELS:
-        raise UsageError(f"log_level={log_level!r} is not one of {', '.join(LOG_LEVELS)}.")
-    config = uvicorn.Config(app, http=JsonErrorH11Protocol, lifespan="on", access_log=False, log_config=None,
-                            log_level=log_level, timeout_graceful_shutdown=(None if graceful_timeout_s is None
-                                                                            else int(graceful_timeout_s)))
-    return Server(config)
 
 
 @contextlib.contextmanager
@@ -123,19 +46,38 @@ def _sigterm_returns() -> Iterator[None]:
 def serve(model: Any, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, runtime: str = "torch",
           max_batch: int = 32, max_delay_ms: float = 5.0, decode_threads: int | None = None,
           max_body_bytes: int = MAX_BODY_BYTES, body_timeout_s: float = 30.0, log_level: str = "info",
-          graceful_timeout_s: float | None = 30.0,
+          graceful_timeout_s: float | None = 30.0, header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
+          workers: int = 1, cache_dir: str | os.PathLike | None = None, precision: str = "fp32",
           on_listening: Callable[[str, int], None] | None = None) -> None:
-    """Serve ``model`` (a ``model.tar.gz`` path, a Predictor, or a function returning one) on ``host:port`` until
-    SIGTERM or Ctrl-C; see :func:`multilabel_ic.serve.create_app` for the other settings.
+    """Serve ``model`` (a ``model.tar.gz`` path or ``s3://`` URI, a Predictor, or a function returning one) on
+    ``host:port`` until SIGTERM or Ctrl-C; see :func:`multilabel_ic.serve.create_app` for the other settings.
 
     The port is bound first (an error names it when it is taken); ``/ping`` answers 503 while the model loads and 200
     after. If the model cannot be loaded, the server stops and the loading error is raised here. On SIGTERM the
     server stops taking connections, finishes the requests in flight (at most ``graceful_timeout_s``) and returns.
+    ``header_timeout_s``: a client whose request headers take longer gets 408. ``workers`` > 1: that many server
+    processes on the one port, each with its own model and batcher (:mod:`.workers`). An ``s3://`` URI is
+    downloaded once to ``cache_dir`` (:mod:`.model_source`).
     """
-    from .app import create_app
+    from .app import check_settings, create_app
 
     if log_level not in LOG_LEVELS:
         raise UsageError(f"log_level={log_level!r} is not one of {', '.join(LOG_LEVELS)}.")
+    check_header_timeout(header_timeout_s)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise UsageError(f"workers={workers!r}: give a whole number of server processes >= 1.")
+    check_settings(max_batch=max_batch, max_delay_ms=max_delay_ms, max_body_bytes=max_body_bytes,
+                   body_timeout_s=body_timeout_s, decode_threads=decode_threads)
+    if workers > 1:
+        from .workers import serve_workers
+
+        serve_workers(model, workers=workers, host=host, port=port, log_level=log_level,
+                      graceful_timeout_s=graceful_timeout_s, header_timeout_s=header_timeout_s, cache_dir=cache_dir,
+                      on_listening=on_listening,
+                      app_settings=dict(runtime=runtime, max_batch=max_batch, max_delay_ms=max_delay_ms,
+                                        decode_threads=decode_threads, max_body_bytes=max_body_bytes,
+                                        body_timeout_s=body_timeout_s, precision=precision))
+        return
     failure: list[BaseException] = []
     server_ref: list[Server] = []
 
@@ -146,13 +88,14 @@ def serve(model: Any, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, run
 
     app = create_app(model, runtime=runtime, max_batch=max_batch, max_delay_ms=max_delay_ms,
                      decode_threads=decode_threads, max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s,
-                     on_load_error=load_failed)
-    server = make_server(app, log_level=log_level, graceful_timeout_s=graceful_timeout_s)
+                     cache_dir=cache_dir, precision=precision, on_load_error=load_failed)
+    server = make_server(app, log_level=log_level, graceful_timeout_s=graceful_timeout_s,
+                         header_timeout_s=header_timeout_s)
     server_ref.append(server)
     sock = bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     try:
-        with _logging(log_level), _sigterm_returns():
+        with server_logging(log_level), _sigterm_returns():
             log.info("listening on http://%s:%d (GET /ping, POST /invocations); SIGTERM or Ctrl-C stops it",
                      bound_host, bound_port)
             if on_listening is not None:
