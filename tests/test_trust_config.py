@@ -76,7 +76,8 @@ def _config_with(tmp_path, key: str, value, name: str = "run.toml"):
 GOOD = {"choice": None, "str": "x", "int": 3, "number": 1.5, "bool": True, "path": "rel/x",
         "path_or_url": "rel/x", "tensorboard": "rel/x", "mlflow": "rel/x", "names": ["a", "b"], "ids": ["i-1"],
         "table": {"K": "v"}}
-CHOICE = {"backend": "sagemaker", "engine": "gluon", "input_pipeline": "reference", "input_format": "manifest"}
+CHOICE = {"backend": "sagemaker", "engine": "gluon", "input_pipeline": "reference", "input_format": "manifest",
+          "loss": "asl", "weighted_loss": "balanced"}
 # values of a wrong type for each kind (a table and a list of tables are wrong for every key)
 WRONG = {"choice": [["local"], 1], "str": [1, ["a"]], "int": ["3", 2.5, True], "number": ["1", False],
          "bool": [1, "true"], "path": [3, ["a", "b"], ""], "path_or_url": [3, [""]], "tensorboard": [3, ["a"]],

@@ -21,6 +21,7 @@ from .cli_sagemaker import LOCAL_ONLY_TRAIN_FLAGS, add_commands, add_sagemaker_a
 from .cli_serve import add_serve_parser, cmd_serve
 from .cli_tune import add_tune_parser, cmd_tune
 from .exceptions import HyperparameterError, MultilabelICError, TrainingError, UsageError
+from .local_options import add_option_args
 
 __all__ = ["main", "build_parser"]
 
@@ -90,35 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--classes", default=None, help="comma-separated class names, in label order (required, here "
                    "or in --config)")
     t.add_argument("--output", type=Path, default=Path("runs/train"), help="the run folder")
-    t.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
-    t.add_argument("--engine", choices=["pytorch", "gluon"], default="pytorch",
-                   help="pytorch (default), or gluon: MXNet itself trains (needs the gluon extra; docs/gluon.md)")
     t.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
                    help="train with N processes on this machine (one per GPU) under torchrun; mini_batch_size is "
                         "split across them (docs/local-backend.md, many GPUs)")
-    t.add_argument("--sync-batchnorm", action="store_true",
-                   help="with --nproc-per-node on GPUs: SyncBatchNorm instead of per-device statistics")
-    t.add_argument("--workers", type=int, default=None, help="data loading workers (default: min(8, cores - 1))")
-    t.add_argument("--input-pipeline", choices=["batched", "reference"], default="batched",
-                   help="batched: decode cache + the batch's augmentation on the device; reference: OpenCV per image "
-                        "on the workers (docs/local-backend.md, input pipeline)")
-    t.add_argument("--compile", action="store_true",
-                   help="torch.compile the network (the first steps wait while it compiles; docs/local-backend.md)")
-    t.add_argument("--cache-dir", type=Path, default=None,
-                   help="folder of the decode cache (default <output>/cache); share one between runs of the same data")
-    t.add_argument("--cache-max-gb", type=float, default=None,
-                   help="largest decode cache (default 64): data over it is cached as JPEG, and over that too "
-                        "decoded every epoch (docs/local-backend.md, the decode cache)")
-    t.add_argument("--pretrained", default=None, help="file or URL of ImageNet .params for use_pretrained_model=1")
-    t.add_argument("--seed", type=int, default=0, help="seed of initialisation, sampling and augmentation")
     t.add_argument("--tensorboard", nargs="?", const="", default=None, metavar="DIR",
                    help="write TensorBoard events (to DIR, default <output>/tensorboard); needs the tracking extra")
     t.add_argument("--mlflow", default=None, metavar="TRACKING_URI",
                    help="log the run to MLflow (a server URL, or file:./mlruns); needs the tracking extra")
     t.add_argument("--mlflow-experiment", default="multilabel-ic", help="MLflow experiment name")
-    t.add_argument("--restart", action="store_true",
-                   help="remove the previous run's checkpoint, parameters and artifact from --output and start afresh "
-                        "(without it, a run of the same data and settings is resumed, and another run is refused)")
+    add_option_args(t)  # every LocalOptions flag, with its default, from the option table
     add_hp_args(t)
     add_sagemaker_args(t, training=True, resources=True)
 
@@ -350,13 +331,9 @@ def cmd_train(args) -> int:
 
 
 def _local_options(args):
-    from .backends.local import LocalOptions
+    from .local_options import options_from_args
 
-    return LocalOptions(seed=args.seed, num_workers=args.workers, progress=not args.quiet,
-                        pretrained=args.pretrained, restart=args.restart, engine=args.engine,
-                        sync_batchnorm=args.sync_batchnorm, input_pipeline=args.input_pipeline,
-                        cache_dir=str(args.cache_dir) if args.cache_dir else None, compile=args.compile,
-                        **({} if args.cache_max_gb is None else {"cache_max_gb": args.cache_max_gb}))
+    return options_from_args(args, progress=not args.quiet)
 
 
 def _launch_checked(args, classes: list[str], config_hp: dict, *, train, val) -> int:

@@ -15,8 +15,8 @@ from ...exceptions import UsageError, require
 
 require("torch", extra="local")
 
+from ...local_options import LocalOptions  # noqa: E402
 from ...model.transforms import AugmentOptions  # noqa: E402  (after the dependency check)
-from .train import LocalOptions  # noqa: E402
 
 if TYPE_CHECKING:
     from ...backends.base import Model

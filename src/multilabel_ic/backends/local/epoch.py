@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from torch import nn
     from torch.utils.data import DataLoader
 
-    from ...backends.local.train import LocalOptions
     from ...hyperparameters import Hyperparameters
+    from ...local_options import LocalOptions
     from .optim import MultiFactorSchedule
 
 __all__ = ["train_step", "run_epoch", "predict_scores", "validate"]

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from ...callbacks import CallbackList
     from ...data.dataset import Dataset
     from ...hyperparameters import Hyperparameters
-    from .train import LocalOptions
+    from ...local_options import LocalOptions
 
 GLUON_INSTALL = ("python -m venv .venv-gluon && .venv-gluon/bin/pip install 'multilabel-ic[local,gluon]' (MXNet 1.9.1 "
                  "needs numpy < 1.24, hence a virtualenv of its own; docs/gluon.md)")

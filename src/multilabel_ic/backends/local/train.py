@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,9 +27,8 @@ from ..._read import GiB, open_bounded
 from ...callbacks import Callback, CallbackList, RunInfo, default_callbacks
 from ...data.dataset import Dataset
 from ...exceptions import RunConflictError, TrainingError, UsageError
-from ...hyperparameters import Rule, check_options
+from ...local_options import LocalOptions
 from ...model.network import ResNetV2, create_network, mxnet_state_dict
-from ...model.transforms import AugmentOptions
 from ...preflight import check_training_request, data_fingerprint, describe_differences
 from ..base import final_metrics
 from .distributed import Distributed
@@ -66,66 +65,6 @@ __all__ = ["LocalOptions", "train", "precision_for", "class_weights", "weighted_
 log = logging.getLogger("multilabel_ic.train")
 CHECKPOINT_FORMAT = "multilabel-ic/checkpoint-v2"  # tensors and plain types only, loaded with weights_only=True
 CHECKPOINT_LIMIT = 16 * GiB  # the largest checkpoints/last.pt resumed from (a ResNet-152 with its optimizer: ~0.7 GB)
-
-
-# One rule per setting, in the rule table's terms (the same mechanism and message shape as Hyperparameters).
-OPTION_RULES = {
-    "seed": Rule("int", low=0), "num_workers": Rule("int", low=0, nullable=True),
-    "weighted_loss": Rule("choice", choices=("neg_pos_ratio", "balanced")),
-    "bce_reduction": Rule("choice", choices=("mean", "sum")), "preload": Rule("bool", nullable=True),
-    "log_interval": Rule("int", low=1), "progress": Rule("bool"),
-    "cpu_float16": Rule("choice", choices=("bfloat16", "float32")),
-    "cuda_half": Rule("choice", choices=("float16", "bfloat16")), "pretrained": Rule("str", nullable=True),
-    "pretrained_sha256": Rule("str", nullable=True), "channels_last": Rule("bool"), "resume": Rule("bool"),
-    "restart": Rule("bool"), "device": Rule("str", nullable=True),
-    "engine": Rule("choice", choices=("pytorch", "gluon")), "sync_batchnorm": Rule("bool"),
-    "input_pipeline": Rule("choice", choices=("batched", "reference")), "cache_dir": Rule("str", nullable=True),
-    "cache_max_gb": Rule("float", low=0), "compile": Rule("bool"),
-}
-
-
-@dataclass(frozen=True)
-class LocalOptions:
-    """Settings of the local engine that are not algorithm hyperparameters (SageMaker would reject them)."""
-
-    seed: int = 0
-    device: str | None = None  # "cuda", "cpu", "cuda:1"; None = CUDA when available
-    num_workers: int | None = None  # None = min(8, cores - 1)
-    weighted_loss: str = "neg_pos_ratio"  # or "balanced"; see docs/local-backend.md
-    bce_reduction: str = "mean"  # multi-label loss over classes: "mean" (MXNet's head) or "sum" (C times the step)
-    augment: AugmentOptions = field(default_factory=AugmentOptions)
-    # "batched": decode cache + the batch's augmentation on the device; "reference": OpenCV per image on the loader
-    # workers (also the fallback when the cache cannot be written). docs/local-backend.md, "Input pipeline".
-    input_pipeline: str = "batched"
-    cache_dir: str | None = None  # the decode cache's folder; None = <output>/cache
-    cache_max_gb: float = 64.0  # larger caches are not written (the reference pipeline decodes every epoch)
-    preload: bool | None = None  # reference pipeline: keep decoded, resized images in memory; None = if < 2 GiB
-    log_interval: int = 20
-    progress: bool = True
-    cpu_float16: str = "bfloat16"  # precision_dtype=float16 on a CPU: "bfloat16" autocast or "float32"
-    cuda_half: str = "float16"  # precision_dtype=float16 on CUDA: "float16" (+ loss scaling) or "bfloat16"
-    pretrained: str | None = None  # file or URL of ImageNet weights for use_pretrained_model=1
-    pretrained_sha256: str | None = None
-    channels_last: bool = True
-    resume: bool = True  # continue a run of the same data and settings found in the output folder (False: refuse)
-    restart: bool = False  # remove the previous run's checkpoint, parameters and artifact, and start afresh
-    engine: str = "pytorch"  # or "gluon": MXNet itself trains (the gluon extra; docs/gluon.md)
-    sync_batchnorm: bool = False  # under torchrun: SyncBatchNorm (CUDA) instead of per-process statistics
-    # torch.compile the network (training and validation); the first steps wait while it compiles.
-    # docs/local-backend.md, "torch.compile", has what it gained where it was measured.
-    compile: bool = False
-
-    def __post_init__(self):
-        checked = check_options({f.name: getattr(self, f.name) for f in fields(self)}, OPTION_RULES,
-                                owner="LocalOptions")
-        for name in OPTION_RULES:
-            object.__setattr__(self, name, checked[name])
-        if self.compile and self.engine == "gluon":
-            raise UsageError("compile=True is a PyTorch-engine option (torch.compile); the Gluon engine runs MXNet's "
-                             "own graph: drop it or use engine='pytorch'.")
-        if not isinstance(self.augment, AugmentOptions):
-            raise UsageError(f"The 'augment' option of LocalOptions must be an AugmentOptions. Got "
-                             f"{type(self.augment).__name__} instead.")
 
 
 def select_device(name: str | None) -> torch.device:
