@@ -340,7 +340,7 @@ def _launch_checked(args, classes: list[str], config_hp: dict, *, train, val) ->
     """``train --nproc-per-node N``: check here, in one process, all that can be checked without starting the N
     processes (hyperparameters, options, device, data), so a usage error is one line and exit 2, not N errors and
     torchrun's traceback; then launch them."""
-    from .backends.local.train import check_launch
+    from .backends.local import check_launch
 
     if train is None:  # RecordIO: the record count from its index, when there is one
         from .data.recordio import read_idx

@@ -215,13 +215,36 @@ class Hyperparameters:
         return int(self.image_shape.split(",")[2])
 
     @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of the network input: image_shape parsed (it is checked at construction)."""
+        c, h, w = (int(v) for v in self.image_shape.split(","))
+        return c, h, w
+
+    @property
+    def is_multi_label(self) -> bool:
+        """The head: sigmoid outputs with a BCE loss (multi_label=1), or the softmax (multi_label=0)."""
+        return self.multi_label == 1
+
+    @property
     def lr_steps(self) -> list[int]:
         return [int(s) for s in self.lr_scheduler_step.split(",")] if self.lr_scheduler_step else []
 
     @property
     def batches_per_epoch(self) -> int:
         """floor(num_training_samples / mini_batch_size): the algorithm drops the remainder every epoch."""
-        return self.num_training_samples // self.mini_batch_size
+        return self.steps_per_epoch()
+
+    def steps_per_epoch(self, hosts: int = 1, *, schedule: bool = False) -> int:
+        """The one home of steps per epoch, with ``hosts`` machines each taking a batch of mini_batch_size per step.
+
+        The epoch trains ``num_training_samples // (hosts x mini_batch_size)`` batches (ImageRecordIter drops the
+        remainder). MXNet's LR schedule (``schedule=True``) counts epochs in fit.py's ``epoch_size``,
+        ``max(int(num_training_samples / mini_batch_size / hosts), 1)``: the same number whenever an epoch has a
+        step, but float division and at least 1 (the rules differ only for an epoch shorter than one batch, which
+        training refuses)."""
+        if schedule:
+            return max(int(self.num_training_samples / self.mini_batch_size / hosts), 1)
+        return self.num_training_samples // (hosts * self.mini_batch_size)
 
     @property
     def explicit(self) -> frozenset:
@@ -402,7 +425,7 @@ def _check_cross_fields(hp: Hyperparameters) -> None:
             f"The 'resize' parameter ({hp.resize}) must be at least the crop height and width of image_shape "
             f"{hp.image_shape!r} (max {max(h, w)}): the shorter side is resized to 'resize' before the crop. "
             f"Use resize >= {max(h, w)} or a smaller image_shape.", parameter="resize")
-    if hp.use_weighted_loss == 1 and hp.multi_label != 1:
+    if hp.use_weighted_loss == 1 and not hp.is_multi_label:
         raise HyperparameterError(
             "The 'use_weighted_loss' parameter is only valid for multi-label training: set multi_label=1 or "
             "use_weighted_loss=0. Got use_weighted_loss=1 with multi_label=0.", parameter="use_weighted_loss")

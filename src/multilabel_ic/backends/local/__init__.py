@@ -24,7 +24,24 @@ if TYPE_CHECKING:
     from ...data.dataset import Dataset
     from ...hyperparameters import Hyperparameters
 
-__all__ = ["LocalBackend", "LocalOptions", "AugmentOptions"]
+__all__ = ["LocalBackend", "LocalOptions", "AugmentOptions", "ENGINES", "check_launch"]
+
+# LocalOptions.engine -> (module, class) of the engine that trains (engine.Engine; docs/extending.md)
+ENGINES = {"pytorch": ("torch_engine", "TorchEngine"), "gluon": ("gluon_engine", "GluonEngine")}
+
+
+def _engine_class(name: str) -> Any:
+    import importlib
+
+    module, cls = ENGINES[name]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+
+
+def check_launch(*args: Any, **kwargs: Any) -> None:
+    """:func:`.train.check_launch`: what each process of a torchrun launch would refuse, checked once."""
+    from .train import check_launch as check
+
+    check(*args, **kwargs)
 
 
 class LocalBackend:
@@ -49,7 +66,8 @@ class LocalBackend:
         from ..base import Model
         from .train import train as run
 
-        metrics = run(hp, train, validation, output_dir, self.options, callbacks)
+        metrics = run(hp, train, validation, output_dir, self.options, callbacks,
+                      engine=_engine_class(self.options.engine))
         tar = Path(metrics["artifact"])
         return Model(hyperparameters=hp, class_names=list(train.class_names), metrics=metrics, artifact=str(tar),
                      local_artifact=tar, backend=self)
