@@ -199,6 +199,7 @@ def test_steps_per_epoch_has_one_home_and_names_where_mxnet_s_schedule_differs()
 
 
 def test_input_shape_and_the_head_are_parsed_once():
-    hp = Hyperparameters(num_classes=2, num_training_samples=100, image_shape="1,28,32", multi_label=1)
+    hp = Hyperparameters(num_classes=2, num_training_samples=100, image_shape="1,28,32", multi_label=1,
+                         num_layers=20)
     assert hp.input_shape == (hp.channels, hp.height, hp.width) == (1, 28, 32)
     assert hp.is_multi_label and not hp.replace(multi_label=0).is_multi_label
