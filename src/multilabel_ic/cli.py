@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from .backends import BACKENDS
 from .cli_args import add_hp_args, class_list, hp_values, hyperparameters_from_args, print_prediction
 from .cli_sagemaker import HANDLERS as SAGEMAKER_HANDLERS
 from .cli_sagemaker import LOCAL_ONLY_TRAIN_FLAGS, add_commands, add_sagemaker_args, backend_from_args
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", type=Path, default=None,
                    help="a run configuration (.toml, .yaml or .json: data, hyperparameters, local and SageMaker "
                         "options; docs/cli.md); flags given here override it")
-    t.add_argument("--backend", choices=["local", "sagemaker"], default="local",
+    t.add_argument("--backend", choices=list(BACKENDS), default="local",
                    help="local: this machine's GPU/CPU; sagemaker: the built-in algorithm (the SageMaker options)")
     t.add_argument("--train-lst", type=Path, help="training .lst (with --images)")
     t.add_argument("--validation-lst", type=Path, help="validation .lst (with --images)")
@@ -217,7 +218,10 @@ def _torchrun(args, argv: list[str]) -> int:
 
     if args.nproc_per_node < 1:
         raise UsageError(f"--nproc-per-node {args.nproc_per_node}: give at least 1 process.")
-    batch = hp_values(args, getattr(args, "config_hyperparameters", {})).get("mini_batch_size", 32)
+    from .hyperparameters import Hyperparameters
+
+    batch = hp_values(args, getattr(args, "config_hyperparameters", {})).get("mini_batch_size",
+                                                                          Hyperparameters.mini_batch_size)
     if str(batch).isdigit() and int(batch) % args.nproc_per_node:
         raise UsageError(f"mini_batch_size={batch} is split across the {args.nproc_per_node} processes of a host: make "
                          f"it a multiple of {args.nproc_per_node} (or change --nproc-per-node).")

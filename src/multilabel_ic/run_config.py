@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ._read import MiB
+from .backends import BACKENDS
 from .cli_args import read_option_text
 from .exceptions import HyperparameterError, UsageError
 from .local_options import choices_of, config_keys, not_replayed
@@ -78,7 +79,7 @@ KINDS: dict[str, str] = {
 # every key that names a file or folder on this machine (a URL or URI in pretrained / mlflow is kept as it is)
 PATH_KEYS = frozenset(k for k, kind in KINDS.items() if kind in ("path", "path_or_url", "tensorboard", "mlflow"))
 
-_CHOICES = {"backend": ("local", "sagemaker"), "input_format": ("lst", "recordio", "manifest"),
+_CHOICES = {"backend": tuple(BACKENDS), "input_format": ("lst", "recordio", "manifest"),
             **{key: choices_of(key) for key, (_, kind, _) in config_keys().items() if kind == "choice"}}
 _EXPECTED = {"str": "a string", "int": "an integer", "number": "a number", "bool": "true or false",
              "path": "a path (a string)", "path_or_url": "a path or a URL (a string)",
