@@ -141,3 +141,20 @@ def test_the_loss_and_its_settings_are_in_the_fingerprint():
     assert len(asl) == 3 and PINNED["default"] not in asl
     # the ASL settings of a BCE run change nothing it trains with
     assert _digest("default", asl_gamma_neg=2) == PINNED["default"]
+
+
+def test_a_run_trains_with_asl_and_does_not_resume_as_a_bce_run(coco5, tmp_path):
+    """End to end on the PyTorch engine (ResNet-20 at 28 px, one epoch): --loss asl trains, is recorded in the run,
+    and the same folder refuses to resume under the BCE."""
+    from multilabel_ic import Trainer
+    from multilabel_ic.exceptions import RunConflictError
+
+    data = coco5.subset(range(16))
+    hp = Hyperparameters(num_classes=5, num_layers=20, image_shape="3,28,28", resize=32, mini_batch_size=8, epochs=1,
+                         multi_label=1, num_training_samples=len(data), optimizer="adam", learning_rate=0.01)
+    options = LocalOptions(num_workers=0, progress=False, loss="asl")
+    model = Trainer(hp, output_dir=tmp_path, options=options).fit(data)
+    assert np.isfinite(model.metrics["epochs"][0]["train_loss"])
+    assert json.loads((tmp_path / "checkpoints" / "run.json").read_text())["loss"]["name"] == "asl"
+    with pytest.raises(RunConflictError, match="trained with other loss"):
+        Trainer(hp, output_dir=tmp_path, options=LocalOptions(num_workers=0, progress=False)).fit(data)
