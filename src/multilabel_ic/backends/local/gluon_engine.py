@@ -96,12 +96,12 @@ class GluonEngine:
         save_state(path, self.net, self.trainer, state, fingerprint)
 
     def prepare_data(self, train: Dataset, validation: Dataset | None, out: Path) -> int:
-        hp, options, out = self.hp, self.options, self.out
+        hp, options = self.hp, self.options
+        self.out = out
         self.threads = default_workers() if options.num_workers is None else options.num_workers
         self.train_rec = write_recordio(train, out / "recordio" / "train.rec")
         self.val_rec = write_recordio(validation, out / "recordio" / "validation.rec") if validation else None
         self.recs = [r for r in (self.train_rec, self.val_rec) if r is not None]
-        self.out = out
         log.info("Gluon engine (MXNet %s, %s): ImageRecordIter %s, resize=%s -> %s crop %dx%d, augmentation_type=%s, "
                  "%d batches of %d per epoch, context=%s, threads=%d", mxnet_version(), MXNET_ENGINE, self.train_rec,
                  hp.resize, "random" if hp.augmentation_type else "centre", hp.width, hp.height,
