@@ -8,8 +8,8 @@ from pathlib import Path
 
 from _common import setup, write
 
+from multilabel_ic.backends.local.device import select_device
 from multilabel_ic.backends.local.pipeline import default_workers
-from multilabel_ic.backends.local.train import select_device
 from multilabel_ic.bench.local import bench_ceiling, bench_training, image_store
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -9,8 +9,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from multilabel_ic.backends.local.device import Precision
 from multilabel_ic.backends.local.distributed import Distributed, init_process_group
 from multilabel_ic.backends.local.epoch import train_step
+from multilabel_ic.backends.local.loss import weighted_bce
 from multilabel_ic.backends.local.optim import MXNetOptimizer, param_groups_for
 from multilabel_ic.model.network import ResNetV2
 
@@ -49,7 +51,8 @@ def train_steps(model, kind: str, data, *, bn_train: bool) -> None:
     optimizer = optimizer_for(model.module if hasattr(model, "module") else model, kind)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     for x, y in data:
-        train_step(model, optimizer, scaler, x, y, amp_dtype=None, multi_label=True)
+        train_step(model, optimizer, scaler, x, y, criterion=weighted_bce, precision=Precision(torch.device("cpu")),
+                   multi_label=True)
 
 
 def worker(rank: int, world: int, init_file: str, kind: str, bn_train: bool, steps: int, batch: int,

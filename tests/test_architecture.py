@@ -1,5 +1,7 @@
-"""The shape of the house: the import graph of the package has no cycle, no backend imports another, the contract and
-the model package import no backend, and everything on the SageMaker path works without PyTorch installed."""
+"""The shape of the house: the import graph of the package (type-only imports counted) has no cycle, no backend
+imports another, the floors below the backends (the model package with the predictor contract, the data, the
+metrics, the hyperparameters and their rules, the options) import nothing above them, the local backend's run is
+entered through its package only, and everything on the SageMaker path works without PyTorch installed."""
 
 from __future__ import annotations
 
@@ -24,17 +26,16 @@ def _modules() -> dict[str, Path]:
 
 
 def import_graph() -> dict[str, set[str]]:
-    """module -> package modules it imports, at module level or inside functions (``TYPE_CHECKING`` blocks aside)."""
+    """module -> package modules it imports, at module level, inside functions or for type checking only (a
+    ``TYPE_CHECKING`` import is an arrow too: the module's types depend on the target)."""
     mods = _modules()
     graph: dict[str, set[str]] = {}
     for name, path in mods.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.dump(node.test)
-                for n in ast.walk(node)}
         package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
         targets: set[str] = set()
         for node in ast.walk(tree):
-            if id(node) in skip or not isinstance(node, (ast.Import, ast.ImportFrom)):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
                 continue
             if isinstance(node, ast.Import):
                 candidates = [a.name for a in node.names]
@@ -94,31 +95,73 @@ def test_the_import_graph_has_no_cycle():
     assert _cycles(graph) == []
 
 
+def test_type_only_imports_are_arrows():
+    graph = import_graph()
+    # runfolder.py imports the callbacks for type checking only
+    assert "multilabel_ic.callbacks" in graph["multilabel_ic.backends.local.runfolder"]
+
+
 def test_the_cycle_finder_finds_cycles():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
 def _backend_of(module: str) -> str | None:
+    """The backend a module belongs to; ``backends.base`` is the contract they all implement, not a backend."""
     parts = module.split(".")
     if len(parts) >= 3 and parts[1] == "backends" and parts[2] != "base":
         return parts[2]
     return None
 
 
-def test_no_backend_imports_another_and_the_contract_and_model_import_no_backend():
+def test_no_backend_imports_another():
     graph = import_graph()
-    problems = []
-    for module, targets in graph.items():
-        for target in targets:
-            mine, theirs = _backend_of(module), _backend_of(target)
-            if theirs is None:
-                continue
-            if mine is not None and mine != theirs:
-                problems.append(f"backend {module} imports backend {target}")
-            if module.startswith(("multilabel_ic.backends.base", "multilabel_ic.model", "multilabel_ic.data",
-                                  "multilabel_ic.metrics", "multilabel_ic.hyperparameters", "multilabel_ic.preflight")):
-                problems.append(f"{module} imports backend {target}")
+    problems = [f"backend {module} imports backend {target}" for module, targets in graph.items() for target in targets
+                if None is not _backend_of(module) != _backend_of(target) is not None]
     assert problems == []
+
+
+# the floors below the backends, and what is above them
+LOWER = ("multilabel_ic.model", "multilabel_ic.data", "multilabel_ic.metrics", "multilabel_ic.hyperparameters",
+         "multilabel_ic.rules", "multilabel_ic.preflight", "multilabel_ic.images", "multilabel_ic.image_header",
+         "multilabel_ic.local_options", "multilabel_ic.exceptions", "multilabel_ic._io", "multilabel_ic._read")
+UPPER = ("multilabel_ic.backends", "multilabel_ic.api", "multilabel_ic.cli", "multilabel_ic.serve",
+         "multilabel_ic.tune", "multilabel_ic.bench", "multilabel_ic.testing", "multilabel_ic.report",
+         "multilabel_ic.callbacks", "multilabel_ic.parity")
+
+
+def _within(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") or module.startswith(p + "_") for p in prefixes)
+
+
+def test_no_arrow_goes_back_up():
+    """The model package (the predictor contract among it), the data, metrics, hyperparameters and options import
+    no backend, not even the contract module backends.base, and nothing else above them."""
+    graph = import_graph()
+    problems = [f"{module} imports {target}" for module, targets in graph.items() if _within(module, LOWER)
+                for target in targets if _within(target, UPPER)]
+    assert problems == []
+    assert _within("multilabel_ic.cli_tune", UPPER) and not _within("multilabel_ic.model", UPPER)
+
+
+def test_the_local_run_is_entered_through_its_package():
+    """Nothing outside backends/local/ reaches into its training modules; LocalBackend (the package) is the door."""
+    graph = import_graph()
+    inside = "multilabel_ic.backends.local"
+    private = {f"{inside}.{m}" for m in ("train", "run", "torch_engine", "gluon_engine")}
+    problems = [f"{module} imports {target}" for module, targets in graph.items()
+                if module != inside and not module.startswith(inside + ".") for target in targets & private]
+    assert problems == []
+
+
+def test_the_run_skeleton_is_framework_free_and_the_engines_are_small():
+    local = PACKAGE / "backends" / "local"
+    for name in ("run.py", "engine.py", "runfolder.py", "augment.py"):
+        tree = ast.parse((local / name).read_text(encoding="utf-8"))
+        roots = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names} | {
+            (n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level}
+        assert not roots & {"torch", "mxnet", "torchvision"}, name
+    for name in ("train.py", "gluon.py"):
+        assert len((local / name).read_text(encoding="utf-8").splitlines()) < 350, name
 
 
 _WITHOUT_TORCH = textwrap.dedent("""

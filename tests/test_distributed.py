@@ -85,12 +85,12 @@ def test_each_process_reads_its_slice_of_the_seeded_epoch_order():
 
 _CHILD = textwrap.dedent("""
     import os, signal, sys
-    import multilabel_ic.backends.local.epoch as epoch_mod
+    import multilabel_ic.backends.local.loss as loss_mod
     from multilabel_ic.cli import main
 
     kill = os.environ.get("KILL_RANK_AT_BATCH")
     if kill and os.environ.get("RANK") == kill.split(":")[0]:
-        n, calls, loss = int(kill.split(":")[1]), [0], epoch_mod.weighted_bce
+        n, calls, loss = int(kill.split(":")[1]), [0], loss_mod.weighted_bce
 
         def killing_loss(*a, **k):
             calls[0] += 1
@@ -98,7 +98,7 @@ _CHILD = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGKILL)
             return loss(*a, **k)
 
-        epoch_mod.weighted_bce = killing_loss
+        loss_mod.weighted_bce = killing_loss
     code = main(sys.argv[1:])
     threads = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
     print(f"rank {os.environ['RANK']} threads after the run: {sorted(threads)}", file=sys.stderr)

@@ -180,3 +180,26 @@ def test_explicit_keyword_signature_and_dataclasses_replace():
     assert dataclasses.replace(hp) == hp and dataclasses.replace(hp).to_sagemaker() == hp.to_sagemaker()
     with pytest.raises(HyperparameterError, match="'epochs' parameter must be an int"):
         dataclasses.replace(hp, epochs=0)
+
+
+def test_steps_per_epoch_has_one_home_and_names_where_mxnet_s_schedule_differs():
+    """The epoch's batches floor(N / (hosts x B)) and fit.py's schedule epoch max(int(N / B / hosts), 1) agree for
+    every run that has a step; only the schedule's floor of 1 differs (an epoch shorter than one batch)."""
+    for n, b, hosts in [(100, 10, 1), (101, 10, 1), (99, 10, 1), (1000, 32, 3), (64, 32, 2), (2500, 7, 4)]:
+        if b > n:
+            continue
+        hp = Hyperparameters(num_classes=2, num_training_samples=n, mini_batch_size=b)
+        assert hp.steps_per_epoch(hosts) == n // (hosts * b)
+        assert hp.steps_per_epoch(hosts, schedule=True) == max(int(n / b / hosts), 1)
+        if n // (hosts * b):
+            assert hp.steps_per_epoch(hosts) == hp.steps_per_epoch(hosts, schedule=True)
+    hp = Hyperparameters(num_classes=2, num_training_samples=40, mini_batch_size=32)
+    assert hp.steps_per_epoch(2) == 0 and hp.steps_per_epoch(2, schedule=True) == 1
+    assert hp.batches_per_epoch == hp.steps_per_epoch() == 1
+
+
+def test_input_shape_and_the_head_are_parsed_once():
+    hp = Hyperparameters(num_classes=2, num_training_samples=100, image_shape="1,28,32", multi_label=1,
+                         num_layers=20)
+    assert hp.input_shape == (hp.channels, hp.height, hp.width) == (1, 28, 32)
+    assert hp.is_multi_label and not hp.replace(multi_label=0).is_multi_label

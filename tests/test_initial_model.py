@@ -54,11 +54,11 @@ def test_the_continued_run_scores_the_initial_model_exactly_before_its_first_upd
     """With the training epoch replaced by one that updates nothing, the continued run's first validation pass scores
     the network it built from the artifact: its mAP, per-class AP and accuracy are exactly the earlier run's shipped
     model's, which needs every parameter, fc1 included, to have come from the artifact."""
-    import multilabel_ic.backends.local.train as train_mod
+    from multilabel_ic.backends.local.torch_engine import TorchEngine
 
     train, val = splits
     template = {k: v for k, v in base.metrics["epochs"][0].items() if not k.startswith("validation")}
-    monkeypatch.setattr(train_mod, "run_epoch", lambda *a, epoch, **k: {**template, "epoch": epoch})
+    monkeypatch.setattr(TorchEngine, "train_epoch", lambda self, epoch, state: {**template, "epoch": epoch})
     continued = Trainer(_hp(train), output_dir=tmp_path, options=_opts(seed=7)).fit(
         train, validation=val, initial_model=base.local_artifact)
     first, final = continued.metrics["epochs"][0], base.metrics["final"]

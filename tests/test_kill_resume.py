@@ -23,8 +23,8 @@ _CHILD = textwrap.dedent("""
     from multilabel_ic.backends.local import LocalOptions
     import multilabel_ic._io as io_mod
     import multilabel_ic.model.artifact as artifacts_mod
-    import multilabel_ic.backends.local.epoch as epoch_mod
-    import multilabel_ic.backends.local.train as train_mod
+    import multilabel_ic.backends.local.loss as loss_mod
+    import multilabel_ic.backends.local.torch_engine as engine_mod
     import multilabel_ic.backends.local.runfolder as runfolder_mod
     import multilabel_ic.model.params as params_mod
 
@@ -58,29 +58,29 @@ _CHILD = textwrap.dedent("""
                 fh.write(text)
 
         io_mod.atomic_write = killing_write  # atomic_serialize (the checkpoint) writes through it
-        for mod in (train_mod, artifacts_mod):
+        for mod in (engine_mod, artifacts_mod):
             if hasattr(mod, "atomic_write"):
                 mod.atomic_write = killing_write
         runfolder_mod.atomic_write_text = killing_text
         params_mod.atomic_write_bytes = killing_bytes
     elif kill_at.startswith("batch:"):
         n = int(kill_at.split(":")[1])
-        loss = epoch_mod.weighted_bce
+        loss = loss_mod.weighted_bce
 
         def killing_loss(*a, **k):
             hit("batch", n)
             return loss(*a, **k)
 
-        epoch_mod.weighted_bce = killing_loss
+        loss_mod.weighted_bce = killing_loss
     elif kill_at.startswith("validate:"):
         n = int(kill_at.split(":")[1])
-        validate = train_mod._validation_scores
+        validate = engine_mod._validation_scores
 
         def killing_validate(*a, **k):
             hit("validate", n)
             return validate(*a, **k)
 
-        train_mod._validation_scores = killing_validate
+        engine_mod._validation_scores = killing_validate
 
     data = Dataset.from_coco(ann, images=images, categories=["person", "bicycle", "car", "motorcycle", "airplane"])
     train, val = data.subset(range(64)).split(48, seed=0)

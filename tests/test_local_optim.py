@@ -6,13 +6,12 @@ import pytest
 import torch
 
 from multilabel_ic import Hyperparameters
+from multilabel_ic.backends.local.loss import class_weights, weighted_bce
 from multilabel_ic.backends.local.optim import (
     MultiFactorSchedule,
     MXNetOptimizer,
-    epoch_size,
     param_groups_for,
 )
-from multilabel_ic.backends.local.train import class_weights, weighted_bce
 from multilabel_ic.model.network import ResNetV2, mxnet_name
 
 
@@ -89,7 +88,7 @@ def test_multifactor_schedule_changes_after_the_epoch(caplog):
     hp = Hyperparameters(num_classes=2, num_training_samples=100, mini_batch_size=10, learning_rate=0.1,
                          lr_scheduler_step="2,4", lr_scheduler_factor=0.5)
     s = MultiFactorSchedule.from_hyperparameters(hp)
-    assert epoch_size(100, 10) == 10 and s.steps == [20, 40]
+    assert hp.steps_per_epoch(schedule=True) == 10 and s.steps == [20, 40]
     caplog.set_level(logging.INFO, logger="multilabel_ic")
     # num_update counts from 1; the LR changes once num_update > step, i.e. from the first batch of epoch index 2
     assert [s(u) for u in (1, 20, 21, 40, 41, 100)] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025])

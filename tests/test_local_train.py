@@ -17,7 +17,7 @@ from multilabel_ic import DataError, Hyperparameters, Trainer, TrainingError, Us
 from multilabel_ic.backends.local import LocalOptions
 from multilabel_ic.backends.local.imagestore import decode_resized
 from multilabel_ic.backends.local.runfolder import checkpoint_and_stop
-from multilabel_ic.backends.local.train import torch_params
+from multilabel_ic.backends.local.torch_engine import torch_params
 from multilabel_ic.model.artifact import read_model_tar
 from multilabel_ic.model.network import ResNetV2
 
@@ -161,15 +161,20 @@ def test_float16_on_cpu_uses_bfloat16(splits, tmp_path, caplog):
 
 
 def test_precision_choices(caplog):
-    from multilabel_ic.backends.local.train import precision_for
+    from multilabel_ic.backends.local.device import precision_for
+
+    def chosen(*a):
+        p = precision_for(*a)
+        return p.dtype, p.loss_scaling
 
     hp = Hyperparameters(**TINY, num_training_samples=64, precision_dtype="float16")
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert precision_for(hp, cpu, _opts()) == (torch.bfloat16, False)
-    assert precision_for(hp, cpu, _opts(cpu_float16="float32")) == (None, False)
-    assert precision_for(hp, cuda, _opts()) == (torch.float16, True)  # loss scaling with float16
-    assert precision_for(hp, cuda, _opts(cuda_half="bfloat16")) == (torch.bfloat16, False)
-    assert precision_for(hp.replace(precision_dtype="float32"), cuda, _opts()) == (None, False)
+    assert chosen(hp, cpu, _opts()) == (torch.bfloat16, False)
+    assert chosen(hp, cpu, _opts(cpu_float16="float32")) == (None, False)
+    assert chosen(hp, cuda, _opts()) == (torch.float16, True)  # loss scaling with float16
+    assert chosen(hp, cuda, _opts(cuda_half="bfloat16")) == (torch.bfloat16, False)
+    assert chosen(hp.replace(precision_dtype="float32"), cuda, _opts()) == (None, False)
+    assert precision_for(hp, cpu, _opts(channels_last=False)).channels_last is False
     with pytest.raises(ValueError, match="cuda_half"):
         _opts(cuda_half="fp8")
 

@@ -76,7 +76,8 @@ def _config_with(tmp_path, key: str, value, name: str = "run.toml"):
 GOOD = {"choice": None, "str": "x", "int": 3, "number": 1.5, "bool": True, "path": "rel/x",
         "path_or_url": "rel/x", "tensorboard": "rel/x", "mlflow": "rel/x", "names": ["a", "b"], "ids": ["i-1"],
         "table": {"K": "v"}, "model": "rel/x"}
-CHOICE = {"backend": "sagemaker", "engine": "gluon", "input_pipeline": "reference", "input_format": "manifest"}
+CHOICE = {"backend": "sagemaker", "engine": "gluon", "input_pipeline": "reference", "input_format": "manifest",
+          "loss": "asl", "weighted_loss": "balanced"}
 # values of a wrong type for each kind (a table and a list of tables are wrong for every key)
 WRONG = {"choice": [["local"], 1], "str": [1, ["a"]], "int": ["3", 2.5, True], "number": ["1", False],
          "bool": [1, "true"], "path": [3, ["a", "b"], ""], "path_or_url": [3, [""]], "tensorboard": [3, ["a"]],
@@ -275,7 +276,7 @@ def test_no_file_the_cli_reads_can_block_or_read_without_end(entry, kind, tiny_l
 def test_a_fifo_or_device_in_place_of_run_folder_files_is_refused(tmp_path, no_hang):
     """checkpoints/run.json and checkpoints/last.pt of an output folder: a FIFO is refused, not waited on."""
     from multilabel_ic.backends.local.runfolder import claim_folder
-    from multilabel_ic.backends.local.train import _load_state
+    from multilabel_ic.backends.local.torch_engine import load_checkpoint
 
     (tmp_path / "checkpoints").mkdir()
     _fifo(tmp_path / "checkpoints" / "run.json")
@@ -283,17 +284,17 @@ def test_a_fifo_or_device_in_place_of_run_folder_files_is_refused(tmp_path, no_h
         claim_folder(tmp_path, {"a": 1})
     _zero(tmp_path / "checkpoints" / "last.pt")
     with pytest.raises(RunConflictError, match="last.pt: the checkpoint is a character device"):
-        _load_state(tmp_path / "checkpoints" / "last.pt", torch.device("cpu"), {})
+        load_checkpoint(tmp_path / "checkpoints" / "last.pt", torch.device("cpu"), {})
 
 
 @pytest.mark.parametrize("state", ['"x"', "[1]", '{"epoch": "1", "history": [], "saved": []}', "{bad"])
 def test_a_checkpoint_with_a_damaged_run_state_is_refused_clearly(state, tmp_path):
-    from multilabel_ic.backends.local.train import CHECKPOINT_FORMAT, _load_state
+    from multilabel_ic.backends.local.torch_engine import CHECKPOINT_FORMAT, load_checkpoint
 
     path = tmp_path / "last.pt"
     torch.save({"format": CHECKPOINT_FORMAT, "fingerprint": "{}", "state": state}, path)
     with pytest.raises(RunConflictError, match="a damaged checkpoint"):
-        _load_state(path, torch.device("cpu"), {})
+        load_checkpoint(path, torch.device("cpu"), {})
 
 
 @pytest.mark.parametrize("side", ["fifo", "dev-zero", "binary", "folder"])

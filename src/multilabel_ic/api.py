@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .backends import BACKENDS, backend_class
 from .backends.base import Backend, Model, Predictor, check_backend
 from .callbacks import Callback
 from .data.dataset import Dataset
@@ -26,15 +27,9 @@ def get_backend(backend: str | Backend, **kwargs: Any) -> Backend:
     """A backend object from its name (``"local"``, ``"sagemaker"``) and keyword arguments, or ``backend`` itself
     once it is checked against the contract."""
     if isinstance(backend, str):
-        if backend == "local":
-            from .backends.local import LocalBackend
-
-            return LocalBackend(**kwargs)
-        if backend == "sagemaker":
-            from .backends.sagemaker import SageMakerBackend
-
-            return SageMakerBackend(**kwargs)
-        raise UsageError(f"unknown backend {backend!r}: use 'local', 'sagemaker' or a backend object")
+        if backend not in BACKENDS:
+            raise UsageError(f"unknown backend {backend!r}: use {', '.join(map(repr, BACKENDS))} or a backend object")
+        return backend_class(backend)(**kwargs)
     if kwargs:
         raise UsageError(f"{', '.join(kwargs)} can only be given with backend='local'; pass them to the backend "
                          f"object instead, e.g. LocalBackend(device='cuda', options=LocalOptions(...)).")

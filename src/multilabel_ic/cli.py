@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from .backends import BACKENDS
 from .cli_args import add_hp_args, class_list, hp_values, hyperparameters_from_args, print_prediction
 from .cli_lowp import add_lowp_export_args, export_low_precision_cli
 from .cli_sagemaker import HANDLERS as SAGEMAKER_HANDLERS
@@ -22,6 +23,7 @@ from .cli_sagemaker import LOCAL_ONLY_TRAIN_FLAGS, add_commands, add_sagemaker_a
 from .cli_serve import add_serve_parser, cmd_serve
 from .cli_tune import add_tune_parser, cmd_tune
 from .exceptions import HyperparameterError, MultilabelICError, TrainingError, UsageError
+from .local_options import add_option_args
 
 __all__ = ["main", "build_parser"]
 
@@ -81,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", type=Path, default=None,
                    help="a run configuration (.toml, .yaml or .json: data, hyperparameters, local and SageMaker "
                         "options; docs/cli.md); flags given here override it")
-    t.add_argument("--backend", choices=["local", "sagemaker"], default="local",
+    t.add_argument("--backend", choices=list(BACKENDS), default="local",
                    help="local: this machine's GPU/CPU; sagemaker: the built-in algorithm (the SageMaker options)")
     t.add_argument("--train-lst", type=Path, help="training .lst (with --images)")
     t.add_argument("--validation-lst", type=Path, help="validation .lst (with --images)")
@@ -91,40 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--classes", default=None, help="comma-separated class names, in label order (required, here "
                    "or in --config)")
     t.add_argument("--output", type=Path, default=Path("runs/train"), help="the run folder")
-    t.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
-    t.add_argument("--engine", choices=["pytorch", "gluon"], default=None,
-                   help="local: pytorch (default), or gluon: MXNet itself trains (needs the gluon extra; "
-                        "docs/gluon.md); sagemaker: the built-in algorithm (default), or pytorch: this project's "
-                        "engine in SageMaker's PyTorch container (docs/sagemaker.md)")
     t.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
                    help="train with N processes on this machine (one per GPU) under torchrun; mini_batch_size is "
                         "split across them (docs/local-backend.md, many GPUs)")
-    t.add_argument("--sync-batchnorm", action="store_true",
-                   help="with --nproc-per-node on GPUs: SyncBatchNorm instead of per-device statistics")
-    t.add_argument("--workers", type=int, default=None, help="data loading workers (default: min(8, cores - 1))")
-    t.add_argument("--input-pipeline", choices=["batched", "reference"], default="batched",
-                   help="batched: decode cache + the batch's augmentation on the device; reference: OpenCV per image "
-                        "on the workers (docs/local-backend.md, input pipeline)")
-    t.add_argument("--compile", action="store_true",
-                   help="torch.compile the network (the first steps wait while it compiles; docs/local-backend.md)")
-    t.add_argument("--cache-dir", type=Path, default=None,
-                   help="folder of the decode cache (default <output>/cache); share one between runs of the same data")
-    t.add_argument("--cache-max-gb", type=float, default=None,
-                   help="largest decode cache (default 64): data over it is cached as JPEG, and over that too "
-                        "decoded every epoch (docs/local-backend.md, the decode cache)")
-    t.add_argument("--pretrained", default=None, help="file or URL of ImageNet .params for use_pretrained_model=1")
     t.add_argument("--initial-model", default=None, metavar="PATH|s3://...|JOB_NAME",
                    help="continue from an earlier model.tar.gz (a local run's, a SageMaker job's or its s3:// URI) of "
                         "the same num_layers, image_shape, num_classes and multi_label (docs/lifecycle.md)")
-    t.add_argument("--seed", type=int, default=0, help="seed of initialisation, sampling and augmentation")
     t.add_argument("--tensorboard", nargs="?", const="", default=None, metavar="DIR",
                    help="write TensorBoard events (to DIR, default <output>/tensorboard); needs the tracking extra")
     t.add_argument("--mlflow", default=None, metavar="TRACKING_URI",
                    help="log the run to MLflow (a server URL, or file:./mlruns); needs the tracking extra")
     t.add_argument("--mlflow-experiment", default="multilabel-ic", help="MLflow experiment name")
-    t.add_argument("--restart", action="store_true",
-                   help="remove the previous run's checkpoint, parameters and artifact from --output and start afresh "
-                        "(without it, a run of the same data and settings is resumed, and another run is refused)")
+    add_option_args(t)  # every LocalOptions flag, with its default, from the option table
     add_hp_args(t)
     add_sagemaker_args(t, training=True, resources=True)
 
@@ -253,7 +233,10 @@ def _torchrun(args, argv: list[str]) -> int:
 
     if args.nproc_per_node < 1:
         raise UsageError(f"--nproc-per-node {args.nproc_per_node}: give at least 1 process.")
-    batch = hp_values(args, getattr(args, "config_hyperparameters", {})).get("mini_batch_size", 32)
+    from .hyperparameters import Hyperparameters
+
+    batch = hp_values(args, getattr(args, "config_hyperparameters", {})).get("mini_batch_size",
+                                                                          Hyperparameters.mini_batch_size)
     if str(batch).isdigit() and int(batch) % args.nproc_per_node:
         raise UsageError(f"mini_batch_size={batch} is split across the {args.nproc_per_node} processes of a host: make "
                          f"it a multiple of {args.nproc_per_node} (or change --nproc-per-node).")
@@ -374,20 +357,16 @@ def cmd_train(args) -> int:
 
 
 def _local_options(args):
-    from .backends.local import LocalOptions
+    from .local_options import options_from_args
 
-    return LocalOptions(seed=args.seed, num_workers=args.workers, progress=not args.quiet,
-                        pretrained=args.pretrained, restart=args.restart, engine=args.engine or "pytorch",
-                        sync_batchnorm=args.sync_batchnorm, input_pipeline=args.input_pipeline,
-                        cache_dir=str(args.cache_dir) if args.cache_dir else None, compile=args.compile,
-                        **({} if args.cache_max_gb is None else {"cache_max_gb": args.cache_max_gb}))
+    return options_from_args(args, progress=not args.quiet)
 
 
 def _launch_checked(args, classes: list[str], config_hp: dict, *, train, val) -> int:
     """``train --nproc-per-node N``: check here, in one process, all that can be checked without starting the N
     processes (hyperparameters, options, device, data), so a usage error is one line and exit 2, not N errors and
     torchrun's traceback; then launch them."""
-    from .backends.local.train import check_launch
+    from .backends.local import check_launch
 
     if train is None:  # RecordIO: the record count from its index, when there is one
         from .data.recordio import read_idx

@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import BackendError, UsageError
+from .local_options import local_only_flags
 
 __all__ = ["add_sagemaker_args", "backend_from_args", "add_commands", "HANDLERS", "LOCAL_ONLY_TRAIN_FLAGS"]
 
 # train flags of the local backend only: given with --backend sagemaker they are refused (SageMaker would ignore them)
-LOCAL_ONLY_TRAIN_FLAGS = {"device": None, "workers": None, "pretrained": None, "restart": False,
-                          "tensorboard": None, "mlflow": None, "sync_batchnorm": False,
-                          "input_pipeline": "batched", "cache_dir": None, "cache_max_gb": None, "compile": False}
+LOCAL_ONLY_TRAIN_FLAGS = {**local_only_flags(), "tensorboard": None, "mlflow": None}
 
 
 def _pairs(values: list[str], option: str) -> dict[str, str]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import MultilabelICError, UsageError
+from .local_options import config_keys
 
 __all__ = ["add_tune_parser", "cmd_tune", "TUNE_KEYS", "load_tune_config"]
 
@@ -31,9 +32,7 @@ __all__ = ["add_tune_parser", "cmd_tune", "TUNE_KEYS", "load_tune_config"]
 TUNE_KEYS = ("objective", "max_trials", "max_parallel", "seed", "pruning", "pruner_startup_trials",
              "pruner_warmup_epochs", "sampler_startup_trials", "strategy", "early_stopping", "warm_start_from",
              "warm_start_type", "base_job_name")
-_LOCAL_OPTIONS = {"device": "device", "engine": "engine", "workers": "num_workers", "pretrained": "pretrained",
-                  "seed": "seed", "input_pipeline": "input_pipeline", "cache_dir": "cache_dir",
-                  "cache_max_gb": "cache_max_gb", "compile": "compile"}
+_LOCAL_OPTIONS = {key: name for key, (_, _, name) in config_keys().items()}
 
 
 def add_tune_parser(sub) -> None:

@@ -7,12 +7,13 @@ Validation is declarative: every field has one constraint row, and cross-field r
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .exceptions import HyperparameterError, UsageError
+from .exceptions import HyperparameterError
+from .rules import Rule, check_options, coerce, fail
+from .rules import fmt as _fmt  # noqa: F401  (tune.space formats ranges with it)
 
 __all__ = ["Hyperparameters", "Rule", "check_options", "LARGE_DEPTHS", "SMALL_DEPTHS", "AUGMENTATION_TYPES",
            "OPTIMIZERS"]
@@ -21,44 +22,6 @@ LARGE_DEPTHS = (18, 34, 50, 101, 152, 200)
 SMALL_DEPTHS = (20, 32, 44, 56, 110)
 AUGMENTATION_TYPES = ("crop", "crop_color", "crop_color_transform")
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "nag")
-INF = math.inf
-
-
-@dataclass(frozen=True)
-class Rule:
-    kind: str  # "int", "float", "choice", "bool01", "boolstr", "bool", "str", "image_shape", "steps"
-    low: float = -INF
-    high: float = INF
-    low_open: bool = False
-    choices: tuple = ()
-    required: bool = False
-    nullable: bool = False
-
-    def describe(self) -> str:
-        if self.kind in ("int", "float"):
-            lo = "(" if self.low_open else "["
-            low = "-inf" if self.low == -INF else _fmt(self.low)
-            high = "inf" if self.high == INF else _fmt(self.high)
-            return f"{'an int' if self.kind == 'int' else 'a float'} in the range {lo}{low}, {high}{']' if high != 'inf' else ')'}"
-        if self.kind == "choice":
-            return "one of " + ", ".join(repr(c) for c in self.choices)
-        if self.kind == "bool01":
-            return "0 or 1"
-        if self.kind == "boolstr":
-            return "True or False"
-        if self.kind == "bool":
-            return "True or False (a bool)"
-        if self.kind == "str":
-            return "a non-empty string"
-        if self.kind == "image_shape":
-            return 'a string "C,H,W" of three positive ints with C in {1, 3}'
-        if self.kind == "steps":
-            return 'a comma-separated, strictly increasing list of positive epoch numbers, e.g. "10,20"'
-        raise AssertionError(self.kind)
-
-
-def _fmt(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() else repr(v)
 
 
 # One row per hyperparameter (AWS docs: Image Classification hyperparameters).
@@ -215,13 +178,36 @@ class Hyperparameters:
         return int(self.image_shape.split(",")[2])
 
     @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of the network input: image_shape parsed (it is checked at construction)."""
+        c, h, w = (int(v) for v in self.image_shape.split(","))
+        return c, h, w
+
+    @property
+    def is_multi_label(self) -> bool:
+        """The head: sigmoid outputs with a BCE loss (multi_label=1), or the softmax (multi_label=0)."""
+        return self.multi_label == 1
+
+    @property
     def lr_steps(self) -> list[int]:
         return [int(s) for s in self.lr_scheduler_step.split(",")] if self.lr_scheduler_step else []
 
     @property
     def batches_per_epoch(self) -> int:
         """floor(num_training_samples / mini_batch_size): the algorithm drops the remainder every epoch."""
-        return self.num_training_samples // self.mini_batch_size
+        return self.steps_per_epoch()
+
+    def steps_per_epoch(self, hosts: int = 1, *, schedule: bool = False) -> int:
+        """The one home of steps per epoch, with ``hosts`` machines each taking a batch of mini_batch_size per step.
+
+        The epoch trains ``num_training_samples // (hosts x mini_batch_size)`` batches (ImageRecordIter drops the
+        remainder). MXNet's LR schedule (``schedule=True``) counts epochs in fit.py's ``epoch_size``,
+        ``max(int(num_training_samples / mini_batch_size / hosts), 1)``: the same number whenever an epoch has a
+        step, but float division and at least 1 (the rules differ only for an epoch shorter than one batch, which
+        training refuses)."""
+        if schedule:
+            return max(int(self.num_training_samples / self.mini_batch_size / hosts), 1)
+        return self.num_training_samples // (hosts * self.mini_batch_size)
 
     @property
     def explicit(self) -> frozenset:
@@ -271,128 +257,13 @@ def _to_wire(value: Any) -> str:
     return str(value)
 
 
-def check_options(values: Mapping[str, Any], rules: Mapping[str, Rule], *, owner: str) -> dict[str, Any]:
-    """Check and coerce the settings of a configuration object (``LocalOptions``, ``AugmentOptions``,
-    ``SageMakerBackend``) with the rule table ``Hyperparameters`` uses; a bad value raises a :class:`UsageError`
-    with the same message shape: "The 'x' option of Owner must be <what is allowed>. Got <value> instead."."""
-    out = dict(values)
-    for name, rule in rules.items():
-        if name not in values:
-            continue
-        try:
-            out[name] = _coerce(name, values[name], rule)
-        except HyperparameterError:
-            raise UsageError(f"The {name!r} option of {owner} must be {rule.describe()}. Got {values[name]!r} "
-                             f"instead.") from None
-    return out
-
-
 def _fail(name: str, value: Any, rule: Rule | None = None, detail: str | None = None) -> HyperparameterError:
-    rule = rule or RULES[name]
-    msg = detail or f"The {name!r} parameter must be {rule.describe()}. Got {value!r} instead."
-    return HyperparameterError(msg, parameter=name)
+    return fail(name, value, rule or RULES[name], detail)
 
 
 def _coerce(name: str, value: Any, rule: Rule | None = None) -> Any:
-    """Turn a Python or SageMaker-string value into the field's type, or raise naming the parameter."""
-    rule = rule or RULES[name]
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none") and rule.nullable):
-        if rule.nullable:
-            return None
-        raise _fail(name, value, rule)
-    if rule.kind == "int":
-        v = _as_int(value)
-        if v is None or v < rule.low or v > rule.high:
-            raise _fail(name, value, rule)
-        return v
-    if rule.kind == "float":
-        f = _as_float(value)
-        if f is None or f > rule.high or f < rule.low or (rule.low_open and f == rule.low):
-            raise _fail(name, value, rule)
-        return f
-    if rule.kind == "choice":
-        candidates = [value]
-        if isinstance(value, str) and all(isinstance(c, int) for c in rule.choices):
-            candidates = [_as_int(value)]
-        for c in candidates:
-            if c in rule.choices and not isinstance(c, bool):
-                return c
-        raise _fail(name, value, rule)
-    if rule.kind == "bool01":
-        v = _as_int(value)
-        if v not in (0, 1):
-            raise _fail(name, value, rule)
-        return v
-    if rule.kind == "bool":
-        if isinstance(value, bool):
-            return value
-        raise _fail(name, value, rule)
-    if rule.kind == "str":
-        if isinstance(value, str) and value:
-            return value
-        raise _fail(name, value, rule)
-    if rule.kind == "boolstr":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-            return value.strip().lower() == "true"
-        raise _fail(name, value, rule)
-    if rule.kind == "image_shape":
-        return _parse_image_shape(name, value)
-    if rule.kind == "steps":
-        return _parse_steps(name, value)
-    raise AssertionError(rule.kind)
-
-
-def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            return None
-    return None
-
-
-def _as_float(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        v = float(value)
-    elif isinstance(value, str):
-        try:
-            v = float(value.strip())
-        except ValueError:
-            return None
-    else:
-        return None
-    return v if math.isfinite(v) else None
-
-
-def _parse_image_shape(name: str, value: Any) -> str:
-    parts = value.split(",") if isinstance(value, str) else list(value) if isinstance(value, (tuple, list)) else None
-    if parts is None or len(parts) != 3:
-        raise _fail(name, value)
-    dims = [_as_int(p) for p in parts]
-    if any(d is None or d < 1 for d in dims) or dims[0] not in (1, 3):
-        raise _fail(name, value)
-    return ",".join(str(d) for d in dims)
-
-
-def _parse_steps(name: str, value: Any) -> str:
-    parts = value.split(",") if isinstance(value, str) else list(value) if isinstance(value, (tuple, list)) else None
-    if not parts:
-        raise _fail(name, value)
-    parsed = [_as_int(p) for p in parts]
-    steps = [s for s in parsed if s is not None]
-    if len(steps) != len(parsed) or any(s < 1 for s in steps) or any(b <= a for a, b in zip(steps, steps[1:])):
-        raise _fail(name, value)
-    return ",".join(str(s) for s in steps)
+    """Turn a Python or SageMaker-string value into the hyperparameter's type, or raise naming it."""
+    return coerce(name, value, rule or RULES[name])
 
 
 def _check_cross_fields(hp: Hyperparameters) -> None:
@@ -402,7 +273,7 @@ def _check_cross_fields(hp: Hyperparameters) -> None:
             f"The 'resize' parameter ({hp.resize}) must be at least the crop height and width of image_shape "
             f"{hp.image_shape!r} (max {max(h, w)}): the shorter side is resized to 'resize' before the crop. "
             f"Use resize >= {max(h, w)} or a smaller image_shape.", parameter="resize")
-    if hp.use_weighted_loss == 1 and hp.multi_label != 1:
+    if hp.use_weighted_loss == 1 and not hp.is_multi_label:
         raise HyperparameterError(
             "The 'use_weighted_loss' parameter is only valid for multi-label training: set multi_label=1 or "
             "use_weighted_loss=0. Got use_weighted_loss=1 with multi_label=0.", parameter="use_weighted_loss")

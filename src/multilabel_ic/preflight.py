@@ -41,7 +41,7 @@ def check_training_request(hp: Hyperparameters, train: Dataset, validation: Data
         if name == "validation" and list(data.class_names) != list(train.class_names):
             raise DataError(f"the validation data's classes {data.class_names} differ from the training data's "
                             f"{train.class_names}: both splits need the same class names in the same order.")
-        if hp.multi_label != 1 and len(data):
+        if not hp.is_multi_label and len(data):
             per_row = data.labels.sum(axis=1)
             multi = np.flatnonzero(per_row != 1)
             if len(multi):

@@ -35,8 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from ._read import MiB
+from .backends import BACKENDS
 from .cli_args import read_option_text
 from .exceptions import HyperparameterError, UsageError
+from .local_options import choices_of, config_keys, not_replayed
 
 __all__ = ["load_run_config", "train_defaults", "resolved_config", "SECTIONS", "KINDS", "PATH_KEYS", "CONFIG_LIMIT"]
 
@@ -47,10 +49,9 @@ SECTIONS: dict[str | None, dict[str, str]] = {
     None: {"backend": "backend", "output": "output", "classes": "classes", "initial_model": "initial_model"},
     "data": {"train_lst": "train_lst", "validation_lst": "validation_lst", "images": "images",
              "train_rec": "train_rec", "validation_rec": "validation_rec"},
-    "local": {"device": "device", "engine": "engine", "workers": "workers", "pretrained": "pretrained",
-              "seed": "seed", "tensorboard": "tensorboard", "mlflow": "mlflow",
-              "mlflow_experiment": "mlflow_experiment", "input_pipeline": "input_pipeline",
-              "cache_dir": "cache_dir", "cache_max_gb": "cache_max_gb", "compile": "compile"},
+    # every LocalOptions field with a run-file key (local_options), and the experiment trackers
+    "local": {**{key: dest for key, (dest, _, _) in config_keys().items()}, "tensorboard": "tensorboard",
+              "mlflow": "mlflow", "mlflow_experiment": "mlflow_experiment"},
     "sagemaker": {"region": "region", "profile": "profile", "role": "role", "bucket": "bucket", "prefix": "prefix",
                   "instance_type": "instance_type", "instance_count": "instance_count",
                   "volume_size": "volume_size", "max_run": "max_run", "input_format": "input_format",
@@ -67,9 +68,8 @@ SECTIONS: dict[str | None, dict[str, str]] = {
 KINDS: dict[str, str] = {
     "backend": "choice", "output": "path", "classes": "names", "initial_model": "model",
     "train_lst": "path", "validation_lst": "path", "images": "path", "train_rec": "path", "validation_rec": "path",
-    "device": "str", "engine": "choice", "workers": "int", "pretrained": "path_or_url", "seed": "int",
-    "tensorboard": "tensorboard", "mlflow": "mlflow", "mlflow_experiment": "str", "input_pipeline": "choice",
-    "cache_dir": "path", "cache_max_gb": "number", "compile": "bool",
+    **{key: kind for key, (_, kind, _) in config_keys().items()},
+    "tensorboard": "tensorboard", "mlflow": "mlflow", "mlflow_experiment": "str",
     "region": "str", "profile": "str", "role": "str", "bucket": "str", "prefix": "str", "instance_type": "str",
     "instance_count": "int", "volume_size": "int", "max_run": "int", "input_format": "choice", "use_spot": "bool",
     "max_wait": "int", "checkpoint_s3_uri": "str", "base_job_name": "str", "subnets": "ids",
@@ -80,8 +80,8 @@ KINDS: dict[str, str] = {
 PATH_KEYS = frozenset(k for k, kind in KINDS.items() if kind in ("path", "path_or_url", "tensorboard", "mlflow",
                                                                    "model"))
 
-_CHOICES = {"backend": ("local", "sagemaker"), "engine": ("pytorch", "gluon"),
-            "input_pipeline": ("batched", "reference"), "input_format": ("lst", "recordio", "manifest")}
+_CHOICES = {"backend": tuple(BACKENDS), "input_format": ("lst", "recordio", "manifest"),
+            **{key: choices_of(key) for key, (_, kind, _) in config_keys().items() if kind == "choice"}}
 _EXPECTED = {"str": "a string", "int": "an integer", "number": "a number", "bool": "true or false",
              "path": "a path (a string)", "path_or_url": "a path or a URL (a string)",
              "model": "a path, an s3:// URI or a training job's name (a string)",
@@ -296,7 +296,7 @@ def resolved_config(args, hyperparameters: dict[str, Any]) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for key, dest in keys.items():
             value = getattr(args, dest, None)
-            if value is None or value == []:
+            if value is None or value == [] or (section == "local" and key in not_replayed()):
                 continue
             if key in ("tags", "environment"):
                 value = dict(item.split("=", 1) for item in value)

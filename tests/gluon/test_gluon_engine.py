@@ -171,3 +171,23 @@ def test_gluon_engine_starts_from_the_pretrained_params(split, tmp_path):
         np.testing.assert_allclose(saved[name], zoo[f"arg:{name}"], rtol=0, atol=1e-8)
     np.testing.assert_array_equal(saved["bn_data_gamma"], np.ones(3, np.float32))
     assert saved["fc1_weight"].shape == (5, 512)  # a new head for the 5 classes
+
+
+def test_the_recordio_copy_is_made_in_the_run_folder_and_removed_there(split, tmp_path, monkeypatch):
+    """The engine's RecordIO copy of the data goes to <output>/recordio (never the working directory) and close()
+    removes it, leaving the run folder's other files."""
+    from multilabel_ic.backends.local.distributed import Distributed
+    from multilabel_ic.backends.local.gluon_engine import GluonEngine
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    train, val = split[0].subset(range(16)), split[1].subset(range(8))
+    hp = Hyperparameters(**{**TINY, "num_training_samples": 16})
+    engine = GluonEngine(hp, OPTIONS, GluonEngine.open(hp, OPTIONS, Distributed()), Distributed())
+    engine.prepare_data(train, val, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out" / "recordio").iterdir()) == [
+        "train.idx", "train.rec", "validation.idx", "validation.rec"]
+    assert list(cwd.iterdir()) == []
+    engine.close()
+    assert not (tmp_path / "out" / "recordio").exists() and list(cwd.iterdir()) == []

@@ -147,3 +147,34 @@ def test_nag_differences_from_mxnet_1_9_are_the_documented_ones():
     mx.nd.nag_mom_update(w, g, mom, out=w, lr=0.1, momentum=0.9, wd=0.5)
     assert w.asscalar() == pytest.approx(1 - 0.1 * 0.5 * 1.9)  # the weight step is the <= 1.4 rule's
     assert mom.asscalar() == pytest.approx(-0.1 * 0.5 * w.asscalar())  # the stored momentum is not
+
+
+@pytest.mark.parametrize("loss,settings", [("bce", {}), ("asl", {}), ("asl", {"asl_gamma_pos": 1, "asl_clip": 0}),
+                                           ("asl", {"asl_gamma_neg": 2, "asl_clip": 0.2})])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_gluon_engine_computes_each_loss_as_the_pytorch_engine_does(loss, settings, weighted):
+    """The class: every multi-label loss, its value and its gradient from MXNet's NDArrays (gluon._loss) equal the
+    PyTorch engine's criterion (loss.create_loss), weighted or not."""
+    from multilabel_ic import Hyperparameters
+    from multilabel_ic.backends.local.gluon import _loss
+    from multilabel_ic.backends.local.loss import TERMS, create_loss
+    from multilabel_ic.local_options import LocalOptions
+
+    assert loss in TERMS
+    rng = np.random.default_rng(3)
+    z = rng.normal(0, 3, size=(6, 5)).astype(np.float32)
+    y = (rng.random((6, 5)) < 0.4).astype(np.float32)
+    w = (rng.random(5) + 0.5).astype(np.float32), (rng.random(5) + 0.5).astype(np.float32)
+    options = LocalOptions(loss=loss, **settings)
+    hp = Hyperparameters(num_classes=5, num_training_samples=64, mini_batch_size=8, multi_label=1)
+    zt = torch.tensor(z, requires_grad=True)
+    create_loss(hp, options, tuple(map(torch.tensor, w)) if weighted else None)(zt, torch.tensor(y)).backward()
+    zm = mx.nd.array(z)
+    zm.attach_grad()
+    with mx.autograd.record():
+        per = _loss(zm, mx.nd.array(y), True, *(mx.nd.array(v).reshape((1, -1)) for v in w) if weighted
+                    else (None, None), options)
+    per.backward()
+    assert float(per.mean().asscalar()) == pytest.approx(float(create_loss(
+        hp, options, tuple(map(torch.tensor, w)) if weighted else None)(torch.tensor(z), torch.tensor(y))), rel=1e-5)
+    np.testing.assert_allclose(zm.grad.asnumpy() / z.shape[0], zt.grad.numpy(), rtol=1e-4, atol=1e-7)

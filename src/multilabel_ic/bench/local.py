@@ -13,8 +13,10 @@ import numpy as np
 import torch
 
 from ..backends.local.batch_augment import augment_batch
+from ..backends.local.device import check_compiler, precision_for, select_device
 from ..backends.local.epoch import train_step
 from ..backends.local.imagestore import ImageStore
+from ..backends.local.loss import create_loss
 from ..backends.local.optim import create_optimizer
 from ..backends.local.pipeline import (
     BatchAssembler,
@@ -24,7 +26,7 @@ from ..backends.local.pipeline import (
     epoch_order,
     make_loader,
 )
-from ..backends.local.train import LocalOptions, check_compiler, precision_for, select_device
+from ..local_options import LocalOptions
 from ..model.network import ResNetV2, create_network, to_network_input
 from ..model.transforms import AUG_LEVELS, AugmentOptions
 from .common import peak_host_mb, stats
@@ -45,17 +47,16 @@ def _sync(device: torch.device):
 
 
 def _setup(hp: Hyperparameters, device: torch.device, compile: bool = False):
-    amp_dtype, use_scaler = precision_for(hp, device, LocalOptions())
-    channels_last = LocalOptions().channels_last
-    model = create_network(hp).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    """(model, optimizer, scaler, precision, criterion, channels_last) as a run of the default options builds them."""
+    options = LocalOptions()
+    precision = precision_for(hp, device, options)
+    model = precision.place(create_network(hp))
     if compile:  # as LocalOptions(compile=True) does; it compiles in the first (warm-up) step
         check_compiler(device)
         model.compile()
     model.train()
-    return model, create_optimizer(model, hp), torch.amp.GradScaler(device.type, enabled=use_scaler), amp_dtype, \
-        channels_last
+    criterion = create_loss(hp.replace(multi_label=1), options)
+    return model, create_optimizer(model, hp), precision.scaler(), precision, criterion, precision.channels_last
 
 
 def _windows(step_times: list[float], batch: int, window: int) -> list[float]:
@@ -127,7 +128,7 @@ def bench_training(hp: Hyperparameters, data: Dataset, *, device: str | None = N
     dev = select_device(device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    model, optimizer, scaler, amp_dtype, channels_last = _setup(hp, dev, compile)
+    model, optimizer, scaler, precision, criterion, channels_last = _setup(hp, dev, compile)
     bs = hp.mini_batch_size
     batched = pipeline == "batched"
     if batched and store is None:
@@ -138,7 +139,8 @@ def bench_training(hp: Hyperparameters, data: Dataset, *, device: str | None = N
         torch.cuda.reset_peak_memory_stats(dev)
 
     def step(x, y):
-        train_step(model, optimizer, scaler, x, y, amp_dtype=amp_dtype, multi_label=True)
+        train_step(model, optimizer, scaler, x, y, criterion=criterion, precision=precision,
+                   multi_label=True)
 
     step_times, data_times, compute_times, first_step = _timed_steps(feeder, step, dev, warmup, started)
     per_window = _windows(step_times, bs, window)
@@ -173,7 +175,7 @@ def bench_interleaved(hp: Hyperparameters, data: Dataset, store: ImageStore, *, 
     dev = select_device(device)
     if dev.type == "cuda":
         raise ValueError("bench_interleaved times a synchronous pipeline; on CUDA the feeder prefetches")
-    model, optimizer, scaler, amp_dtype, channels_last = _setup(hp, dev)
+    model, optimizer, scaler, precision, criterion, channels_last = _setup(hp, dev)
     bs = hp.mini_batch_size
     feeder = _training_feeder(hp, data, dev, store=store, batches=warmup + steps, seed=seed, workers=0,
                               channels_last=channels_last)
@@ -185,10 +187,12 @@ def bench_interleaved(hp: Hyperparameters, data: Dataset, store: ImageStore, *, 
         batch = next(batches, None)  # the batch's host work and augmentation count toward the end-to-end step
         if batch is None:
             break
-        train_step(model, optimizer, scaler, *batch, amp_dtype=amp_dtype, multi_label=True)
+        train_step(model, optimizer, scaler, *batch, criterion=criterion, precision=precision,
+                   multi_label=True)
         t1 = time.perf_counter()
         x = to_network_input(fixed, dev, channels_last=channels_last)
-        train_step(model, optimizer, scaler, x, fixed_labels, amp_dtype=amp_dtype, multi_label=True)
+        train_step(model, optimizer, scaler, x, fixed_labels, criterion=criterion, precision=precision,
+                   multi_label=True)
         t2 = time.perf_counter()
         if i >= warmup:
             e2e_times.append(t1 - t0)
@@ -365,14 +369,15 @@ def bench_ceiling(hp: Hyperparameters, *, device: str | None = None, steps: int 
                   window: int = 5, compile: bool = False) -> dict:
     """The model-only ceiling: fwd + bwd + optimizer step on uint8 batches already on the device."""
     dev = select_device(device)
-    model, optimizer, scaler, amp_dtype, channels_last = _setup(hp, dev, compile)
+    model, optimizer, scaler, precision, criterion, channels_last = _setup(hp, dev, compile)
     bs = hp.mini_batch_size
     xs, ys = _fixed_batch(hp, dev)
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
         x = to_network_input(xs, dev, channels_last=channels_last)
-        train_step(model, optimizer, scaler, x, ys, amp_dtype=amp_dtype, multi_label=True)
+        train_step(model, optimizer, scaler, x, ys, criterion=criterion, precision=precision,
+                   multi_label=True)
         _sync(dev)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
@@ -433,7 +438,7 @@ def trained_like_network(hp: Hyperparameters, seed: int = 0) -> ResNetV2:
                     m.running_mean.fill_(115.0), m.running_var.fill_(3600.0), m.weight.fill_(1.0)
         net.eval()
         # logits of a few random images scaled to a standard deviation of 2, as a trained head's roughly are
-        images = torch.randint(0, 256, (4, hp.channels, hp.height, hp.width),
+        images = torch.randint(0, 256, (4, *hp.input_shape),
                                generator=torch.Generator().manual_seed(seed)).float()
         logits = net(images)
         net.fc1.weight.mul_(2.0 / float(logits.std()))

@@ -215,7 +215,7 @@ def run_bench(args) -> dict:
     art = write_model_tar(out / "bench-model.tar.gz", {1: ({k: v.numpy() for k, v in args_.items()},
                                                            {k: v.numpy() for k, v in aux.items()})},
                           num_classes=hp.num_classes, num_layers=hp.num_layers,
-                          image_shape=(hp.channels, hp.height, hp.width), multi_label=True)
+                          image_shape=hp.input_shape, multi_label=True)
     report["inference"] = L.bench_inference(hp, data, artifact=art, device=device, n_single=cfg["single"],
                                              rounds=cfg["inference_rounds"])
     inf = report["inference"]

@@ -203,7 +203,7 @@ class _DataStem(torch.autograd.Function):
 
 def create_network(hp: Hyperparameters) -> ResNetV2:
     """Factory from :class:`~multilabel_ic.Hyperparameters`."""
-    return ResNetV2(hp.num_classes, hp.num_layers, (hp.channels, hp.height, hp.width))
+    return ResNetV2(hp.num_classes, hp.num_layers, hp.input_shape)
 
 
 _BN_SUFFIX = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_var"}

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from .._parallel import usable_cores
-from ..backends.base import Predictor
 from ..exceptions import ArtifactError, UsageError, require
 from ..images import decode_image
 from .artifact import read_metadata, read_model_tar
 from .metadata import metadata_resize
 from .network import ResNetV2, load_mxnet_state_dict, to_network_input
+from .predictor_base import Predictor
 from .transforms import AugmentOptions, inference_transform
 
 require("torch", extra="local")

@@ -17,8 +17,8 @@ from ...exceptions import UsageError, require
 
 require("torch", extra="local")
 
+from ...local_options import LocalOptions  # noqa: E402
 from ...model.transforms import AugmentOptions  # noqa: E402  (after the dependency check)
-from .train import LocalOptions  # noqa: E402
 
 if TYPE_CHECKING:
     from ...backends.base import Model
@@ -26,7 +26,24 @@ if TYPE_CHECKING:
     from ...data.dataset import Dataset
     from ...hyperparameters import Hyperparameters
 
-__all__ = ["LocalBackend", "LocalOptions", "AugmentOptions"]
+__all__ = ["LocalBackend", "LocalOptions", "AugmentOptions", "ENGINES", "check_launch"]
+
+# LocalOptions.engine -> (module, class) of the engine that trains (engine.Engine; docs/extending.md)
+ENGINES = {"pytorch": ("torch_engine", "TorchEngine"), "gluon": ("gluon_engine", "GluonEngine")}
+
+
+def _engine_class(name: str) -> Any:
+    import importlib
+
+    module, cls = ENGINES[name]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+
+
+def check_launch(*args: Any, **kwargs: Any) -> None:
+    """:func:`.train.check_launch`: what each process of a torchrun launch would refuse, checked once."""
+    from .train import check_launch as check
+
+    check(*args, **kwargs)
 
 log = logging.getLogger("multilabel_ic.train")
 
@@ -56,7 +73,8 @@ class LocalBackend:
         from .train import train as run
 
         initial = _local_initial_model(hp, initial_model)
-        metrics = run(hp, train, validation, output_dir, self.options, callbacks, initial=initial)
+        metrics = run(hp, train, validation, output_dir, self.options, callbacks,
+                      engine=_engine_class(self.options.engine), initial=initial)
         tar = Path(metrics["artifact"])
         info = {} if initial is None else {"initial_model": {"source": initial.source, **initial.fingerprint()}}
         return Model(hyperparameters=hp, class_names=list(train.class_names), metrics=metrics, artifact=str(tar),

@@ -78,7 +78,7 @@ class Distributed:
 
     def batches_per_epoch(self, hp: Hyperparameters) -> int:
         """Steps per epoch: num_training_samples // (hosts x mini_batch_size) (hp.batches_per_epoch on one host)."""
-        steps = hp.num_training_samples // self.global_batch(hp)
+        steps = hp.steps_per_epoch(self.hosts)
         if steps < 1:
             raise UsageError(f"num_training_samples={hp.num_training_samples} is less than one global batch of "
                              f"{self.hosts} hosts x mini_batch_size={hp.mini_batch_size}: use fewer hosts or a "

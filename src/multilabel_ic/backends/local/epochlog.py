@@ -43,7 +43,7 @@ class EpochLog:
 
         self.hp, self.epoch, self.log_interval = hp, epoch, log_interval
         self.batches = hp.batches_per_epoch if batches is None else batches
-        self.multi = hp.multi_label == 1
+        self.multi = hp.is_multi_label
         self.speeds: list[float] = []
         self.data_time = self.compute_time = 0.0
         self.tic = self.start = self.t_wait = time.time()
@@ -112,7 +112,7 @@ def validation_record(hp: Hyperparameters, labels: np.ndarray, scores: np.ndarra
     """Log the algorithm's Validation-accuracy line plus mAP, per-class AP and F1 of an epoch's validation scores."""
     from ...metrics import evaluate
 
-    acc = padded_accuracy(labels, scores, hp.mini_batch_size, hp.multi_label == 1)
+    acc = padded_accuracy(labels, scores, hp.mini_batch_size, hp.is_multi_label)
     ev = evaluate(labels, scores, class_names=class_names)
     log.info("Epoch[%d] Validation-accuracy=%f", epoch, acc)
     log.info("Epoch[%d] Validation-mAP=%f", epoch, ev["mAP"] or 0.0)

@@ -22,31 +22,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..._io import atomic_write_bytes, ensure_dir, json_default
-from ...exceptions import ArtifactError, MissingDependencyError, RunConflictError, UsageError
+from ..._io import ensure_dir
+from ...exceptions import ArtifactError, MissingDependencyError, UsageError
 from ...model.artifact import read_model_tar, symbol_json
-from ...model.params import dumps_params, load_params, loads_params
-from ...model.transforms import AUG_LEVELS, MAX_ASPECT, MAX_H, MAX_L, MAX_ROTATE, MAX_S, MAX_SHEAR
-from ...preflight import describe_differences
-from .epochlog import EpochLog, validation_record
-from .initial import load_initial_gluon
-from .loss import class_weights
-from .runfolder import (
-    STATE_FILES,
-    claim_folder,
-    run_epochs,
-    saved_checkpoints,
-    shipped_final,
-    write_artifact,
-    write_results,
-)
+from ...model.params import load_params
+from .augment import record_iter_params
+from .epochlog import EpochLog
+from .loss import Ops, loss_terms
+from .runfolder import STATE_FILES
 
 if TYPE_CHECKING:
-    from ...callbacks import CallbackList
     from ...data.dataset import Dataset
     from ...hyperparameters import Hyperparameters
-    from ...model.initial import InitialModel
-    from .train import LocalOptions
+    from ...local_options import LocalOptions
 
 GLUON_INSTALL = ("python -m venv .venv-gluon && .venv-gluon/bin/pip install 'multilabel-ic[local,gluon]' (MXNet 1.9.1 "
                  "needs numpy < 1.24, hence a virtualenv of its own; docs/gluon.md)")
@@ -61,13 +49,12 @@ except ImportError as exc:
     raise MissingDependencyError(f"the Gluon engine needs MXNet 1.9.1, which is not installed here. Install it with: "
                                  f"{GLUON_INSTALL}") from exc
 
-__all__ = ["select_context", "train_locked", "GLUON_STATE", "network", "record_iter", "predict_artifact",
-           "mxnet_version"]
+__all__ = ["select_context", "GLUON_STATE", "network", "record_iter", "predict_artifact",
+           "mxnet_version", "MX_OPS"]
 
 log = logging.getLogger("multilabel_ic.train")
 
-GLUON_STATE = STATE_FILES[1]  # parameters, optimizer states and loop state, in NDArray format
-STATE_FORMAT = "multilabel-ic/gluon-checkpoint-v1"
+GLUON_STATE = STATE_FILES[1]  # parameters, optimizer states and loop state, in NDArray format (gluon_state)
 INSTALL_GPU = ("pip install mxnet-cu112==1.9.1 'numpy<1.24' (needs a driver that supports CUDA 11.2; MXNet has "
                "no build for newer CUDA)")
 
@@ -92,7 +79,7 @@ def select_context(name: str | None):
     return mx.gpu(int(index or 0))
 
 
-def _device_name(ctx) -> str:
+def device_name(ctx) -> str:
     return "cpu" if ctx.device_type == "cpu" else f"mxnet gpu({ctx.device_id})"
 
 
@@ -105,7 +92,7 @@ def network(hp: Hyperparameters, ctx, *, seed: int = 0, symbol: dict | None = No
     random ops in whatever order its workers take them, so ``mx.random.seed`` alone does not fix which parameter gets
     which draw."""
     sym_json = symbol or symbol_json(num_classes=hp.num_classes, num_layers=hp.num_layers,
-                                     image_shape=(hp.channels, hp.height, hp.width), multi_label=hp.multi_label == 1)
+                                     image_shape=hp.input_shape, multi_label=hp.is_multi_label)
     sym_json = {**sym_json, "attrs": {**sym_json.get("attrs", {}), "mxnet_version": ["int", 10901]}}
     sym = mx.sym.load_json(json.dumps(sym_json))
     with warnings.catch_warnings():
@@ -116,7 +103,7 @@ def network(hp: Hyperparameters, ctx, *, seed: int = 0, symbol: dict | None = No
         param.initialize(init=mx.init.Zero(), ctx=ctx)
         if not name.endswith(("_weight", "_gamma")):
             param.wd_mult = 0.0  # Module's set_wd_mult: weight decay on *_weight and *_gamma only
-    net(mx.nd.zeros((1, hp.channels, hp.height, hp.width), ctx=ctx))  # finish the deferred initialisation (shapes)
+    net(mx.nd.zeros((1, *hp.input_shape), ctx=ctx))  # finish the deferred initialisation (shapes)
     rng = np.random.default_rng(seed)
     for name, param in params.items():
         shape = tuple(param.shape)
@@ -131,7 +118,7 @@ def network(hp: Hyperparameters, ctx, *, seed: int = 0, symbol: dict | None = No
     return net
 
 
-def _set_params(net, params: dict[str, np.ndarray], *, source: str, skip_fc: bool = False) -> list[str]:
+def set_params(net, params: dict[str, np.ndarray], *, source: str, skip_fc: bool = False) -> list[str]:
     """Copy MXNet-named arrays into the block; returns the block's parameters that got no value."""
     own = net.collect_params()
     missing = []
@@ -151,16 +138,16 @@ def _set_params(net, params: dict[str, np.ndarray], *, source: str, skip_fc: boo
     return missing
 
 
-def _load_pretrained(net, path: Path, num_layers: int) -> None:
+def load_pretrained(net, path: Path, num_layers: int) -> None:
     raw = {k.split(":", 1)[-1]: v for k, v in load_params(path).items()}
-    missing = [m for m in _set_params(net, raw, source=str(path), skip_fc=True)]
+    missing = [m for m in set_params(net, raw, source=str(path), skip_fc=True)]
     if missing:
         raise ArtifactError(f"{path}: missing {len(missing)} parameters of ResNet-{num_layers} (e.g. {missing[:3]}); "
                             f"is it a resnet-{num_layers} file?")
     log.info("Using pretrained model for initializing weights and transfer learning (%s).", path)
 
 
-def _current_params(net):
+def current_params(net):
     def current():
         args, aux = {}, {}
         for name, param in net.collect_params().items():
@@ -170,18 +157,6 @@ def _current_params(net):
     return current
 
 
-def _aug_params(hp: Hyperparameters, options: LocalOptions) -> dict[str, Any]:
-    """ImageRecordIter's augmentation parameters for the run's augmentation_type (MXNet data.set_data_aug_level)."""
-    level = AUG_LEVELS[hp.augmentation_type]
-    params: dict[str, Any] = {"rand_crop": level >= 1, "rand_mirror": level >= 1}
-    if level >= 2:
-        params.update(random_h=MAX_H, random_s=MAX_S, random_l=MAX_L)
-    if level >= 3:
-        params.update(max_rotate_angle=MAX_ROTATE, max_shear_ratio=MAX_SHEAR, max_aspect_ratio=MAX_ASPECT,
-                      fill_value=options.augment.fill_value)
-    return params
-
-
 def record_iter(hp: Hyperparameters, rec: Path, *, train: bool, options: LocalOptions, seed: int, threads: int):
     """``mx.io.ImageRecordIter`` as the algorithm configures it (RGB float 0-255, no mean/std: bn_data normalises;
     multi-hot labels of width num_classes; the last batch wraps around, its ``batch.pad`` counting the repeats).
@@ -189,37 +164,45 @@ def record_iter(hp: Hyperparameters, rec: Path, *, train: bool, options: LocalOp
     Make a new iterator per pass: after a wrapped batch, MXNet's next pass starts past the repeated records (and
     ``round_batch=False`` reports no padding in 1.9.1), so a reused validation iterator would score a shifted set."""
     params: dict[str, Any] = dict(
-        path_imgrec=str(rec), path_imgidx=str(rec.with_suffix(".idx")), data_shape=(hp.channels, hp.height, hp.width),
+        path_imgrec=str(rec), path_imgidx=str(rec.with_suffix(".idx")), data_shape=hp.input_shape,
         batch_size=hp.mini_batch_size, label_width=hp.num_classes, resize=hp.resize or -1, round_batch=True,
         preprocess_threads=max(1, threads), shuffle=train, seed=seed, verbose=False)
     if train:
-        params.update(_aug_params(hp, options))
+        params.update(record_iter_params(hp, options.augment))
     return mx.io.ImageRecordIter(**params)
 
 
-def _write_recordio(data: Dataset, path: Path) -> Path:
+def write_recordio(data: Dataset, path: Path) -> Path:
     ensure_dir(path.parent)
     rec, _ = data.to_recordio(path, renumber=True)
     return rec
 
 
-def _loss(z, y, multi_label: bool, w_pos, w_neg, reduction: str):
-    """Per-sample loss of the head: sigmoid BCE (mean over classes = LogisticRegressionOutput's gradient, or summed)
-    with optional class weights, or softmax cross-entropy."""
+def _log_sigmoid(z):
+    return -(mx.nd.relu(-z) + mx.nd.log1p(mx.nd.exp(-mx.nd.abs(z))))
+
+
+# loss.py's element-wise ops for NDArrays: its loss formulas, computed by MXNet
+MX_OPS = Ops(sigmoid=lambda z: mx.nd.sigmoid(z), log_sigmoid=_log_sigmoid, log=lambda x: mx.nd.log(x),
+             clip_max=lambda x, value: mx.nd.minimum(x, value))
+
+
+def _loss(z, y, multi_label: bool, w_pos, w_neg, options: LocalOptions):
+    """Per-sample loss of the head: softmax cross-entropy, or the multi-label loss of ``options.loss``
+    (loss.loss_terms: the BCE is LogisticRegressionOutput's gradient when averaged over classes) with optional
+    class weights, averaged (or summed) over the classes."""
     nd = mx.nd
     if not multi_label:
         return -nd.pick(nd.log_softmax(z, axis=1), nd.argmax(y, axis=1), axis=1)
-    softplus_neg_abs = nd.log1p(nd.exp(-nd.abs(z)))
-    log_p = -(nd.relu(-z) + softplus_neg_abs)  # log sigmoid(z)
-    log_not_p = -(nd.relu(z) + softplus_neg_abs)  # log sigmoid(-z)
+    pos, neg = loss_terms(z, MX_OPS, options)
     if w_pos is None:
-        per = -(y * log_p + (1 - y) * log_not_p)
+        per = -(y * pos + (1 - y) * neg)
     else:
-        per = -(nd.broadcast_mul(y * log_p, w_pos) + nd.broadcast_mul((1 - y) * log_not_p, w_neg))
-    return per.sum(axis=1) if reduction == "sum" else per.mean(axis=1)
+        per = -(nd.broadcast_mul(y * pos, w_pos) + nd.broadcast_mul((1 - y) * neg, w_neg))
+    return per.sum(axis=1) if options.bce_reduction == "sum" else per.mean(axis=1)
 
 
-def _optimizer(hp: Hyperparameters, steps: list[int]):
+def optimizer(hp: Hyperparameters, steps: list[int]):
     """``mx.optimizer.create`` with the algorithm's parameters and ``MultiFactorScheduler`` (steps in updates)."""
     kwargs: dict[str, Any] = dict(learning_rate=hp.learning_rate, wd=hp.weight_decay, multi_precision=True)
     if steps:
@@ -234,71 +217,9 @@ def _optimizer(hp: Hyperparameters, steps: list[int]):
     return mx.optimizer.create(hp.optimizer, **kwargs)
 
 
-# ---- checkpoint: NDArray format (read by this project's own parser, never unpickled) ----
-
-def _flatten_state(state, key: str, arrays: dict[str, np.ndarray]):
-    if state is None:
-        return None
-    if isinstance(state, (tuple, list)):
-        return [_flatten_state(s, f"{key}.{i}", arrays) for i, s in enumerate(state)]
-    arrays[key] = state.asnumpy()
-    return key
-
-
-def _unflatten_state(spec, arrays: dict[str, np.ndarray], ctx):
-    if spec is None:
-        return None
-    if isinstance(spec, list):
-        return tuple(_unflatten_state(s, arrays, ctx) for s in spec)
-    value = arrays[spec]
-    return mx.nd.array(value, ctx=ctx, dtype=value.dtype)
-
-
-def _save_state(path: Path, net, trainer, state: dict, fingerprint: dict) -> None:
-    arrays: dict[str, np.ndarray] = {f"param:{k}": p.data().asnumpy() for k, p in net.collect_params().items()}
-    updater = trainer._updaters[0]
-    structure = {str(i): _flatten_state(s, f"opt:{i}", arrays) for i, s in updater.states.items()}
-    optimizer = trainer._optimizer
-    meta = {"format": STATE_FORMAT, "state": state, "fingerprint": fingerprint, "optimizer_states": structure,
-            "index_update_count": {str(k): v for k, v in optimizer._index_update_count.items()},
-            "num_update": optimizer.num_update}
-    arrays["meta"] = np.frombuffer(json.dumps(meta, default=json_default).encode(), dtype=np.uint8)
-    atomic_write_bytes(path, dumps_params(arrays))
-
-
-def _load_state(path: Path, net, trainer, fingerprint: dict, ctx) -> dict:
-    restart = "start afresh with --restart (LocalOptions(restart=True)), or choose another output folder"
-    try:
-        from ..._read import GiB, read_bounded
-
-        data = read_bounded(path, limit=16 * GiB, what="checkpoint", error=ArtifactError)  # never blocks on a FIFO
-        arrays = loads_params(data, source=str(path))
-        meta = json.loads(arrays.pop("meta").tobytes().decode())
-    except (ArtifactError, KeyError, ValueError, OSError) as exc:
-        raise RunConflictError(f"{path}: not a Gluon checkpoint this version of multilabel_ic can resume from "
-                               f"({exc}): {restart}.") from exc
-    if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
-        raise RunConflictError(f"{path}: not a Gluon checkpoint of this version of multilabel_ic: {restart}.")
-    differ = describe_differences(meta["fingerprint"], fingerprint)
-    if differ:
-        raise RunConflictError(
-            f"{path.parent.parent} holds a run trained with other {', '.join(differ)}; resuming would ship that "
-            f"run's model under this run's settings. To train this configuration, {restart}.")
-    for name, param in net.collect_params().items():
-        param.set_data(mx.nd.array(arrays[f"param:{name}"], ctx=ctx, dtype=param.dtype))
-    updater = trainer._updaters[0]
-    for index, spec in meta["optimizer_states"].items():
-        updater.states[int(index)] = _unflatten_state(spec, arrays, ctx)
-        updater.states_synced[int(index)] = True
-    optimizer = trainer._optimizer
-    optimizer._index_update_count.update({int(k): v for k, v in meta["index_update_count"].items()})
-    optimizer.num_update = meta["num_update"]
-    return dict(meta["state"])
-
-
 # ---- training ----
 
-def _scores(net, it, ctx, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+def scores(net, it, ctx, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     """Sigmoid scores and labels over a fresh record iterator, in order, without the wrapped-around padding."""
     scores, labels = [], []
     for batch in it:
@@ -328,112 +249,8 @@ def _batches(it, count: int):
         it.reset()
 
 
-def train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None, out: Path,
-                 options: LocalOptions, ctx, fingerprint: dict, pretrained: Path | None,
-                 callbacks: CallbackList, dist: Any = None, initial: InitialModel | None = None) -> dict:
-    """The run inside its locked output folder (see :func:`multilabel_ic.backends.local.train.train`); one process
-    (``dist`` is the one-process :class:`~.distributed.Distributed`)."""
-    from ...callbacks import RunInfo
-    from ..base import final_metrics
-    from .optim import epoch_size
-    from .pipeline import default_workers
-
-    if options.augment.hsl_jitter != "approx_gaussian":
-        raise UsageError("the Gluon engine draws HLS jitter as MXNet 1.9.1 does (approx_gaussian): "
-                         "hsl_jitter='uniform' is a PyTorch-engine option.")
-    mx.random.seed(options.seed)
-    np.random.seed(options.seed)
-    threads = default_workers() if options.num_workers is None else options.num_workers
-    dtype = "float32"
-    if hp.precision_dtype == "float16":
-        if ctx.device_type == "gpu":
-            dtype = "float16"
-            log.info("precision_dtype=float16: float16 network with float32 master weights (multi_precision)")
-        else:
-            log.info("precision_dtype=float16 on CPU: training in float32 (MXNet's CPU float16 is unsupported)")
-    net = network(hp, ctx, seed=options.seed)
-    if pretrained is not None:
-        _load_pretrained(net, pretrained, hp.num_layers)
-    if initial is not None:
-        load_initial_gluon(net, initial, _set_params)
-    if dtype == "float16":
-        net.cast("float16")
-    size = epoch_size(hp.num_training_samples, hp.mini_batch_size)
-    steps = [size * e for e in hp.lr_steps if e > 0]
-    trainer = mx.gluon.Trainer(net.collect_params(), _optimizer(hp, steps), kvstore=None)
-    w_pos = w_neg = None
-    if hp.use_weighted_loss:
-        wp, wn = class_weights(train_data.labels, options.weighted_loss)
-        w_pos, w_neg = mx.nd.array(wp, ctx=ctx).reshape((1, -1)), mx.nd.array(wn, ctx=ctx).reshape((1, -1))
-        log.info("weighted loss (%s): positive weights %s", options.weighted_loss, np.round(wp, 3).tolist())
-
-    state: dict[str, Any] = {"epoch": 0, "num_update": 0, "history": [], "best_acc": None, "best_epoch": None,
-                             "es_bad": 0, "saved": []}
-    sp = out / GLUON_STATE
-    if sp.exists():
-        if not options.resume:
-            raise RunConflictError(f"{out} holds a run ({GLUON_STATE}) and resume=False: pass restart=True "
-                                   f"(CLI: --restart) to replace it, or choose another output folder.")
-        state = _load_state(sp, net, trainer, fingerprint, ctx)
-        log.info("resuming from %s: %d of %d epochs done", sp, state["epoch"], hp.epochs)
-    else:
-        claim_folder(out, fingerprint)
-
-    train_rec = _write_recordio(train_data, out / "recordio" / "train.rec")
-    val_rec = _write_recordio(validation, out / "recordio" / "validation.rec") if validation is not None else None
-    log.info("Gluon engine (MXNet %s, %s): ImageRecordIter %s, resize=%s -> %s crop %dx%d, augmentation_type=%s, "
-             "%d batches of %d per epoch, context=%s, threads=%d", mxnet_version(), MXNET_ENGINE, train_rec, hp.resize,
-             "random" if hp.augmentation_type else "centre", hp.width, hp.height, hp.augmentation_type,
-             hp.batches_per_epoch, hp.mini_batch_size, ctx, threads)
-
-    def val_it():
-        assert val_rec is not None
-        return record_iter(hp, val_rec, train=False, options=options, seed=options.seed, threads=threads)
-
-    kept: dict = {}
-    settings = {k: v for k, v in fingerprint.items() if k not in ("training data", "validation data", "hyperparameters")}
-    callbacks.on_train_start(RunInfo(output_dir=out, backend="local", hyperparameters=hp.to_sagemaker(
-        include_defaults=True), class_names=list(train_data.class_names), history=list(state["history"]),
-        settings={**settings, "device": str(ctx), "num_workers": threads}))
-    multi = hp.multi_label == 1
-
-    def train_epoch(epoch: int) -> dict:
-        it = record_iter(hp, train_rec, train=True, options=options, seed=options.seed * 10007 + epoch,
-                         threads=threads)
-        return _epoch(hp, net, trainer, it, ctx, dtype, multi, w_pos, w_neg, epoch, state, options)
-
-    def validate(epoch: int) -> dict:
-        assert validation is not None
-        scores, labels = _scores(net, val_it(), ctx, dtype)
-        return validation_record(hp, labels, scores, validation.class_names, epoch)
-
-    stopped_early = run_epochs(hp, out, state, kept, state_path=sp, train_epoch=train_epoch,
-                               validate=validate if validation is not None else None, current=_current_params(net),
-                               save_state=lambda: _save_state(sp, net, trainer, state, fingerprint),
-                               callbacks=callbacks)
-    checkpoints = saved_checkpoints(out, state, kept)
-    tar = write_artifact(hp, out, checkpoints)
-    final = final_metrics()
-    if validation is not None and state["saved"]:
-        shipped = max(checkpoints)
-        args, aux = checkpoints[shipped]
-        _set_params(net, {**args, **aux}, source=str(tar))
-        scores, labels = _scores(net, val_it(), ctx, dtype)
-        final = shipped_final(state, shipped, labels, scores, validation.class_names)
-    metrics = write_results(hp, out, tar, state, final, engine="gluon", device=str(ctx), device_name=_device_name(ctx),
-                            stopped_early=stopped_early, class_names=train_data.class_names)
-    for rec in (train_rec, val_rec):
-        if rec is not None:  # the RecordIO copy served this run only; the artifact and checkpoints stay
-            rec.unlink(missing_ok=True)
-            rec.with_suffix(".idx").unlink(missing_ok=True)
-    if (out / "recordio").is_dir() and not any((out / "recordio").iterdir()):
-        (out / "recordio").rmdir()
-    callbacks.on_train_end(metrics)
-    return metrics
-
-
-def _epoch(hp: Hyperparameters, net, trainer, it, ctx, dtype: str, multi: bool, w_pos, w_neg, epoch: int,
-           state: dict, options: LocalOptions) -> dict:
+def train_epoch(hp: Hyperparameters, net, trainer, it, ctx, dtype: str, w_pos, w_neg, epoch: int, state: dict,
+           options: LocalOptions) -> dict:
     autograd = mx.autograd
     epoch_log = EpochLog(hp, epoch, log_interval=options.log_interval, progress=options.progress)
     window, whole = np.zeros(4), np.zeros(4)
@@ -443,14 +260,14 @@ def _epoch(hp: Hyperparameters, net, trainer, it, ctx, dtype: str, multi: bool, 
         window[:] = 0
         return values
 
-    nbatch, lr = -1, trainer.learning_rate
+    nbatch, lr, multi = -1, trainer.learning_rate, hp.is_multi_label
     for nbatch, batch in enumerate(_batches(it, hp.batches_per_epoch)):
         epoch_log.batch_start()
         x = batch.data[0].as_in_context(ctx).astype(dtype)
         y = batch.label[0].as_in_context(ctx)
         with autograd.record():
             z = net(x).astype("float32")
-            loss = _loss(z, y, multi, w_pos, w_neg, options.bce_reduction)
+            loss = _loss(z, y, multi, w_pos, w_neg, options)
         loss.backward()
         trainer.step(hp.mini_batch_size)  # rescale_grad = 1 / batch: the batch mean
         state["num_update"] += 1

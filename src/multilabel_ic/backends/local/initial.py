@@ -8,8 +8,7 @@ as the built-in algorithm's do when its ``model`` channel is given (docs/lifecyc
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,9 +17,9 @@ from ...model.artifact import read_model_tar
 
 if TYPE_CHECKING:
     from ...model.initial import InitialModel
-    from ...model.network import ResNetV2
+    from .engine import Engine
 
-__all__ = ["initial_params", "load_initial_model", "load_initial_gluon"]
+__all__ = ["initial_params", "load_initial"]
 
 log = logging.getLogger("multilabel_ic.train")
 
@@ -41,27 +40,11 @@ def _loaded(initial: InitialModel) -> None:
              initial.sha256[:12])
 
 
-def load_initial_model(model: ResNetV2, initial: InitialModel) -> None:
-    """PyTorch engine: every parameter and BatchNorm statistic of ``model`` from the initial model."""
-    import torch
-
-    from ...model.network import load_mxnet_state_dict
-
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in initial_params(initial).items()}
+def load_initial(engine: Engine, initial: InitialModel) -> None:
+    """Either engine: every parameter and BatchNorm statistic of the network it has just built, from the initial
+    model, through the engine's own ``set_params`` (which refuses a parameter the file lacks or shapes differently)."""
     try:
-        load_mxnet_state_dict(model, tensors, strict=True)
-    except ValueError as exc:
+        engine.set_params((initial_params(initial), {}), source=str(initial.source))
+    except (ArtifactError, ValueError) as exc:
         raise _refuse(initial, exc) from exc
-    _loaded(initial)
-
-
-def load_initial_gluon(net: Any, initial: InitialModel, set_params: Callable[..., list[str]]) -> None:
-    """Gluon engine: every parameter of the block (a ``SymbolBlock`` of the artifact's symbol) from the model, set by
-    the engine's own ``set_params(net, params, source=...)`` (which returns the names that got no value)."""
-    try:
-        missing = set_params(net, initial_params(initial), source=str(initial.source))
-    except ArtifactError as exc:
-        raise _refuse(initial, exc) from exc
-    if missing:
-        raise _refuse(initial, ValueError(f"missing {', '.join(missing[:5])}"))
     _loaded(initial)

@@ -20,14 +20,9 @@ from ...model.network import mxnet_name
 if TYPE_CHECKING:
     from ...hyperparameters import Hyperparameters
 
-__all__ = ["MXNetOptimizer", "MultiFactorSchedule", "create_optimizer", "param_groups_for", "epoch_size"]
+__all__ = ["MXNetOptimizer", "MultiFactorSchedule", "create_optimizer", "param_groups_for"]
 
 log = logging.getLogger("multilabel_ic.train")
-
-
-def epoch_size(num_training_samples: int, mini_batch_size: int, num_workers: int = 1) -> int:
-    """Optimizer steps per epoch as fit.py computes it for the LR schedule."""
-    return max(int(num_training_samples / mini_batch_size / num_workers), 1)
 
 
 class MultiFactorSchedule:
@@ -49,7 +44,7 @@ class MultiFactorSchedule:
     @classmethod
     def from_hyperparameters(cls, hp: Hyperparameters, begin_epoch: int = 0,
                              num_workers: int = 1) -> MultiFactorSchedule:
-        size = epoch_size(hp.num_training_samples, hp.mini_batch_size, num_workers)
+        size = hp.steps_per_epoch(num_workers, schedule=True)
         steps = [size * (e - begin_epoch) for e in hp.lr_steps if e - begin_epoch > 0]
         return cls(hp.learning_rate, steps, hp.lr_scheduler_factor)
 

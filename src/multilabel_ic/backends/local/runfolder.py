@@ -219,7 +219,7 @@ def saved_checkpoints(out: Path, state: dict[str, Any], kept: SavedParams) -> Sa
 
 def write_artifact(hp: Hyperparameters, out: Path, checkpoints: SavedParams) -> Path:
     return write_model_tar(out / "model.tar.gz", checkpoints, num_classes=hp.num_classes, num_layers=hp.num_layers,
-                           image_shape=(hp.channels, hp.height, hp.width), multi_label=hp.multi_label == 1,
+                           image_shape=hp.input_shape, multi_label=hp.is_multi_label,
                            batch_size=hp.mini_batch_size)
 
 

@@ -1,145 +1,59 @@
-"""The local training loop: the algorithm's epoch structure, log lines, checkpoints and early stopping, in PyTorch.
+"""A local training run from the outside in: the checks made before the output folder is touched, the processes
+of a distributed run, the folder's lock, the pretrained weights, the decode caches and the run's fingerprint; then
+the run itself (run.run_training) with the engine LocalBackend chose (torch_engine, gluon).
 
-State after every epoch goes to ``<output>/checkpoints/last.pt`` (atomically), so an interrupted run resumes from its
+State after every epoch goes to ``<output>/checkpoints/`` (atomically), so an interrupted run resumes from its
 last finished epoch. Parameters in the algorithm's format go to ``<output>/model/`` and finally ``model.tar.gz``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import importlib.util
 import json
 import logging
 import os
-import shutil
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-import torch
-
-from ..._io import atomic_serialize, ensure_dir, json_default, remove_stale_temp_files
+from ..._io import ensure_dir, remove_stale_temp_files
 from ..._lock import FolderLock
-from ..._read import GiB, open_bounded
-from ...callbacks import Callback, CallbackList, RunInfo, default_callbacks
-from ...data.dataset import Dataset
-from ...exceptions import RunConflictError, TrainingError, UsageError
-from ...hyperparameters import Rule, check_options
-from ...model.network import ResNetV2, create_network, mxnet_state_dict
-from ...model.transforms import AugmentOptions
-from ...preflight import check_training_request, data_fingerprint, describe_differences
-from ..base import final_metrics
+from ...callbacks import Callback, CallbackList, default_callbacks
+from ...exceptions import TrainingError, UsageError
+from ...preflight import check_training_request, data_fingerprint
+from .device import check_compiler, select_device
 from .distributed import Distributed
-from .epoch import predict_scores, run_epoch
-from .epochlog import validation_record
 from .imagesizes import check_headers
 from .imagestore import ImageStore
-from .initial import load_initial_model
-from .loss import class_weights, weighted_bce
-from .optim import MultiFactorSchedule, create_optimizer
-from .pipeline import DeviceFeeder, EpochSampler, ImageDataset, default_workers, make_loader, preload_images
-from .pretrained import load_pretrained, resolve_pretrained
-from .runfolder import (
-    CurrentParams,
-    SavedParams,
-    claim_folder,
-    clear_previous_run,
-    remove_if_only_the_marker,
-    run_epochs,
-    saved_checkpoints,
-    shipped_final,
-    write_artifact,
-    write_results,
-)
+from .loss import check_loss, loss_fingerprint
+from .pretrained import resolve_pretrained
+from .run import check_or_claim, run_training
+from .runfolder import clear_previous_run, remove_if_only_the_marker
 
 if TYPE_CHECKING:
-    from torch.utils.data import DataLoader
-
     from ...data.dataset import Dataset
     from ...hyperparameters import Hyperparameters
+    from ...local_options import LocalOptions
     from ...model.initial import InitialModel
+    from .engine import Engine
 
-__all__ = ["LocalOptions", "train", "precision_for", "class_weights", "weighted_bce", "select_device", "run_fingerprint",
-           "CHECKPOINT_FORMAT", "check_launch"]
+__all__ = ["train", "run_fingerprint", "check_launch", "EngineKind", "cache_encodings"]
 
 log = logging.getLogger("multilabel_ic.train")
-CHECKPOINT_FORMAT = "multilabel-ic/checkpoint-v2"  # tensors and plain types only, loaded with weights_only=True
-CHECKPOINT_LIMIT = 16 * GiB  # the largest checkpoints/last.pt resumed from (a ResNet-152 with its optimizer: ~0.7 GB)
 
 
-# One rule per setting, in the rule table's terms (the same mechanism and message shape as Hyperparameters).
-OPTION_RULES = {
-    "seed": Rule("int", low=0), "num_workers": Rule("int", low=0, nullable=True),
-    "weighted_loss": Rule("choice", choices=("neg_pos_ratio", "balanced")),
-    "bce_reduction": Rule("choice", choices=("mean", "sum")), "preload": Rule("bool", nullable=True),
-    "log_interval": Rule("int", low=1), "progress": Rule("bool"),
-    "cpu_float16": Rule("choice", choices=("bfloat16", "float32")),
-    "cuda_half": Rule("choice", choices=("float16", "bfloat16")), "pretrained": Rule("str", nullable=True),
-    "pretrained_sha256": Rule("str", nullable=True), "channels_last": Rule("bool"), "resume": Rule("bool"),
-    "restart": Rule("bool"), "device": Rule("str", nullable=True),
-    "engine": Rule("choice", choices=("pytorch", "gluon")), "sync_batchnorm": Rule("bool"),
-    "input_pipeline": Rule("choice", choices=("batched", "reference")), "cache_dir": Rule("str", nullable=True),
-    "cache_max_gb": Rule("float", low=0), "compile": Rule("bool"),
-}
+class EngineKind(Protocol):
+    """An engine class (torch_engine.TorchEngine, gluon.GluonEngine): what the run checks of it before the folder
+    is touched (its ``open`` classmethod), and how one is made for the run."""
 
+    prepares_images: bool  # the decode caches are built (and the images checked) before the folder is claimed
 
-@dataclass(frozen=True)
-class LocalOptions:
-    """Settings of the local engine that are not algorithm hyperparameters (SageMaker would reject them)."""
+    def open(self, hp: Hyperparameters, options: LocalOptions, dist: Distributed) -> Any:
+        """Refuse what this engine cannot train; return the device (context) it trains on."""
 
-    seed: int = 0
-    device: str | None = None  # "cuda", "cpu", "cuda:1"; None = CUDA when available
-    num_workers: int | None = None  # None = min(8, cores - 1)
-    weighted_loss: str = "neg_pos_ratio"  # or "balanced"; see docs/local-backend.md
-    bce_reduction: str = "mean"  # multi-label loss over classes: "mean" (MXNet's head) or "sum" (C times the step)
-    augment: AugmentOptions = field(default_factory=AugmentOptions)
-    # "batched": decode cache + the batch's augmentation on the device; "reference": OpenCV per image on the loader
-    # workers (also the fallback when the cache cannot be written). docs/local-backend.md, "Input pipeline".
-    input_pipeline: str = "batched"
-    cache_dir: str | None = None  # the decode cache's folder; None = <output>/cache
-    cache_max_gb: float = 64.0  # larger caches are not written (the reference pipeline decodes every epoch)
-    preload: bool | None = None  # reference pipeline: keep decoded, resized images in memory; None = if < 2 GiB
-    log_interval: int = 20
-    progress: bool = True
-    cpu_float16: str = "bfloat16"  # precision_dtype=float16 on a CPU: "bfloat16" autocast or "float32"
-    cuda_half: str = "float16"  # precision_dtype=float16 on CUDA: "float16" (+ loss scaling) or "bfloat16"
-    pretrained: str | None = None  # file or URL of ImageNet weights for use_pretrained_model=1
-    pretrained_sha256: str | None = None
-    channels_last: bool = True
-    resume: bool = True  # continue a run of the same data and settings found in the output folder (False: refuse)
-    restart: bool = False  # remove the previous run's checkpoint, parameters and artifact, and start afresh
-    engine: str = "pytorch"  # or "gluon": MXNet itself trains (the gluon extra; docs/gluon.md)
-    sync_batchnorm: bool = False  # under torchrun: SyncBatchNorm (CUDA) instead of per-process statistics
-    # torch.compile the network (training and validation); the first steps wait while it compiles.
-    # docs/local-backend.md, "torch.compile", has what it gained where it was measured.
-    compile: bool = False
-
-    def __post_init__(self):
-        checked = check_options({f.name: getattr(self, f.name) for f in fields(self)}, OPTION_RULES,
-                                owner="LocalOptions")
-        for name in OPTION_RULES:
-            object.__setattr__(self, name, checked[name])
-        if self.compile and self.engine == "gluon":
-            raise UsageError("compile=True is a PyTorch-engine option (torch.compile); the Gluon engine runs MXNet's "
-                             "own graph: drop it or use engine='pytorch'.")
-        if not isinstance(self.augment, AugmentOptions):
-            raise UsageError(f"The 'augment' option of LocalOptions must be an AugmentOptions. Got "
-                             f"{type(self.augment).__name__} instead.")
-
-
-def select_device(name: str | None) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"device {name!r} is not a device name: use 'cpu', 'cuda' or 'cuda:N'.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {name!r} requested but CUDA is not available; use device='cpu'.")
-    return dev
+    def __call__(self, hp: Hyperparameters, options: LocalOptions, device: Any, dist: Distributed,
+                 stores: tuple[ImageStore | None, ImageStore | None]) -> Engine: ...
 
 
 def check_launch(hp: Hyperparameters, train_data: Dataset | None, validation: Dataset | None,
@@ -147,6 +61,7 @@ def check_launch(hp: Hyperparameters, train_data: Dataset | None, validation: Da
     """Before torchrun starts ``processes`` processes of a run: what each of them would refuse (the data against the
     hyperparameters, the engine, the device, SyncBatchNorm, the compiler, a batch that does not split), checked
     once here, so a mistake is one error and not one per process."""
+    check_loss(hp, options)
     if train_data is not None:
         check_training_request(hp, train_data, validation)
     if options.engine == "gluon":
@@ -162,39 +77,6 @@ def check_launch(hp: Hyperparameters, train_data: Dataset | None, validation: Da
                          f"make it a multiple of {processes} (or change --nproc-per-node).")
 
 
-def _state_path(out: Path) -> Path:
-    return out / "checkpoints" / "last.pt"
-
-
-def check_compiler(device: torch.device) -> None:
-    """``compile=True`` needs what inductor generates code with: a C++ compiler for CPU kernels, Triton for CUDA."""
-    if device.type == "cuda":
-        if importlib.util.find_spec("triton") is None:
-            raise UsageError("compile=True on CUDA needs Triton (pip install triton; PyTorch's Linux CUDA wheels "
-                             "bring it), or train without compile.")
-    elif not (os.environ.get("CXX") or any(shutil.which(c) for c in ("g++", "clang++", "c++"))):
-        raise UsageError("compile=True on the CPU needs a C++ compiler for torch.compile's kernels (install g++, "
-                         "or set CXX), or train without compile.")
-
-
-def precision_for(hp: Hyperparameters, device: torch.device, options: LocalOptions) -> tuple[torch.dtype | None,
-                  bool]:
-    """(autocast dtype or None, whether to scale the loss) for ``precision_dtype`` on ``device``."""
-    if hp.precision_dtype != "float16":
-        return None, False
-    if device.type == "cuda":
-        if options.cuda_half == "bfloat16":
-            log.info("precision_dtype=float16: bfloat16 autocast with float32 master weights (cuda_half='bfloat16')")
-            return torch.bfloat16, False
-        log.info("precision_dtype=float16: mixed precision (float16 autocast, float32 master weights, loss scaling)")
-        return torch.float16, True
-    if options.cpu_float16 == "bfloat16":
-        log.info("precision_dtype=float16 on CPU: using bfloat16 autocast (CPUs lack fast float16)")
-        return torch.bfloat16, False
-    log.info("precision_dtype=float16 on CPU: training in float32 (cpu_float16='float32')")
-    return None, False
-
-
 def run_fingerprint(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None,
                     options: LocalOptions, dist: Distributed = Distributed(), cache: dict | None = None,
                     initial: InitialModel | None = None) -> dict:
@@ -202,7 +84,7 @@ def run_fingerprint(hp: Hyperparameters, train_data: Dataset, validation: Datase
 
     ``cache``: the decode cache's encoding of each split (:func:`cache_encodings`). It is recorded when a split is
     cached as JPEG, whose pixels differ from the files'; a raw cache and no cache give the same pixels. ``initial``:
-    the model a continued run starts from, recorded only then (so the folders of earlier runs still resume)."""
+    the model a continued run starts from."""
     fingerprint = {
         "training data": data_fingerprint(train_data), "validation data": data_fingerprint(validation),
         "class names": list(train_data.class_names), "seed": options.seed, "hyperparameters": hp.to_dict(),
@@ -211,44 +93,39 @@ def run_fingerprint(hp: Hyperparameters, train_data: Dataset, validation: Datase
         "engine": options.engine, "input_pipeline": options.input_pipeline,
         "processes": [dist.hosts, dist.local_world_size],
         "sync_batchnorm": options.sync_batchnorm, "cpu_float16": options.cpu_float16, "cuda_half": options.cuda_half,
-        "pretrained": None if not hp.use_pretrained_model else [options.pretrained, options.pretrained_sha256]}
+        "pretrained": None if not hp.use_pretrained_model else [options.pretrained, options.pretrained_sha256],
+        **loss_fingerprint(options)}
     if cache and "jpeg" in cache.values():
         fingerprint["decode cache"] = cache
-    if initial is not None:
+    if initial is not None:  # recorded only then, so the folders of earlier runs still resume
         fingerprint["initial model"] = initial.fingerprint()
     return json.loads(json.dumps(fingerprint))  # the form it has when read back from a checkpoint
 
 
 def train(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None, output_dir: str | os.PathLike,
-          options: LocalOptions = LocalOptions(), callbacks: Sequence[Callback] = (),
+          options: LocalOptions, callbacks: Sequence[Callback] = (), *, engine: EngineKind,
           initial: InitialModel | None = None) -> dict:
     """Train as the built-in algorithm does; return the metrics dict (also written to ``metrics.json``).
 
     Everything that can be checked is checked before the output folder is touched. The folder is locked for the
     run (a second run into it is refused), and a run already in it is resumed only when it was trained on the same
-    data, classes, seed, hyperparameters and options (``options.restart`` starts afresh instead). ``initial``: the
+    data, classes, seed, hyperparameters and options (``options.restart`` starts afresh instead). ``engine``: the
+    engine class that trains (LocalBackend.fit picks it from its table, by ``options.engine``). ``initial``: the
     checked model a continued run starts from (:mod:`multilabel_ic.backends.local.initial`).
     """
     dist = Distributed.from_environment()
     try:
-        return _train(hp, train_data, validation, Path(output_dir), options, callbacks, dist, initial)
+        return _train(hp, train_data, validation, Path(output_dir), options, callbacks, dist, engine, initial)
     finally:
         dist.stop()  # a process that leaves with its group still open aborts (and so ends its peers' run)
 
 
 def _train(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None, out: Path, options: LocalOptions,
-           callbacks: Sequence[Callback], dist: Distributed, initial: InitialModel | None = None) -> dict:
+           callbacks: Sequence[Callback], dist: Distributed, engine: EngineKind,
+           initial: InitialModel | None = None) -> dict:
+    check_loss(hp, options)
     check_training_request(hp, train_data, validation)
-    run: Callable[..., dict]
-    device: Any
-    if options.engine == "gluon":
-        if dist.enabled:
-            raise UsageError("the Gluon engine trains in one process: run it without torchrun (--nproc-per-node).")
-        from . import gluon
-
-        device, run = gluon.select_context(options.device), gluon.train_locked
-    else:
-        device, run = dist.local_device(select_device(options.device)), _train_locked
+    device = engine.open(hp, options, dist)
     if options.sync_batchnorm and (not dist.enabled or device.type != "cuda"):
         raise UsageError("sync_batchnorm=True applies to a distributed run on CUDA devices (PyTorch's SyncBatchNorm "
                          "is GPU-only): launch with --nproc-per-node N on a GPU machine, or drop it.")
@@ -273,13 +150,11 @@ def _train(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None,
         if not status["ok"]:
             raise TrainingError(f"process 0 stopped before training: {status['error']}")
         pretrained = Path(status["pretrained"]) if status["pretrained"] else None
-        if options.engine == "pytorch":
-            run = functools.partial(_train_locked,
-                                    stores=_open_stores(status["stores"], hp, train_data, validation))
+        opened = _open_stores(status["stores"], hp, train_data, validation)
         fingerprint = run_fingerprint(hp, train_data, validation, options, dist, cache=status["cache"],
                                       initial=initial)
-        return run(hp, train_data, validation, out, options, device, fingerprint, pretrained, CallbackList([]),
-                   dist, initial=initial)
+        return run_training(engine(hp, options, device, dist, opened), hp, train_data, validation, out, options,
+                            fingerprint, pretrained, CallbackList([]), dist, initial=initial)
     fingerprint = run_fingerprint(hp, train_data, validation, options, dist, initial=initial)
     created = not out.exists()
     ensure_dir(out)
@@ -295,22 +170,22 @@ def _train(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None,
                 if options.restart:
                     clear_previous_run(out)
                 stores: tuple[ImageStore | None, ImageStore | None] = (None, None)
-                if options.engine == "pytorch":
+                if engine.prepares_images:
                     # the images are decoded (and checked) before the folder is claimed: the cache's encoding is
                     # part of the run's fingerprint, and an image that cannot train stops the run here
                     stores = _prepare_images(hp, train_data, validation, out, options)
                     fingerprint = run_fingerprint(hp, train_data, validation, options, dist,
                                                   cache=cache_encodings(*stores), initial=initial)
-                    _check_or_claim(out, options, fingerprint)
-                    run = functools.partial(_train_locked, stores=stores)
+                run_engine = engine(hp, options, device, dist, stores)
+                check_or_claim(out, options, run_engine, fingerprint)
             except BaseException as exc:
                 dist.broadcast({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
                 raise
             dist.broadcast({"ok": True, "pretrained": str(pretrained) if pretrained else None,
                             "stores": [None if s is None else [str(s.path.parent), s.path.stem, s.encoding]
                                        for s in stores], "cache": cache_encodings(*stores)})
-            return run(hp, train_data, validation, out, options, device, fingerprint, pretrained,
-                       CallbackList([*default_callbacks(), *callbacks]), dist, initial=initial)
+            return run_training(run_engine, hp, train_data, validation, out, options, fingerprint, pretrained,
+                                CallbackList([*default_callbacks(), *callbacks]), dist, initial=initial)
     except Exception:
         if created:
             remove_if_only_the_marker(out)  # a run that failed before its first checkpoint leaves no folder
@@ -362,237 +237,3 @@ def _open_stores(described: list, hp: Hyperparameters, train_data: Dataset,
     return opened[0], opened[1]
 
 
-def _check_or_claim(out: Path, options: LocalOptions, fingerprint: dict) -> None:
-    """Before any process trains: a run in ``out`` must be this one (then it resumes), or the folder is claimed."""
-    sp = _state_path(out)
-    if sp.exists():
-        if not options.resume:
-            raise RunConflictError(f"{out} holds a run (checkpoints/last.pt) and resume=False: pass restart=True "
-                                   f"(CLI: --restart) to replace it, or choose another output folder.")
-        _load_state(sp, torch.device("cpu"), fingerprint)  # refuses a run of other data or settings
-    else:
-        claim_folder(out, fingerprint)
-
-
-def _train_locked(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None, out: Path,
-                  options: LocalOptions, device: torch.device, fingerprint: dict, pretrained: Path | None,
-                  callbacks: CallbackList, dist: Distributed = Distributed(),
-                  stores: tuple[ImageStore | None, ImageStore | None] = (None, None),
-                  initial: InitialModel | None = None) -> dict:
-    torch.manual_seed(options.seed)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # cuDNN autotuning, as the algorithm's MXNet build does
-    amp_dtype, use_scaler = precision_for(hp, device, options)
-    channels_last = options.channels_last  # on the CPU too: oneDNN convolutions are ~10% faster in NHWC
-    model = create_network(hp).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if pretrained is not None:
-        load_pretrained(model, pretrained, progress=options.progress)
-    if initial is not None:
-        load_initial_model(model, initial)
-    if options.sync_batchnorm:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if options.compile:
-        log.info("compile=True: torch.compile compiles the network at the first training step and again at the "
-                 "first validation pass (up to minutes on a CPU)")
-        model.compile()  # in place: parameter names, checkpoints and DDP see the same module
-    optimizer = create_optimizer(model, hp)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    # begin_epoch stays 0 on a resume: the schedule is a function of the absolute update count, which the checkpoint
-    # restores (state["num_update"]), so a resumed run steps the learning rate at the same updates as an unbroken one
-    schedule = MultiFactorSchedule.from_hyperparameters(hp, begin_epoch=0, num_workers=dist.hosts)
-    w_pos = w_neg = None
-    if hp.use_weighted_loss:
-        wp, wn = class_weights(train_data.labels, options.weighted_loss)
-        w_pos, w_neg = torch.from_numpy(wp).to(device), torch.from_numpy(wn).to(device)
-        log.info("weighted loss (%s): positive weights %s", options.weighted_loss, np.round(wp, 3).tolist())
-
-    state: dict[str, Any] = {"epoch": 0, "num_update": 0, "history": [], "best_acc": None, "best_epoch": None, "es_bad": 0,
-             "saved": []}
-    sp = _state_path(out)
-    if sp.exists():  # checked (and the folder claimed otherwise) by _check_or_claim before training
-        ck = _load_state(sp, device, fingerprint)
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scaler.load_state_dict(ck["scaler"])
-        torch.set_rng_state(ck["torch_rng"])
-        state = json.loads(ck["state"])
-        log.info("resuming from %s: %d of %d epochs done", sp, state["epoch"], hp.epochs)
-
-    log.info("resize=%s -> %s crop %dx%d, augmentation_type=%s, %d batches of %d per epoch, device=%s",
-             hp.resize, "random" if hp.augmentation_type else "centre", hp.width, hp.height, hp.augmentation_type,
-             dist.batches_per_epoch(hp), hp.mini_batch_size, device)
-    train_loader, val_loader, val_rows, workers = _loaders(hp, train_data, validation, stores, options, device,
-                                                           dist)
-    feeder = DeviceFeeder(train_loader, device, height=hp.height, width=hp.width,
-                          fill_value=options.augment.fill_value, channels_last=channels_last)
-    # per-process BatchNorm statistics during an epoch, as MXNet's devices keep them (averaged at its end)
-    train_model = (torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
-        if dist.enabled else model)
-    model.train()
-    kept: SavedParams = {}
-    settings = {k: v for k, v in fingerprint.items() if k not in ("training data", "validation data", "hyperparameters")}
-    callbacks.on_train_start(RunInfo(output_dir=out, backend="local", hyperparameters=hp.to_sagemaker(
-        include_defaults=True), class_names=list(train_data.class_names), history=list(state["history"]),
-        settings={**settings, "device": str(device), "num_workers": workers}))
-    def train_epoch(epoch: int) -> dict:
-        record = run_epoch(hp, train_model, optimizer, scaler, schedule, feeder, device=device, amp_dtype=amp_dtype,
-                           w_pos=w_pos, w_neg=w_neg, epoch=epoch, state=state, options=options, dist=dist)
-        dist.average_buffers(model)  # MXNet's fit syncs the devices' aux params after every epoch
-        return record
-
-    def validate(epoch: int) -> dict:
-        assert validation is not None and val_loader is not None and val_rows is not None
-        labels, scores = _validation_scores(model, val_loader, val_rows, dist, device, amp_dtype, channels_last)
-        return validation_record(hp, labels, scores, validation.class_names, epoch)
-
-    stopped_early = run_epochs(hp, out, state, kept, state_path=sp, train_epoch=train_epoch,
-                               validate=validate if val_loader is not None else None, current=torch_params(model),
-                               save_state=lambda: _save_state(sp, model, optimizer, scaler, state, fingerprint),
-                               callbacks=callbacks, write=dist.is_main, barrier=dist.barrier)
-    metrics = _finish(hp, model, out, state, validation, val_loader, val_rows, device, amp_dtype, channels_last,
-                      stopped_early, train_data.class_names, kept, dist)
-    callbacks.on_train_end(metrics)
-    return metrics
-
-
-def _loaders(hp: Hyperparameters, train_data: Dataset, validation: Dataset | None,
-             stores: tuple[ImageStore | None, ImageStore | None], options: LocalOptions, device: torch.device,
-             dist: Distributed) -> tuple[DataLoader, DataLoader | None, np.ndarray | None, int]:
-    """The run's training loader (batched pipeline over the decode cache ``stores``, or the reference pipeline), its
-    validation loader, this process's share of the validation rows (rank, rank + world, ...; the scores are
-    gathered) and the number of loader workers."""
-    val_rows = np.arange(dist.rank, len(validation), dist.world_size) if validation is not None else None
-    val_part = validation.subset(val_rows) if validation is not None and val_rows is not None and dist.enabled \
-        else validation
-    train_images: Sequence[np.ndarray] | None = None
-    val_images: Sequence[np.ndarray] | None = None
-    batched = options.input_pipeline == "batched"
-    if batched:
-        train_images, val_store = stores
-        val_images = (val_store.subset(val_rows, val_part) if val_store is not None and val_rows is not None
-                      and dist.enabled else val_store)
-        batched = train_images is not None
-        if not batched:
-            log.warning("input pipeline: the reference (OpenCV per image on the loader workers) without a cache")
-    else:
-        est = len(train_data) * (hp.resize or 480) ** 2 * 1.5 * hp.channels
-        preload = options.preload if options.preload is not None else est < 2 * 1024 ** 3
-        if preload:
-            train_images = preload_images(train_data, channels=hp.channels, resize=hp.resize,
-                                          progress=options.progress)
-            val_images = (preload_images(val_part, channels=hp.channels, resize=hp.resize, progress=options.progress)
-                          if val_part is not None else None)
-    workers = default_workers(device, batched) if options.num_workers is None else options.num_workers
-    log.info("input pipeline: %s, %d loader workers", "decode cache -> batched augmentation on " + device.type
-             if batched else "reference (OpenCV decode + augmentation per image on the loader workers)", workers)
-    train_ds = ImageDataset(train_data, hp, train=True, seed=options.seed, options=options.augment,
-                            cache=train_images, batched=batched)
-    pin = device.type == "cuda"
-    sampler = EpochSampler(np.zeros(0, np.int64), dist.batch_per_process(hp), 0, shard=(dist.rank, dist.world_size))
-    train_loader = make_loader(train_ds, batch_sampler=sampler, num_workers=workers, pin_memory=pin, persistent=True)
-    val_loader = None
-    if val_part is not None:
-        val_ds = ImageDataset(val_part, hp, train=False, options=options.augment, cache=val_images)
-        val_loader = make_loader(val_ds, batch_size=hp.mini_batch_size, num_workers=workers, pin_memory=pin,
-                                 persistent=True)
-    return train_loader, val_loader, val_rows, workers
-
-
-def _validation_scores(model: ResNetV2, loader: DataLoader, rows: np.ndarray, dist: Distributed,
-                       device: torch.device, amp_dtype: torch.dtype | None,
-                       channels_last: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, scores) of the whole validation set in its order: this process's share, gathered from all."""
-    scores, labels = predict_scores(model, loader, device, amp_dtype, channels_last)
-    return dist.gather_rows(rows, labels), dist.gather_rows(rows, scores)
-
-
-def torch_params(model: ResNetV2) -> CurrentParams:
-    def current():
-        args, aux = mxnet_state_dict(model)
-        return ({k: v.numpy().copy() for k, v in args.items()}, {k: v.numpy().copy() for k, v in aux.items()})
-    return current
-
-
-def _save_state(path: Path, model: ResNetV2, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                state: dict, fingerprint: dict) -> None:
-    """Tensors and plain types only, so that :func:`_load_state` can refuse anything else (``weights_only``)."""
-    payload = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-               "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(),
-               "state": json.dumps(state, default=json_default), "fingerprint": json.dumps(fingerprint)}
-    # a full disk inside torch's serializer surfaces as its RuntimeError ("unexpected pos"): atomic_serialize names
-    # the disk, the checkpoint's size and the fix instead, and leaves no half-written file
-    atomic_serialize(path, lambda fh: torch.save(payload, fh), size=_payload_bytes(payload))
-
-
-def _payload_bytes(obj: Any) -> int:
-    """The bytes a checkpoint payload takes when saved (its tensors, strings and a little for the container)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.nelement() * obj.element_size()
-    if isinstance(obj, dict):
-        return 64 + sum(_payload_bytes(k) + _payload_bytes(v) for k, v in obj.items())
-    if isinstance(obj, (list, tuple)):
-        return 64 + sum(_payload_bytes(v) for v in obj)
-    if isinstance(obj, (str, bytes)):
-        return len(obj)
-    return 16
-
-
-def _load_state(path: Path, device: torch.device, fingerprint: dict) -> dict:
-    """Load ``checkpoints/last.pt`` without unpickling code, and refuse a run of other data or settings."""
-    import pickle
-
-    restart = ("start afresh with --restart (LocalOptions(restart=True)), or choose another output folder")
-    try:
-        # a regular file of bounded size: a FIFO or a device in its place is refused, not waited on or read forever
-        with open_bounded(path, limit=CHECKPOINT_LIMIT, what="checkpoint", error=RunConflictError) as fh:
-            ck = torch.load(fh, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise RunConflictError(f"{path}: not a checkpoint this version of multilabel_ic can resume from (it holds "
-                               f"objects other than tensors and plain values, or it is damaged): {restart}.") from exc
-    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-        raise RunConflictError(f"{path}: not a checkpoint of this version of multilabel_ic: {restart}.")
-    try:
-        recorded = json.loads(ck["fingerprint"])
-        state = json.loads(ck["state"])
-        if not isinstance(recorded, dict) or not isinstance(state, dict) or \
-                not all(isinstance(state.get(k), list) for k in ("history", "saved")) or \
-                not isinstance(state.get("epoch"), int):
-            raise ValueError("fingerprint or state of the wrong type")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RunConflictError(f"{path}: a damaged checkpoint (its run state cannot be read: {exc}); {restart}.") \
-            from None
-    differ = describe_differences(recorded, fingerprint)
-    if differ:
-        raise RunConflictError(
-            f"{path.parent.parent} holds a run trained with other {', '.join(differ)}; resuming would ship that "
-            f"run's model under this run's settings. To train this configuration, {restart}.")
-    return ck
-
-
-def _finish(hp: Hyperparameters, model: ResNetV2, out: Path, state: dict[str, Any], validation: Dataset | None,
-            val_loader: DataLoader | None, val_rows: np.ndarray | None, device: torch.device,
-            amp_dtype: torch.dtype | None, channels_last: bool, stopped_early: bool, class_names: Sequence[str],
-            kept: SavedParams, dist: Distributed) -> dict:
-    checkpoints = saved_checkpoints(out, state, kept)
-    final = final_metrics()
-    if val_loader is not None and val_rows is not None and state["saved"]:
-        # evaluate the model that ships (the best / last saved epoch), not the last one trained
-        from ...model.network import load_mxnet_state_dict
-
-        shipped = max(checkpoints)
-        args, aux = checkpoints[shipped]
-        load_mxnet_state_dict(model, {k: torch.from_numpy(v) for k, v in {**args, **aux}.items()})
-        labels, scores = _validation_scores(model, val_loader, val_rows, dist, device, amp_dtype, channels_last)
-        assert validation is not None
-        final = shipped_final(state, shipped, labels, scores, validation.class_names)
-    metrics = None
-    if dist.is_main:
-        tar = write_artifact(hp, out, checkpoints)
-        metrics = write_results(hp, out, tar, state, final, engine="pytorch", device=str(device),
-                                device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                                stopped_early=stopped_early, class_names=class_names,
-                                processes=dist.world_size)
-    return dist.broadcast(metrics)  # every process returns the run's metrics (and the artifact exists by then)

@@ -14,7 +14,7 @@ from .teardown import by_hand, delete_endpoint, not_found
 
 if TYPE_CHECKING:
     from ...backends.base import Model
-    from ...backends.sagemaker import SageMakerBackend
+    from .session import Session
 
 __all__ = ["SageMakerPredictor", "ensure_model", "call_quietly", "CONTENT_TYPES"]
 
@@ -22,7 +22,7 @@ log = logging.getLogger("multilabel_ic.sagemaker")
 CONTENT_TYPES = ("application/x-image", "image/jpeg", "image/png")
 
 
-def ensure_model(backend: SageMakerBackend, model: Model | str, name: str) -> tuple[str, bool]:
+def ensure_model(backend: Session, model: Model | str, name: str) -> tuple[str, bool]:
     """A SageMaker model for ``model`` (a Model, an s3:// artifact, or the name of an existing SageMaker model), and
     whether this call created it (then the caller deletes it when done)."""
     if isinstance(model, str) and not model.startswith("s3://"):
@@ -33,7 +33,7 @@ def ensure_model(backend: SageMakerBackend, model: Model | str, name: str) -> tu
     return name, True
 
 
-def call_quietly(backend: SageMakerBackend, op: str, **kwargs) -> bool:
+def call_quietly(backend: Session, op: str, **kwargs) -> bool:
     """Make a clean-up call (a delete, a stop); a failure is logged with the CLI command that does it by hand, never
     raised."""
     try:
@@ -47,7 +47,7 @@ def call_quietly(backend: SageMakerBackend, op: str, **kwargs) -> bool:
 class SageMakerPredictor(Predictor):
     """Invoke an endpoint of the built-in algorithm with JPEG/PNG bytes; the body is ``[p_0, ..., p_{C-1}]``."""
 
-    def __init__(self, backend: SageMakerBackend, endpoint_name: str, *, class_names: Sequence[str] | None = None,
+    def __init__(self, backend: Session, endpoint_name: str, *, class_names: Sequence[str] | None = None,
                  owns_resources: bool = False, thresholds: Sequence[float] | None = None):
         self.backend, self.endpoint_name = backend, endpoint_name
         self.label = f"endpoint {endpoint_name}"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ...exceptions import BackendError
 
 if TYPE_CHECKING:
-    from . import SageMakerBackend
+    from .session import Session
 
 __all__ = ["Teardown", "delete_endpoint", "not_found", "by_hand"]
 
@@ -55,7 +55,7 @@ def not_found(exc: BaseException) -> bool:
         err.get("Message", "")).lower()
 
 
-def _describe(backend: SageMakerBackend, op: str, **kwargs) -> dict | None:
+def _describe(backend: Session, op: str, **kwargs) -> dict | None:
     """The description, or None when the resource does not exist."""
     try:
         return backend._call("sagemaker", op, **kwargs)
@@ -75,7 +75,7 @@ def _models_of(config: dict) -> list[str]:
     return [n for n in dict.fromkeys(v.get("ModelName") for v in variants) if n]
 
 
-def _users(backend: SageMakerBackend, endpoint: str) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+def _users(backend: Session, endpoint: str) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """For every other endpoint: ``{config: [endpoints]}`` and ``{model: [endpoints]}`` of what they use."""
     configs: dict[str, list[str]] = {}
     models: dict[str, list[str]] = {}
@@ -102,7 +102,7 @@ def _users(backend: SageMakerBackend, endpoint: str) -> tuple[dict[str, list[str
     return configs, models
 
 
-def _delete(backend: SageMakerBackend, report: Teardown, kind: str, name: str, op: str, **kwargs) -> bool:
+def _delete(backend: Session, report: Teardown, kind: str, name: str, op: str, **kwargs) -> bool:
     try:
         backend._call("sagemaker", op, **kwargs)
     except BackendError as exc:
@@ -116,7 +116,7 @@ def _delete(backend: SageMakerBackend, report: Teardown, kind: str, name: str, o
     return True
 
 
-def delete_endpoint(backend: SageMakerBackend, endpoint: str) -> Teardown:
+def delete_endpoint(backend: Session, endpoint: str) -> Teardown:
     """Delete ``endpoint``, then its endpoint config and the config's models, except what another endpoint uses.
 
     The names come from DescribeEndpoint and DescribeEndpointConfig. A missing endpoint is a :class:`BackendError`
