@@ -32,7 +32,7 @@ def _sagemaker_with(flag: str, value: str | None):
 _NON_DEFAULT = {"--device": "cpu", "--workers": "2", "--weighted-loss": "balanced", "--loss": "asl",
                 "--asl-gamma-neg": "2", "--asl-gamma-pos": "1", "--asl-clip": "0.1", "--input-pipeline": "reference",
                 "--cache-dir": "c", "--cache-max-gb": "1", "--pretrained": "p.params", "--restart": None,
-                "--engine": "gluon", "--sync-batchnorm": None, "--compile": None}
+                "--sync-batchnorm": None, "--compile": None}
 _LOCAL_ONLY = [info.flag for f, info in option_fields() if info.flag and info.local_only]
 
 CLI_CASES = [

@@ -107,15 +107,15 @@ _KILLED_CONTAINER = textwrap.dedent("""
     import multilabel_ic.backends.local.epoch as epoch_mod
     from multilabel_ic.container.entry import main
 
-    calls, loss = [0], epoch_mod.weighted_bce
+    calls, step = [0], epoch_mod.train_step
 
-    def killing_loss(*a, **k):  # the spot instance goes away at the given training step
+    def killing_step(*a, **k):  # the spot instance goes away at the given training step
         calls[0] += 1
         if calls[0] == int(os.environ["KILL_AT_STEP"]):
             os.kill(os.getpid(), signal.SIGKILL)
-        return loss(*a, **k)
+        return step(*a, **k)
 
-    epoch_mod.weighted_bce = killing_loss
+    epoch_mod.train_step = killing_step
     sys.exit(main())
 """)
 

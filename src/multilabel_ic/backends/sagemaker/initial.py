@@ -17,14 +17,14 @@ from .s3 import download_file, upload_channel
 
 if TYPE_CHECKING:
     from ...hyperparameters import Hyperparameters
-    from . import SageMakerBackend
+    from .session import Session
 
 __all__ = ["fetch_initial_model", "initial_model_for_job", "model_channel_uri", "artifact_of_job"]
 
 log = logging.getLogger("multilabel_ic.sagemaker")
 
 
-def artifact_of_job(backend: SageMakerBackend, name: str) -> str:
+def artifact_of_job(backend: Session, name: str) -> str:
     """The ``s3://`` URI of the model.tar.gz a completed training job wrote."""
     fix = ("give the name of a completed training job (aws sagemaker list-training-jobs), its model.tar.gz's s3:// "
            "URI, or a local model.tar.gz")
@@ -41,7 +41,7 @@ def artifact_of_job(backend: SageMakerBackend, name: str) -> str:
     return uri
 
 
-def fetch_initial_model(backend: SageMakerBackend, source: str, folder: Path) -> InitialModel:
+def fetch_initial_model(backend: Session, source: str, folder: Path) -> InitialModel:
     """A remote initial model (an ``s3://`` URI or a training job's name) downloaded into ``folder`` and read; a
     path is read where it is."""
     kind = source_kind(source)
@@ -54,7 +54,7 @@ def fetch_initial_model(backend: SageMakerBackend, source: str, folder: Path) ->
     return read_initial_model(local, source=source, s3_uri=uri)
 
 
-def initial_model_for_job(backend: SageMakerBackend, hp: Hyperparameters, source: Any) -> InitialModel:
+def initial_model_for_job(backend: Session, hp: Hyperparameters, source: Any) -> InitialModel:
     """The checked initial model of a SageMaker job, whatever ``source`` is; a remote artifact is downloaded into a
     temporary folder for the check only (the job reads it from S3)."""
     from ..base import Model
@@ -78,7 +78,7 @@ def initial_model_for_job(backend: SageMakerBackend, hp: Hyperparameters, source
     return source
 
 
-def model_channel_uri(backend: SageMakerBackend, initial: InitialModel) -> str:
+def model_channel_uri(backend: Session, initial: InitialModel) -> str:
     """Where the job's ``model`` channel reads the initial model: its own ``s3://`` URI, or a local artifact
     uploaded content-addressed (the same file is uploaded once)."""
     if initial.s3_uri:

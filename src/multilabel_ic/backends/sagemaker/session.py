@@ -1,4 +1,4 @@
-"""What the endpoint and teardown helpers use of a :class:`~multilabel_ic.backends.sagemaker.SageMakerBackend`:
+"""What the endpoint, teardown and initial-model helpers use of a :class:`~multilabel_ic.backends.sagemaker.SageMakerBackend`:
 its AWS calls and settings, as a Protocol, so that they type-check against it without importing the backend that
 imports them."""
 
@@ -14,6 +14,8 @@ __all__ = ["Session"]
 
 class Session(Protocol):
     region: str
+    prefix: str
+    progress: bool
     poll_interval: float
     resources: ResourceSettings
 
@@ -24,3 +26,7 @@ class Session(Protocol):
     def image(self) -> str: ...
 
     def role_arn(self) -> str: ...
+
+    def check_artifact(self, uri: str) -> dict: ...
+
+    def _need_bucket(self) -> str: ...
