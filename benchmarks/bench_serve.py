@@ -124,17 +124,22 @@ def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
+def metrics_text(port: int) -> str:
+    """The server's GET /metrics (Prometheus text)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/metrics")
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
+
+
 def idle_rss_mb(proc: subprocess.Popen, port: int, timeout: float = 120.0) -> float:
     """The server's resident memory once it answers no request (wrk stops with requests still in its batches, whose
     activations would count otherwise: they move the RSS by 15% at 224 px and batch 32)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        try:
-            conn.request("GET", "/metrics")
-            text = conn.getresponse().read().decode()
-        finally:
-            conn.close()
+        text = metrics_text(port)
         in_flight = next(float(line.split()[1]) for line in text.splitlines()
                          if line.startswith("multilabel_ic_serve_in_flight_requests "))
         if in_flight <= 1:  # the scrape itself
@@ -145,12 +150,7 @@ def idle_rss_mb(proc: subprocess.Popen, port: int, timeout: float = 120.0) -> fl
 
 def batch_stats(port: int) -> tuple[float, float]:
     """(sum, count) of the server's batch-size histogram, from GET /metrics."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request("GET", "/metrics")
-        text = conn.getresponse().read().decode()
-    finally:
-        conn.close()
+    text = metrics_text(port)
     found = {}
     for line in text.splitlines():
         for key in ("multilabel_ic_serve_batch_size_sum", "multilabel_ic_serve_batch_size_count"):

@@ -1,4 +1,4 @@
-"""The failure catalog of the project's engine on SageMaker (issue 27): every request the job would fail on (an
+"""The failure catalog of the project's engine on SageMaker: every request the job would fail on (an
 instance type the PyTorch image does not run on, a torch version with no image in the region, several instances that
 SageMaker's torch_distributed cannot run, a batch the hosts or GPUs cannot split, a channel or setting only the
 built-in reads) is refused with one line before anything is uploaded or billed."""

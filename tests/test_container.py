@@ -1,4 +1,4 @@
-"""The SageMaker training container's contract, honoured locally (issue 27): the job's entry point runs in an emulated
+"""The SageMaker training container's contract, honoured locally: the job's entry point runs in an emulated
 ``/opt/ml`` layout under a temporary folder (``SAGEMAKER_BASE_DIR``) on one host, and on two "hosts" (two processes
 that rendezvous on 127.0.0.1 with the host names of their ``resourceconfig.json``), and ships the artifact that
 ``Trainer(backend="local")`` ships for the same seed and data, at the distributed tests' tolerance."""

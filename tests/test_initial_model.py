@@ -140,12 +140,11 @@ def test_sources_are_told_apart(tmp_path):
 
 @pytest.mark.slow
 def test_a_continued_run_resumes_after_kill_9_as_any_run(synthetic_coco, tmp_path):
-    """The shared kill/resume check of test_local_train, on a run continued from a model (ResNet-20 at 28 px)."""
-    from test_local_train import interrupt_and_resume
+    """The shared kill/resume check (resume_support), on a run continued from a model (ResNet-20 at 28 px)."""
+    from resume_support import interrupt_and_resume
 
     initial = _random_artifact(tmp_path / "initial" / "model.tar.gz")
-    losses = interrupt_and_resume(synthetic_coco, tmp_path, signal.SIGKILL, str(initial),
-                                  hp={"num_layers": 20, "image_shape": "3,28,28", "resize": 32})
+    losses = interrupt_and_resume(synthetic_coco, tmp_path, signal.SIGKILL, str(initial))
     assert len(losses) == 3
 
 

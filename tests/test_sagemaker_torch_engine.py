@@ -1,4 +1,4 @@
-"""SageMakerBackend(engine="pytorch") against the moto server (issue 27): the CreateTrainingJob request for the
+"""SageMakerBackend(engine="pytorch") against the moto server: the CreateTrainingJob request for the
 project's engine in SageMaker's PyTorch container, the job's source, and the requests refused before any upload."""
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ flight and exiting 0, predict/evaluate --endpoint URL, and the serve extra kept 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -227,25 +229,32 @@ def test_http_predictor_names_the_image_the_server_refused(served, ws, tmp_path)
         client.predict_batch([_images(ws, 1)[0], b"not an image"], sources=["good.jpg", "bad.jpg"])
 
 
-def _start_cli_server(*args: str) -> tuple[subprocess.Popen, int, list[str]]:
-    """``multilabel-ic serve ... --port 0`` in a child process: (process, its port, its log lines so far)."""
+@contextlib.contextmanager
+def _cli_server(*args: str) -> Iterator[tuple[subprocess.Popen, int, list[str]]]:
+    """``multilabel-ic serve ... --port 0`` in a child process: (process, its port, its log lines so far); killed if
+    it is still running when the block ends."""
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen([sys.executable, "-m", "multilabel_ic", "serve", *args, "--port", "0"],
                             stderr=subprocess.PIPE, text=True, env=env)
-    port = None
-    lines: list[str] = []
-    while port is None:
-        line = proc.stderr.readline()
-        assert line, "".join(lines)
-        lines.append(line)
-        if "listening on http://" in line:
-            port = int(line.split("listening on http://")[1].split()[0].rsplit(":", 1)[1])
-    return proc, port, lines
+    try:
+        port = None
+        lines: list[str] = []
+        while port is None:
+            line = proc.stderr.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+            if "listening on http://" in line:
+                port = int(line.split("listening on http://")[1].split()[0].rsplit(":", 1)[1])
+        yield proc, port, lines
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
 
 
 def test_sigterm_drains_the_request_in_flight_and_exits_0(ws, tmp_path):
-    proc, port, lines = _start_cli_server(str(ws.model))
-    try:
+    with _cli_server(str(ws.model)) as (proc, port, lines):
         deadline = time.monotonic() + 30
         while exchange(port, request("GET", "/ping")).status != 200:
             assert time.monotonic() < deadline
@@ -266,11 +275,6 @@ def test_sigterm_drains_the_request_in_flight_and_exits_0(ws, tmp_path):
         assert proc.wait(timeout=30) == 0
         err = "".join(lines) + proc.stderr.read()
         assert "Traceback" not in err, err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
 
 
 def test_an_s3_model_is_downloaded_once_per_version_and_served(ws, local, aws, tmp_path, monkeypatch):
@@ -312,8 +316,7 @@ def test_workers_each_load_the_model_answer_alike_and_drain_on_sigterm(ws, local
     probabilities; SIGTERM to the parent stops both and exits 0."""
     images = _images(ws, 4)
     want = np.asarray(local.predict_batch(images))
-    proc, port, lines = _start_cli_server(str(ws.model), "--workers", "2")
-    try:
+    with _cli_server(str(ws.model), "--workers", "2") as (proc, port, lines):
         pids: set[int] = set()
         deadline = time.monotonic() + 90
         while len(pids) < 2:  # the kernel hands each new connection to one of the workers
@@ -338,11 +341,6 @@ def test_workers_each_load_the_model_answer_alike_and_drain_on_sigterm(ws, local
             assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
         err = "".join(lines) + proc.stderr.read()
         assert "Traceback" not in err, err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
 
 
 _WITHOUT_SERVE_EXTRA = textwrap.dedent("""

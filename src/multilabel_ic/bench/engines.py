@@ -13,7 +13,7 @@ from typing import Any
 
 __all__ = ["PUBLIC_FIGURES", "engine_of_image", "public_rows", "cost_rows", "side_by_side_rows", "format_cost_table"]
 
-# Published throughput (training images/s, all GPUs of the job): the figures issue 27 collected.
+# Published throughput (training images/s, all GPUs of the job), each with its source.
 PUBLIC_FIGURES: list[dict[str, Any]] = [
     {"engine": "built-in", "instance_type": "ml.p3.2xlarge", "instance_count": 1, "images_per_sec": 112.0,
      "config": "ResNet-18 224 px fp32 (low)",
