@@ -207,7 +207,8 @@ def attach_tuning_job(backend: Any, name: str, *, output_dir: str | Path, class_
                       validation: Dataset | None = None) -> tuple[dict, Any]:
     """Wait for the tuning job ``name`` (started here or elsewhere), then return (its summary, written to
     ``tuning.json``, and the best training job's :class:`Model`, its artifact in ``output_dir/best``)."""
-    out = ensure_dir(Path(output_dir))
+    out = Path(output_dir)
+    made = not out.exists()
     desc = _wait(backend, name)
     best_job = desc.get("BestTrainingJob") or {}
     if not best_job.get("TrainingJobName"):
@@ -217,7 +218,12 @@ def attach_tuning_job(backend: Any, name: str, *, output_dir: str | Path, class_
                             failure_reason=desc.get("FailureReason"))
     trials = _trials(backend, name)
     best_name = best_job["TrainingJobName"]
-    model = backend.attach(best_name, output_dir=out / "best", class_names=class_names)
+    try:
+        model = backend.attach(best_name, output_dir=ensure_dir(out) / "best", class_names=class_names)
+    except BaseException:
+        if made and out.is_dir() and not any(out.iterdir()):  # nothing of the job arrived: no empty folder left
+            out.rmdir()
+        raise
     config = desc.get("HyperParameterTuningJobConfig") or {}
     best = next((t for t in trials if t["run_dir"] == best_name), None)
     summary = {"backend": "sagemaker", "tuning_job": name, "status": desc["HyperParameterTuningJobStatus"],
