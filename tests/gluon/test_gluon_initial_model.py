@@ -39,3 +39,28 @@ def test_a_gluon_run_starts_from_every_parameter_of_the_initial_model(coco5, tmp
                                       else theirs[name], err_msg=name)
     assert model.info["initial_model"]["epoch"] == 4
     assert model.metrics["epochs"][0]["validation_mAP"] == pytest.approx(model.metrics["final"]["mAP"], abs=0)
+
+
+@pytest.fixture(scope="module")
+def first_epochs(coco5, tmp_path_factory):
+    """A base model (3 Gluon epochs), then one epoch from scratch and one continued from the base, on the same data
+    and seed: the Gluon engine's mirror of the PyTorch engine's test (tests/test_initial_model.py)."""
+    train, val = coco5.split(0.75, seed=0)
+    root = tmp_path_factory.mktemp("first")
+    hp = dict(SMALL, optimizer="adam", learning_rate=0.01, use_weighted_loss=1, num_training_samples=len(train))
+
+    def fit(folder, initial=None, **kw):
+        return Trainer(Hyperparameters(**{**hp, **kw}), backend=LocalBackend(options=OPTIONS),
+                       output_dir=root / folder).fit(train, validation=val, initial_model=initial)
+
+    base = fit("base", epochs=3)
+    return fit("scratch"), fit("continued", base.local_artifact)
+
+
+def test_a_continued_gluon_first_epoch_beats_one_from_scratch(first_epochs):
+    scratch, continued = first_epochs
+    s, c = scratch.metrics["epochs"][0], continued.metrics["epochs"][0]
+    assert c["train_loss"] < s["train_loss"]
+    assert c["validation_mAP"] > s["validation_mAP"]
+    # the schedule starts afresh: the first epoch runs at the job's own learning rate
+    assert c["learning_rate"] == s["learning_rate"] == pytest.approx(0.01)
