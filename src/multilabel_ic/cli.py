@@ -226,8 +226,9 @@ def cmd_prepare(args) -> int:
     return 0
 
 
-def _torchrun(args, argv: list[str]) -> int:
-    """``train --nproc-per-node N``: the same command under torchrun (PyTorch's elastic launcher), N processes."""
+def _torchrun(args, argv: list[str], env: dict[str, str] | None = None) -> int:
+    """``train --nproc-per-node N``: the same command under torchrun (PyTorch's elastic launcher), N processes
+    (``env``: variables added to their environment)."""
     import os
     import subprocess
 
@@ -253,7 +254,8 @@ def _torchrun(args, argv: list[str]) -> int:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc_per_node}",
            "--max-restarts=0", "-m", "multilabel_ic", *rest]
     log.info("starting %d processes: %s", args.nproc_per_node, " ".join(cmd[1:]))
-    code = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}).returncode
+    code = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+                                    **(env or {})}).returncode
     if code != 0:
         raise TrainingError(f"the distributed run stopped: a process exited with status {code} (its error is above). "
                             f"Run the same command again to resume from the last finished epoch.")
@@ -379,11 +381,14 @@ def _launch_checked(args, classes: list[str], config_hp: dict, *, train, val) ->
                                    defaults=config_hp)
     check_launch(hp, train, val, _local_options(args), device=args.device, processes=args.nproc_per_node)
     if args.initial_model:
-        from .continuation import is_remote
+        from .continuation import fetched_once, is_remote
         from .model.initial import check_initial_model, read_initial_model
 
-        if not is_remote(args.initial_model):  # a remote one is fetched by each process
-            check_initial_model(hp, read_initial_model(args.initial_model))
+        if is_remote(args.initial_model):  # downloaded once, here; the processes read that copy
+            with fetched_once(args.initial_model, backend_from_args(args)) as (initial, env):
+                check_initial_model(hp, initial)
+                return _torchrun(args, args.argv, env=env)
+        check_initial_model(hp, read_initial_model(args.initial_model))
     return _torchrun(args, args.argv)
 
 
