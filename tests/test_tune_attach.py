@@ -205,3 +205,21 @@ def test_a_best_job_whose_artifact_is_gone_leaves_no_folder(best_artifact, tmp_p
     stub.assert_no_pending_responses()
     assert "\n" not in str(e.value) and uri in str(e.value)
     assert not (tmp_path / "att").exists()
+
+
+def test_a_tuning_job_lost_while_waiting_is_one_line_saying_it_still_runs(best_artifact, tmp_path):
+    from multilabel_ic import BackendError
+
+    session, _, _ = best_artifact
+    backend = SageMakerBackend(role=ROLE, bucket=BUCKET, region=REGION, session=session, progress=False)
+    backend.sleep = lambda s: None
+    stub = Stubber(backend.client("sagemaker"))
+    name = {"HyperParameterTuningJobName": TUNING}
+    stub.add_response("describe_hyper_parameter_tuning_job", _tuning_description("InProgress"), name)
+    stub.add_client_error("describe_hyper_parameter_tuning_job", "ThrottlingException", "Rate exceeded",
+                          expected_params=name)
+    with stub, pytest.raises(BackendError) as e:
+        Tuner.attach(TUNING, backend=backend, output_dir=tmp_path / "att")
+    message = str(e.value)
+    assert "\n" not in message and f"lost track of tuning job {TUNING}" in message and "Rate exceeded" in message
+    assert f"--attach {TUNING}" in message and not (tmp_path / "att").exists()

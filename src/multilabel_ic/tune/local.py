@@ -77,12 +77,32 @@ def _storage_url(path: Path) -> str:
     return f"sqlite:///{path.resolve()}"
 
 
+def _check_study_tables(path: Path, fix: str) -> None:
+    """An SQLite file without Optuna's tables is refused read-only: Optuna would add its tables to any SQLite
+    database it is given (another program's included)."""
+    import sqlite3
+    from contextlib import closing
+
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        raise RunConflictError(f"{path}: not a study this version of multilabel_ic can resume (sqlite3: {exc}): "
+                               f"{fix}.") from exc
+    if not {"studies", "trials", "version_info"} <= tables:
+        raise RunConflictError(f"{path}: not a study this version of multilabel_ic can resume (an SQLite database "
+                               f"without Optuna's tables: another program's?): {fix}.")
+
+
 def open_study(path: Path, *, create: bool = False) -> Any:
     """The study in ``path``; a file that is not a readable study of this library is one clear error (nothing is
     changed in it)."""
     optuna = _optuna()
     fix = "move it away (or delete it) to start the study afresh, or choose another output folder"
     if path.exists():
+        if not path.is_file():  # a folder gives no study; a FIFO or device would block or never end
+            raise RunConflictError(f"{path}: the study file is not a regular file (a folder, FIFO or device): "
+                                   f"{fix}.")
         try:
             with open(path, "rb") as fh:
                 head = fh.read(len(_SQLITE_MAGIC))
@@ -91,6 +111,8 @@ def open_study(path: Path, *, create: bool = False) -> Any:
                                    f"permissions, or {fix}.") from exc
         if head and head != _SQLITE_MAGIC:
             raise RunConflictError(f"{path}: not a study file (not an SQLite database; it may be damaged): {fix}.")
+        if head:
+            _check_study_tables(path, fix)
         if not create or head:
             try:
                 return optuna.load_study(study_name=STUDY_NAME, storage=_storage_url(path))

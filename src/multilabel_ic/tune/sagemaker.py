@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._io import atomic_write_text, ensure_dir, json_default
-from ..exceptions import TrainingError, UsageError
+from ..exceptions import BackendError, TrainingError, UsageError
 from .space import CategoricalRange, ContinuousRange, IntegerRange, SearchSpace
 
 if TYPE_CHECKING:
@@ -169,7 +169,16 @@ def run_sagemaker_tuning(tuner: Any, train: Dataset, validation: Dataset) -> tup
 def _wait(backend: Any, name: str) -> dict:
     last = None
     while True:
-        desc = backend._call("sagemaker", "describe_hyper_parameter_tuning_job", HyperParameterTuningJobName=name)
+        try:
+            desc = backend._call("sagemaker", "describe_hyper_parameter_tuning_job",
+                                 HyperParameterTuningJobName=name)
+        except BackendError as exc:
+            if last is not None:  # it was there: the job runs on, only this process lost it
+                raise BackendError(f"lost track of tuning job {name} ({exc}); it still runs on SageMaker: attach to "
+                                   f"it again when the problem is fixed (Tuner.attach({name!r}, ...) or tune "
+                                   f"--attach {name}).") from exc
+            raise BackendError(f"tuning job {name}: cannot be described in {backend.region} ({exc}); check its "
+                               f"name (aws sagemaker list-hyper-parameter-tuning-jobs) and the region.") from exc
         status = desc["HyperParameterTuningJobStatus"]
         counts = desc.get("TrainingJobStatusCounters") or {}
         line = (f"tuning job {name}: {status}; training jobs: " + ", ".join(f"{v} {k}" for k, v in counts.items()
@@ -207,6 +216,8 @@ def attach_tuning_job(backend: Any, name: str, *, output_dir: str | Path, class_
                       validation: Dataset | None = None) -> tuple[dict, Any]:
     """Wait for the tuning job ``name`` (started here or elsewhere), then return (its summary, written to
     ``tuning.json``, and the best training job's :class:`Model`, its artifact in ``output_dir/best``)."""
+    if not isinstance(name, str) or not _TUNING_NAME_RE.match(name):
+        raise UsageError(f"tuning job {name!r}: not a tuning job name (1-32 letters, digits and hyphens).")
     out = Path(output_dir)
     made = not out.exists()
     desc = _wait(backend, name)
