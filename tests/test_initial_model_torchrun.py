@@ -64,6 +64,7 @@ def _argv(lists, out, *extra):
             "--hp=multi_label=1", "--nproc-per-node", "2", *extra]
 
 
+@pytest.mark.slow  # torchrun starts two processes that import PyTorch and train one short epoch
 def test_two_processes_download_a_remote_initial_model_once(remote_model, lists, tmp_path, capsys, monkeypatch):
     import tempfile
 

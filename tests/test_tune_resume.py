@@ -48,6 +48,7 @@ def _trials(out):
              t.datetime_complete) for t in study.trials]
 
 
+@pytest.mark.slow  # a study in a child process, killed, then finished here (each trial writes its report)
 def test_kill_9_during_trial_5_then_a_rerun_keeps_trials_1_to_4_and_finishes_the_study(synthetic_coco, coco5,
                                                                                        tmp_path):
     ann, images = synthetic_coco
