@@ -8,18 +8,26 @@ Adam, weighted loss, crop_color_transform) and search space (learning rate 1e-4.
 rmsprop, mini-batch 16..64, weight decay 0..0.001), objective validation mAP. The pruned study starts pruning after
 ``--startup`` trials, from epoch ``--warmup`` on. Per study: wall time, best objective, trials pruned, epochs trained
 in all. Writes tune.json into ``--output``; docs/lifecycle.md quotes the figures.
+
+The two studies run side by side, started together, each in its own process on its own half of the cores
+(``os.sched_setaffinity``, torch threads to match), so that whatever else the machine does slows both alike;
+``--sequential`` runs them one after the other on all the cores instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from _common import write
 
-from multilabel_ic import Hyperparameters, setup_logging
+from multilabel_ic import Dataset, Hyperparameters, setup_logging
 from multilabel_ic.backends.local import LocalBackend, LocalOptions
 from multilabel_ic.cli import DEMO_HP
 from multilabel_ic.data.prepare import prepare_dataset
@@ -47,6 +55,21 @@ def study(name: str, args, hp: Hyperparameters, train, val, pruning: bool) -> di
     return out
 
 
+def side_by_side(args) -> dict:
+    """Both studies at once, each in a child process pinned to its own half of the cores."""
+    cores = sorted(os.sched_getaffinity(0))
+    halves = {"without": cores[: max(1, len(cores) // 2)], "with": cores[len(cores) // 2:] or cores}
+    procs = {}
+    for name, cpus in halves.items():
+        cmd = [sys.executable, __file__, "--only", name, "--cpus", ",".join(map(str, cpus)),
+               *[a for a in sys.argv[1:] if a != "--side-by-side"]]
+        procs[name] = subprocess.Popen(cmd)
+    for name, proc in procs.items():
+        if proc.wait() != 0:
+            sys.exit(f"the {name}-pruning study failed (exit {proc.returncode})")
+    return {f"{name}_pruning": json.loads((args.output / f"{name}-pruning.json").read_text()) for name in halves}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=12)
@@ -58,18 +81,43 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="the TPE sampler's seed (both studies)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--output", type=Path, default=Path("bench-output/tune"))
+    ap.add_argument("--sequential", action="store_true", help="one study after the other, on all the cores")
+    ap.add_argument("--only", choices=["with", "without"], help=argparse.SUPPRESS)  # a side-by-side child
+    ap.add_argument("--cpus", help=argparse.SUPPRESS)
     args = ap.parse_args()
     setup_logging(logging.WARNING)
-    prepared = prepare_dataset(args.output / "data", source="synthetic", num_images=args.num_images, seed=0,
-                               train_size=0.75, progress=False)
-    train, val = prepared.train, prepared.validation
+    if args.cpus:
+        import torch
+
+        cpus = {int(c) for c in args.cpus.split(",")}
+        os.sched_setaffinity(0, cpus)
+        torch.set_num_threads(len(cpus))
+    data = args.output / "data"
+    if args.only:  # a side-by-side child reads what the parent prepared
+        meta = json.loads((data / "dataset.json").read_text())
+        train, val = (Dataset.from_lst(data / f"{split}.lst", root=meta["images"], class_names=meta["class_names"])
+                      for split in ("train", "validation"))
+    else:
+        prepared = prepare_dataset(data, source="synthetic", num_images=args.num_images, seed=0, train_size=0.75,
+                                   formats=("lst",), progress=False)
+        train, val = prepared.train, prepared.validation
     base = {**DEMO_HP, "epochs": args.epochs, "image_shape": f"3,{args.size},{args.size}",
             "resize": args.size + args.size // 8}
     hp = Hyperparameters(num_classes=5, num_training_samples=len(train), **base)
-    result = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "hyperparameters": hp.to_sagemaker(),
-              "without_pruning": study("without-pruning", args, hp, train, val, pruning=False),
-              "with_pruning": study("with-pruning", args, hp, train, val, pruning=True)}
+    if args.only:
+        out = study(f"{args.only}-pruning", args, hp, train, val, pruning=args.only == "with")
+        (args.output / f"{args.only}-pruning.json").write_text(json.dumps(out))
+        return
+    result = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                         if k not in ("only", "cpus")},
+              "hyperparameters": hp.to_sagemaker(), "cores": len(os.sched_getaffinity(0)),
+              "loadavg_before": os.getloadavg()}
+    if args.sequential:
+        result["without_pruning"] = study("without-pruning", args, hp, train, val, pruning=False)
+        result["with_pruning"] = study("with-pruning", args, hp, train, val, pruning=True)
+    else:
+        result.update(side_by_side(args))
+    result["loadavg_after"] = os.getloadavg()
     a, b = result["without_pruning"], result["with_pruning"]
     result["speedup"] = round(a["wall_s"] / b["wall_s"], 3) if b["wall_s"] else None
     result["best_mAP_difference"] = (None if a["best_mAP"] is None or b["best_mAP"] is None

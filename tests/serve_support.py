@@ -13,15 +13,15 @@ from dataclasses import dataclass
 
 class ServerThread:
     """``create_app(model, **settings)`` under uvicorn on 127.0.0.1:<free port>, in a daemon thread
-    (``header_timeout_s`` goes to the server)."""
+    (``header_timeout_s`` goes to the server; ``sock``: a listening socket to serve on instead of ``bind``'s)."""
 
-    def __init__(self, model, *, header_timeout_s: float = 10.0, **settings):
+    def __init__(self, model, *, header_timeout_s: float = 10.0, sock=None, **settings):
         from multilabel_ic.serve.app import create_app
         from multilabel_ic.serve.server import bind, make_server
 
         self.app = create_app(model, **settings)
         self.server = make_server(self.app, log_level="warning", header_timeout_s=header_timeout_s)
-        self.sock = bind("127.0.0.1", 0)
+        self.sock = sock if sock is not None else bind("127.0.0.1", 0)
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)

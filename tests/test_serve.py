@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -99,6 +100,45 @@ def test_concurrent_requests_run_as_one_batch(served, ws, local):
     with AccessLines() as log:
         assert exchange(served.port, _post(images[0])).status == 200
         assert log.wait_for(lambda line: True)[0]["batch_size"] == 1
+
+
+def _server_side_of(client: socket.socket) -> socket.socket:
+    """The server's end of ``client``'s connection (the server runs in this process): found among its open files."""
+    want = (client.getpeername(), client.getsockname())
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            sock = socket.socket(fileno=os.dup(int(fd)))
+        except OSError:  # not a socket, or closed meanwhile
+            continue
+        try:
+            if sock.type == socket.SOCK_STREAM and (sock.getsockname(), sock.getpeername()) == want:
+                return sock
+        except OSError:  # a listening or unconnected socket
+            pass
+        sock.close()
+    raise AssertionError("the server's end of the connection is not among this process's sockets")
+
+
+@pytest.mark.parametrize("listener", ["bind", "plain socket"])
+def test_answers_go_out_without_waiting_for_the_clients_ack(ws, listener):
+    """Each connection the server accepts has TCP_NODELAY, whatever made its listening socket (``bind``, or a plain
+    ``socket.socket(AF_INET, SOCK_STREAM)`` such as one a supervisor passes on): without it an answer's body, written
+    after its headers, waits for the client's delayed ACK, about 40 ms a request on Linux."""
+    sock = None
+    if listener == "plain socket":
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+    server = ServerThread(ws.model, sock=sock)
+    try:
+        server.wait_ready()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
+            client.sendall(request("GET", "/ping"))
+            assert read_answer(client).status == 200
+            with _server_side_of(client) as accepted:
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        server.stop()
 
 
 def test_request_id_is_echoed_and_logged(served, ws):
