@@ -16,10 +16,11 @@ import tarfile
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from multilabel_ic import Dataset, Hyperparameters
+from multilabel_ic import Dataset, Hyperparameters, UsageError
 from multilabel_ic.backends.sagemaker.cloudwatch import LogParser
 from multilabel_ic.backends.sagemaker.framework import METRIC_DEFINITIONS, job_hyperparameters
 from multilabel_ic.container.contract import ContainerEnv
@@ -39,9 +40,23 @@ def data(coco5):
     return train, val
 
 
+@pytest.fixture(scope="module")
+def initial_model(tmp_path_factory) -> Path:
+    """A model.tar.gz of HP's network (ResNet-20 at 28 px, 5 classes, sigmoid) to continue from."""
+    from multilabel_ic.model.artifact import write_model_tar
+    from multilabel_ic.model.network import ResNetV2, mxnet_state_dict
+
+    torch.manual_seed(1)
+    args, aux = mxnet_state_dict(ResNetV2(5, 20, (3, 28, 28)))
+    return write_model_tar(tmp_path_factory.mktemp("initial") / "model.tar.gz",
+                           {4: ({k: v.numpy() for k, v in args.items()}, {k: v.numpy() for k, v in aux.items()})},
+                           num_classes=5, num_layers=20, image_shape=(3, 28, 28), multi_label=True)
+
+
 def lay_out(root: Path, train: Dataset, val: Dataset, *, hosts: list[str], current: str, extra: dict | None = None,
-            fmt: str = "lst", hp: dict = HP) -> Path:
-    """The files SageMaker gives a training container: config JSONs and the channels' data under ``root``."""
+            fmt: str = "lst", hp: dict = HP, model: Path | None = None) -> Path:
+    """The files SageMaker gives a training container: config JSONs and the channels' data under ``root``
+    (``model``: a ``model`` channel holding that model.tar.gz)."""
     config = root / "input" / "config"
     config.mkdir(parents=True)
     values = job_hyperparameters(Hyperparameters(**hp), list(train.class_names), seed=0, submit_directory="s3://b/source.tar.gz",
@@ -63,6 +78,11 @@ def lay_out(root: Path, train: Dataset, val: Dataset, *, hosts: list[str], curre
             ds.to_recordio(folder / f"{name}.rec", renumber=True)
         channels[name] = {"ContentType": "application/x-image", "TrainingInputMode": "File",
                           "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+    if model is not None:  # SageMaker downloads the object the channel's S3 URI names into the channel's folder
+        (root / "input" / "data" / "model").mkdir(parents=True)
+        shutil.copy(model, root / "input" / "data" / "model" / "model.tar.gz")
+        channels["model"] = {"ContentType": "application/x-sagemaker-model", "TrainingInputMode": "File",
+                             "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
     (config / "inputdataconfig.json").write_text(json.dumps(channels))
     (config / "resourceconfig.json").write_text(json.dumps({"current_host": current, "hosts": hosts,
                                                             "network_interface_name": "eth0"}))
@@ -255,3 +275,41 @@ def test_the_channels_of_either_format_give_the_jobs_datasets(data, tmp_path, fm
         assert len(ds) == len(want) and (ds.labels == want.labels).all()
         assert list(ds.class_names) == list(train.class_names)
         assert all(ds.image_path(i).read_bytes() == want.image_path(i).read_bytes() for i in range(len(ds)))
+
+
+@pytest.mark.slow  # two short training runs
+def test_a_model_channel_continues_from_that_model_to_the_local_backends_artifact(data, initial_model, tmp_path,
+                                                                                 monkeypatch):
+    """The job's ``model`` channel is the run's initial model: the container ships the artifact that
+    ``Trainer(backend="local").fit(..., initial_model=<the same file>)`` ships (same seed, data, hyperparameters)."""
+    from multilabel_ic import Trainer
+    from multilabel_ic.backends.local import LocalBackend, LocalOptions
+    from multilabel_ic.container.entry import train as container_train
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    train, val = (d.subset(range(16)) for d in data)
+    hp = {**HP_1, "num_training_samples": 16}
+    root = lay_out(tmp_path / "opt-ml", train, val, hosts=["algo-1"], current="algo-1", hp=hp, model=initial_model)
+    container_train(ContainerEnv.read(root, {}))  # what main() runs on one host with one process
+    local = Trainer(Hyperparameters(**hp), backend=LocalBackend(options=LocalOptions(
+        seed=0, num_workers=0, progress=False)), output_dir=tmp_path / "local").fit(
+        train, validation=val, initial_model=initial_model)
+    shipped = _packed(root / "model", tmp_path)
+    _assert_same(shipped, read_model_tar(local.local_artifact))
+    start = read_model_tar(initial_model)  # and it did continue: it is not the model it started from
+    assert any(not np.allclose(shipped.params[k], start.params[k]) for k in start.params)
+
+
+@pytest.mark.parametrize("tars", [0, 2])
+def test_a_model_channel_without_exactly_one_model_is_refused_naming_it(data, initial_model, tmp_path, tars):
+    train, val = (d.subset(range(8)) for d in data)
+    root = lay_out(tmp_path / "r", train, val, hosts=["algo-1"], current="algo-1", model=initial_model)
+    folder = root / "input" / "data" / "model"
+    (folder / "model.tar.gz").unlink()
+    for i in range(tars):
+        shutil.copy(initial_model, folder / f"m{i}.tar.gz")
+    with pytest.raises(UsageError, match=rf"channel 'model' \({re.escape(str(folder))}\) holds {tars} \.tar\.gz files"):
+        ContainerEnv.read(root, {}).initial_model()
+    assert ContainerEnv.read(lay_out(tmp_path / "none", train, val, hosts=["algo-1"], current="algo-1"),
+                             {}).initial_model() is None

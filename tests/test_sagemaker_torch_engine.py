@@ -119,6 +119,39 @@ def test_the_source_is_reproducible_and_uploaded_once(setup, aws, splits, artifa
     assert "CheckpointConfig" not in sim.requests[0]  # on demand: nothing to resume
 
 
+def test_a_continued_run_gets_the_model_channel_the_builtin_gets(setup, aws, splits, artifact_bytes, tmp_path):
+    """initial_model= (a local artifact): checked, uploaded content-addressed and given as the job's ``model``
+    channel, as for the built-in; model_uri= names the channel directly, unchecked, as for the built-in."""
+    import hashlib
+
+    train, val = splits[0].subset(range(16)), splits[1].subset(range(8))  # few files: each is uploaded to the server
+    sim = JobSimulator(setup, aws, artifact_bytes, lines=ENGINE_LINES)
+    initial = tmp_path / "initial" / "model.tar.gz"
+    initial.parent.mkdir()
+    initial.write_bytes(artifact_bytes)
+    hp = Hyperparameters(**{**HP, "num_layers": 20, "image_shape": "3,28,28", "resize": 32, "mini_batch_size": 8,
+                            "num_training_samples": 16, "use_pretrained_model": 0})  # the network of the artifact
+    one = dict(instance_type="ml.g4dn.xlarge", instance_count=1)
+    model = Trainer(hp, backend=_backend(setup, **one), output_dir=tmp_path / "a").fit(train, validation=val,
+                                                                                        initial_model=initial)
+    channels = {c["ChannelName"]: c for c in sim.requests[0]["InputDataConfig"]}
+    uri = channels["model"]["DataSource"]["S3DataSource"]["S3Uri"]
+    assert re.fullmatch(rf"s3://{BUCKET}/ic-multilabel/data/model/[0-9a-f]{{16}}/model\.tar\.gz", uri), uri
+    assert channels["model"] == {"ChannelName": "model", "ContentType": "application/x-sagemaker-model",
+                                 "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri,
+                                                                 "S3DataDistributionType": "FullyReplicated"}}}
+    assert set(channels) == {"train", "validation", "train_lst", "validation_lst", "model"}
+    assert setup.client("s3").get_object(Bucket=BUCKET, Key=uri[len(f"s3://{BUCKET}/"):])["Body"].read() == \
+        artifact_bytes
+    assert model.info["initial_model"] == {"source": str(initial), "s3_uri": uri, "epoch": 3,
+                                           "sha256": hashlib.sha256(artifact_bytes).hexdigest()}
+    assert sim.requests[0]["AlgorithmSpecification"]["MetricDefinitions"] == METRIC_DEFINITIONS  # still this engine's
+    given = f"s3://{BUCKET}/earlier/model.tar.gz"
+    Trainer(hp, backend=_backend(setup, model_uri=given, **one), output_dir=tmp_path / "b").fit(train, validation=val)
+    second = {c["ChannelName"]: c for c in sim.requests[1]["InputDataConfig"]}
+    assert second["model"]["DataSource"]["S3DataSource"]["S3Uri"] == given
+
+
 def test_the_metric_definitions_read_each_metric_once_per_epoch():
     lines = "\n".join(ENGINE_LINES)
     found = {m["Name"]: re.findall(m["Regex"], lines) for m in METRIC_DEFINITIONS}

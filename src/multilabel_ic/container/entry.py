@@ -9,7 +9,7 @@
    host, starts torchrun with the toolkit's command (``--nnodes H --nproc_per_node G --master_addr <first host>
    --master_port 7777 --node_rank <this host>``);
 3. trains with ``Trainer(hp, backend=LocalBackend(...))``: the same code, seed and data give the artifact the local
-   backend gives. The run folder is ``checkpoints/run`` (synced with the job's checkpoint S3 URI, so a managed spot
+   backend gives; a ``model`` channel is the run's ``initial_model`` (checked against the hyperparameters). The run folder is ``checkpoints/run`` (synced with the job's checkpoint S3 URI, so a managed spot
    job that was interrupted resumes from its last finished epoch), the decode cache is outside it;
 4. unpacks the artifact into ``model/`` (SageMaker packs that folder into the job's ``model.tar.gz``), copies the
    run's metrics into ``output/data/``, and on an error writes the one-line reason to ``output/failure`` (the job's
@@ -108,7 +108,11 @@ def train(env: ContainerEnv) -> Path:
                            cache_dir=str(env.root / "work" / "cache"),
                            num_workers=None if workers is None else int(workers))
     run = env.checkpoint_dir / "run"
-    model = Trainer(hp, backend=LocalBackend(options=options), output_dir=run).fit(train_data, validation=validation)
+    initial = env.initial_model()  # the model channel: continue from its weights, as a local run does
+    if initial is not None:
+        log.info("continuing from the initial model %s", initial)
+    model = Trainer(hp, backend=LocalBackend(options=options), output_dir=run).fit(
+        train_data, validation=validation, initial_model=None if initial is None else str(initial))
     if os.environ.get("RANK", "0") == "0":
         _unpack(Path(model.artifact), env.model_dir)
         ensure_dir(env.output_data_dir)

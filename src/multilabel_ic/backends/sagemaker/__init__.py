@@ -267,10 +267,6 @@ class SageMakerBackend:
         if initial_model is not None:
             from .initial import initial_model_for_job
 
-            if self.engine == "pytorch":
-                raise UsageError("initial_model (CLI: --initial-model) is read by the built-in algorithm's model "
-                                 "channel; engine='pytorch' cannot continue from a model yet: use engine='builtin', "
-                                 "or continue locally (backend='local').")
             if self.model_uri:
                 raise UsageError("give the initial model once: as initial_model= (CLI: --initial-model) or as "
                                  "SageMakerBackend(model_uri=...), not both.")
@@ -289,7 +285,8 @@ class SageMakerBackend:
             model_uri = model_channel_uri(self, initial)
         name = rq.job_name(self.base_job_name)
         if self.engine == "pytorch":
-            req = self._framework_request(name, role, image, hp, channels, list(train.class_names))
+            req = self._framework_request(name, role, image, hp, channels, list(train.class_names),
+                                          model_uri=model_uri)
         else:
             req = rq.training_job_request(
                 name=name, role_arn=role, image=image, hyperparameters=hp.to_sagemaker(), channels=channels,
@@ -307,9 +304,10 @@ class SageMakerBackend:
         return model
 
     def _framework_request(self, name: str, role: str, image: str, hp: Hyperparameters, channels: list[dict],
-                           class_names: list[str]) -> dict:
+                           class_names: list[str], *, model_uri: str | None = None) -> dict:
         """engine="pytorch": upload the job's source (a wheel of this installed version and the entry script) and
-        build the CreateTrainingJob request for SageMaker's PyTorch container."""
+        build the CreateTrainingJob request for SageMaker's PyTorch container (``model_uri``: the ``model`` channel
+        of a continued run, which the entry point passes to ``fit(initial_model=...)``)."""
         from . import framework as fw
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -325,7 +323,8 @@ class SageMakerBackend:
                 hp, class_names, seed=self.seed, submit_directory=f"{source}{bundle.name}", region=self.region,
                 job_name=name, distributed=bool(dist)),
             instance_type=self.instance_type, instance_count=self.instance_count, volume_size=self.volume_size,
-            max_run=self.max_run, use_spot=self.use_spot, max_wait=self.max_wait, checkpoint_s3_uri=checkpoints)
+            max_run=self.max_run, use_spot=self.use_spot, max_wait=self.max_wait, checkpoint_s3_uri=checkpoints,
+            model_uri=model_uri)
         req["AlgorithmSpecification"]["MetricDefinitions"] = [dict(m) for m in fw.METRIC_DEFINITIONS]
         if "CheckpointConfig" in req:
             req["CheckpointConfig"]["LocalPath"] = fw.CHECKPOINT_LOCAL_PATH
@@ -387,9 +386,6 @@ class SageMakerBackend:
         if self.input_format == "manifest":
             raise UsageError("input_format='manifest' is the built-in algorithm's Pipe mode; engine='pytorch' reads "
                              "File-mode channels: use input_format='lst' or 'recordio'.")
-        if self.model_uri:
-            raise UsageError("model_uri (incremental training) is read by the built-in algorithm only; with "
-                             "engine='pytorch' drop it, or use engine='builtin'.")
         if self.resources.enable_network_isolation:
             raise UsageError("enable_network_isolation=True: the PyTorch container installs multilabel-ic and its "
                              "dependencies (OpenCV, pycocotools, xxhash) from PyPI when the job starts, which an "
