@@ -105,8 +105,6 @@ API_CASES = [
                                                           instance_count=4),
             UsageError, "instance_count=4 x mini_batch_size=8 is more than the num_training_samples=24"),
     # what only the built-in algorithm reads
-    ApiCase("smengine-api-pipe-mode-manifest", _fit(input_format="manifest"), UsageError,
-            "engine='pytorch' reads File-mode channels"),
     # an initial model (the job's model channel) that does not fit the hyperparameters, or cannot be read: refused
     # before the model or the data is uploaded, each differing field named with both values
     ApiCase("smengine-api-initial-model-other-network", _fit(initial_model=lambda ws, tmp: ws.model), UsageError,

@@ -22,7 +22,12 @@ import torch
 
 from multilabel_ic import Dataset, Hyperparameters, UsageError
 from multilabel_ic.backends.sagemaker.cloudwatch import LogParser
-from multilabel_ic.backends.sagemaker.framework import METRIC_DEFINITIONS, job_hyperparameters
+from multilabel_ic.backends.sagemaker.framework import (
+    METRIC_DEFINITIONS,
+    job_hyperparameters,
+    manifest_settings,
+)
+from multilabel_ic.backends.sagemaker.request import manifest_file_channels
 from multilabel_ic.container.contract import ContainerEnv
 from multilabel_ic.container.entry import rendezvous, torchrun_command
 from multilabel_ic.model.artifact import read_model_tar
@@ -59,17 +64,29 @@ def lay_out(root: Path, train: Dataset, val: Dataset, *, hosts: list[str], curre
     (``model``: a ``model`` channel holding that model.tar.gz)."""
     config = root / "input" / "config"
     config.mkdir(parents=True)
+    label_format = "class-id" if fmt == "manifest-class-id" else "multi-hot"
+    images = {n: f"s3://bucket/p/data/{n}_images/0123abcd/" for n in ("train", "validation")}
+    # the settings the backend sends with manifest channels: the images channels' URIs, where the source-refs start
+    own = manifest_settings(manifest_file_channels(images, {n: f"s3://bucket/p/data/{n}_manifest/4567ef/"
+                                                            for n in images}), label_format=label_format)
     values = job_hyperparameters(Hyperparameters(**hp), list(train.class_names), seed=0, submit_directory="s3://b/source.tar.gz",
-                                 region="us-east-1", job_name="job-1", distributed=len(hosts) > 1)
+                                 region="us-east-1", job_name="job-1", distributed=len(hosts) > 1,
+                                 own=own if fmt.startswith("manifest") else None)
     values.update({k: json.dumps(v) for k, v in (extra or {"mlic_workers": 0}).items()})
     (config / "hyperparameters.json").write_text(json.dumps(values))
     channels = {}
     for name, ds in (("train", train), ("validation", val)):
         folder = root / "input" / "data" / name
-        if fmt == "lst":
+        if fmt != "recordio":  # the images channel: SageMaker keeps the keys' paths under the channel's prefix
             for rel in ds.paths:
                 (folder / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(ds.image_path(ds.paths.index(rel)), folder / rel)
+        if fmt.startswith("manifest"):
+            (root / "input" / "data" / f"{name}_manifest").mkdir(parents=True)
+            ds.to_manifest(root / "input" / "data" / f"{name}_manifest" / f"{name}.manifest",
+                           image_prefix=images[name], label_format=label_format)
+            channels[f"{name}_manifest"] = {"ContentType": "application/jsonlines", "TrainingInputMode": "File"}
+        elif fmt == "lst":
             (root / "input" / "data" / f"{name}_lst").mkdir(parents=True)
             ds.to_lst(root / "input" / "data" / f"{name}_lst" / f"{name}.lst")
             channels[f"{name}_lst"] = {"ContentType": "application/x-image", "TrainingInputMode": "File"}
@@ -261,10 +278,11 @@ def test_a_job_that_cannot_train_writes_its_one_line_reason_to_output_failure(da
     assert not (root / "model").exists()
 
 
-@pytest.mark.parametrize("fmt", ["lst", "recordio"])
-def test_the_channels_of_either_format_give_the_jobs_datasets(data, tmp_path, fmt):
-    """The built-in's channel layouts (images + .lst, or RecordIO files) read back as the data that was uploaded:
-    the same labels in the same order, the class names from the job's hyperparameters."""
+@pytest.mark.parametrize("fmt", ["lst", "recordio", "manifest", "manifest-class-id"])
+def test_the_channels_of_each_format_give_the_jobs_datasets(data, tmp_path, fmt):
+    """The channel layouts (images + .lst, RecordIO files, images + augmented manifest in either label format) read
+    back as the data that was uploaded: the same labels in the same order, the class names from the job's
+    hyperparameters."""
     from multilabel_ic.container.entry import datasets
 
     train, val = (d.subset(range(8)) for d in data)
@@ -313,3 +331,30 @@ def test_a_model_channel_without_exactly_one_model_is_refused_naming_it(data, in
         ContainerEnv.read(root, {}).initial_model()
     assert ContainerEnv.read(lay_out(tmp_path / "none", train, val, hosts=["algo-1"], current="algo-1"),
                              {}).initial_model() is None
+
+
+@pytest.mark.parametrize("damage", ["no_prefixes", "prefix_without_validation", "source_ref_elsewhere"])
+def test_manifest_channels_whose_images_cannot_be_found_are_refused_in_one_line(data, tmp_path, damage):
+    """A manifest's source-refs map to the images channel's files through the image prefix the backend sends; a job
+    without that prefix, or with source-refs elsewhere, fails naming the hyperparameter or the manifest's line."""
+    from multilabel_ic import DataError
+    from multilabel_ic.container.entry import datasets
+
+    train, val = (d.subset(range(4)) for d in data)
+    root = lay_out(tmp_path / "r", train, val, hosts=["algo-1"], current="algo-1", fmt="manifest")
+    config = root / "input/config/hyperparameters.json"
+    values = json.loads(config.read_text())
+    if damage == "no_prefixes":
+        del values["mlic_image_prefixes"]
+    elif damage == "prefix_without_validation":
+        values["mlic_image_prefixes"] = json.dumps({"train": "s3://bucket/p/data/train_images/0123abcd/"})
+    else:
+        values["mlic_image_prefixes"] = json.dumps({n: f"s3://other/{n}/" for n in ("train", "validation")})
+    config.write_text(json.dumps(values))
+    error, expected = {"no_prefixes": (UsageError, "hyperparameter mlic_image_prefixes has no 'train' entry"),
+                       "prefix_without_validation": (UsageError,
+                                                     "hyperparameter mlic_image_prefixes has no 'validation' entry"),
+                       "source_ref_elsewhere": (DataError, "train.manifest:1: image reference 's3://bucket/p/data/"
+                                                           "train_images/0123abcd/")}[damage]
+    with pytest.raises(error, match=re.escape(expected)):
+        datasets(ContainerEnv.read(root, {}), list(train.class_names))

@@ -152,6 +152,39 @@ def test_a_continued_run_gets_the_model_channel_the_builtin_gets(setup, aws, spl
     assert second["model"]["DataSource"]["S3DataSource"]["S3Uri"] == given
 
 
+def test_augmented_manifests_go_as_file_mode_channels_of_images_and_manifests(setup, aws, splits, artifact_bytes,
+                                                                             tmp_path):
+    """SageMaker takes AugmentedManifestFile in Pipe mode only: this engine's job gets the same uploaded objects as
+    S3Prefix channels in File mode (images, manifests), and where the source-refs start, so the container maps them
+    to its files; several instances are fine in File mode."""
+    train, val = splits[0].subset(range(16)), splits[1].subset(range(8))
+    sim = JobSimulator(setup, aws, artifact_bytes, lines=ENGINE_LINES)
+    hp = Hyperparameters(**{**HP, "mini_batch_size": 8, "num_training_samples": 16})
+    Trainer(hp, backend=_backend(setup, input_format="manifest", manifest_label_format="class-id"),
+            output_dir=tmp_path).fit(train, validation=val)
+    req = sim.requests[0]
+    channels = {c["ChannelName"]: c for c in req["InputDataConfig"]}
+    assert list(channels) == ["train", "validation", "train_manifest", "validation_manifest"]
+    assert req["AlgorithmSpecification"]["TrainingInputMode"] == "File" and req["ResourceConfig"]["InstanceCount"] == 2
+    for c in channels.values():
+        assert c["DataSource"]["S3DataSource"]["S3DataType"] == "S3Prefix"
+        assert not {"InputMode", "RecordWrapperType"} & set(c) and "AttributeNames" not in c["DataSource"]["S3DataSource"]
+    hps = {k: json.loads(v) for k, v in req["HyperParameters"].items()}
+    uris = {name: c["DataSource"]["S3DataSource"]["S3Uri"] for name, c in channels.items()}
+    assert hps["mlic_image_prefixes"] == {"train": uris["train"], "validation": uris["validation"]}
+    assert hps["mlic_manifest_label_format"] == "class-id"
+    s3 = setup.client("s3")
+    for name, ds in (("train", train), ("validation", val)):
+        bucket, _, prefix = uris[f"{name}_manifest"][5:].partition("/")
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]]
+        assert [k.rsplit("/", 1)[-1] for k in keys] == [f"{name}.manifest"]  # the channel holds the manifest alone
+        lines = [json.loads(line) for line in s3.get_object(Bucket=bucket, Key=keys[0])["Body"].read().splitlines()]
+        assert [entry["source-ref"] for entry in lines] == [uris[name] + rel for rel in ds.paths]
+        image_bucket, _, image_prefix = uris[name][5:].partition("/")
+        stored = {o["Key"] for o in s3.list_objects_v2(Bucket=image_bucket, Prefix=image_prefix)["Contents"]}
+        assert stored == {image_prefix + rel for rel in ds.paths}  # what File mode puts under input/data/<name>
+
+
 def test_the_metric_definitions_read_each_metric_once_per_epoch():
     lines = "\n".join(ENGINE_LINES)
     found = {m["Name"]: re.findall(m["Regex"], lines) for m in METRIC_DEFINITIONS}

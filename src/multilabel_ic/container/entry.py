@@ -77,14 +77,35 @@ def _class_names(env: ContainerEnv, num_classes: int) -> list[str]:
     return [str(n) for n in names]
 
 
+def _image_prefix(env: ContainerEnv, name: str) -> str:
+    """Where the ``source-ref``s of split ``name``'s manifest start (``mlic_image_prefixes``, set by the backend)."""
+    raw = env.own.get("image_prefixes")
+    try:
+        prefixes = json.loads(raw) if raw is not None else {}
+    except json.JSONDecodeError:
+        prefixes = None
+    if not isinstance(prefixes, dict) or not isinstance(prefixes.get(name), str):
+        raise UsageError(f"hyperparameter mlic_image_prefixes has no {name!r} entry (got {raw!r}): the job's "
+                         f"{name}_manifest channel needs the S3 prefix its source-refs start with, the S3 URI of the "
+                         f"{name!r} images channel, as {{\"{name}\": \"s3://...\"}}.")
+    return prefixes[name]
+
+
 def datasets(env: ContainerEnv, class_names: list[str]):
     """The training and validation datasets of the job's channels: ``train``/``validation`` images with
-    ``train_lst``/``validation_lst``, or ``train``/``validation`` RecordIO files (extracted under ``work/``)."""
+    ``train_lst``/``validation_lst`` or with ``train_manifest``/``validation_manifest`` (augmented manifests whose
+    ``source-ref``s start with the images channel's S3 URI), or ``train``/``validation`` RecordIO files (extracted
+    under ``work/``)."""
     from ..data.dataset import Dataset
 
     out = []
     for name in ("train", "validation"):
-        if f"{name}_lst" in env.channels:
+        if f"{name}_manifest" in env.channels:
+            out.append(Dataset.from_manifest(env.files(f"{name}_manifest", ".manifest")[0],
+                                             root=env.channel_dir(name), class_names=class_names,
+                                             image_prefix=_image_prefix(env, name),
+                                             label_format=env.own.get("manifest_label_format", "multi-hot")))
+        elif f"{name}_lst" in env.channels:
             out.append(Dataset.from_lst(env.files(f"{name}_lst", ".lst")[0], root=env.channel_dir(name),
                                         class_names=class_names))
         else:

@@ -247,14 +247,16 @@ class SageMakerBackend:
                     rec, _ = ds.to_recordio(tmp / f"{name}.rec", progress=self.progress, renumber=True)
                     uris[name] = put(name, [(rec, f"{name}.rec")], f"{name}.rec")
                 return rq.recordio_channels(uris)
-            manifests = []
+            image_uris, manifest_uris = {}, {}
             for name, ds in (("train", train), ("validation", validation)):
-                image_uri = put(f"{name}_images", images(ds), f"{name} images")
-                man = ds.to_manifest(tmp / f"{name}.manifest", image_prefix=image_uri,
+                image_uris[name] = put(f"{name}_images", images(ds), f"{name} images")
+                man = ds.to_manifest(tmp / f"{name}.manifest", image_prefix=image_uris[name],
                                      label_format=self.manifest_label_format)
-                manifests.append(put(f"{name}_manifest", [(man, f"{name}.manifest")], f"{name} manifest")
-                                 + f"{name}.manifest")
-            return rq.manifest_channels(*manifests, label_format=self.manifest_label_format)
+                manifest_uris[name] = put(f"{name}_manifest", [(man, f"{name}.manifest")], f"{name} manifest")
+            if self.engine == "pytorch":  # File mode: the same objects, as S3Prefix channels (docs/sagemaker.md)
+                return rq.manifest_file_channels(image_uris, manifest_uris)
+            return rq.manifest_channels(*(manifest_uris[n] + f"{n}.manifest" for n in ("train", "validation")),
+                                        label_format=self.manifest_label_format)
 
     # ----------------------------------------------------------------- training
     def fit(self, hp: Hyperparameters, train: Dataset, validation: Dataset | None, *, output_dir: Path,
@@ -321,7 +323,8 @@ class SageMakerBackend:
             name=name, role_arn=role, image=image, channels=channels, output_path=f"{self.base_uri}/output",
             hyperparameters=fw.job_hyperparameters(
                 hp, class_names, seed=self.seed, submit_directory=f"{source}{bundle.name}", region=self.region,
-                job_name=name, distributed=bool(dist)),
+                job_name=name, distributed=bool(dist),
+                own=fw.manifest_settings(channels, label_format=self.manifest_label_format)),
             instance_type=self.instance_type, instance_count=self.instance_count, volume_size=self.volume_size,
             max_run=self.max_run, use_spot=self.use_spot, max_wait=self.max_wait, checkpoint_s3_uri=checkpoints,
             model_uri=model_uri)
@@ -371,7 +374,7 @@ class SageMakerBackend:
         if validation is None:
             raise BackendError("the built-in algorithm needs a validation channel: pass validation=...")
         check_training_request(hp, train, validation)
-        if self.input_format == "manifest" and self.instance_count > 1:
+        if self.input_format == "manifest" and self.instance_count > 1 and self.engine != "pytorch":
             raise UsageError(f"input_format='manifest' (Pipe mode) with instance_count={self.instance_count}: the "
                              f"algorithm does not support distributed training in Pipe mode. Use "
                              f"input_format='recordio' or 'lst' for several instances, or instance_count=1.")
@@ -383,9 +386,6 @@ class SageMakerBackend:
         """engine="pytorch": the image, the distribution and the batch split, refused here with one line."""
         from . import framework as fw
 
-        if self.input_format == "manifest":
-            raise UsageError("input_format='manifest' is the built-in algorithm's Pipe mode; engine='pytorch' reads "
-                             "File-mode channels: use input_format='lst' or 'recordio'.")
         if self.resources.enable_network_isolation:
             raise UsageError("enable_network_isolation=True: the PyTorch container installs multilabel-ic and its "
                              "dependencies (OpenCV, pycocotools, xxhash) from PyPI when the job starts, which an "
