@@ -61,6 +61,17 @@ def _fit(hp=None, *, initial_model: Callable[[Any, Path], Any] | None = None, **
     return call
 
 
+def _tuner(**settings):
+    """A SageMaker tuning job of the project's engine over the learning rate, ``settings`` changed."""
+    from multilabel_ic.backends.sagemaker import SageMakerBackend
+    from multilabel_ic.tune import ContinuousRange, Tuner
+
+    backend = SageMakerBackend(**{"role": ROLE, "bucket": BUCKET, "region": REGION, "session": _AWS["session"],
+                                  "progress": False, "engine": "pytorch", **settings})
+    return Tuner(make_hp(), {"learning_rate": ContinuousRange(1e-4, 0.1, scaling="log")}, objective="validation:mAP",
+                 backend=backend)
+
+
 def _model(ws, tmp: Path, *, num_classes: int = 5, multi_label: bool = True) -> Path:
     """The workspace's ResNet-20 at 28 px with another head."""
     from multilabel_ic.model.artifact import write_model_tar
@@ -124,6 +135,9 @@ API_CASES = [
             "give the initial model once"),
     ApiCase("smengine-api-network-isolation", _fit(enable_network_isolation=True), UsageError,
             "the PyTorch container installs multilabel-ic and its dependencies"),
+    # a tuning job of this engine on spot instances: its trials would share one checkpoint location
+    ApiCase("smengine-api-tuning-on-spot", lambda ws, tmp: _tuner(use_spot=True), UsageError,
+            "use_spot=True with engine='pytorch' in a tuning job: its training jobs would share one checkpoint"),
     ApiCase("smengine-api-version-with-the-builtin", _fit(engine="builtin", framework_version="2.8"), UsageError,
             "framework_version='2.8' picks the torch of engine='pytorch'"),
     ApiCase("smengine-api-unknown-engine", _fit(engine="mxnet"), UsageError,

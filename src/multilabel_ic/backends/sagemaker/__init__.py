@@ -286,17 +286,8 @@ class SageMakerBackend:
 
             model_uri = model_channel_uri(self, initial)
         name = rq.job_name(self.base_job_name)
-        if self.engine == "pytorch":
-            req = self._framework_request(name, role, image, hp, channels, list(train.class_names),
-                                          model_uri=model_uri)
-        else:
-            req = rq.training_job_request(
-                name=name, role_arn=role, image=image, hyperparameters=hp.to_sagemaker(), channels=channels,
-                output_path=f"{self.base_uri}/output", instance_type=self.instance_type,
-                instance_count=self.instance_count, volume_size=self.volume_size, max_run=self.max_run,
-                input_mode="Pipe" if self.input_format == "manifest" else "File", use_spot=self.use_spot,
-                max_wait=self.max_wait, checkpoint_s3_uri=self.checkpoint_s3_uri, model_uri=model_uri)
-        req = self.resources.apply_to_training_job(req)
+        req = self.resources.apply_to_training_job(self.training_request(
+            name, role, image, hp, channels, list(train.class_names), model_uri=model_uri))
         self.last_request = req
         self._call("sagemaker", "create_training_job", **req)
         log.info("started training job %s (%d x %s)", name, self.instance_count, self.instance_type)
@@ -304,6 +295,20 @@ class SageMakerBackend:
         if initial is not None:
             model.info["initial_model"] = {"source": initial.source, "s3_uri": model_uri, **initial.fingerprint()}
         return model
+
+    def training_request(self, name: str, role: str, image: str, hp: Hyperparameters, channels: list[dict],
+                         class_names: list[str], *, model_uri: str | None = None) -> dict:
+        """The CreateTrainingJob request of either engine, before the resource settings (VPC, KMS, tags...) are
+        applied; a tuning job's training job definition is made of it too. ``name`` is the job's (for a tuning
+        job, the tuning job's, which the toolkit of this engine's container is given as ``sagemaker_job_name``)."""
+        if self.engine == "pytorch":
+            return self._framework_request(name, role, image, hp, channels, class_names, model_uri=model_uri)
+        return rq.training_job_request(
+            name=name, role_arn=role, image=image, hyperparameters=hp.to_sagemaker(), channels=channels,
+            output_path=f"{self.base_uri}/output", instance_type=self.instance_type,
+            instance_count=self.instance_count, volume_size=self.volume_size, max_run=self.max_run,
+            input_mode="Pipe" if self.input_format == "manifest" else "File", use_spot=self.use_spot,
+            max_wait=self.max_wait, checkpoint_s3_uri=self.checkpoint_s3_uri, model_uri=model_uri)
 
     def _framework_request(self, name: str, role: str, image: str, hp: Hyperparameters, channels: list[dict],
                            class_names: list[str], *, model_uri: str | None = None) -> dict:
