@@ -152,6 +152,41 @@ def test_a_continued_run_gets_the_model_channel_the_builtin_gets(setup, aws, spl
     assert second["model"]["DataSource"]["S3DataSource"]["S3Uri"] == given
 
 
+def test_train_from_the_shell_continues_a_finished_jobs_model_where_it_is_in_s3(setup, aws, splits, artifact_bytes,
+                                                                                tmp_path, monkeypatch, capsys):
+    """train --backend sagemaker --engine pytorch --initial-model JOB_NAME: the job's artifact, checked (downloaded
+    for the check only), is the new job's model channel where it is in S3; nothing is uploaded for it."""
+    from multilabel_ic.backends.sagemaker import request as rq
+    from multilabel_ic.cli import main
+
+    monkeypatch.setattr(boto3, "Session", lambda **kw: setup)  # the CLI's backend uses the watched session
+    sim = JobSimulator(setup, aws, artifact_bytes, lines=ENGINE_LINES)
+    earlier = rq.job_name("earlier")
+    setup.client("sagemaker").create_training_job(**rq.training_job_request(
+        name=earlier, role_arn=ROLE, image="763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.8.0-gpu-py312",
+        channels=rq.recordio_channels({"train": f"s3://{BUCKET}/d/t/", "validation": f"s3://{BUCKET}/d/v/"}),
+        hyperparameters={"num_classes": "5"}, output_path=f"s3://{BUCKET}/out", instance_type="ml.g4dn.xlarge",
+        instance_count=1, volume_size=50, max_run=3600))
+    train, val = splits[0].subset(range(16)), splits[1].subset(range(8))
+    train.to_lst(tmp_path / "train.lst")
+    val.to_lst(tmp_path / "validation.lst")
+    puts: list[str] = []
+    setup.events.register("provide-client-params.s3.PutObject", lambda params, **kw: puts.append(params["Key"]))
+    hp = {"num_layers": 20, "image_shape": "3,28,28", "resize": 32, "mini_batch_size": 8, "epochs": 1,
+          "multi_label": 1, "num_classes": 5}
+    code = main(["--quiet", "train", "--backend", "sagemaker", "--engine", "pytorch", "--initial-model", earlier,
+                 "--region", REGION, "--role", ROLE, "--bucket", BUCKET, "--instance-type", "ml.g4dn.xlarge",
+                 "--train-lst", str(tmp_path / "train.lst"), "--validation-lst", str(tmp_path / "validation.lst"),
+                 "--images", str(train.root), "--classes", ",".join(train.class_names), "--output",
+                 str(tmp_path / "run"), *[f"--hp={k}={v}" for k, v in hp.items()]])
+    assert code == 0, capsys.readouterr().err
+    req = sim.requests[-1]
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in req["InputDataConfig"]}
+    assert channels["model"] == f"s3://{BUCKET}/out/{earlier}/output/model.tar.gz"
+    assert "sagemaker_program" in req["HyperParameters"]  # this engine's job
+    assert not any("/data/model/" in key for key in puts)
+
+
 def test_augmented_manifests_go_as_file_mode_channels_of_images_and_manifests(setup, aws, splits, artifact_bytes,
                                                                              tmp_path):
     """SageMaker takes AugmentedManifestFile in Pipe mode only: this engine's job gets the same uploaded objects as
@@ -230,6 +265,33 @@ def test_a_tuning_job_of_the_engine_maximises_validation_map_read_by_its_metric_
     m = re.fullmatch(r"s3://([^/]+)/(.+)", static["sagemaker_submit_directory"])
     assert setup.client("s3").head_object(Bucket=m[1], Key=m[2])["ContentLength"] > 0  # the job's source is there
     assert req["Tags"] == [{"Key": "team", "Value": "vision"}]
+
+
+@pytest.mark.parametrize("engine", ["builtin", "pytorch"])
+@pytest.mark.parametrize("objective", ["validation:accuracy", "validation:mAP", "validation:f1"])
+def test_a_tuning_objective_is_taken_exactly_when_the_engines_jobs_emit_it(engine, objective):
+    """Each objective against each engine's training job definition: the built-in emits validation:accuracy only,
+    this engine what its metric definitions read; any other is refused in one line naming what is emitted."""
+    from multilabel_ic.tune import ContinuousRange, SearchSpace
+    from multilabel_ic.tune.sagemaker import tuning_job_request
+
+    spec = {"TrainingImage": "image", "TrainingInputMode": "File"}
+    if engine == "pytorch":
+        spec["MetricDefinitions"] = METRIC_DEFINITIONS
+    emitted = ["validation:accuracy"] if engine == "builtin" else [m["Name"] for m in METRIC_DEFINITIONS]
+
+    def request():
+        return tuning_job_request(name="t", definition={"AlgorithmSpecification": spec}, max_trials=2,
+                                  space=SearchSpace({"learning_rate": ContinuousRange(1e-4, 0.1)}), max_parallel=1,
+                                  objective=objective)
+
+    if objective in emitted:
+        assert request()["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]["MetricName"] == objective
+    else:
+        with pytest.raises(UsageError) as e:
+            request()
+        assert str(e.value).startswith(f"objective={objective!r}") and "validation:accuracy" in str(e.value)
+        assert ("emits only" in str(e.value)) == (engine == "builtin") and "\n" not in str(e.value)
 
 
 def test_the_metric_definitions_read_each_metric_once_per_epoch():

@@ -133,8 +133,8 @@ class ContainerEnv:
         """The channel's files ending in ``suffix``, sorted; a missing channel is a usage error that names it."""
         if channel not in self.channels:
             raise UsageError(f"channel {channel!r} is missing from the job (channels: {sorted(self.channels)}); "
-                             f"the engine needs train and validation data as .lst + images, an augmented manifest + images, "
-                             f"or RecordIO.")
+                             f"the engine needs train and validation data as .lst + images, an augmented "
+                             f"manifest + images, or RecordIO.")
         folder = self.channel_dir(channel)
         found = sorted(p for p in folder.rglob(f"*{suffix}") if p.is_file())
         if not found:

@@ -9,8 +9,9 @@
    host, starts torchrun with the toolkit's command (``--nnodes H --nproc_per_node G --master_addr <first host>
    --master_port 7777 --node_rank <this host>``);
 3. trains with ``Trainer(hp, backend=LocalBackend(...))``: the same code, seed and data give the artifact the local
-   backend gives; a ``model`` channel is the run's ``initial_model`` (checked against the hyperparameters). The run folder is ``checkpoints/run`` (synced with the job's checkpoint S3 URI, so a managed spot
-   job that was interrupted resumes from its last finished epoch), the decode cache is outside it;
+   backend gives; a ``model`` channel is the run's ``initial_model`` (checked against the hyperparameters). The run
+   folder is ``checkpoints/run`` (synced with the job's checkpoint S3 URI, so a managed spot job that was
+   interrupted resumes from its last finished epoch), the decode cache is outside it;
 4. unpacks the artifact into ``model/`` (SageMaker packs that folder into the job's ``model.tar.gz``), copies the
    run's metrics into ``output/data/``, and on an error writes the one-line reason to ``output/failure`` (the job's
    FailureReason) and exits 1.

@@ -100,7 +100,11 @@ def tuning_job_request(*, name: str, definition: dict, space: SearchSpace, max_t
     """The keyword arguments of ``sagemaker.create_hyper_parameter_tuning_job``. The objective must be a metric the
     training jobs emit: the built-in algorithm's, or the definition's ``MetricDefinitions`` (this engine's jobs)."""
     metrics = [m["Name"] for m in (definition.get("AlgorithmSpecification") or {}).get("MetricDefinitions") or []]
-    check_objective(objective, "pytorch" if metrics else "builtin")
+    if not metrics:
+        check_objective(objective, "builtin")
+    elif objective not in metrics:
+        raise UsageError(f"objective={objective!r}: the training jobs' metric definitions give "
+                         f"{', '.join(repr(m) for m in metrics)}; use one of them.")
     limits: dict[str, Any] = {"MaxNumberOfTrainingJobs": int(max_trials), "MaxParallelTrainingJobs": int(max_parallel)}
     if max_runtime:
         limits["MaxRuntimeInSeconds"] = int(max_runtime)
