@@ -16,12 +16,18 @@ import tarfile
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from multilabel_ic import Dataset, Hyperparameters
+from multilabel_ic import Dataset, Hyperparameters, UsageError
 from multilabel_ic.backends.sagemaker.cloudwatch import LogParser
-from multilabel_ic.backends.sagemaker.framework import METRIC_DEFINITIONS, job_hyperparameters
+from multilabel_ic.backends.sagemaker.framework import (
+    METRIC_DEFINITIONS,
+    job_hyperparameters,
+    manifest_settings,
+)
+from multilabel_ic.backends.sagemaker.request import manifest_file_channels
 from multilabel_ic.container.contract import ContainerEnv
 from multilabel_ic.container.entry import rendezvous, torchrun_command
 from multilabel_ic.model.artifact import read_model_tar
@@ -39,22 +45,48 @@ def data(coco5):
     return train, val
 
 
+@pytest.fixture(scope="module")
+def initial_model(tmp_path_factory) -> Path:
+    """A model.tar.gz of HP's network (ResNet-20 at 28 px, 5 classes, sigmoid) to continue from."""
+    from multilabel_ic.model.artifact import write_model_tar
+    from multilabel_ic.model.network import ResNetV2, mxnet_state_dict
+
+    torch.manual_seed(1)
+    args, aux = mxnet_state_dict(ResNetV2(5, 20, (3, 28, 28)))
+    return write_model_tar(tmp_path_factory.mktemp("initial") / "model.tar.gz",
+                           {4: ({k: v.numpy() for k, v in args.items()}, {k: v.numpy() for k, v in aux.items()})},
+                           num_classes=5, num_layers=20, image_shape=(3, 28, 28), multi_label=True)
+
+
 def lay_out(root: Path, train: Dataset, val: Dataset, *, hosts: list[str], current: str, extra: dict | None = None,
-            fmt: str = "lst", hp: dict = HP) -> Path:
-    """The files SageMaker gives a training container: config JSONs and the channels' data under ``root``."""
+            fmt: str = "lst", hp: dict = HP, model: Path | None = None) -> Path:
+    """The files SageMaker gives a training container: config JSONs and the channels' data under ``root``
+    (``model``: a ``model`` channel holding that model.tar.gz)."""
     config = root / "input" / "config"
     config.mkdir(parents=True)
+    label_format = "class-id" if fmt == "manifest-class-id" else "multi-hot"
+    images = {n: f"s3://bucket/p/data/{n}_images/0123abcd/" for n in ("train", "validation")}
+    # the settings the backend sends with manifest channels: the images channels' URIs, where the source-refs start
+    own = manifest_settings(manifest_file_channels(images, {n: f"s3://bucket/p/data/{n}_manifest/4567ef/"
+                                                            for n in images}), label_format=label_format)
     values = job_hyperparameters(Hyperparameters(**hp), list(train.class_names), seed=0, submit_directory="s3://b/source.tar.gz",
-                                 region="us-east-1", job_name="job-1", distributed=len(hosts) > 1)
+                                 region="us-east-1", job_name="job-1", distributed=len(hosts) > 1,
+                                 own=own if fmt.startswith("manifest") else None)
     values.update({k: json.dumps(v) for k, v in (extra or {"mlic_workers": 0}).items()})
     (config / "hyperparameters.json").write_text(json.dumps(values))
     channels = {}
     for name, ds in (("train", train), ("validation", val)):
         folder = root / "input" / "data" / name
-        if fmt == "lst":
+        if fmt != "recordio":  # the images channel: SageMaker keeps the keys' paths under the channel's prefix
             for rel in ds.paths:
                 (folder / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(ds.image_path(ds.paths.index(rel)), folder / rel)
+        if fmt.startswith("manifest"):
+            (root / "input" / "data" / f"{name}_manifest").mkdir(parents=True)
+            ds.to_manifest(root / "input" / "data" / f"{name}_manifest" / f"{name}.manifest",
+                           image_prefix=images[name], label_format=label_format)
+            channels[f"{name}_manifest"] = {"ContentType": "application/jsonlines", "TrainingInputMode": "File"}
+        elif fmt == "lst":
             (root / "input" / "data" / f"{name}_lst").mkdir(parents=True)
             ds.to_lst(root / "input" / "data" / f"{name}_lst" / f"{name}.lst")
             channels[f"{name}_lst"] = {"ContentType": "application/x-image", "TrainingInputMode": "File"}
@@ -63,6 +95,11 @@ def lay_out(root: Path, train: Dataset, val: Dataset, *, hosts: list[str], curre
             ds.to_recordio(folder / f"{name}.rec", renumber=True)
         channels[name] = {"ContentType": "application/x-image", "TrainingInputMode": "File",
                           "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+    if model is not None:  # SageMaker downloads the object the channel's S3 URI names into the channel's folder
+        (root / "input" / "data" / "model").mkdir(parents=True)
+        shutil.copy(model, root / "input" / "data" / "model" / "model.tar.gz")
+        channels["model"] = {"ContentType": "application/x-sagemaker-model", "TrainingInputMode": "File",
+                             "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
     (config / "inputdataconfig.json").write_text(json.dumps(channels))
     (config / "resourceconfig.json").write_text(json.dumps({"current_host": current, "hosts": hosts,
                                                             "network_interface_name": "eth0"}))
@@ -241,10 +278,11 @@ def test_a_job_that_cannot_train_writes_its_one_line_reason_to_output_failure(da
     assert not (root / "model").exists()
 
 
-@pytest.mark.parametrize("fmt", ["lst", "recordio"])
-def test_the_channels_of_either_format_give_the_jobs_datasets(data, tmp_path, fmt):
-    """The built-in's channel layouts (images + .lst, or RecordIO files) read back as the data that was uploaded:
-    the same labels in the same order, the class names from the job's hyperparameters."""
+@pytest.mark.parametrize("fmt", ["lst", "recordio", "manifest", "manifest-class-id"])
+def test_the_channels_of_each_format_give_the_jobs_datasets(data, tmp_path, fmt):
+    """The channel layouts (images + .lst, RecordIO files, images + augmented manifest in either label format) read
+    back as the data that was uploaded: the same labels in the same order, the class names from the job's
+    hyperparameters."""
     from multilabel_ic.container.entry import datasets
 
     train, val = (d.subset(range(8)) for d in data)
@@ -255,3 +293,68 @@ def test_the_channels_of_either_format_give_the_jobs_datasets(data, tmp_path, fm
         assert len(ds) == len(want) and (ds.labels == want.labels).all()
         assert list(ds.class_names) == list(train.class_names)
         assert all(ds.image_path(i).read_bytes() == want.image_path(i).read_bytes() for i in range(len(ds)))
+
+
+@pytest.mark.slow  # two short training runs
+def test_a_model_channel_continues_from_that_model_to_the_local_backends_artifact(data, initial_model, tmp_path,
+                                                                                 monkeypatch):
+    """The job's ``model`` channel is the run's initial model: the container ships the artifact that
+    ``Trainer(backend="local").fit(..., initial_model=<the same file>)`` ships (same seed, data, hyperparameters)."""
+    from multilabel_ic import Trainer
+    from multilabel_ic.backends.local import LocalBackend, LocalOptions
+    from multilabel_ic.container.entry import train as container_train
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    train, val = (d.subset(range(16)) for d in data)
+    hp = {**HP_1, "num_training_samples": 16}
+    root = lay_out(tmp_path / "opt-ml", train, val, hosts=["algo-1"], current="algo-1", hp=hp, model=initial_model)
+    container_train(ContainerEnv.read(root, {}))  # what main() runs on one host with one process
+    local = Trainer(Hyperparameters(**hp), backend=LocalBackend(options=LocalOptions(
+        seed=0, num_workers=0, progress=False)), output_dir=tmp_path / "local").fit(
+        train, validation=val, initial_model=initial_model)
+    shipped = _packed(root / "model", tmp_path)
+    _assert_same(shipped, read_model_tar(local.local_artifact))
+    start = read_model_tar(initial_model)  # and it did continue: it is not the model it started from
+    assert any(not np.allclose(shipped.params[k], start.params[k]) for k in start.params)
+
+
+@pytest.mark.parametrize("tars", [0, 2])
+def test_a_model_channel_without_exactly_one_model_is_refused_naming_it(data, initial_model, tmp_path, tars):
+    train, val = (d.subset(range(8)) for d in data)
+    root = lay_out(tmp_path / "r", train, val, hosts=["algo-1"], current="algo-1", model=initial_model)
+    folder = root / "input" / "data" / "model"
+    (folder / "model.tar.gz").unlink()
+    for i in range(tars):
+        shutil.copy(initial_model, folder / f"m{i}.tar.gz")
+    with pytest.raises(UsageError, match=rf"channel 'model' \({re.escape(str(folder))}\) holds {tars} \.tar\.gz files"):
+        ContainerEnv.read(root, {}).initial_model()
+    assert ContainerEnv.read(lay_out(tmp_path / "none", train, val, hosts=["algo-1"], current="algo-1"),
+                             {}).initial_model() is None
+
+
+@pytest.mark.parametrize("damage", ["no_prefixes", "prefix_without_validation", "source_ref_elsewhere"])
+def test_manifest_channels_whose_images_cannot_be_found_are_refused_in_one_line(data, tmp_path, damage):
+    """A manifest's source-refs map to the images channel's files through the image prefix the backend sends; a job
+    without that prefix, or with source-refs elsewhere, fails naming the hyperparameter or the manifest's line."""
+    from multilabel_ic import DataError
+    from multilabel_ic.container.entry import datasets
+
+    train, val = (d.subset(range(4)) for d in data)
+    root = lay_out(tmp_path / "r", train, val, hosts=["algo-1"], current="algo-1", fmt="manifest")
+    config = root / "input/config/hyperparameters.json"
+    values = json.loads(config.read_text())
+    if damage == "no_prefixes":
+        del values["mlic_image_prefixes"]
+    elif damage == "prefix_without_validation":
+        values["mlic_image_prefixes"] = json.dumps({"train": "s3://bucket/p/data/train_images/0123abcd/"})
+    else:
+        values["mlic_image_prefixes"] = json.dumps({n: f"s3://other/{n}/" for n in ("train", "validation")})
+    config.write_text(json.dumps(values))
+    error, expected = {"no_prefixes": (UsageError, "hyperparameter mlic_image_prefixes has no 'train' entry"),
+                       "prefix_without_validation": (UsageError,
+                                                     "hyperparameter mlic_image_prefixes has no 'validation' entry"),
+                       "source_ref_elsewhere": (DataError, "train.manifest:1: image reference 's3://bucket/p/data/"
+                                                           "train_images/0123abcd/")}[damage]
+    with pytest.raises(error, match=re.escape(expected)):
+        datasets(ContainerEnv.read(root, {}), list(train.class_names))

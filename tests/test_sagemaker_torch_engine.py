@@ -119,6 +119,181 @@ def test_the_source_is_reproducible_and_uploaded_once(setup, aws, splits, artifa
     assert "CheckpointConfig" not in sim.requests[0]  # on demand: nothing to resume
 
 
+def test_a_continued_run_gets_the_model_channel_the_builtin_gets(setup, aws, splits, artifact_bytes, tmp_path):
+    """initial_model= (a local artifact): checked, uploaded content-addressed and given as the job's ``model``
+    channel, as for the built-in; model_uri= names the channel directly, unchecked, as for the built-in."""
+    import hashlib
+
+    train, val = splits[0].subset(range(16)), splits[1].subset(range(8))  # few files: each is uploaded to the server
+    sim = JobSimulator(setup, aws, artifact_bytes, lines=ENGINE_LINES)
+    initial = tmp_path / "initial" / "model.tar.gz"
+    initial.parent.mkdir()
+    initial.write_bytes(artifact_bytes)
+    hp = Hyperparameters(**{**HP, "num_layers": 20, "image_shape": "3,28,28", "resize": 32, "mini_batch_size": 8,
+                            "num_training_samples": 16, "use_pretrained_model": 0})  # the network of the artifact
+    one = dict(instance_type="ml.g4dn.xlarge", instance_count=1)
+    model = Trainer(hp, backend=_backend(setup, **one), output_dir=tmp_path / "a").fit(train, validation=val,
+                                                                                        initial_model=initial)
+    channels = {c["ChannelName"]: c for c in sim.requests[0]["InputDataConfig"]}
+    uri = channels["model"]["DataSource"]["S3DataSource"]["S3Uri"]
+    assert re.fullmatch(rf"s3://{BUCKET}/ic-multilabel/data/model/[0-9a-f]{{16}}/model\.tar\.gz", uri), uri
+    assert channels["model"] == {"ChannelName": "model", "ContentType": "application/x-sagemaker-model",
+                                 "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri,
+                                                                 "S3DataDistributionType": "FullyReplicated"}}}
+    assert set(channels) == {"train", "validation", "train_lst", "validation_lst", "model"}
+    assert setup.client("s3").get_object(Bucket=BUCKET, Key=uri[len(f"s3://{BUCKET}/"):])["Body"].read() == \
+        artifact_bytes
+    assert model.info["initial_model"] == {"source": str(initial), "s3_uri": uri, "epoch": 3,
+                                           "sha256": hashlib.sha256(artifact_bytes).hexdigest()}
+    assert sim.requests[0]["AlgorithmSpecification"]["MetricDefinitions"] == METRIC_DEFINITIONS  # still this engine's
+    given = f"s3://{BUCKET}/earlier/model.tar.gz"
+    Trainer(hp, backend=_backend(setup, model_uri=given, **one), output_dir=tmp_path / "b").fit(train, validation=val)
+    second = {c["ChannelName"]: c for c in sim.requests[1]["InputDataConfig"]}
+    assert second["model"]["DataSource"]["S3DataSource"]["S3Uri"] == given
+
+
+def test_train_from_the_shell_continues_a_finished_jobs_model_where_it_is_in_s3(setup, aws, splits, artifact_bytes,
+                                                                                tmp_path, monkeypatch, capsys):
+    """train --backend sagemaker --engine pytorch --initial-model JOB_NAME: the job's artifact, checked (downloaded
+    for the check only), is the new job's model channel where it is in S3; nothing is uploaded for it."""
+    from multilabel_ic.backends.sagemaker import request as rq
+    from multilabel_ic.cli import main
+
+    monkeypatch.setattr(boto3, "Session", lambda **kw: setup)  # the CLI's backend uses the watched session
+    sim = JobSimulator(setup, aws, artifact_bytes, lines=ENGINE_LINES)
+    earlier = rq.job_name("earlier")
+    setup.client("sagemaker").create_training_job(**rq.training_job_request(
+        name=earlier, role_arn=ROLE, image="763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.8.0-gpu-py312",
+        channels=rq.recordio_channels({"train": f"s3://{BUCKET}/d/t/", "validation": f"s3://{BUCKET}/d/v/"}),
+        hyperparameters={"num_classes": "5"}, output_path=f"s3://{BUCKET}/out", instance_type="ml.g4dn.xlarge",
+        instance_count=1, volume_size=50, max_run=3600))
+    train, val = splits[0].subset(range(16)), splits[1].subset(range(8))
+    train.to_lst(tmp_path / "train.lst")
+    val.to_lst(tmp_path / "validation.lst")
+    puts: list[str] = []
+    setup.events.register("provide-client-params.s3.PutObject", lambda params, **kw: puts.append(params["Key"]))
+    hp = {"num_layers": 20, "image_shape": "3,28,28", "resize": 32, "mini_batch_size": 8, "epochs": 1,
+          "multi_label": 1, "num_classes": 5}
+    code = main(["--quiet", "train", "--backend", "sagemaker", "--engine", "pytorch", "--initial-model", earlier,
+                 "--region", REGION, "--role", ROLE, "--bucket", BUCKET, "--instance-type", "ml.g4dn.xlarge",
+                 "--train-lst", str(tmp_path / "train.lst"), "--validation-lst", str(tmp_path / "validation.lst"),
+                 "--images", str(train.root), "--classes", ",".join(train.class_names), "--output",
+                 str(tmp_path / "run"), *[f"--hp={k}={v}" for k, v in hp.items()]])
+    assert code == 0, capsys.readouterr().err
+    req = sim.requests[-1]
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in req["InputDataConfig"]}
+    assert channels["model"] == f"s3://{BUCKET}/out/{earlier}/output/model.tar.gz"
+    assert "sagemaker_program" in req["HyperParameters"]  # this engine's job
+    assert not any("/data/model/" in key for key in puts)
+
+
+def test_augmented_manifests_go_as_file_mode_channels_of_images_and_manifests(setup, aws, splits, artifact_bytes,
+                                                                             tmp_path):
+    """SageMaker takes AugmentedManifestFile in Pipe mode only: this engine's job gets the same uploaded objects as
+    S3Prefix channels in File mode (images, manifests), and where the source-refs start, so the container maps them
+    to its files; several instances are fine in File mode."""
+    train, val = splits[0].subset(range(16)), splits[1].subset(range(8))
+    sim = JobSimulator(setup, aws, artifact_bytes, lines=ENGINE_LINES)
+    hp = Hyperparameters(**{**HP, "mini_batch_size": 8, "num_training_samples": 16})
+    Trainer(hp, backend=_backend(setup, input_format="manifest", manifest_label_format="class-id"),
+            output_dir=tmp_path).fit(train, validation=val)
+    req = sim.requests[0]
+    channels = {c["ChannelName"]: c for c in req["InputDataConfig"]}
+    assert list(channels) == ["train", "validation", "train_manifest", "validation_manifest"]
+    assert req["AlgorithmSpecification"]["TrainingInputMode"] == "File" and req["ResourceConfig"]["InstanceCount"] == 2
+    for c in channels.values():
+        assert c["DataSource"]["S3DataSource"]["S3DataType"] == "S3Prefix"
+        assert not {"InputMode", "RecordWrapperType"} & set(c) and "AttributeNames" not in c["DataSource"]["S3DataSource"]
+    hps = {k: json.loads(v) for k, v in req["HyperParameters"].items()}
+    uris = {name: c["DataSource"]["S3DataSource"]["S3Uri"] for name, c in channels.items()}
+    assert hps["mlic_image_prefixes"] == {"train": uris["train"], "validation": uris["validation"]}
+    assert hps["mlic_manifest_label_format"] == "class-id"
+    s3 = setup.client("s3")
+    for name, ds in (("train", train), ("validation", val)):
+        bucket, _, prefix = uris[f"{name}_manifest"][5:].partition("/")
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]]
+        assert [k.rsplit("/", 1)[-1] for k in keys] == [f"{name}.manifest"]  # the channel holds the manifest alone
+        lines = [json.loads(line) for line in s3.get_object(Bucket=bucket, Key=keys[0])["Body"].read().splitlines()]
+        assert [entry["source-ref"] for entry in lines] == [uris[name] + rel for rel in ds.paths]
+        image_bucket, _, image_prefix = uris[name][5:].partition("/")
+        stored = {o["Key"] for o in s3.list_objects_v2(Bucket=image_bucket, Prefix=image_prefix)["Contents"]}
+        assert stored == {image_prefix + rel for rel in ds.paths}  # what File mode puts under input/data/<name>
+
+
+def test_a_tuning_job_of_the_engine_maximises_validation_map_read_by_its_metric_definitions(setup, aws, splits,
+                                                                                           tmp_path, monkeypatch):
+    """Tuner(objective="validation:mAP") on this engine (moto): the tuning job's training jobs are the engine's jobs
+    (its image, source, JSON-encoded static hyperparameters, and the metric definitions that give validation:mAP),
+    categorical values JSON-encoded as the SDK encodes them for framework jobs; the job SageMaker describes holds
+    exactly what was sent."""
+    from sagemaker.core.parameter import CategoricalParameter
+
+    import multilabel_ic.tune.sagemaker as tsm
+    from multilabel_ic.tune import CategoricalRange, ContinuousRange, Tuner
+
+    train, val = splits[0].subset(range(16)), splits[1].subset(range(8))
+    attached = {}
+
+    def stop_after_create(backend, name, **kw):  # no training job runs on moto: stop once the tuning job exists
+        attached["name"] = name
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(tsm, "attach_tuning_job", stop_after_create)
+    space = {"learning_rate": ContinuousRange(1e-4, 0.1, scaling="log"), "optimizer": CategoricalRange(["sgd", "adam"])}
+    hp = Hyperparameters(**{**HP, "mini_batch_size": 8, "num_training_samples": 16})
+    tuner = Tuner(hp, space, objective="validation:mAP", max_trials=4, max_parallel=2, output_dir=tmp_path / "tune",
+                  backend=_backend(setup, instance_type="ml.g4dn.xlarge", instance_count=1, tags={"team": "vision"}))
+    with pytest.raises(RuntimeError, match="stop"):
+        tuner.fit(train, validation=val)
+    req = tuner.last_request
+    desc = setup.client("sagemaker").describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=attached["name"])
+    assert desc["HyperParameterTuningJobConfig"] == req["HyperParameterTuningJobConfig"]
+    assert desc["TrainingJobDefinition"] == req["TrainingJobDefinition"]
+    config, definition = req["HyperParameterTuningJobConfig"], req["TrainingJobDefinition"]
+    assert config["HyperParameterTuningJobObjective"] == {"Type": "Maximize", "MetricName": "validation:mAP"}
+    assert definition["AlgorithmSpecification"] == {
+        "TrainingImage": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.8.0-gpu-py312",
+        "TrainingInputMode": "File", "MetricDefinitions": METRIC_DEFINITIONS}
+    assert config["ParameterRanges"]["CategoricalParameterRanges"] == [
+        CategoricalParameter(["sgd", "adam"]).as_json_range("optimizer")]
+    static = {k: json.loads(v) for k, v in definition["StaticHyperParameters"].items()}
+    assert not {"learning_rate", "optimizer"} & set(static)  # the ranged ones leave the static ones
+    assert {k: str(v) for k, v in static.items() if not k.startswith(("sagemaker_", "mlic_"))} == {
+        k: v for k, v in hp.to_sagemaker().items() if k not in space}
+    assert static["sagemaker_program"] == "train_entry.py" and static["sagemaker_job_name"] == attached["name"]
+    assert static["mlic_class_names"] == train.class_names
+    m = re.fullmatch(r"s3://([^/]+)/(.+)", static["sagemaker_submit_directory"])
+    assert setup.client("s3").head_object(Bucket=m[1], Key=m[2])["ContentLength"] > 0  # the job's source is there
+    assert req["Tags"] == [{"Key": "team", "Value": "vision"}]
+
+
+@pytest.mark.parametrize("engine", ["builtin", "pytorch"])
+@pytest.mark.parametrize("objective", ["validation:accuracy", "validation:mAP", "validation:f1"])
+def test_a_tuning_objective_is_taken_exactly_when_the_engines_jobs_emit_it(engine, objective):
+    """Each objective against each engine's training job definition: the built-in emits validation:accuracy only,
+    this engine what its metric definitions read; any other is refused in one line naming what is emitted."""
+    from multilabel_ic.tune import ContinuousRange, SearchSpace
+    from multilabel_ic.tune.sagemaker import tuning_job_request
+
+    spec = {"TrainingImage": "image", "TrainingInputMode": "File"}
+    if engine == "pytorch":
+        spec["MetricDefinitions"] = METRIC_DEFINITIONS
+    emitted = ["validation:accuracy"] if engine == "builtin" else [m["Name"] for m in METRIC_DEFINITIONS]
+
+    def request():
+        return tuning_job_request(name="t", definition={"AlgorithmSpecification": spec}, max_trials=2,
+                                  space=SearchSpace({"learning_rate": ContinuousRange(1e-4, 0.1)}), max_parallel=1,
+                                  objective=objective)
+
+    if objective in emitted:
+        assert request()["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]["MetricName"] == objective
+    else:
+        with pytest.raises(UsageError) as e:
+            request()
+        assert str(e.value).startswith(f"objective={objective!r}") and "validation:accuracy" in str(e.value)
+        assert ("emits only" in str(e.value)) == (engine == "builtin") and "\n" not in str(e.value)
+
+
 def test_the_metric_definitions_read_each_metric_once_per_epoch():
     lines = "\n".join(ENGINE_LINES)
     found = {m["Name"]: re.findall(m["Regex"], lines) for m in METRIC_DEFINITIONS}

@@ -43,7 +43,8 @@ def add_sagemaker_args(p: argparse.ArgumentParser, *, training: bool = False, re
         g.add_argument("--volume-size", type=int, default=50, help="EBS volume per instance, GB")
         g.add_argument("--max-run", type=int, default=360000, help="training time limit, seconds")
         g.add_argument("--input-format", choices=["lst", "recordio", "manifest"], default="lst",
-                       help="how the data is uploaded: images + .lst, RecordIO, or augmented manifests (Pipe)")
+                       help="how the data is uploaded: images + .lst, RecordIO, or augmented manifests (Pipe; "
+                            "with --engine pytorch, File-mode channels of the images and the manifests)")
         g.add_argument("--use-spot", action="store_true", help="managed spot training")
         g.add_argument("--max-wait", type=int, default=None, help="spot: wait + run time limit, seconds")
         g.add_argument("--checkpoint-s3-uri", default=None, help="spot: where the job checkpoints")

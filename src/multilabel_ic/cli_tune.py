@@ -4,7 +4,7 @@ The file is a run configuration (``train --config``: backend, output, classes, [
 [sagemaker]) plus a [tune] table of study settings and a [search_space] table of ranges::
 
     [tune]
-    objective = "validation:mAP"      # or "validation:accuracy" (the only one on SageMaker)
+    objective = "validation:mAP"      # or "validation:accuracy" (the built-in's only one on SageMaker)
     max_trials = 12
     max_parallel = 1
 

@@ -7,6 +7,7 @@
 - ``input/config/resourceconfig.json``: ``current_host`` and ``hosts`` (``algo-1``, ``algo-2``...).
 - ``model/`` (packed by SageMaker into ``model.tar.gz``), ``output/failure`` (the reason a job failed),
   ``output/data/`` (packed into ``output.tar.gz``), ``checkpoints/`` (synced with the job's checkpoint S3 URI).
+- ``input/data/model/``: a continued run's initial ``model.tar.gz`` (the ``model`` channel), when the job has one.
 
 The base folder is ``/opt/ml``, or ``SAGEMAKER_BASE_DIR`` (the training toolkit's own variable) when it is set: the
 tests lay out the same files under a temporary folder.
@@ -115,11 +116,25 @@ class ContainerEnv:
     def processes_per_host(self) -> int:
         return max(1, self.num_gpus)
 
+    def initial_model(self) -> Path | None:
+        """The ``model.tar.gz`` of the job's ``model`` channel (a continued run), or None without that channel; the
+        channel must hold exactly one ``.tar.gz`` (SageMaker downloads the object its S3 URI names)."""
+        if "model" not in self.channels:
+            return None
+        folder = self.channel_dir("model")
+        found = sorted(p for p in folder.rglob("*.tar.gz") if p.is_file()) if folder.is_dir() else []
+        if len(found) != 1:
+            raise UsageError(f"channel 'model' ({folder}) holds {len(found)} .tar.gz files "
+                             f"({', '.join(p.name for p in found[:5]) or 'none'}); it must hold one model.tar.gz: "
+                             f"give the S3 URI of that one object as the initial model (or model_uri).")
+        return found[0]
+
     def files(self, channel: str, suffix: str) -> list[Path]:
         """The channel's files ending in ``suffix``, sorted; a missing channel is a usage error that names it."""
         if channel not in self.channels:
             raise UsageError(f"channel {channel!r} is missing from the job (channels: {sorted(self.channels)}); "
-                             f"the engine needs train and validation data as .lst + images or RecordIO.")
+                             f"the engine needs train and validation data as .lst + images, an augmented "
+                             f"manifest + images, or RecordIO.")
         folder = self.channel_dir(channel)
         found = sorted(p for p in folder.rglob(f"*{suffix}") if p.is_file())
         if not found:

@@ -9,8 +9,9 @@
    host, starts torchrun with the toolkit's command (``--nnodes H --nproc_per_node G --master_addr <first host>
    --master_port 7777 --node_rank <this host>``);
 3. trains with ``Trainer(hp, backend=LocalBackend(...))``: the same code, seed and data give the artifact the local
-   backend gives. The run folder is ``checkpoints/run`` (synced with the job's checkpoint S3 URI, so a managed spot
-   job that was interrupted resumes from its last finished epoch), the decode cache is outside it;
+   backend gives; a ``model`` channel is the run's ``initial_model`` (checked against the hyperparameters). The run
+   folder is ``checkpoints/run`` (synced with the job's checkpoint S3 URI, so a managed spot job that was
+   interrupted resumes from its last finished epoch), the decode cache is outside it;
 4. unpacks the artifact into ``model/`` (SageMaker packs that folder into the job's ``model.tar.gz``), copies the
    run's metrics into ``output/data/``, and on an error writes the one-line reason to ``output/failure`` (the job's
    FailureReason) and exits 1.
@@ -77,14 +78,35 @@ def _class_names(env: ContainerEnv, num_classes: int) -> list[str]:
     return [str(n) for n in names]
 
 
+def _image_prefix(env: ContainerEnv, name: str) -> str:
+    """Where the ``source-ref``s of split ``name``'s manifest start (``mlic_image_prefixes``, set by the backend)."""
+    raw = env.own.get("image_prefixes")
+    try:
+        prefixes = json.loads(raw) if raw is not None else {}
+    except json.JSONDecodeError:
+        prefixes = None
+    if not isinstance(prefixes, dict) or not isinstance(prefixes.get(name), str):
+        raise UsageError(f"hyperparameter mlic_image_prefixes has no {name!r} entry (got {raw!r}): the job's "
+                         f"{name}_manifest channel needs the S3 prefix its source-refs start with, the S3 URI of the "
+                         f"{name!r} images channel, as {{\"{name}\": \"s3://...\"}}.")
+    return prefixes[name]
+
+
 def datasets(env: ContainerEnv, class_names: list[str]):
     """The training and validation datasets of the job's channels: ``train``/``validation`` images with
-    ``train_lst``/``validation_lst``, or ``train``/``validation`` RecordIO files (extracted under ``work/``)."""
+    ``train_lst``/``validation_lst`` or with ``train_manifest``/``validation_manifest`` (augmented manifests whose
+    ``source-ref``s start with the images channel's S3 URI), or ``train``/``validation`` RecordIO files (extracted
+    under ``work/``)."""
     from ..data.dataset import Dataset
 
     out = []
     for name in ("train", "validation"):
-        if f"{name}_lst" in env.channels:
+        if f"{name}_manifest" in env.channels:
+            out.append(Dataset.from_manifest(env.files(f"{name}_manifest", ".manifest")[0],
+                                             root=env.channel_dir(name), class_names=class_names,
+                                             image_prefix=_image_prefix(env, name),
+                                             label_format=env.own.get("manifest_label_format", "multi-hot")))
+        elif f"{name}_lst" in env.channels:
             out.append(Dataset.from_lst(env.files(f"{name}_lst", ".lst")[0], root=env.channel_dir(name),
                                         class_names=class_names))
         else:
@@ -108,7 +130,11 @@ def train(env: ContainerEnv) -> Path:
                            cache_dir=str(env.root / "work" / "cache"),
                            num_workers=None if workers is None else int(workers))
     run = env.checkpoint_dir / "run"
-    model = Trainer(hp, backend=LocalBackend(options=options), output_dir=run).fit(train_data, validation=validation)
+    initial = env.initial_model()  # the model channel: continue from its weights, as a local run does
+    if initial is not None:
+        log.info("continuing from the initial model %s", initial)
+    model = Trainer(hp, backend=LocalBackend(options=options), output_dir=run).fit(
+        train_data, validation=validation, initial_model=None if initial is None else str(initial))
     if os.environ.get("RANK", "0") == "0":
         _unpack(Path(model.artifact), env.model_dir)
         ensure_dir(env.output_data_dir)

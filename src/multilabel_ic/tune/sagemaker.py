@@ -1,4 +1,5 @@
-"""SageMaker automatic model tuning over the built-in algorithm: the CreateHyperParameterTuningJob request (pure
+"""SageMaker automatic model tuning over the built-in algorithm or the project's engine (``engine="pytorch"``, whose
+jobs also emit ``validation:mAP``): the CreateHyperParameterTuningJob request (pure
 functions, checked without AWS) and the job's run: create, wait, the trials, and the best training job as a
 :class:`~multilabel_ic.backends.base.Model`.
 
@@ -27,11 +28,14 @@ from .space import CategoricalRange, ContinuousRange, IntegerRange, SearchSpace
 if TYPE_CHECKING:
     from ..data.dataset import Dataset
 
-__all__ = ["SAGEMAKER_OBJECTIVE", "WARM_START_TYPES", "STRATEGIES", "parameter_ranges", "training_job_definition",
-           "tuning_job_request", "tuning_job_name", "run_sagemaker_tuning", "attach_tuning_job"]
+__all__ = ["SAGEMAKER_OBJECTIVE", "ENGINE_OBJECTIVES", "WARM_START_TYPES", "STRATEGIES", "parameter_ranges",
+           "training_job_definition", "tuning_job_request", "tuning_job_name", "run_sagemaker_tuning",
+           "attach_tuning_job", "check_objective"]
 
 log = logging.getLogger("multilabel_ic.tune")
 SAGEMAKER_OBJECTIVE = "validation:accuracy"  # the only metric the built-in algorithm emits
+# the objectives each engine's training jobs emit (engine="pytorch": its metric definitions read them from the log)
+ENGINE_OBJECTIVES = {"builtin": (SAGEMAKER_OBJECTIVE,), "pytorch": (SAGEMAKER_OBJECTIVE, "validation:mAP")}
 WARM_START_TYPES = ("IdenticalDataAndAlgorithm", "TransferLearning")
 STRATEGIES = ("Bayesian", "Random", "Hyperband", "Grid")
 MAX_PARENTS = 5  # SageMaker's limit on the parent jobs of a warm start
@@ -53,13 +57,16 @@ def tuning_job_name(base: str = "ic-tune") -> str:
     return name
 
 
-def parameter_ranges(space: SearchSpace) -> dict[str, list[dict]]:
-    """``ParameterRanges`` of the request, as the SageMaker SDK writes them (every value a string)."""
+def parameter_ranges(space: SearchSpace, *, framework: bool = False) -> dict[str, list[dict]]:
+    """``ParameterRanges`` of the request, as the SageMaker SDK writes them (every value a string); ``framework``:
+    for a framework container's jobs, whose categorical values the SDK JSON-encodes (``as_json_range``), as it
+    encodes their static hyperparameters."""
     out: dict[str, list[dict]] = {"IntegerParameterRanges": [], "ContinuousParameterRanges": [],
                                   "CategoricalParameterRanges": []}
     for name, rng in space.items():
         if isinstance(rng, CategoricalRange):
-            out["CategoricalParameterRanges"].append({"Name": name, "Values": [str(v) for v in rng.values]})
+            values = [json.dumps(v) for v in rng.values] if framework else [str(v) for v in rng.values]
+            out["CategoricalParameterRanges"].append({"Name": name, "Values": values})
         else:
             key = "IntegerParameterRanges" if isinstance(rng, IntegerRange) else "ContinuousParameterRanges"
             assert isinstance(rng, (IntegerRange, ContinuousRange))
@@ -77,6 +84,8 @@ def training_job_definition(training_request: dict, space: SearchSpace) -> tuple
         "AlgorithmSpecification": {"TrainingImage": spec["TrainingImage"],
                                    "TrainingInputMode": spec["TrainingInputMode"]},
     }
+    if spec.get("MetricDefinitions"):  # a framework container's jobs: the metrics its log lines give
+        definition["AlgorithmSpecification"]["MetricDefinitions"] = [dict(m) for m in spec["MetricDefinitions"]]
     for key in _DEFINITION_FIELDS:
         if key in training_request:
             definition[key] = training_request[key]
@@ -88,11 +97,14 @@ def tuning_job_request(*, name: str, definition: dict, space: SearchSpace, max_t
                        early_stopping: str = "Auto", parents: Sequence[str] = (),
                        warm_start_type: str = "IdenticalDataAndAlgorithm", random_seed: int | None = None,
                        max_runtime: int | None = None, tags: Sequence[dict] = ()) -> dict:
-    """The keyword arguments of ``sagemaker.create_hyper_parameter_tuning_job``."""
-    if objective != SAGEMAKER_OBJECTIVE:
-        raise UsageError(f"objective={objective!r}: on SageMaker the built-in algorithm emits only "
-                         f"{SAGEMAKER_OBJECTIVE!r} (its validation mAP is computed by the local backend alone); use "
-                         f"objective={SAGEMAKER_OBJECTIVE!r}, or tune locally for 'validation:mAP'.")
+    """The keyword arguments of ``sagemaker.create_hyper_parameter_tuning_job``. The objective must be a metric the
+    training jobs emit: the built-in algorithm's, or the definition's ``MetricDefinitions`` (this engine's jobs)."""
+    metrics = [m["Name"] for m in (definition.get("AlgorithmSpecification") or {}).get("MetricDefinitions") or []]
+    if not metrics:
+        check_objective(objective, "builtin")
+    elif objective not in metrics:
+        raise UsageError(f"objective={objective!r}: the training jobs' metric definitions give "
+                         f"{', '.join(repr(m) for m in metrics)}; use one of them.")
     limits: dict[str, Any] = {"MaxNumberOfTrainingJobs": int(max_trials), "MaxParallelTrainingJobs": int(max_parallel)}
     if max_runtime:
         limits["MaxRuntimeInSeconds"] = int(max_runtime)
@@ -100,7 +112,7 @@ def tuning_job_request(*, name: str, definition: dict, space: SearchSpace, max_t
         "Strategy": strategy,
         "HyperParameterTuningJobObjective": {"Type": "Maximize", "MetricName": objective},
         "ResourceLimits": limits,
-        "ParameterRanges": parameter_ranges(space),
+        "ParameterRanges": parameter_ranges(space, framework=bool(metrics)),
         "TrainingJobEarlyStoppingType": early_stopping,
     }
     if random_seed is not None:
@@ -116,12 +128,27 @@ def tuning_job_request(*, name: str, definition: dict, space: SearchSpace, max_t
     return req
 
 
+def check_objective(objective: str, engine: str) -> None:
+    """The objective must be one of the metrics the engine's training jobs emit (one line otherwise)."""
+    if objective in ENGINE_OBJECTIVES[engine]:
+        return
+    if engine == "builtin":
+        raise UsageError(f"objective={objective!r}: on SageMaker the built-in algorithm emits only "
+                         f"{SAGEMAKER_OBJECTIVE!r} (its validation mAP is computed by the local backend alone); use "
+                         f"objective={SAGEMAKER_OBJECTIVE!r}, tune locally, or tune the project's engine on "
+                         f"SageMaker (SageMakerBackend(engine='pytorch')) for 'validation:mAP'.")
+    raise UsageError(f"objective={objective!r}: the project's engine on SageMaker emits "
+                     f"{' and '.join(repr(o) for o in ENGINE_OBJECTIVES[engine])}; use one of them.")
+
+
 def check_sagemaker_settings(*, objective: str, strategy: str, early_stopping: str, parents: Sequence[str],
-                             warm_start_type: str) -> None:
-    """What the tuning job would refuse, refused first (one line each)."""
-    if objective != SAGEMAKER_OBJECTIVE:
-        tuning_job_request(name="x", definition={}, space=SearchSpace({"x": CategoricalRange([1])}), max_trials=1,
-                           max_parallel=1, objective=objective)
+                             warm_start_type: str, engine: str = "builtin", use_spot: bool = False) -> None:
+    """What the tuning job would refuse, or would fail on, refused first (one line each)."""
+    check_objective(objective, engine)
+    if engine == "pytorch" and use_spot:
+        raise UsageError("use_spot=True with engine='pytorch' in a tuning job: its training jobs would share one "
+                         "checkpoint location, and a trial would resume another trial's run; tune this engine with "
+                         "on-demand instances (use_spot=False), or tune the built-in algorithm on spot.")
     if strategy not in STRATEGIES:
         raise UsageError(f"strategy={strategy!r} is not one of {', '.join(STRATEGIES)}.")
     if early_stopping not in ("Auto", "Off"):
@@ -137,7 +164,6 @@ def check_sagemaker_settings(*, objective: str, strategy: str, early_stopping: s
 
 def run_sagemaker_tuning(tuner: Any, train: Dataset, validation: Dataset) -> tuple[dict, Any]:
     """Upload the data, create the tuning job, wait for it, and return (the summary, the best job's Model)."""
-    from ..backends.sagemaker import request as rq
 
     backend = tuner.backend
     hp = tuner.hyperparameters
@@ -146,15 +172,12 @@ def run_sagemaker_tuning(tuner: Any, train: Dataset, validation: Dataset) -> tup
     backend._check_bucket()
     out = ensure_dir(tuner.output_dir)
     channels = backend.upload(train, validation)
-    # the training jobs: the request the backend sends for one run (SageMakerBackend.fit), job name aside
-    training = rq.training_job_request(
-        name="unused", role_arn=role, image=image, hyperparameters=hp.to_sagemaker(), channels=channels,
-        output_path=f"{backend.base_uri}/output", instance_type=backend.instance_type,
-        instance_count=backend.instance_count, volume_size=backend.volume_size, max_run=backend.max_run,
-        input_mode="Pipe" if backend.input_format == "manifest" else "File", use_spot=backend.use_spot,
-        max_wait=backend.max_wait, checkpoint_s3_uri=backend.checkpoint_s3_uri, model_uri=backend.model_uri)
-    definition, tags = training_job_definition(backend.resources.apply_to_training_job(training), tuner.search_space)
     name = tuning_job_name(tuner.base_job_name)
+    # the training jobs: the request the backend sends for one run of its engine (SageMakerBackend.fit), job name
+    # aside (this engine's: its source, hyperparameters and metric definitions)
+    training = backend.training_request(name, role, image, hp, channels, list(train.class_names),
+                                        model_uri=backend.model_uri)
+    definition, tags = training_job_definition(backend.resources.apply_to_training_job(training), tuner.search_space)
     req = tuning_job_request(name=name, definition=definition, space=tuner.search_space, max_trials=tuner.max_trials,
                              max_parallel=tuner.max_parallel, objective=tuner.objective, strategy=tuner.strategy,
                              early_stopping=tuner.early_stopping, parents=tuner.warm_start_from,
@@ -191,6 +214,15 @@ def _wait(backend: Any, name: str) -> dict:
         backend.sleep(backend.poll_interval)
 
 
+def _unquoted(value: str) -> str:
+    """A tuned value as the algorithm reads it: a framework job's JSON-encoded string (``'"adam"'``) unwrapped."""
+    try:
+        decoded = json.loads(value)
+    except (TypeError, json.JSONDecodeError):
+        return value
+    return decoded if isinstance(decoded, str) else value
+
+
 def _trials(backend: Any, name: str) -> list[dict]:
     rows, token = [], None
     while True:
@@ -200,7 +232,8 @@ def _trials(backend: Any, name: str) -> list[dict]:
             metric = job.get("FinalHyperParameterTuningJobObjectiveMetric") or {}
             start, end = job.get("TrainingStartTime"), job.get("TrainingEndTime")
             rows.append({"run_dir": job["TrainingJobName"], "state": job.get("TrainingJobStatus"),
-                         "value": metric.get("Value"), "params": dict(job.get("TunedHyperParameters") or {}),
+                         "value": metric.get("Value"),
+                         "params": {k: _unquoted(v) for k, v in (job.get("TunedHyperParameters") or {}).items()},
                          "duration_s": (end - start).total_seconds() if start and end else None,
                          "error": job.get("FailureReason"), "created": job.get("CreationTime")})
         token = page.get("NextToken")

@@ -57,8 +57,9 @@ class Tuner:
 
     - ``hyperparameters``: the study's fixed hyperparameters (a :class:`Hyperparameters`; a range replaces its value).
     - ``search_space``: a :class:`SearchSpace` or a mapping of names to ranges.
-    - ``objective``: ``"validation:accuracy"`` (both backends) or ``"validation:mAP"`` (local only: the built-in
-      algorithm does not emit it). A trial's value is the shipped model's score.
+    - ``objective``: ``"validation:accuracy"`` (both backends) or ``"validation:mAP"`` (locally, or on SageMaker with
+      ``SageMakerBackend(engine="pytorch")``: the built-in algorithm does not emit it). A trial's value is the shipped
+      model's score.
     - ``max_trials``, ``max_parallel``: trials in all, and at once (locally, in threads of this process).
     - ``backend``: ``"local"``, a ``LocalBackend``, ``"sagemaker"`` or a ``SageMakerBackend``.
     - Local: ``seed`` (the TPE sampler's), ``pruning`` (the median pruner; ``pruner_startup_trials`` trials run
@@ -111,7 +112,9 @@ class Tuner:
             from .sagemaker import check_sagemaker_settings
 
             check_sagemaker_settings(objective=self.objective, strategy=strategy, early_stopping=early_stopping,
-                                     parents=self.warm_start_from, warm_start_type=warm_start_type)
+                                     parents=self.warm_start_from, warm_start_type=warm_start_type,
+                                     engine=getattr(self.backend, "engine", "builtin"),
+                                     use_spot=bool(getattr(self.backend, "use_spot", False)))
         elif self.backend.name == "local":
             if self.warm_start_from:
                 raise UsageError("warm_start_from names SageMaker tuning jobs; a local study resumes from its own "

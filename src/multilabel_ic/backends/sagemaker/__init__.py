@@ -247,14 +247,16 @@ class SageMakerBackend:
                     rec, _ = ds.to_recordio(tmp / f"{name}.rec", progress=self.progress, renumber=True)
                     uris[name] = put(name, [(rec, f"{name}.rec")], f"{name}.rec")
                 return rq.recordio_channels(uris)
-            manifests = []
+            image_uris, manifest_uris = {}, {}
             for name, ds in (("train", train), ("validation", validation)):
-                image_uri = put(f"{name}_images", images(ds), f"{name} images")
-                man = ds.to_manifest(tmp / f"{name}.manifest", image_prefix=image_uri,
+                image_uris[name] = put(f"{name}_images", images(ds), f"{name} images")
+                man = ds.to_manifest(tmp / f"{name}.manifest", image_prefix=image_uris[name],
                                      label_format=self.manifest_label_format)
-                manifests.append(put(f"{name}_manifest", [(man, f"{name}.manifest")], f"{name} manifest")
-                                 + f"{name}.manifest")
-            return rq.manifest_channels(*manifests, label_format=self.manifest_label_format)
+                manifest_uris[name] = put(f"{name}_manifest", [(man, f"{name}.manifest")], f"{name} manifest")
+            if self.engine == "pytorch":  # File mode: the same objects, as S3Prefix channels (docs/sagemaker.md)
+                return rq.manifest_file_channels(image_uris, manifest_uris)
+            return rq.manifest_channels(*(manifest_uris[n] + f"{n}.manifest" for n in ("train", "validation")),
+                                        label_format=self.manifest_label_format)
 
     # ----------------------------------------------------------------- training
     def fit(self, hp: Hyperparameters, train: Dataset, validation: Dataset | None, *, output_dir: Path,
@@ -267,10 +269,6 @@ class SageMakerBackend:
         if initial_model is not None:
             from .initial import initial_model_for_job
 
-            if self.engine == "pytorch":
-                raise UsageError("initial_model (CLI: --initial-model) is read by the built-in algorithm's model "
-                                 "channel; engine='pytorch' cannot continue from a model yet: use engine='builtin', "
-                                 "or continue locally (backend='local').")
             if self.model_uri:
                 raise UsageError("give the initial model once: as initial_model= (CLI: --initial-model) or as "
                                  "SageMakerBackend(model_uri=...), not both.")
@@ -288,16 +286,8 @@ class SageMakerBackend:
 
             model_uri = model_channel_uri(self, initial)
         name = rq.job_name(self.base_job_name)
-        if self.engine == "pytorch":
-            req = self._framework_request(name, role, image, hp, channels, list(train.class_names))
-        else:
-            req = rq.training_job_request(
-                name=name, role_arn=role, image=image, hyperparameters=hp.to_sagemaker(), channels=channels,
-                output_path=f"{self.base_uri}/output", instance_type=self.instance_type,
-                instance_count=self.instance_count, volume_size=self.volume_size, max_run=self.max_run,
-                input_mode="Pipe" if self.input_format == "manifest" else "File", use_spot=self.use_spot,
-                max_wait=self.max_wait, checkpoint_s3_uri=self.checkpoint_s3_uri, model_uri=model_uri)
-        req = self.resources.apply_to_training_job(req)
+        req = self.resources.apply_to_training_job(self.training_request(
+            name, role, image, hp, channels, list(train.class_names), model_uri=model_uri))
         self.last_request = req
         self._call("sagemaker", "create_training_job", **req)
         log.info("started training job %s (%d x %s)", name, self.instance_count, self.instance_type)
@@ -306,10 +296,25 @@ class SageMakerBackend:
             model.info["initial_model"] = {"source": initial.source, "s3_uri": model_uri, **initial.fingerprint()}
         return model
 
+    def training_request(self, name: str, role: str, image: str, hp: Hyperparameters, channels: list[dict],
+                         class_names: list[str], *, model_uri: str | None = None) -> dict:
+        """The CreateTrainingJob request of either engine, before the resource settings (VPC, KMS, tags...) are
+        applied; a tuning job's training job definition is made of it too. ``name`` is the job's (for a tuning
+        job, the tuning job's, which the toolkit of this engine's container is given as ``sagemaker_job_name``)."""
+        if self.engine == "pytorch":
+            return self._framework_request(name, role, image, hp, channels, class_names, model_uri=model_uri)
+        return rq.training_job_request(
+            name=name, role_arn=role, image=image, hyperparameters=hp.to_sagemaker(), channels=channels,
+            output_path=f"{self.base_uri}/output", instance_type=self.instance_type,
+            instance_count=self.instance_count, volume_size=self.volume_size, max_run=self.max_run,
+            input_mode="Pipe" if self.input_format == "manifest" else "File", use_spot=self.use_spot,
+            max_wait=self.max_wait, checkpoint_s3_uri=self.checkpoint_s3_uri, model_uri=model_uri)
+
     def _framework_request(self, name: str, role: str, image: str, hp: Hyperparameters, channels: list[dict],
-                           class_names: list[str]) -> dict:
+                           class_names: list[str], *, model_uri: str | None = None) -> dict:
         """engine="pytorch": upload the job's source (a wheel of this installed version and the entry script) and
-        build the CreateTrainingJob request for SageMaker's PyTorch container."""
+        build the CreateTrainingJob request for SageMaker's PyTorch container (``model_uri``: the ``model`` channel
+        of a continued run, which the entry point passes to ``fit(initial_model=...)``)."""
         from . import framework as fw
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -323,9 +328,11 @@ class SageMakerBackend:
             name=name, role_arn=role, image=image, channels=channels, output_path=f"{self.base_uri}/output",
             hyperparameters=fw.job_hyperparameters(
                 hp, class_names, seed=self.seed, submit_directory=f"{source}{bundle.name}", region=self.region,
-                job_name=name, distributed=bool(dist)),
+                job_name=name, distributed=bool(dist),
+                own=fw.manifest_settings(channels, label_format=self.manifest_label_format)),
             instance_type=self.instance_type, instance_count=self.instance_count, volume_size=self.volume_size,
-            max_run=self.max_run, use_spot=self.use_spot, max_wait=self.max_wait, checkpoint_s3_uri=checkpoints)
+            max_run=self.max_run, use_spot=self.use_spot, max_wait=self.max_wait, checkpoint_s3_uri=checkpoints,
+            model_uri=model_uri)
         req["AlgorithmSpecification"]["MetricDefinitions"] = [dict(m) for m in fw.METRIC_DEFINITIONS]
         if "CheckpointConfig" in req:
             req["CheckpointConfig"]["LocalPath"] = fw.CHECKPOINT_LOCAL_PATH
@@ -372,7 +379,7 @@ class SageMakerBackend:
         if validation is None:
             raise BackendError("the built-in algorithm needs a validation channel: pass validation=...")
         check_training_request(hp, train, validation)
-        if self.input_format == "manifest" and self.instance_count > 1:
+        if self.input_format == "manifest" and self.instance_count > 1 and self.engine != "pytorch":
             raise UsageError(f"input_format='manifest' (Pipe mode) with instance_count={self.instance_count}: the "
                              f"algorithm does not support distributed training in Pipe mode. Use "
                              f"input_format='recordio' or 'lst' for several instances, or instance_count=1.")
@@ -384,12 +391,6 @@ class SageMakerBackend:
         """engine="pytorch": the image, the distribution and the batch split, refused here with one line."""
         from . import framework as fw
 
-        if self.input_format == "manifest":
-            raise UsageError("input_format='manifest' is the built-in algorithm's Pipe mode; engine='pytorch' reads "
-                             "File-mode channels: use input_format='lst' or 'recordio'.")
-        if self.model_uri:
-            raise UsageError("model_uri (incremental training) is read by the built-in algorithm only; with "
-                             "engine='pytorch' drop it, or use engine='builtin'.")
         if self.resources.enable_network_isolation:
             raise UsageError("enable_network_isolation=True: the PyTorch container installs multilabel-ic and its "
                              "dependencies (OpenCV, pycocotools, xxhash) from PyPI when the job starts, which an "

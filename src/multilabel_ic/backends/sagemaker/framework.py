@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_FRAMEWORK_VERSION", "MIN_TORCH", "ENTRY_POINT", "METRIC_DEFINITIONS", "framework_image",
            "distribution", "gpus_per_instance", "check_batch_split", "job_hyperparameters", "source_bundle",
-           "build_wheel", "CHECKPOINT_LOCAL_PATH", "split_job_hyperparameters"]
+           "build_wheel", "CHECKPOINT_LOCAL_PATH", "split_job_hyperparameters", "manifest_settings"]
 
 DEFAULT_FRAMEWORK_VERSION = "2.8"  # the newest the SDK's torch_distributed check accepts on GPU instances
 MIN_TORCH = (2, 2)  # the local extra's torch>=2.2
@@ -135,13 +135,26 @@ def check_batch_split(hp: Hyperparameters, instance_count: int, gpus: int | None
                          f"step, so use fewer instances or a smaller mini_batch_size.")
 
 
+def manifest_settings(channels: list[dict], *, label_format: str) -> dict[str, Any]:
+    """The entry point's settings for augmented-manifest channels (:func:`.request.manifest_file_channels`): the
+    label format, and each split's image prefix (its images channel's S3 URI, where the ``source-ref``s start, so
+    that they map to files under ``/opt/ml/input/data/<split>``); empty for other channels."""
+    uris = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in channels}
+    if "train_manifest" not in uris:
+        return {}
+    return {"manifest_label_format": label_format,
+            "image_prefixes": {name: uris[name] for name in ("train", "validation") if name in uris}}
+
+
 def job_hyperparameters(hp: Hyperparameters, class_names: list[str], *, seed: int = 0, program: str = ENTRY_POINT,
                         submit_directory: str | None = None, region: str | None = None, job_name: str | None = None,
-                        distributed: bool = False) -> dict[str, str]:
-    """The job's hyperparameters, each value JSON-encoded as the SageMaker SDK encodes them for framework jobs."""
+                        distributed: bool = False, own: dict[str, Any] | None = None) -> dict[str, str]:
+    """The job's hyperparameters, each value JSON-encoded as the SageMaker SDK encodes them for framework jobs
+    (``own``: more of this project's settings, sent as ``mlic_<name>``)."""
     values: dict[str, Any] = dict(hp.to_sagemaker())
     values.update({"mlic_class_names": list(class_names), "mlic_seed": seed, "sagemaker_program": program,
                    "sagemaker_container_log_level": 20})
+    values.update({f"mlic_{k}": v for k, v in (own or {}).items()})
     if submit_directory:
         values["sagemaker_submit_directory"] = submit_directory
     if region:

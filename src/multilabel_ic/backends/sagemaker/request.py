@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 __all__ = ["image_uri", "job_name", "channel", "lst_channels", "recordio_channels", "manifest_channels",
+           "manifest_file_channels",
            "training_job_request", "CONTENT_TYPES"]
 
 CONTENT_TYPES = {"image": "application/x-image", "recordio": "application/x-recordio",
@@ -71,6 +72,14 @@ def manifest_channels(train_manifest_uri: str, validation_manifest_uri: str, *, 
     return [channel(name, uri, ct, data_type="AugmentedManifestFile", input_mode="Pipe",
                     attribute_names=list(attribute_names), record_wrapper="RecordIO")
             for name, uri in (("train", train_manifest_uri), ("validation", validation_manifest_uri))]
+
+
+def manifest_file_channels(image_uris: dict[str, str], manifest_uris: dict[str, str]) -> list[dict]:
+    """Augmented manifests for a File-mode job (the project's engine): SageMaker takes ``AugmentedManifestFile``
+    in Pipe mode only, so each split is two S3Prefix channels, its images (``train``, ``validation``:
+    the prefix the manifest's ``source-ref``s start with) and its manifest (``train_manifest``, ``validation_manifest``)."""
+    return [channel(name, image_uris[name], CONTENT_TYPES["image"]) for name in ("train", "validation")] + [
+        channel(f"{name}_manifest", manifest_uris[name], "application/jsonlines") for name in ("train", "validation")]
 
 
 def training_job_request(*, name: str, role_arn: str, image: str, hyperparameters: dict[str, str],
