@@ -120,14 +120,16 @@ class AccessLines(logging.Handler):
         self.lines.append(json.loads(record.getMessage()))
 
     def __enter__(self) -> AccessLines:
-        self._level = self.logger.level
+        self._level, self._propagate = self.logger.level, self.logger.propagate
         self.logger.setLevel(logging.INFO)
+        self.logger.propagate = False  # not to handlers an earlier test left on a stream that is closed now
         self.logger.addHandler(self)
         return self
 
     def __exit__(self, *exc) -> None:
         self.logger.removeHandler(self)
         self.logger.setLevel(self._level)
+        self.logger.propagate = self._propagate
 
     def wait_for(self, predicate, timeout: float = 5.0) -> list[dict]:
         """The lines once one of them satisfies ``predicate`` (a line is written just after its answer is sent)."""
