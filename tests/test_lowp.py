@@ -88,6 +88,25 @@ def test_int8_export_writes_model_and_metadata_from_the_runs_lists(run, int8_ope
     assert meta["accepted_accuracy_loss"] is False
     # the model runs in int8: NNCF put FakeQuantize operations in front of the convolutions
     assert out.read_text().count('type="FakeQuantize"') >= 19
+    # ... except the classifier, kept in float32 and named in the metadata
+    kept = meta["quantization"]["float32_layers"]
+    assert list(kept) == ["classifier"]
+    inputs = _producers(out)
+    assert all(types[0] == "FakeQuantize" for kind, types in inputs.values() if kind == "Convolution")
+    assert inputs[kept["classifier"]][0] == "MatMul" and "FakeQuantize" not in inputs[kept["classifier"]][1]
+
+
+def _producers(xml: Path) -> dict[str, tuple[str, list[str]]]:
+    """Each multiply-add operation of an OpenVINO IR by name: its type and the types of the operations feeding it
+    (data first, then the weights' path)."""
+    import openvino as ov
+
+    found = {}
+    for op in ov.Core().read_model(str(xml)).get_ordered_ops():
+        if op.get_type_name() in ("Convolution", "MatMul"):
+            found[op.get_friendly_name()] = (op.get_type_name(), [op.input_value(i).get_node().get_type_name()
+                                                                  for i in range(op.get_input_size())])
+    return found
 
 
 def test_int8_predictor_and_cli_use_the_export(run, int8_openvino, ws, capsys):

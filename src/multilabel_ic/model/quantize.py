@@ -2,7 +2,9 @@
 
 - OpenVINO: NNCF's ``nncf.quantize`` (the ``lowp`` extra) on the OpenVINO model converted from the network plus its
   activation; its default (performance) preset: symmetric int8 activations, per-channel int8 weights, the
-  FakeQuantize operations that the CPU plugin fuses into its int8 convolutions.
+  FakeQuantize operations that the CPU plugin fuses into its int8 convolutions. The classifier (the network's one
+  MatMul, a negligible share of the multiply-adds) stays in float32, through NNCF's ``ignored_scope``: its int8
+  rounding moved scores near the tuned thresholds enough to change label decisions (docs/export.md).
 - ONNX Runtime: ``onnxruntime.quantization.quantize_static`` (the ``export`` extra) in QDQ format, the
   convolutions and the classifier only (:data:`OPS`; the pre-activation BatchNorms stay in float32), per-channel
   int8 weights, uint8 activations, MinMax calibration, after its ``quant_pre_process`` (shape inference and graph
@@ -28,7 +30,7 @@ import numpy as np
 
 from ..exceptions import require
 
-__all__ = ["quantize_openvino", "quantize_onnx", "openvino_model", "openvino_parts"]
+__all__ = ["quantize_openvino", "quantize_onnx", "openvino_model", "openvino_parts", "float32_layers"]
 
 log = logging.getLogger("multilabel_ic")
 OPS = ("Conv", "Gemm", "MatMul")  # what onnxruntime quantizes: the multiply-adds
@@ -81,15 +83,25 @@ def quantize_openvino(module, image_shape: tuple[int, int, int], calibration: Se
     nncf = require("nncf", extra="lowp")
     model = openvino_model(module, image_shape)
     count = sum(len(b) for b in calibration)
+    kept = float32_layers(model)
     logging.getLogger("nncf").setLevel(logging.WARNING)  # its progress bars and notes, not the user's business
     with contextlib.redirect_stdout(sys.stderr):  # its progress bars: on stderr, as the library's own progress
         quantized = nncf.quantize(model, nncf.Dataset(list(calibration)), subset_size=count,
-                                  preset=nncf.QuantizationPreset.PERFORMANCE, target_device=nncf.TargetDevice.CPU)
+                                  preset=nncf.QuantizationPreset.PERFORMANCE, target_device=nncf.TargetDevice.CPU,
+                                  ignored_scope=nncf.IgnoredScope(names=list(kept.values())))
     settings = {"tool": "nncf", "version": nncf.__version__, "runtime": "openvino",
                 "runtime_version": require("openvino", extra="openvino").__version__,
                 "method": "nncf.quantize (post-training static): symmetric int8 activations, per-channel int8 "
-                          "weights, MinMax statistics on the calibration set", "preset": "performance"}
+                          "weights, MinMax statistics on the calibration set", "preset": "performance",
+                "float32_layers": kept}
     return openvino_parts(quantized), settings
+
+
+def float32_layers(model) -> dict[str, str]:
+    """The layers of an OpenVINO ``model`` that the int8 export keeps in float32, by role: ``classifier``, the
+    network's last MatMul (the fully connected layer in front of the activation)."""
+    matmuls = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"]
+    return {"classifier": matmuls[-1]} if matmuls else {}
 
 
 class _Reader:
