@@ -149,8 +149,12 @@ def test_gate_refuses_a_badly_calibrated_model_and_leaves_no_file(run, blank, ws
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "Traceback" not in err, err
     assert "fails the accuracy gate" in errors[0] and "--accept-accuracy-loss" in errors[0]
-    for figure in ("mAP ", "largest class AP change", "decisions agree on"):  # all three figures reported
-        assert figure in errors[0]
+    mine, _, others = errors[0].partition("nothing was written.")
+    for figure in ("mAP ", "largest class AP change", "decisions agree on"):  # all three figures, both runtimes
+        assert figure in mine and figure in others, errors[0]
+    # the ONNX Runtime int8 model of the same blank calibration, gated on the same images, is named with its verdict
+    assert "The onnx int8 model of the same calibration passes it" in errors[0] \
+        or "The onnx int8 model fails it too" in errors[0]
     assert (file_tree(tmp_path), file_tree(run.parent)) == before
 
     # kept on request, with the failure recorded, and the predictor warns when it uses it
@@ -264,11 +268,32 @@ def test_bf16_with_the_cpu_flags_passes_openvinos_hint(run, with_bf16, ws, monke
 
 
 def test_gate_failure_is_an_accuracy_gate_error(run, dark, ws):
-    with pytest.raises(AccuracyGateError, match="fails the accuracy gate"):
+    with pytest.raises(AccuracyGateError, match="fails the accuracy gate") as refused:
         export_low_precision(run, run.parent / "api-bad.xml", format="openvino", precision="int8",
                              calibration=Dataset.from_lst(dark, root=dark.parent, class_names=NAMES),
                              validation=ws.data)
-    assert not list(run.parent.glob("api-bad*"))
+    assert not list(run.parent.glob("api-bad*")) and not list(run.parent.glob("*.onnx"))
+    # the error carries both gates: this export's, and the other runtime's on the same images, which it names
+    assert refused.value.gate["passed"] is False
+    other = refused.value.other_runtime
+    assert other["format"] == "onnx" and other["gate"]["images"] == refused.value.gate["images"]
+    verdict = "passes it" if other["gate"]["passed"] else "fails it too"
+    assert f"The onnx int8 model {'of the same calibration ' if other['gate']['passed'] else ''}{verdict}" \
+        in str(refused.value)
+
+
+def test_the_advice_names_the_other_runtime_only_when_it_passes():
+    """The refusal's advice, from the other runtime's gate: the command to run when it passes, its figures either
+    way, nothing when it could not be checked."""
+    from multilabel_ic.model.export_lowp import _other_runtime_advice
+
+    figures = {"mAP": 0.9, "mAP_float32": 0.901, "mAP_delta": -0.001, "max_abs_class_AP_delta": 0.002,
+               "decision_agreement": 0.995, "passed": True}
+    passed = _other_runtime_advice({"format": "onnx", "gate": figures})
+    assert "passes it" in passed and "--format onnx" in passed and "99.50%" in passed
+    failed = _other_runtime_advice({"format": "openvino", "gate": {**figures, "passed": False}})
+    assert "fails it too" in failed and "--format" not in failed
+    assert _other_runtime_advice(None) == ""
 
 
 def test_float32_openvino_export_matches_the_predictor(run, int8_openvino, tmp_path, capsys):

@@ -75,7 +75,12 @@ class ArtifactError(MultilabelICError):
 
 
 class AccuracyGateError(MultilabelICError):
-    """A low-precision model that loses more accuracy against float32 than its export allows."""
+    """A low-precision model that loses more accuracy against float32 than its export allows. ``gate``: the gate's
+    figures; ``other_runtime``: for int8, the other runtime's int8 model gated on the same images (``{"format",
+    "gate"}``), or None."""
+
+    gate: dict | None = None
+    other_runtime: dict | None = None
 
 
 class OutputError(MultilabelICError, OSError):

@@ -218,11 +218,15 @@ def export_low_precision(artifact: str | os.PathLike, output: str | os.PathLike 
         info["accuracy_gate"] = {"validation": source, **gate}
         if not gate["passed"]:
             if not accept_accuracy_loss:
-                raise AccuracyGateError(
+                other = _other_runtime(precision, format, module, shape, calib, data.labels, reference, inputs,
+                                       meta.get("tuned_thresholds"), names)
+                error = AccuracyGateError(
                     f"{artifact}: the {precision} {format} model fails the accuracy gate on {gate['images']} images "
                     f"of {source} ({'; '.join(gate['failures'])}): {gate_summary(gate)}; nothing was written. "
-                    f"Calibrate on images like the ones it will serve (--calibration), or keep it anyway with "
-                    f"--accept-accuracy-loss.")
+                    f"{_other_runtime_advice(other)}Calibrate on images like the ones it will serve "
+                    f"(--calibration), or keep it anyway with --accept-accuracy-loss.")
+                error.gate, error.other_runtime = gate, other
+                raise error
             log.warning("%s: the %s model fails the accuracy gate (%s); kept because the loss was accepted",
                         artifact, precision, "; ".join(gate["failures"]))
         info["accepted_accuracy_loss"] = bool(accept_accuracy_loss and not gate["passed"])
@@ -237,6 +241,33 @@ def export_low_precision(artifact: str | os.PathLike, output: str | os.PathLike 
     atomic_write_text(sidecar, json.dumps(info, indent=2) + "\n")
     log.info("exported %s to %s (%s, %s); metadata in %s", artifact, out, format, precision, sidecar)
     return {**info, "metadata": str(sidecar)}
+
+
+def _other_runtime(precision: str, format: str, module, shape: tuple[int, int, int], calib: np.ndarray | None,
+                   labels: np.ndarray, reference: np.ndarray, inputs: np.ndarray, thresholds: Any,
+                   names: list[str]) -> dict[str, Any] | None:
+    """When an int8 export fails the gate: the other runtime's int8 model of the same calibration, gated on the same
+    images (``{"format", "gate"}``), so that the refusal can say whether it passes; None for bfloat16, or when the
+    other runtime's toolkit is not installed or fails."""
+    if precision != "int8":
+        return None
+    other = next(f for f in LOWP_FORMATS if f != format)
+    try:
+        _, _, run = _build(other, precision, module, shape, calib)
+        return {"format": other, "gate": accuracy_gate(labels, reference, _score(run, inputs), thresholds, names)}
+    except Exception as exc:  # the advice is a courtesy: the refusal stands without it
+        log.debug("the %s int8 model could not be checked for the advice: %s", other, exc)
+        return None
+
+
+def _other_runtime_advice(other: dict[str, Any] | None) -> str:
+    if other is None:
+        return ""
+    gate = other["gate"]
+    if gate["passed"]:
+        return (f"The {other['format']} int8 model of the same calibration passes it ({gate_summary(gate)}): run "
+                f"the same export with --format {other['format']}. ")
+    return f"The {other['format']} int8 model fails it too ({gate_summary(gate)}). "
 
 
 def _torch_run(module, batch: np.ndarray) -> np.ndarray:
