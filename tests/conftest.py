@@ -122,3 +122,14 @@ def no_hang():
     yield
     signal.alarm(0)
     signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture()
+def nothing_trains(monkeypatch):
+    """Fails the test if the local backend trains anything: for cases that must fail before a trial or run trains."""
+    from multilabel_ic.backends.local import LocalBackend
+
+    runs: list = []
+    monkeypatch.setattr(LocalBackend, "fit", lambda self, hp, *a, **k: runs.append(hp) or pytest.fail("a trial trained"))
+    yield
+    assert runs == [], "a case trained a trial before failing"

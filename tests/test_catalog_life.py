@@ -70,6 +70,8 @@ def _sagemaker_toml(ws, tmp):
     return tune_toml(ws, tmp, top=SAGEMAKER[0], extra=SAGEMAKER[1])
 
 
+pytestmark = pytest.mark.usefixtures("nothing_trains")  # every case fails before a trial trains
+
 CLI_CASES = [
     CliCase("life-study-file-is-a-folder", folder_study, 1, "study.db: the study file is not a regular file"),
     CliCase("life-study-file-is-a-fifo", fifo_study, 1, "study.db: the study file is not a regular file"),
@@ -93,15 +95,6 @@ API_CASES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def nothing_trains(monkeypatch):
-    """Every case fails before a trial trains."""
-    from multilabel_ic.backends.local import LocalBackend
-
-    runs: list = []
-    monkeypatch.setattr(LocalBackend, "fit", lambda self, hp, *a, **k: runs.append(hp) or pytest.fail("a trial trained"))
-    yield
-    assert runs == [], "a case trained a trial before failing"
 
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c.id for c in CLI_CASES])

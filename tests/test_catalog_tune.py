@@ -53,6 +53,8 @@ def other_study(ws, tmp):
     return tune_toml(ws, tmp)
 
 
+pytestmark = pytest.mark.usefixtures("nothing_trains")  # every case fails before a trial trains
+
 CLI_CASES = [
     CliCase("tune-unknown-hyperparameter", lambda ws, tmp: tune_toml(ws, tmp, space="learning_rat = { min = 0.001, "
             "max = 0.1 }\n"), 2, "'learning_rat' is not a hyperparameter of the algorithm"),
@@ -141,15 +143,6 @@ API_CASES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def nothing_trains(monkeypatch):
-    """Every case fails before a trial trains: a run of the local backend fails the case."""
-    from multilabel_ic.backends.local import LocalBackend
-
-    runs: list = []
-    monkeypatch.setattr(LocalBackend, "fit", lambda self, hp, *a, **k: runs.append(hp) or pytest.fail("a trial trained"))
-    yield
-    assert runs == [], "a case trained a trial before failing"
 
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c.id for c in CLI_CASES])
