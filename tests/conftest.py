@@ -57,8 +57,14 @@ def coco5_200(synthetic_coco_200) -> Dataset:
 
 @pytest.fixture(autouse=True)
 def _quiet_logs(caplog):
+    """The library's INFO lines in caplog, and its logger's handlers as they were after each test: a test that runs
+    the CLI (``setup_logging``) binds one to that test's captured stderr, which is closed once the test ends, and a
+    server thread that outlives the test would log into it."""
+    logger = logging.getLogger("multilabel_ic")
+    saved = logger.handlers[:], logger.propagate
     caplog.set_level(logging.INFO, logger="multilabel_ic")
     yield
+    logger.handlers[:], logger.propagate = saved
 
 
 @pytest.fixture(scope="session")
