@@ -231,6 +231,36 @@ def test_ping_is_503_until_the_model_is_loaded(ws):
         server.stop()
 
 
+def test_the_model_is_loaded_on_the_thread_that_runs_its_batches(ws):
+    """One thread does all the network's work: a second thread that had run torch's parallel operations (loading
+    does) would give the process a second OpenMP team, and every forward would then pay ~160 sleeps and wake-ups."""
+    from multilabel_ic.model.predictor import LocalPredictor
+
+    threads: dict[str, set[int]] = {"load": set(), "batch": set()}
+
+    def load():
+        threads["load"].add(threading.get_ident())
+        predictor = LocalPredictor(ws.model, device="cpu")
+        run_batch = predictor.run_batch
+
+        def recording_run_batch(arrays):
+            threads["batch"].add(threading.get_ident())
+            return run_batch(arrays)
+
+        predictor.run_batch = recording_run_batch
+        return predictor
+
+    server = ServerThread(load)
+    try:
+        server.wait_ready()
+        for image in _images(ws, 3):
+            assert exchange(server.port, _post(image)).status == 200
+    finally:
+        server.stop()
+    assert len(threads["batch"]) == 1 and threads["batch"] == threads["load"], threads
+    assert threading.get_ident() not in threads["load"]
+
+
 @pytest.fixture
 def restore_logging():
     """The CLI points the library's log handler at this test's captured stderr: put the handlers back after it."""

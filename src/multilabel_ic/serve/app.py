@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..exceptions import MultilabelICError, UsageError, require
-from .batcher import Batcher
+from .batcher import Batcher, inference_thread
 from .contract import (
     MAX_BODY_BYTES,
     RequestRefused,
@@ -210,10 +210,12 @@ def create_app(model: Any, *, runtime: str = "torch", max_batch: int = 32, max_d
 
     async def load() -> None:
         started = time.perf_counter()
+        infer_pool = inference_thread()  # loads the model and then runs its batches: one OpenMP team (batcher.py)
         try:
-            predictor = await asyncio.get_running_loop().run_in_executor(None, _load, model, runtime, cache_dir,
+            predictor = await asyncio.get_running_loop().run_in_executor(infer_pool, _load, model, runtime, cache_dir,
                                                                           precision)
         except BaseException as exc:  # reported by /ping and to the caller; the server keeps answering 503
+            infer_pool.shutdown(wait=False)
             state.error = exc
             log.error("the model could not be loaded: %s", " ".join(str(exc).split()))
             if on_load_error is not None:
@@ -221,7 +223,8 @@ def create_app(model: Any, *, runtime: str = "torch", max_batch: int = 32, max_d
             return
         decode, run_batch, batches = _hooks(predictor)
         batcher = Batcher(run_batch, max_batch=max_batch if batches else 1, max_delay_ms=max_delay_ms,
-                          decode_threads=decode_threads or min(8, usable_cores()), on_batch=metrics.observe_batch)
+                          decode_threads=decode_threads or min(8, usable_cores()), on_batch=metrics.observe_batch,
+                          infer_pool=infer_pool)
         batcher.start()
         holder.update(batcher=batcher, decode=decode)
         state.predictor = predictor
