@@ -213,7 +213,7 @@ def load_wrk(port: int, body: Path, concurrency: int, duration: float) -> dict:
         f.write(WRK_SCRIPT)
     try:
         threads = max(1, min(2, concurrency))
-        out = subprocess.run(["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{duration:g}s",
+        out = subprocess.run(["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{max(1, round(duration))}s",  # wrk takes whole seconds
                               "--timeout", "30s", "-s", f.name, f"http://127.0.0.1:{port}/invocations"],
                              capture_output=True, text=True, env={**os.environ, "BENCH_BODY": str(body)},
                              timeout=duration + 60)

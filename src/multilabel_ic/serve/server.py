@@ -57,7 +57,9 @@ def serve(model: Any, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, run
     server stops taking connections, finishes the requests in flight (at most ``graceful_timeout_s``) and returns.
     ``header_timeout_s``: a client whose request headers take longer gets 408. ``workers`` > 1: that many server
     processes on the one port, each with its own model and batcher (:mod:`.workers`). An ``s3://`` URI is
-    downloaded once to ``cache_dir`` (:mod:`.model_source`).
+    downloaded once to ``cache_dir`` (:mod:`.model_source`). A path or a function is loaded on the thread that runs
+    the batches; a Predictor object was loaded by the caller, which on the CPU costs the network some speed
+    (:func:`.batcher.inference_thread`).
     """
     from .app import check_settings, create_app
 
