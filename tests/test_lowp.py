@@ -152,9 +152,9 @@ def test_gate_refuses_a_badly_calibrated_model_and_leaves_no_file(run, blank, ws
     mine, _, others = errors[0].partition("nothing was written.")
     for figure in ("mAP ", "largest class AP change", "decisions agree on"):  # all three figures, both runtimes
         assert figure in mine and figure in others, errors[0]
-    # the ONNX Runtime int8 model of the same blank calibration, gated on the same images, is named with its verdict
-    assert "The onnx int8 model of the same calibration passes it" in errors[0] \
-        or "The onnx int8 model fails it too" in errors[0]
+    # the other int8 models of the same blank calibration, gated on the same images, are named with their verdict
+    assert "of the same calibration passes it" in errors[0] and "run the same export with --format" in errors[0] \
+        or "The other int8 models of the same calibration fail it too" in errors[0]
     assert (file_tree(tmp_path), file_tree(run.parent)) == before
 
     # kept on request, with the failure recorded, and the predictor warns when it uses it
@@ -273,27 +273,74 @@ def test_gate_failure_is_an_accuracy_gate_error(run, dark, ws):
                              calibration=Dataset.from_lst(dark, root=dark.parent, class_names=NAMES),
                              validation=ws.data)
     assert not list(run.parent.glob("api-bad*")) and not list(run.parent.glob("*.onnx"))
-    # the error carries both gates: this export's, and the other runtime's on the same images, which it names
+    # the error carries both gates: this export's, and the alternatives' on the same images, which it names: the
+    # other quantizer of the same format first, then the other format, up to the first that passes
     assert refused.value.gate["passed"] is False
     other = refused.value.other_runtime
-    assert other["format"] == "onnx" and other["gate"]["images"] == refused.value.gate["images"]
-    verdict = "passes it" if other["gate"]["passed"] else "fails it too"
-    assert f"The onnx int8 model {'of the same calibration ' if other['gate']['passed'] else ''}{verdict}" \
-        in str(refused.value)
+    tried = [*other["tried"], other]
+    order = [("openvino", "onnxruntime"), ("onnx", "onnxruntime")]
+    assert [(o["format"], o["quantizer"]) for o in tried] == order[:len(tried)]
+    assert all(o["gate"]["images"] == refused.value.gate["images"] for o in tried)
+    assert not any(o["gate"]["passed"] for o in tried[:-1])
+    if other["gate"]["passed"]:
+        assert f"The {other['format']} int8 model quantized with onnxruntime of the same calibration passes it" \
+            in str(refused.value)
+    else:
+        assert len(tried) == 2 and "The other int8 models of the same calibration fail it too" in str(refused.value)
 
 
-def test_the_advice_names_the_other_runtime_only_when_it_passes():
-    """The refusal's advice, from the other runtime's gate: the command to run when it passes, its figures either
-    way, nothing when it could not be checked."""
-    from multilabel_ic.model.export_lowp import _other_runtime_advice
+def test_the_advice_names_the_alternative_only_when_it_passes():
+    """The refusal's advice, from the alternatives' gates: the command to run when one passes, their figures either
+    way, nothing when none could be checked."""
+    from multilabel_ic.model.export_lowp import _alternative_advice, _alternatives
 
+    assert _alternatives("openvino", "nncf") == [("openvino", "onnxruntime"), ("onnx", "onnxruntime")]
+    assert _alternatives("onnx", "onnxruntime") == [("openvino", "nncf"), ("openvino", "onnxruntime")]
     figures = {"mAP": 0.9, "mAP_float32": 0.901, "mAP_delta": -0.001, "max_abs_class_AP_delta": 0.002,
                "decision_agreement": 0.995, "passed": True}
-    passed = _other_runtime_advice({"format": "onnx", "gate": figures})
-    assert "passes it" in passed and "--format onnx" in passed and "99.50%" in passed
-    failed = _other_runtime_advice({"format": "openvino", "gate": {**figures, "passed": False}})
-    assert "fails it too" in failed and "--format" not in failed
-    assert _other_runtime_advice(None) == ""
+    passed = _alternative_advice({"format": "onnx", "quantizer": "onnxruntime", "gate": figures, "tried": []})
+    assert "passes it" in passed and "--format onnx." in passed and "99.50%" in passed
+    same_format = _alternative_advice({"format": "openvino", "quantizer": "onnxruntime", "gate": figures,
+                                       "tried": []})
+    assert "run the same export with --format openvino --quantizer onnxruntime." in same_format
+    failing = {**figures, "passed": False, "decision_agreement": 0.97}
+    failed = _alternative_advice({"format": "onnx", "quantizer": "onnxruntime", "gate": failing,
+                                  "tried": [{"format": "openvino", "quantizer": "onnxruntime", "gate": failing}]})
+    assert "fail it too" in failed and "--format" not in failed and failed.count("97.00%") == 2
+    assert "openvino int8 model quantized with onnxruntime" in failed and "onnx int8 model" in failed
+    assert _alternative_advice(None) == ""
+
+
+def test_openvino_export_of_the_onnxruntime_quantization(run, ws, tmp_path, capsys):
+    """--quantizer onnxruntime: onnxruntime.quantization's QDQ model as an OpenVINO IR, whose FakeQuantize operations
+    feed every convolution and the classifier; gated, recorded, and run by the predictor."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for name in ("model.tar.gz", "model-metadata.json", "run-config.json"):
+        shutil.copy(run.with_name(name), folder / name)
+    assert main(["export", str(folder / "model.tar.gz"), "--format", "openvino", "--precision", "int8",
+                 "--quantizer", "onnxruntime", "--accept-accuracy-loss"]) == 0
+    out = folder / "model-int8.xml"
+    meta = json.loads(out.with_name("model-int8.xml.json").read_text())
+    assert meta["quantization"]["tool"] == "onnxruntime.quantization" and meta["quantization"]["runtime"] == "openvino"
+    assert "accuracy_gate" in meta and f"{out} (openvino, int8)" in capsys.readouterr().out
+    inputs = _producers(out)
+    assert len(inputs) >= 20 and all(producers[0] == "FakeQuantize" for _, producers in inputs.values()), inputs
+    images = [(ws.images / p).read_bytes() for p in ws.data.paths]
+    got = np.array(LocalPredictor(folder / "model.tar.gz", runtime="openvino", precision="int8",
+                                  device="cpu").predict_batch(images))
+    agreement = np.mean((got >= 0.4) == (np.array(LocalPredictor(run, device="cpu").predict_batch(images)) >= 0.4))
+    assert agreement == pytest.approx(meta["accuracy_gate"]["decision_agreement"], abs=1e-9)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(format="onnx", precision="int8", quantizer="nncf"), "quantizer 'nncf' does not make onnx models"),
+    (dict(format="openvino", precision="fp32", quantizer="onnxruntime"), "is for precision 'int8'"),
+])
+def test_a_quantizer_that_cannot_make_the_model_is_refused_before_any_work(run, settings, message, tmp_path):
+    with pytest.raises(UsageError, match=message):
+        export_low_precision(run, tmp_path / "out.xml", **settings)
+    assert not list(tmp_path.iterdir())
 
 
 def test_float32_openvino_export_matches_the_predictor(run, int8_openvino, tmp_path, capsys):

@@ -16,6 +16,9 @@ def add_lowp_export_args(x: argparse.ArgumentParser) -> None:
                    help="int8: post-training static quantization (NNCF for openvino, onnxruntime.quantization for "
                         "onnx); bf16: OpenVINO's bfloat16 hint (CPUs with avx512_bf16/amx_bf16); both are held to "
                         "the accuracy gate")
+    x.add_argument("--quantizer", choices=["nncf", "onnxruntime"], default=None,
+                   help="int8 with --format openvino: the toolkit that quantizes, NNCF (the default) or "
+                        "onnxruntime.quantization, whose QDQ model OpenVINO runs (docs/export.md)")
     x.add_argument("--calibration", type=Path, default=None, help="int8: a .lst of calibration images (default: the "
                    "run's train .lst in run-config.json beside the model)")
     x.add_argument("--calibration-size", type=int, default=300, help="int8: at most this many calibration images, "
@@ -36,7 +39,8 @@ def export_low_precision_cli(args: argparse.Namespace) -> int:
     info = export_low_precision(args.model, args.output, format=args.format, precision=args.precision,
                                 calibration=args.calibration, validation=args.validation, images=args.images,
                                 calibration_size=args.calibration_size,
-                                accept_accuracy_loss=args.accept_accuracy_loss, epoch=args.epoch)
+                                accept_accuracy_loss=args.accept_accuracy_loss, epoch=args.epoch,
+                                quantizer=args.quantizer)
     gate = info.get("accuracy_gate")
     print(f"{info['model']} ({args.format}, {args.precision}); metadata: {info['metadata']}")
     if gate is not None:

@@ -35,13 +35,16 @@ from .export import check_agreement, onnx_bytes, preprocessing, wrapped_with_act
 from .export_output import check_export_output, metadata_path
 from .lowp_runtime import OPENVINO_HINTS, default_output
 
-__all__ = ["export_low_precision", "PRECISIONS", "LOWP_FORMATS", "CALIBRATION_SIZE", "default_output",
-           "RUN_CONFIG", "OPENVINO_HINTS"]
+__all__ = ["export_low_precision", "PRECISIONS", "LOWP_FORMATS", "QUANTIZERS", "CALIBRATION_SIZE",
+           "default_output", "RUN_CONFIG", "OPENVINO_HINTS"]
 
 log = logging.getLogger("multilabel_ic")
 
 PRECISIONS = ("fp32", "int8", "bf16")
 LOWP_FORMATS = ("openvino", "onnx")
+# the int8 quantizers of each format, its default first: NNCF or onnxruntime.quantization (whose QDQ model OpenVINO
+# also runs) for OpenVINO; onnxruntime.quantization for ONNX Runtime
+QUANTIZERS = {"openvino": ("nncf", "onnxruntime"), "onnx": ("onnxruntime",)}
 CALIBRATION_SIZE = 300
 RUN_CONFIG = "run-config.json"
 BATCH = 32
@@ -119,16 +122,23 @@ def _onnx_run(data: bytes) -> Callable[[np.ndarray], np.ndarray]:
     return lambda batch: np.asarray(session.run(["probabilities"], {"data": np.ascontiguousarray(batch)})[0])
 
 
-def _build(format: str, precision: str, module, shape: tuple[int, int, int], calibration: np.ndarray | None
-           ) -> tuple[dict[str, bytes], dict[str, Any], Callable[[np.ndarray], np.ndarray]]:
+def _build(format: str, precision: str, module, shape: tuple[int, int, int], calibration: np.ndarray | None,
+           quantizer: str | None = None) -> tuple[dict[str, bytes], dict[str, Any], Callable[[np.ndarray], np.ndarray]]:
     """The model's files, how they were made, and a function that runs them."""
     import torch
 
-    from .quantize import openvino_model, openvino_parts, quantize_onnx, quantize_openvino
+    from .quantize import openvino_from_onnx, openvino_model, openvino_parts, quantize_onnx, quantize_openvino
 
     batches = [calibration[i:i + 1] for i in range(len(calibration))] if calibration is not None else []
+    example = torch.from_numpy(np.random.default_rng(0).uniform(0, 255, (2, *shape)).astype(np.float32))
     if format == "openvino":
-        if precision == "int8":
+        if precision == "int8" and quantizer == "onnxruntime":
+            ov = require("openvino", extra="openvino")
+            onnx_parts, settings = quantize_onnx(onnx_bytes(module, example), batches)
+            parts = openvino_from_onnx(onnx_parts["onnx"])
+            settings.update(runtime="openvino", runtime_version=ov.__version__,
+                            converted_with=f"openvino.convert_model {ov.__version__} (QDQ pairs as FakeQuantize)")
+        elif precision == "int8":
             parts, settings = quantize_openvino(module, shape, batches)
         else:
             ov = require("openvino", extra="openvino")
@@ -137,7 +147,6 @@ def _build(format: str, precision: str, module, shape: tuple[int, int, int], cal
                         "runtime_version": ov.__version__}
         settings["inference_precision_hint"] = OPENVINO_HINTS[precision]
         return parts, settings, _openvino_run(parts, precision)
-    example = torch.from_numpy(np.random.default_rng(0).uniform(0, 255, (2, *shape)).astype(np.float32))
     parts, settings = quantize_onnx(onnx_bytes(module, example), batches)
     return parts, settings, _onnx_run(parts["onnx"])
 
@@ -148,9 +157,11 @@ def export_low_precision(artifact: str | os.PathLike, output: str | os.PathLike 
                          validation: Dataset | str | os.PathLike | None = None,
                          images: str | os.PathLike | None = None, calibration_size: int = CALIBRATION_SIZE,
                          accept_accuracy_loss: bool = False, epoch: int | None = None,
-                         class_names: list[str] | None = None) -> dict[str, Any]:
+                         class_names: list[str] | None = None, quantizer: str | None = None) -> dict[str, Any]:
     """Export ``artifact`` for ``format`` ("openvino", "onnx") in ``precision`` ("int8", "bf16", "fp32"), checked by
-    the accuracy gate (float32: against the predictor to 1e-4). Returns the metadata written, with ``metadata``."""
+    the accuracy gate (float32: against the predictor to 1e-4). Returns the metadata written, with ``metadata``.
+    ``quantizer`` (int8): the toolkit that quantizes, one of :data:`QUANTIZERS` for the format (default: its first).
+    """
     from .artifact import read_metadata
     from .predictor import LocalPredictor
     from .runtime_cache import network_key
@@ -165,6 +176,13 @@ def export_low_precision(artifact: str | os.PathLike, output: str | os.PathLike 
     if precision == "fp32" and format == "onnx":
         raise UsageError("a float32 ONNX export is `multilabel-ic export MODEL --format onnx` (export_model); "
                          "precision 'fp32' here is for format 'openvino'.")
+    if quantizer is not None and precision != "int8":
+        raise UsageError(f"quantizer {quantizer!r} is for precision 'int8'; leave it out for {precision!r}.")
+    if quantizer is not None and quantizer not in QUANTIZERS[format]:
+        raise UsageError(f"quantizer {quantizer!r} does not make {format} models; use one of "
+                         f"{', '.join(QUANTIZERS[format])}.")
+    if precision == "int8":
+        quantizer = quantizer or QUANTIZERS[format][0]
     if precision == "bf16":
         require_bf16("precision")
     if not isinstance(calibration_size, int) or isinstance(calibration_size, bool) or calibration_size < 1:
@@ -195,7 +213,7 @@ def export_low_precision(artifact: str | os.PathLike, output: str | os.PathLike 
     if calibrated is not None:
         rows = _spread(len(calibrated[0]), calibration_size)
         calib = _inputs(predictor, calibrated[0].subset(rows))
-    parts, settings, run = _build(format, precision, module, shape, calib)
+    parts, settings, run = _build(format, precision, module, shape, calib, quantizer)
     info: dict[str, Any] = {"format": format, "precision": precision, "model": str(out),
                             "source_artifact": str(artifact), "epoch": predictor.epoch, "class_names": names,
                             "thresholds": meta.get("tuned_thresholds"), "activation": predictor.output,
@@ -218,12 +236,12 @@ def export_low_precision(artifact: str | os.PathLike, output: str | os.PathLike 
         info["accuracy_gate"] = {"validation": source, **gate}
         if not gate["passed"]:
             if not accept_accuracy_loss:
-                other = _other_runtime(precision, format, module, shape, calib, data.labels, reference, inputs,
-                                       meta.get("tuned_thresholds"), names)
+                other = _alternative(precision, format, quantizer, module, shape, calib, data.labels, reference,
+                                     inputs, meta.get("tuned_thresholds"), names)
                 error = AccuracyGateError(
                     f"{artifact}: the {precision} {format} model fails the accuracy gate on {gate['images']} images "
                     f"of {source} ({'; '.join(gate['failures'])}): {gate_summary(gate)}; nothing was written. "
-                    f"{_other_runtime_advice(other)}Calibrate on images like the ones it will serve "
+                    f"{_alternative_advice(other)}Calibrate on images like the ones it will serve "
                     f"(--calibration), or keep it anyway with --accept-accuracy-loss.")
                 error.gate, error.other_runtime = gate, other
                 raise error
@@ -243,31 +261,59 @@ def export_low_precision(artifact: str | os.PathLike, output: str | os.PathLike 
     return {**info, "metadata": str(sidecar)}
 
 
-def _other_runtime(precision: str, format: str, module, shape: tuple[int, int, int], calib: np.ndarray | None,
-                   labels: np.ndarray, reference: np.ndarray, inputs: np.ndarray, thresholds: Any,
-                   names: list[str]) -> dict[str, Any] | None:
-    """When an int8 export fails the gate: the other runtime's int8 model of the same calibration, gated on the same
-    images (``{"format", "gate"}``), so that the refusal can say whether it passes; None for bfloat16, or when the
-    other runtime's toolkit is not installed or fails."""
+def _alternatives(format: str, quantizer: str | None) -> list[tuple[str, str]]:
+    """The other (format, quantizer) pairs of an int8 export, the same format first."""
+    pairs = [(f, q) for f in LOWP_FORMATS for q in QUANTIZERS[f] if (f, q) != (format, quantizer)]
+    return sorted(pairs, key=lambda pair: pair[0] != format)
+
+
+def _alternative(precision: str, format: str, quantizer: str | None, module, shape: tuple[int, int, int],
+                 calib: np.ndarray | None, labels: np.ndarray, reference: np.ndarray, inputs: np.ndarray,
+                 thresholds: Any, names: list[str]) -> dict[str, Any] | None:
+    """When an int8 export fails the gate: the other int8 models of the same calibration (the other quantizer of the
+    same format first, then the other format), gated on the same images, up to the first that passes
+    (``{"format", "quantizer", "gate", "tried"}``, ``tried``: the gates of those that failed before it); the last
+    one tried when none passes, so that the refusal can say so. None for bfloat16, or when no other could be
+    checked (a toolkit not installed, a failure)."""
     if precision != "int8":
         return None
-    other = next(f for f in LOWP_FORMATS if f != format)
-    try:
-        _, _, run = _build(other, precision, module, shape, calib)
-        return {"format": other, "gate": accuracy_gate(labels, reference, _score(run, inputs), thresholds, names)}
-    except Exception as exc:  # the advice is a courtesy: the refusal stands without it
-        log.debug("the %s int8 model could not be checked for the advice: %s", other, exc)
-        return None
+    found: dict[str, Any] | None = None
+    tried: list[dict[str, Any]] = []
+    for other_format, other_quantizer in _alternatives(format, quantizer):
+        try:
+            _, _, run = _build(other_format, precision, module, shape, calib, other_quantizer)
+            gate = accuracy_gate(labels, reference, _score(run, inputs), thresholds, names)
+        except Exception as exc:  # the advice is a courtesy: the refusal stands without it
+            log.debug("the %s int8 model (%s) could not be checked for the advice: %s", other_format,
+                      other_quantizer, exc)
+            continue
+        if found is not None:
+            tried.append(found)
+        found = {"format": other_format, "quantizer": other_quantizer, "gate": gate}
+        if gate["passed"]:
+            break
+    if found is not None:
+        found["tried"] = tried
+    return found
 
 
-def _other_runtime_advice(other: dict[str, Any] | None) -> str:
+def _alternative_advice(other: dict[str, Any] | None) -> str:
     if other is None:
         return ""
+
+    def model(o: dict[str, Any]) -> str:
+        return f"{o['format']} int8 model quantized with {o.get('quantizer') or QUANTIZERS[o['format']][0]}"
+
     gate = other["gate"]
     if gate["passed"]:
-        return (f"The {other['format']} int8 model of the same calibration passes it ({gate_summary(gate)}): run "
-                f"the same export with --format {other['format']}. ")
-    return f"The {other['format']} int8 model fails it too ({gate_summary(gate)}). "
+        option = f"--format {other['format']}"
+        if len(QUANTIZERS[other["format"]]) > 1:
+            option += f" --quantizer {other['quantizer']}"
+        return (f"The {model(other)} of the same calibration passes it ({gate_summary(gate)}): run the same export "
+                f"with {option}. ")
+    failed = [*other.get("tried", []), other]
+    return ("The other int8 models of the same calibration fail it too: "
+            + "; ".join(f"the {model(o)} ({gate_summary(o['gate'])})" for o in failed) + ". ")
 
 
 def _torch_run(module, batch: np.ndarray) -> np.ndarray:

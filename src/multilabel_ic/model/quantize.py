@@ -8,7 +8,8 @@
 - ONNX Runtime: ``onnxruntime.quantization.quantize_static`` (the ``export`` extra) in QDQ format, the
   convolutions and the classifier only (:data:`OPS`; the pre-activation BatchNorms stay in float32), per-channel
   int8 weights, uint8 activations, MinMax calibration, after its ``quant_pre_process`` (shape inference and graph
-  optimisation).
+  optimisation). Its QDQ model also runs in OpenVINO (:func:`openvino_from_onnx`): the OpenVINO export's
+  ``quantizer="onnxruntime"``.
 
 Both take the calibration images as float32 NCHW batches (0-255, the export's input) and return the files of the
 quantized model (``{"xml", "bin"}`` or ``{"onnx"}``) with what made them (``tool``, ``version``, the settings).
@@ -30,7 +31,8 @@ import numpy as np
 
 from ..exceptions import require
 
-__all__ = ["quantize_openvino", "quantize_onnx", "openvino_model", "openvino_parts", "float32_layers"]
+__all__ = ["quantize_openvino", "quantize_onnx", "openvino_from_onnx", "openvino_model", "openvino_parts",
+           "float32_layers"]
 
 log = logging.getLogger("multilabel_ic")
 OPS = ("Conv", "Gemm", "MatMul")  # what onnxruntime quantizes: the multiply-adds
@@ -66,6 +68,20 @@ def _convert(module, image_shape: tuple[int, int, int]):
     model.inputs[0].get_tensor().set_names({"data"})
     model.outputs[0].get_tensor().set_names({"probabilities"})
     return model
+
+
+def openvino_from_onnx(model: bytes) -> dict[str, bytes]:
+    """The OpenVINO IR (``xml``, ``bin``) of an ONNX model. A QDQ int8 model keeps its quantization: its
+    QuantizeLinear/DequantizeLinear pairs become FakeQuantize operations, which the CPU plugin fuses into its int8
+    convolutions, as it does NNCF's."""
+    ov = require("openvino", extra="openvino")
+    with tempfile.TemporaryDirectory(prefix="multilabel-ic-openvino-") as folder:
+        source = Path(folder) / "model.onnx"
+        source.write_bytes(model)
+        converted = ov.convert_model(str(source))
+        converted.inputs[0].get_tensor().set_names({"data"})
+        converted.outputs[0].get_tensor().set_names({"probabilities"})
+        return openvino_parts(converted)
 
 
 def openvino_parts(model) -> dict[str, bytes]:
