@@ -3,11 +3,12 @@
     flock /tmp/bench.lock python benchmarks/bench_lowp.py --size 224 --batch 32 --rounds 7
 
 A ResNet-18 artifact (BatchNorm statistics as a trained network's, bench.local.trained_like_network) is exported in
-int8 with the library's own export (NNCF for OpenVINO, onnxruntime.quantization for ONNX Runtime), calibrated on
+int8 with the library's own export (for OpenVINO with NNCF and with onnxruntime.quantization, whose QDQ model
+OpenVINO runs: ``openvino_ort``; for ONNX Runtime with onnxruntime.quantization), calibrated on
 synthetic images and scored by the accuracy gate on them. Then, in paired interleaved rounds (each round runs every
 variant once, so drift hits all alike; the ratios are medians of per-round ratios):
 
-- network: a float32 NCHW batch through the float32 and the int8 model of OpenVINO and of ONNX Runtime, at
+- network: a float32 NCHW batch through the float32 and the int8 models of OpenVINO and of ONNX Runtime, at
   ``--batch`` and at batch 1 (single-image latency);
 - full path: ``LocalPredictor(runtime="openvino", precision=...)`` from JPEG bytes (decode, resize, network, checks).
 
@@ -66,14 +67,19 @@ data = Dataset.from_coco(ann, images=images, categories=COCO5)
 lst = data.to_lst(work / "data" / "all.lst")
 
 exports = {}
-for fmt in ("openvino", "onnx"):
+# name: (format, quantizer, file); "openvino_ort": onnxruntime.quantization's QDQ model run by OpenVINO
+VARIANTS = {"openvino": ("openvino", "nncf", "model-int8.xml"),
+            "openvino_ort": ("openvino", "onnxruntime", "model-int8-ort.xml"),
+            "onnx": ("onnx", "onnxruntime", "model-int8.onnx")}
+for fmt, (form, quantizer, file) in VARIANTS.items():
     t = time.perf_counter()
-    done = artifact.with_name(f"model-int8.{'xml' if fmt == 'openvino' else 'onnx'}.json")
+    done = artifact.with_name(file + ".json")
     if args.reuse and done.is_file():
         info = json.loads(done.read_text())
     else:
-        info = export_low_precision(artifact, format=fmt, precision="int8", calibration=lst, validation=lst,
-                                    images=images, accept_accuracy_loss=True)
+        info = export_low_precision(artifact, artifact.with_name(file), format=form, precision="int8",
+                                    calibration=lst, validation=lst, images=images, accept_accuracy_loss=True,
+                                    quantizer=quantizer)
     exports[fmt] = {"seconds": round(time.perf_counter() - t, 1), "model": info["model"],
                     "accuracy_gate": {k: info["accuracy_gate"][k] for k in (
                         "images", "mAP_float32", "mAP_delta", "max_abs_class_AP_delta", "decision_agreement",
@@ -85,6 +91,7 @@ core = ov.Core()
 config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
 ov_fp32 = core.compile_model(openvino_model(module, (3, args.size, args.size)), "CPU", config)
 ov_int8 = core.compile_model(core.read_model(exports["openvino"]["model"]), "CPU", config)
+ov_ort_int8 = core.compile_model(core.read_model(exports["openvino_ort"]["model"]), "CPU", config)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     example = torch.zeros(2, 3, args.size, args.size)
@@ -93,15 +100,19 @@ ort_int8 = _onnx_runtime_session(exports["onnx"]["model"])
 
 rng = np.random.default_rng(1)
 x = {b: rng.integers(0, 256, (b, 3, args.size, args.size)).astype(np.float32) for b in (args.batch, 1)}
-requests = {"openvino_fp32": ov_fp32.create_infer_request(), "openvino_int8": ov_int8.create_infer_request()}
+requests = {"openvino_fp32": ov_fp32.create_infer_request(), "openvino_int8": ov_int8.create_infer_request(),
+            "openvino_ort_int8": ov_ort_int8.create_infer_request()}
 network = {
     "openvino_fp32": lambda b: requests["openvino_fp32"].infer({0: b}),
     "openvino_int8": lambda b: requests["openvino_int8"].infer({0: b}),
+    "openvino_ort_int8": lambda b: requests["openvino_ort_int8"].infer({0: b}),
     "onnxruntime_fp32": lambda b: ort_fp32.run(["probabilities"], {"data": b}),
     "onnxruntime_int8": lambda b: ort_int8.run(["probabilities"], {"data": b}),
 }
 jpegs = [(images / p).read_bytes() for p in data.paths[:args.batch]]
 predictors = {p: LocalPredictor(artifact, runtime="openvino", precision=p, device="cpu") for p in ("fp32", "int8")}
+predictors["ort_int8"] = LocalPredictor(artifact, runtime="openvino", precision="int8", device="cpu",
+                                        quantized_model=exports["openvino_ort"]["model"])
 full = {f"openvino_{p}": pred.predict_batch for p, pred in predictors.items()}
 
 
@@ -126,14 +137,15 @@ for _ in range(args.rounds):
         times[f"full_b{args.batch}_{name}"].append(timed(fn, jpegs))
 
 
-def ratio(kind: str, runtime: str) -> float:
-    fp32, int8 = times[f"{kind}_{runtime}_fp32"], times[f"{kind}_{runtime}_int8"]
-    return round(statistics.median(a / b for a, b in zip(fp32, int8)), 3)
+def ratio(kind: str, runtime: str, int8: str = "int8") -> float:
+    fp32, low = times[f"{kind}_{runtime}_fp32"], times[f"{kind}_{runtime}_{int8}"]
+    return round(statistics.median(a / b for a, b in zip(fp32, low)), 3)
 
 
+kinds = (f"network_b{args.batch}", "network_b1", f"full_b{args.batch}")
 ratios = {f"{kind}_{rt}_int8_over_fp32": ratio(kind, rt)
-          for kind in (f"network_b{args.batch}", "network_b1") for rt in ("openvino", "onnxruntime")}
-ratios[f"full_b{args.batch}_openvino_int8_over_fp32"] = ratio(f"full_b{args.batch}", "openvino")
+          for kind in kinds for rt in ("openvino", "onnxruntime") if f"{kind}_{rt}_int8" in times}
+ratios |= {f"{kind}_openvino_ort_int8_over_fp32": ratio(kind, "openvino", "ort_int8") for kind in kinds}
 medians = {k: round(statistics.median(v), 5) for k, v in times.items()}
 
 # the network's multiply-adds, and the CPU's attainable float32 rate (a matrix product in the same process)
@@ -148,7 +160,8 @@ fp32_fraction = {rt: round(statistics.median(
 
 # per-layer counters of OpenVINO's int8 and float32 models at --batch
 profile = {}
-for name, model_path in (("int8", exports["openvino"]["model"]), ("fp32", None)):
+for name, model_path in (("int8", exports["openvino"]["model"]), ("ort_int8", exports["openvino_ort"]["model"]),
+                         ("fp32", None)):
     model = core.read_model(model_path) if model_path else openvino_model(module, (3, args.size, args.size))
     compiled = core.compile_model(model, "CPU", {**config, "PERF_COUNT": "YES"})
     request = compiled.create_infer_request()

@@ -76,8 +76,9 @@ class ArtifactError(MultilabelICError):
 
 class AccuracyGateError(MultilabelICError):
     """A low-precision model that loses more accuracy against float32 than its export allows. ``gate``: the gate's
-    figures; ``other_runtime``: for int8, the other runtime's int8 model gated on the same images (``{"format",
-    "gate"}``), or None."""
+    figures; ``other_runtime``: for int8, the first other int8 model of the same calibration that passes the gate on
+    the same images, else the last one tried (``{"format", "quantizer", "gate", "tried"}``; ``tried``: those that
+    failed before it), or None."""
 
     gate: dict | None = None
     other_runtime: dict | None = None
