@@ -1,5 +1,6 @@
-"""The kill-and-resume check of a local run in child processes, shared by the local-training and initial-model tests:
-a run interrupted after its first checkpoint and run again ends with the losses of an uninterrupted one."""
+"""The kill-and-resume checks in child processes: a local run interrupted after its first checkpoint and run again
+ends with the losses of an uninterrupted one (the local-training and initial-model tests); a local study killed
+(SIGKILL) in one of its trials (the tuning tests)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-__all__ = ["RUN", "losses_of", "interrupt_and_resume"]
+__all__ = ["RUN", "losses_of", "interrupt_and_resume", "kill_study_in_trial"]
 
 RUN = textwrap.dedent("""
     import signal
@@ -76,3 +77,35 @@ def interrupt_and_resume(synthetic_coco, tmp_path, sig, *extra: str) -> list[flo
         assert "resuming from" in resumed.stderr
     np.testing.assert_allclose(losses_of(resumed.stdout), losses_of(ref.stdout), rtol=1e-5)
     return losses_of(ref.stdout)
+
+
+_STUDY = textwrap.dedent("""
+    import json, os, signal, sys
+    from multilabel_ic import Dataset, Hyperparameters
+    from multilabel_ic.testing import FakeLocalBackend
+    from multilabel_ic.tune import Tuner, ContinuousRange, CategoricalRange
+
+    ann, images, out, trial = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    hp, study = json.loads(sys.argv[5]), json.loads(sys.argv[6])
+    data = Dataset.from_coco(ann, images=images, categories=["person", "bicycle", "car", "motorcycle", "airplane"])
+
+    def before_epoch(run_dir, epoch):  # kill -9 as the trial starts its second epoch (its first one saved)
+        if run_dir.name == f"trial-{trial:03d}" and epoch == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    space = {"learning_rate": ContinuousRange(1e-4, 0.1, scaling="log"),
+             "optimizer": CategoricalRange(["sgd", "adam"])}
+    Tuner(Hyperparameters(**hp), space, output_dir=out, backend=FakeLocalBackend(before_epoch=before_epoch),
+          **study).fit(data.subset(range(24)), validation=data.subset(range(24, 48)))
+""")
+
+
+def kill_study_in_trial(synthetic_coco, out, trial: int, hp: dict, **study) -> None:
+    """Run a local study (FakeLocalBackend; learning rate and optimizer searched; the first 24 images to train, the
+    next 24 to validate) of ``hp`` and ``study`` (Tuner's keywords) in a child process that kills itself with
+    SIGKILL as trial number ``trial`` (1-based) starts its second epoch; checks that it died by the signal."""
+    ann, images = synthetic_coco
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    child = subprocess.run([sys.executable, "-c", _STUDY, str(ann), str(images), str(out), str(trial),
+                            json.dumps(hp), json.dumps(study)], env=env, capture_output=True, text=True, timeout=600)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]

@@ -5,15 +5,12 @@ request the SageMaker SDK's own objects build, and accepted by the API on moto).
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import textwrap
 
 import optuna  # the tune extra (`make venv` installs it)
 import pytest
+from resume_support import kill_study_in_trial
 
 from multilabel_ic import HyperparameterError, Hyperparameters, UsageError
 from multilabel_ic.hyperparameters import RULES
@@ -185,38 +182,15 @@ def test_the_median_pruner_stops_a_clearly_worse_trial_after_its_first_epoch(spl
     assert [f["epochs_trained"] for f in backend.fits] == [[0, 1], [0]]  # the pruned run trained no second epoch
 
 
-_CHILD = textwrap.dedent("""
-    import os, signal, sys
-    from multilabel_ic import Dataset, Hyperparameters
-    from multilabel_ic.testing import FakeLocalBackend
-    from multilabel_ic.tune import Tuner, ContinuousRange, CategoricalRange
-
-    ann, images, out = sys.argv[1], sys.argv[2], sys.argv[3]
-    data = Dataset.from_coco(ann, images=images, categories=["person", "bicycle", "car", "motorcycle", "airplane"])
-
-    def before_epoch(run_dir, epoch):  # kill -9 as trial 2 starts its second epoch (its first one saved)
-        if run_dir.name == "trial-002" and epoch == 1:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    hp = Hyperparameters(num_classes=5, num_training_samples=24, num_layers=20, image_shape="3,28,28", resize=32,
-                         mini_batch_size=8, epochs=2, multi_label=1, optimizer="adam", learning_rate=0.01)
-    space = {"learning_rate": ContinuousRange(1e-4, 0.1, scaling="log"), "optimizer": CategoricalRange(["sgd", "adam"])}
-    Tuner(hp, space, objective="validation:mAP", max_trials=2, output_dir=out,
-          backend=FakeLocalBackend(before_epoch=before_epoch)).fit(data.subset(range(24)),
-                                                                   validation=data.subset(range(24, 48)))
-""")
-
-
 def test_kill_9_during_a_trial_then_a_rerun_finishes_the_study_without_repeating_finished_trials(
         synthetic_coco, splits, tmp_path):
     """A process running the study is killed (SIGKILL) in the middle of trial 2; the same study run again (here in
     this process) finishes it without running trial 1 again, trial 2 resuming in its run folder."""
-    ann, images = synthetic_coco
     out = tmp_path / "study"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    child = subprocess.run([sys.executable, "-c", _CHILD, str(ann), str(images), str(out)], env=env,
-                           capture_output=True, text=True, timeout=600)
-    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    kill_study_in_trial(synthetic_coco, out, 2, dict(num_classes=5, num_training_samples=24, num_layers=20,
+                                                     image_shape="3,28,28", resize=32, mini_batch_size=8, epochs=2,
+                                                     multi_label=1, optimizer="adam", learning_rate=0.01),
+                        objective="validation:mAP", max_trials=2)
     first = optuna.load_study(study_name="multilabel-ic", storage=f"sqlite:///{out / 'study.db'}")
     before = [(t.number, t.state.name, t.value, t.params, t.datetime_complete) for t in first.trials]
     assert [b[1] for b in before] == ["COMPLETE", "RUNNING"]

@@ -4,14 +4,9 @@ tests/test_trust_tune.py kills trial 2 of 2)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-
 import optuna
 import pytest
+from resume_support import kill_study_in_trial
 
 from multilabel_ic import Hyperparameters
 from multilabel_ic.testing import FakeLocalBackend
@@ -21,25 +16,6 @@ SPACE = {"learning_rate": ContinuousRange(1e-4, 0.1, scaling="log"), "optimizer"
 HP = dict(num_classes=5, num_training_samples=24, num_layers=20, image_shape="3,28,28", resize=32, mini_batch_size=8,
           epochs=2, multi_label=1, optimizer="adam", learning_rate=0.01)
 STUDY = dict(objective="validation:mAP", max_trials=5, seed=11, pruning=False)
-
-_CHILD = textwrap.dedent(f"""
-    import os, signal, sys
-    from multilabel_ic import Dataset, Hyperparameters
-    from multilabel_ic.testing import FakeLocalBackend
-    from multilabel_ic.tune import Tuner, ContinuousRange, CategoricalRange
-
-    ann, images, out = sys.argv[1], sys.argv[2], sys.argv[3]
-    data = Dataset.from_coco(ann, images=images, categories=["person", "bicycle", "car", "motorcycle", "airplane"])
-
-    def before_epoch(run_dir, epoch):  # kill -9 as trial 5 starts its second epoch (its first one saved)
-        if run_dir.name == "trial-005" and epoch == 1:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    space = {{"learning_rate": ContinuousRange(1e-4, 0.1, scaling="log"),
-              "optimizer": CategoricalRange(["sgd", "adam"])}}
-    Tuner(Hyperparameters(**{HP!r}), space, output_dir=out, backend=FakeLocalBackend(before_epoch=before_epoch),
-          **{STUDY!r}).fit(data.subset(range(24)), validation=data.subset(range(24, 48)))
-""")
 
 
 def _trials(out):
@@ -51,12 +27,8 @@ def _trials(out):
 @pytest.mark.slow  # a study in a child process, killed, then finished here (each trial writes its report)
 def test_kill_9_during_trial_5_then_a_rerun_keeps_trials_1_to_4_and_finishes_the_study(synthetic_coco, coco5,
                                                                                        tmp_path):
-    ann, images = synthetic_coco
     out = tmp_path / "study"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    child = subprocess.run([sys.executable, "-c", _CHILD, str(ann), str(images), str(out)], env=env,
-                           capture_output=True, text=True, timeout=600)
-    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    kill_study_in_trial(synthetic_coco, out, 5, HP, **STUDY)
     before = _trials(out)
     assert [b[1] for b in before] == ["COMPLETE"] * 4 + ["RUNNING"] and before[4][4] == {0: pytest.approx(
         before[4][4][0])}  # killed in trial 5, after its first epoch was reported
