@@ -86,3 +86,23 @@ class MotoServer:
 
     def stop(self) -> None:
         self.server.stop()
+
+
+def created_tuning_job(tuner, monkeypatch, client, train, validation) -> tuple[dict, dict, str]:
+    """``tuner.fit`` on moto, stopped once the tuning job exists (no training job runs there): the request sent, the
+    job SageMaker describes, and its name."""
+    import pytest
+
+    import multilabel_ic.tune.sagemaker as tsm
+
+    created = {}
+
+    def stop_after_create(backend, name, **kw):
+        created["name"] = name
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(tsm, "attach_tuning_job", stop_after_create)
+    with pytest.raises(RuntimeError, match="stop"):
+        tuner.fit(train, validation=validation)
+    described = client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=created["name"])
+    return tuner.last_request, described, created["name"]

@@ -226,27 +226,17 @@ def test_a_tuning_job_of_the_engine_maximises_validation_map_read_by_its_metric_
     (its image, source, JSON-encoded static hyperparameters, and the metric definitions that give validation:mAP),
     categorical values JSON-encoded as the SDK encodes them for framework jobs; the job SageMaker describes holds
     exactly what was sent."""
+    from moto_support import created_tuning_job
     from sagemaker.core.parameter import CategoricalParameter
 
-    import multilabel_ic.tune.sagemaker as tsm
     from multilabel_ic.tune import CategoricalRange, ContinuousRange, Tuner
 
     train, val = splits[0].subset(range(16)), splits[1].subset(range(8))
-    attached = {}
-
-    def stop_after_create(backend, name, **kw):  # no training job runs on moto: stop once the tuning job exists
-        attached["name"] = name
-        raise RuntimeError("stop")
-
-    monkeypatch.setattr(tsm, "attach_tuning_job", stop_after_create)
     space = {"learning_rate": ContinuousRange(1e-4, 0.1, scaling="log"), "optimizer": CategoricalRange(["sgd", "adam"])}
     hp = Hyperparameters(**{**HP, "mini_batch_size": 8, "num_training_samples": 16})
     tuner = Tuner(hp, space, objective="validation:mAP", max_trials=4, max_parallel=2, output_dir=tmp_path / "tune",
                   backend=_backend(setup, instance_type="ml.g4dn.xlarge", instance_count=1, tags={"team": "vision"}))
-    with pytest.raises(RuntimeError, match="stop"):
-        tuner.fit(train, validation=val)
-    req = tuner.last_request
-    desc = setup.client("sagemaker").describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=attached["name"])
+    req, desc, name = created_tuning_job(tuner, monkeypatch, setup.client("sagemaker"), train, val)
     assert desc["HyperParameterTuningJobConfig"] == req["HyperParameterTuningJobConfig"]
     assert desc["TrainingJobDefinition"] == req["TrainingJobDefinition"]
     config, definition = req["HyperParameterTuningJobConfig"], req["TrainingJobDefinition"]
@@ -260,7 +250,7 @@ def test_a_tuning_job_of_the_engine_maximises_validation_map_read_by_its_metric_
     assert not {"learning_rate", "optimizer"} & set(static)  # the ranged ones leave the static ones
     assert {k: str(v) for k, v in static.items() if not k.startswith(("sagemaker_", "mlic_"))} == {
         k: v for k, v in hp.to_sagemaker().items() if k not in space}
-    assert static["sagemaker_program"] == "train_entry.py" and static["sagemaker_job_name"] == attached["name"]
+    assert static["sagemaker_program"] == "train_entry.py" and static["sagemaker_job_name"] == name
     assert static["mlic_class_names"] == train.class_names
     m = re.fullmatch(r"s3://([^/]+)/(.+)", static["sagemaker_submit_directory"])
     assert setup.client("s3").head_object(Bucket=m[1], Key=m[2])["ContentLength"] > 0  # the job's source is there

@@ -349,8 +349,8 @@ def test_the_tuning_job_is_created_on_the_api_with_the_backends_training_job(aws
     """Tuner.fit on the SageMaker backend (moto): the data is uploaded as for a training job, the request passes
     botocore's validation of the API model, and the job SageMaker describes holds exactly what was sent."""
     import boto3
+    from moto_support import created_tuning_job
 
-    import multilabel_ic.tune.sagemaker as tsm
     from multilabel_ic.backends.sagemaker import SageMakerBackend
 
     session = boto3.Session(region_name=REGION)
@@ -360,26 +360,16 @@ def test_the_tuning_job_is_created_on_the_api_with_the_backends_training_job(aws
     train, val = coco5_200.split(train_size=150, seed=0)
     hp = Hyperparameters(num_classes=5, num_training_samples=len(train), num_layers=18, image_shape="3,224,224",
                          resize=256, epochs=5, multi_label=1, mini_batch_size=32)
-    attached = {}
-
-    def stop_after_create(backend, name, **kw):  # no training job runs on moto: stop once the job exists
-        attached["name"] = name
-        raise RuntimeError("stop")
-
-    monkeypatch.setattr(tsm, "attach_tuning_job", stop_after_create)
     tuner = Tuner(hp, SM_SPACE, backend=backend, max_trials=12, max_parallel=2, seed=7, output_dir=tmp_path / "sm",
                   warm_start_from=["ic-tune-parent-1"])
-    with pytest.raises(RuntimeError, match="stop"):
-        tuner.fit(train, validation=val)
-    req = tuner.last_request
-    desc = session.client("sagemaker").describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=attached["name"])
+    req, desc, name = created_tuning_job(tuner, monkeypatch, session.client("sagemaker"), train, val)
     assert desc["HyperParameterTuningJobConfig"] == req["HyperParameterTuningJobConfig"]
     assert desc["TrainingJobDefinition"] == req["TrainingJobDefinition"]
     assert desc["WarmStartConfig"] == req["WarmStartConfig"]
     config = req["HyperParameterTuningJobConfig"]
     assert config["Strategy"] == "Bayesian" and config["TrainingJobEarlyStoppingType"] == "Auto"
     assert config["HyperParameterTuningJobObjective"] == {"Type": "Maximize", "MetricName": "validation:accuracy"}
-    assert req["Tags"] == [{"Key": "team", "Value": "vision"}] and len(attached["name"]) <= 32
+    assert req["Tags"] == [{"Key": "team", "Value": "vision"}] and len(name) <= 32
     channels = {c["ChannelName"] for c in req["TrainingJobDefinition"]["InputDataConfig"]}
     assert channels == {"train", "validation", "train_lst", "validation_lst"}
     uri = next(c["DataSource"]["S3DataSource"]["S3Uri"] for c in req["TrainingJobDefinition"]["InputDataConfig"]

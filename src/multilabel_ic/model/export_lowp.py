@@ -130,11 +130,14 @@ def _build(format: str, precision: str, module, shape: tuple[int, int, int], cal
     from .quantize import openvino_from_onnx, openvino_model, openvino_parts, quantize_onnx, quantize_openvino
 
     batches = [calibration[i:i + 1] for i in range(len(calibration))] if calibration is not None else []
-    example = torch.from_numpy(np.random.default_rng(0).uniform(0, 255, (2, *shape)).astype(np.float32))
+    def onnx_model() -> bytes:
+        example = torch.from_numpy(np.random.default_rng(0).uniform(0, 255, (2, *shape)).astype(np.float32))
+        return onnx_bytes(module, example)
+
     if format == "openvino":
         if precision == "int8" and quantizer == "onnxruntime":
             ov = require("openvino", extra="openvino")
-            onnx_parts, settings = quantize_onnx(onnx_bytes(module, example), batches)
+            onnx_parts, settings = quantize_onnx(onnx_model(), batches)
             parts = openvino_from_onnx(onnx_parts["onnx"])
             settings.update(runtime="openvino", runtime_version=ov.__version__,
                             converted_with=f"openvino.convert_model {ov.__version__} (QDQ pairs as FakeQuantize)")
@@ -147,7 +150,7 @@ def _build(format: str, precision: str, module, shape: tuple[int, int, int], cal
                         "runtime_version": ov.__version__}
         settings["inference_precision_hint"] = OPENVINO_HINTS[precision]
         return parts, settings, _openvino_run(parts, precision)
-    parts, settings = quantize_onnx(onnx_bytes(module, example), batches)
+    parts, settings = quantize_onnx(onnx_model(), batches)
     return parts, settings, _onnx_run(parts["onnx"])
 
 
